@@ -146,10 +146,14 @@ inline float_format float_format::parse(std::string_view text) {
 inline std::string to_string(const float_format& f) {
     for (const auto& n : detail::format_names)
         if (n.format == f) return std::string(n.name);
-    std::string s = "e" + std::to_string(f.exp_bits) + "m" + std::to_string(f.man_bits);
+    // Appended piece by piece: g++ 12 warns falsely (-Wrestrict) on "literal" + std::string.
+    std::string s = "e";
+    s += std::to_string(f.exp_bits);
+    s += 'm';
+    s += std::to_string(f.man_bits);
     // Spell out only what differs from what parse gives for the base name.
     const float_format base = detail::parse_base(s);
-    if (f.exponent_bias() != base.exponent_bias()) s += ",bias=" + std::to_string(f.exponent_bias());
+    if (f.exponent_bias() != base.exponent_bias()) (s += ",bias=") += std::to_string(f.exponent_bias());
     if (f.subnormals != base.subnormals) s += f.subnormals ? ",subnormals=on" : ",subnormals=off";
     if (f.specials != base.specials)
         s += f.specials == special_values::ieee ? ",specials=ieee"

@@ -6,19 +6,15 @@
 // per-element code is a short, branch-free sequence of integer operations that compilers
 // vectorize (the array paths call it on blocks of 16).
 //
-// The method works on the bits of x (float or double). Let sig be x's integer significand and
-// 2^ulp_exp the weight of its last bit, so |x| = sig * 2^ulp_exp. The format's grid spacing at
-// |x| is 2^quantum_exp with quantum_exp = max(floor(log2|x|), emin) - man_bits (the max gives the
-// evenly spaced subnormal grid). Dropping the low `quantum_exp - ulp_exp` bits of sig with the
-// mode's rule gives an integer r, and r * 2^quantum_exp is the rounded magnitude, still without
-// an upper exponent limit. Then, in this order:
-//   - overflow: a result above the largest finite value becomes +-inf, NaN (fn formats) or the
-//     largest finite value, per the mode and the overflow policy (see modes.hpp);
-//   - underflow: without subnormals, a result below the smallest normal (that is, x rounded to
-//     the grid as if subnormals existed) flushes to a zero of x's sign;
-//   - specials: NaN stays NaN; +-inf stays +-inf, or becomes NaN (fn), or saturates;
-//   - unsigned formats: a negative x becomes the format's value nearest to it, zero (or the
-//     smallest value of a format without zero, like ue8m0, which also takes every x below it).
+// The method works on the bits of x (float or double), whose magnitude bits increase with |x|.
+// The format's grid spacing at |x| is 2^(max(floor(log2|x|), emin) - man_bits) (the max gives the
+// evenly spaced subnormal grid), so rounding |x| to the grid drops the low
+// `shift = man_bits(T) - man_bits + max(emin - floor(log2|x|), 0)` bits of its significand.
+// While shift <= man_bits(T) the dropped bits are fraction bits, and rounding the magnitude's bit
+// pattern itself is exact: a carry out of the fraction increments the exponent field, which is
+// the next binade's first value. Beyond that |x| is below the format's smallest grid step
+// q = 2^(emin - man_bits), and the result is 0 or q. This gives the rounded magnitude without an
+// upper exponent limit. Then, in this order:
 // Stochastic rounding with R random bits rounds up when the top R dropped bits plus the random
 // number carry out, as hardware that adds random bits below the kept ones does: probability
 // floor(2^R * rest / quantum) / 2^R, exactly rest / quantum when at most R bits are dropped.
@@ -85,14 +81,19 @@ struct rounding_plan {
     using bits_type = typename detail::binary_layout<T>::bits;
     using exp_type = typename detail::binary_layout<T>::exp_int;
 
-    exp_type emin = 0;          // exponent of the smallest normal binade
-    exp_type man_bits = 0;      // mantissa bits of the format
+    exp_type base_shift = 0;    // man_bits(T) - man_bits: bits dropped from a normal x
+    exp_type shift_offset = 0;  // shift = min(max(shift_offset - field, base_shift), max_shift)
+    exp_type max_shift = 0;
+    exp_type tiny_field = 0;    // x whose exponent field is below this are below the smallest step
+    exp_type emin_field = 0;    // T's exponent field of the format's smallest normal binade
+    bits_type min_step = 0;     // bits of q = 2^(emin - man_bits), the smallest grid step
+    T half_step = 0;            // q / 2 (when tiny x exist, so that it is a T)
     T max_finite = 0;           // largest finite magnitude
     T overflow_away = 0;        // magnitude of an overflow that rounds away from zero
     T flush_below = 0;          // rounded magnitudes below this ...
     T flush_to = 0;             // ... become this (no subnormals; formats without zero)
+    T lowest_input = 0;         // inputs below this (negative x for unsigned formats) become 0
     bits_type sign_keep = 0;    // sign bit mask, 0 for unsigned formats
-    T negative_result = 0;      // what a negative x becomes in an unsigned format
     bits_type random_mask = 0;  // 2^random_bits - 1
     exp_type random_bits = 32;
 
@@ -108,8 +109,19 @@ struct rounding_plan {
                                         " does not fit this value type's exponent range and "
                                         "precision: round double values instead");
         rounding_plan p;
-        p.emin = exp_type(f.emin());
-        p.man_bits = exp_type(f.man_bits);
+        using L = detail::binary_layout<T>;
+        // The bits dropped from x with exponent field e >= 1 (see round_with_plan) are
+        //   drop = base + max(emin_field - max(e, 1), 0) = max(base, min(C - e, C - 1)),
+        // C = base + emin_field, that is min(max(C - e, base), max(base, C - 1)) for the x that
+        // are not tiny, clamped to man_bits(T) + 2 so that shifts stay defined for tiny ones.
+        p.base_shift = exp_type(L::man_bits - f.man_bits);
+        p.emin_field = exp_type(f.emin() + L::bias);
+        p.shift_offset = p.base_shift + p.emin_field;
+        p.max_shift = std::min(std::max(p.base_shift, exp_type(p.shift_offset - 1)), exp_type(L::man_bits + 2));
+        // drop > man_bits(T)  <=>  max(e, 1) < emin_field - man_bits
+        p.tiny_field = p.emin_field - f.man_bits > 1 ? exp_type(p.emin_field - f.man_bits) : 0;
+        p.min_step = std::bit_cast<bits_type>(T(detail::pow2(f.emin() - f.man_bits)));
+        p.half_step = p.tiny_field > 0 ? T(detail::pow2(f.emin() - f.man_bits - 1)) : T(0);
         p.max_finite = T(f.max_finite());  // exact: the format fits T
         const bool saturates = on_overflow == overflow::saturate || f.specials == special_values::none;
         p.overflow_away = saturates ? p.max_finite
@@ -118,7 +130,7 @@ struct rounding_plan {
         p.flush_below = f.subnormals ? T(0) : T(f.min_normal());
         p.flush_to = f.has_zero ? T(0) : T(f.min_normal());
         p.sign_keep = f.is_signed ? bits_type(bits_type(1) << (sizeof(T) * 8 - 1)) : 0;
-        p.negative_result = p.flush_to;
+        p.lowest_input = f.is_signed ? -std::numeric_limits<T>::infinity() : T(0);
         p.random_bits = exp_type(random_bits);
         p.random_mask = bits_type(std::uint32_t(0xFFFFFFFFu) >> (32 - random_bits));
         return p;
@@ -127,77 +139,103 @@ struct rounding_plan {
 
 // The rounded value of x (see the top of this header). `random` is used by stochastic rounding
 // only: its low plan.random_bits bits.
-template <rounding Mode, class T>
-inline T round_with_plan(T x, const rounding_plan<T>& p, std::uint32_t random = 0) {
+// Always inlined: array loops and GEMM inner loops vectorize only with the body in view.
+// MayBeTiny = false is a faster variant for callers that know x is not tiny (is_tiny below).
+template <rounding Mode, class T, bool MayBeTiny = true>
+[[gnu::always_inline]] inline T round_with_plan(T x, const rounding_plan<T>& p, std::uint32_t random = 0) {
     using L = detail::binary_layout<T>;
     using U = typename L::bits;
     using S = typename L::exp_int;
     constexpr U sign_mask = U(1) << (sizeof(T) * 8 - 1);
     constexpr U frac_mask = (U(1) << L::man_bits) - 1;
-    constexpr S max_shift = L::man_bits + 2;  // dropping more bits: sig is below half a quantum
+    // (Written with arithmetic and selects rather than bool logic, which g++ does not vectorize;
+    // plan fields are read unconditionally, since a conditional load also stops it.)
+    const T max_finite = p.max_finite, overflow_away = p.overflow_away;
+    const T flush_below = p.flush_below, flush_to = p.flush_to, lowest = p.lowest_input;
+    const U sign_keep = p.sign_keep;
 
+    // Unsigned formats: a negative x rounds like 0, to the format's value nearest to it (one
+    // max instruction: NaN passes through).
+    x = lowest > x ? lowest : x;
     const U bits = std::bit_cast<U>(x);
     const U sign = bits & sign_mask;
     const U mag = bits ^ sign;
+    const T abs_x = std::bit_cast<T>(mag);
     const S field = S(mag >> L::man_bits);
-    const S field_or_1 = std::max(field, S(1));  // subnormal inputs share the lowest binade
-    const U sig = (mag & frac_mask) | (U(field != 0) << L::man_bits);
-    const S ulp_exp = field_or_1 - (L::bias + L::man_bits);
-    // The format's emin is at least T's (format_fits), so for a subnormal x the max picks emin.
-    const S quantum_exp = std::max(S(field_or_1 - L::bias), p.emin) - p.man_bits;
-    const S scale_exp = std::max(quantum_exp, ulp_exp);  // x already on the grid: keep every bit
-    const S drop = scale_exp - ulp_exp;
-    const S shift = std::min(drop, max_shift);
-    const U kept = sig >> shift;
-    const U rest = sig & ((U(1) << shift) - 1);
-    const U half = (U(1) << shift) >> 1;  // 0 when nothing is dropped
+    const S shift = std::min(std::max(S(p.shift_offset - field), S(p.base_shift)), S(p.max_shift));
+    const U below = (U(1) << shift) - 1;  // the dropped bits
+    const bool tiny = MayBeTiny && field < p.tiny_field;
 
-    U r;
-    if constexpr (Mode == rounding::nearest_even)
-        r = kept + (U(rest > half) | (U(rest == half) & U(half != 0) & kept & 1));
-    else if constexpr (Mode == rounding::nearest_away)
-        r = kept + (U(rest >= half) & U(rest != 0));
-    else if constexpr (Mode == rounding::toward_zero)
-        r = kept;
-    else if constexpr (Mode == rounding::toward_positive)
-        r = kept + (U(rest != 0) & U(sign == 0));
-    else if constexpr (Mode == rounding::toward_negative)
-        r = kept + (U(rest != 0) & U(sign != 0));
-    else if constexpr (Mode == rounding::odd)
-        r = kept | U(rest != 0);
-    else {
+    U rounded;
+    bool tiny_up;  // a tiny x rounds to one smallest step (else to 0)
+    if constexpr (Mode == rounding::nearest_even) {
+        // + half - 1, + 1 more when the kept lsb is odd (no rounding when shift is 0)
+        rounded = (mag + (below >> 1) + ((mag >> shift) & below & 1)) & ~below;
+        tiny_up = abs_x > p.half_step;
+    } else if constexpr (Mode == rounding::nearest_away) {
+        rounded = (mag + ((below + 1) >> 1)) & ~below;
+        tiny_up = abs_x >= p.half_step;
+    } else if constexpr (Mode == rounding::toward_zero) {
+        rounded = mag & ~below;
+        tiny_up = false;
+    } else if constexpr (Mode == rounding::toward_positive) {
+        rounded = (mag + (below & (U(0) - U(sign == 0)))) & ~below;
+        tiny_up = x > T(0);
+    } else if constexpr (Mode == rounding::toward_negative) {
+        rounded = (mag + (below & (U(0) - U(sign != 0)))) & ~below;
+        tiny_up = x < T(0);
+    } else if constexpr (Mode == rounding::odd) {
+        // truncate, then set the last kept bit when anything was dropped
+        rounded = (mag & ~below) | (U(std::min(mag & below, U(1))) << shift);
+        tiny_up = abs_x > T(0);
+    } else {
         static_assert(Mode == rounding::stochastic);
-        // rest scaled to random_bits bits: floor(rest * 2^R / 2^drop); below R dropped bits the
-        // left shift is exact. Round up when scaled + random carries out of R bits.
-        const S right = std::min(S(drop - p.random_bits), max_shift);
-        const S left = std::min(S(p.random_bits - drop), S(sizeof(U) * 8 - 1));
-        const U scaled = drop >= p.random_bits ? rest >> std::max(right, S(0))
-                                               : rest << std::max(left, S(0));
-        r = kept + U((U(random) & p.random_mask) > p.random_mask - scaled);
+        // Add the R random bits aligned just below the kept bits, then truncate: this carries
+        // into the kept bits exactly when floor(rest * 2^R / 2^shift) + u >= 2^R.
+        // u * 2^(shift - R) rounded down: u moved to the top of the word (which also drops any
+        // bits above R), then down to end just below the kept bits.
+        constexpr S width = sizeof(U) * 8;
+        const U aligned = ((U(random) << (width - p.random_bits)) >> 1) >> (width - 1 - shift);
+        rounded = (mag + aligned) & ~below;
+        tiny_up = false;
+        if constexpr (MayBeTiny) {
+            // A tiny x: its integer significand sig with all `drop` dropped bits counted,
+            // scaled to R bits, floor(sig * 2^R / 2^drop) (exact when drop < R: sig < 2^24 and
+            // drop >= 24 here); up when scaled + u carries out of R bits.
+            const S drop = p.base_shift + std::max(S(p.emin_field - std::max(field, S(1))), S(0));
+            const U sig = (mag & frac_mask) | (U(std::min(field, S(1))) << L::man_bits);
+            const S right = std::min(S(drop - p.random_bits), S(L::man_bits + 2));
+            const U scaled = right >= 0 ? sig >> right : sig << std::min(S(-right), S(sizeof(U) * 8 - 1));
+            tiny_up = (U(random) & p.random_mask) > p.random_mask - scaled;
+        }
     }
-    // Exact: r has at most man_bits(T) + 1 significant bits and scale_exp is at least T's
-    // smallest subnormal exponent, so the product is a T (or overflows to inf, caught below).
-    T y = T(S(r)) * detail::pow2_of<T>(scale_exp);
+    if constexpr (MayBeTiny) rounded = tiny ? (tiny_up ? p.min_step : U(0)) : rounded;
+    T y = std::bit_cast<T>(rounded);
 
-    const T overflow_result = [&] {
-        if constexpr (Mode == rounding::toward_zero || Mode == rounding::odd)
-            return p.max_finite;
-        else if constexpr (Mode == rounding::toward_positive)
-            return sign ? p.max_finite : p.overflow_away;
-        else if constexpr (Mode == rounding::toward_negative)
-            return sign ? p.overflow_away : p.max_finite;
-        else
-            return p.overflow_away;
-    }();
-    y = y > p.max_finite ? overflow_result : y;
-    y = y < p.flush_below ? p.flush_to : y;
-    const bool special = field == L::top_field;
-    const bool is_nan = special & ((mag & frac_mask) != 0);
-    y = special ? (is_nan ? std::bit_cast<T>(mag) : p.overflow_away) : y;
-    const U out = std::bit_cast<U>(y) | (sign & p.sign_keep);
-    // Unsigned formats: a negative x (not NaN) lands on the format's value nearest to it.
-    const bool negative_unsigned = (sign & ~p.sign_keep) != 0 && !is_nan;
-    return negative_unsigned ? p.negative_result : std::bit_cast<T>(out);
+    T overflow_result = overflow_away;
+    if constexpr (Mode == rounding::toward_zero || Mode == rounding::odd)
+        overflow_result = max_finite;
+    else if constexpr (Mode == rounding::toward_positive)
+        overflow_result = sign ? max_finite : overflow_away;
+    else if constexpr (Mode == rounding::toward_negative)
+        overflow_result = sign ? overflow_away : max_finite;
+    y = y > max_finite ? overflow_result : y;
+    y = y < flush_below ? flush_to : y;
+    y = abs_x == std::numeric_limits<T>::infinity() ? overflow_away : y;
+    y = abs_x != abs_x ? abs_x : y;  // NaN stays NaN
+    return std::bit_cast<T>(std::bit_cast<U>(y) | (sign & sign_keep));
+}
+
+// Whether round_with_plan must take the tiny path for x: |x| non-zero and below the format's
+// smallest grid step (only formats whose smallest step is above T's smallest subnormal have such
+// x). Callers that check a whole block can then use the MayBeTiny = false variant.
+template <class T>
+[[gnu::always_inline]] inline bool is_tiny(T x, const rounding_plan<T>& p) {
+    using L = detail::binary_layout<T>;
+    using U = typename L::bits;
+    const U mag = std::bit_cast<U>(x) & ~(U(1) << (sizeof(T) * 8 - 1));
+    const U tiny_below = U(p.tiny_field) << L::man_bits;
+    return mag - 1 < tiny_below - 1;  // unsigned: 0 wraps around, and tiny_below 0 means none
 }
 
 // Calls f(std::integral_constant<rounding, Mode>) for the runtime mode: the one place where a
