@@ -132,7 +132,7 @@ constexpr std::uint64_t encode(const float_format& f, double value) {
 
 // The value of `code` (exact).
 constexpr double decode(const float_format& f, std::uint64_t code) {
-    if (code >= f.codes()) detail::not_a_code(f, code);
+    if (f.bits() < 64 && (code >> f.bits()) != 0) detail::not_a_code(f, code);  // (codes() overflows at 64)
     const detail::code_layout l(f);
     const bool negative = (code & l.sign_bit) != 0;
     const std::uint64_t field = (code >> f.man_bits) & l.field_mask;
