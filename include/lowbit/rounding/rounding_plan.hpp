@@ -81,6 +81,8 @@ struct rounding_plan {
     using bits_type = typename detail::binary_layout<T>::bits;
     using exp_type = typename detail::binary_layout<T>::exp_int;
 
+    exp_type emin = 0;          // the format's smallest normal exponent
+    exp_type man_bits = 0;      // the format's mantissa bits
     exp_type base_shift = 0;    // man_bits(T) - man_bits: bits dropped from a normal x
     exp_type shift_offset = 0;  // shift = min(max(shift_offset - field, base_shift), max_shift)
     exp_type max_shift = 0;
@@ -114,6 +116,8 @@ struct rounding_plan {
         //   drop = base + max(emin_field - max(e, 1), 0) = max(base, min(C - e, C - 1)),
         // C = base + emin_field, that is min(max(C - e, base), max(base, C - 1)) for the x that
         // are not tiny, clamped to man_bits(T) + 2 so that shifts stay defined for tiny ones.
+        p.emin = exp_type(f.emin());
+        p.man_bits = exp_type(f.man_bits);
         p.base_shift = exp_type(L::man_bits - f.man_bits);
         p.emin_field = exp_type(f.emin() + L::bias);
         p.shift_offset = p.base_shift + p.emin_field;

@@ -1,0 +1,164 @@
+// lowbit/datapath/gemm.hpp: C = A B on a simulated accelerator datapath (see gemm_spec.hpp).
+//
+//   lowbit::gemm_stats stats;
+//   Eigen::MatrixXf C = lowbit::gemm(A, B, spec, &stats);   // A: M x K, B: K x N, any storage
+//   lowbit::gemm(A, B, C, spec);                            // fills C (resized when it can be)
+//   float d = lowbit::dot(a, b, spec);                      // spans of K floats
+//
+// Threads: spec.threads (0: OpenMP's default) split the rows of C; every output is computed by
+// one thread in a fixed order, so results and counts are identical for any thread count.
+// Events are counted only when a gemm_stats is given, and cost nothing otherwise.
+#pragma once
+
+#include <lowbit/datapath/exact_datapath.hpp>
+#include <lowbit/datapath/fast_datapath.hpp>
+#include <lowbit/datapath/gemm_spec.hpp>
+#include <lowbit/datapath/gemm_stats.hpp>
+#include <lowbit/datapath/quantizer.hpp>
+
+#include <Eigen/Core>
+
+#include <cstdint>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace lowbit {
+
+namespace detail {
+
+using row_major_floats = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+// Applies an input quantizer to a row-major array whose element e has random index e.
+inline void quantize_input(const quantizer& q, gemm_role role, float* data, std::size_t n) {
+    if (const auto* f = q.as_float()) {
+        float_quantizer keyed = *f;
+        keyed.seed = gemm_random_key(f->seed, role);
+        keyed(std::span<float>(data, n));
+    } else if (const auto* i = q.as_int()) {
+        int_quantizer keyed = *i;
+        keyed.seed = gemm_random_key(i->seed, role);
+        for (std::size_t e = 0; e < n; ++e) data[e] = float(keyed(double(data[e]), e));
+    }
+}
+
+inline void check_accumulator_format(const quantizer& q, const char* field) {
+    if (const auto* f = q.as_float(); f != nullptr && f->format.man_bits > 50)
+        throw std::invalid_argument(std::string("lowbit::gemm_spec: ") + field + ": man_bits = " +
+                                    std::to_string(f->format.man_bits) +
+                                    " is more than the 50 an exactly simulated accumulator can have: leave "
+                                    "the quantizer unset for an exact accumulator");
+}
+
+inline int thread_count(int requested) {
+#if defined(_OPENMP)
+    return requested == 0 ? omp_get_max_threads() : requested;
+#else
+    return (void)requested, 1;
+#endif
+}
+
+// C (row-major M x N) from quantized A (row-major M x K) and B (column-major: column j of B
+// contiguous), on the exact path.
+template <bool Count>
+void exact_gemm(const row_major_floats& a, const Eigen::MatrixXf& b, row_major_floats& c, const gemm_spec& spec,
+                gemm_stats* stats) {
+    const std::int64_t M = a.rows(), K = a.cols(), N = b.cols();
+    const exact_datapath path{spec, N, K};
+    const int threads = thread_count(spec.threads);
+    std::vector<gemm_stats> per_thread(std::size_t(threads), gemm_stats{});
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (std::int64_t i = 0; i < M; ++i) {
+#if defined(_OPENMP)
+        gemm_stats& local = per_thread[std::size_t(omp_get_thread_num())];
+#else
+        gemm_stats& local = per_thread[0];
+#endif
+        std::vector<double> products, tree;
+        std::vector<exact_sum> chunk_results;
+        for (std::int64_t j = 0; j < N; ++j) {
+            const std::uint64_t out = std::uint64_t(i * N + j);
+            event_sink<Count> sink{&local, nullptr};
+            if constexpr (Count)
+                if (spec.record_lost) sink.lost = stats->lost.data() + out * std::uint64_t(K);
+            c(i, j) = path.output<Count>(a.data() + i * K, b.data() + j * K, out, products, tree, chunk_results, sink);
+        }
+    }
+    if constexpr (Count)
+        for (const auto& s : per_thread) *stats += s;
+}
+
+}  // namespace detail
+
+template <class DA, class DB, class DC>
+void gemm(const Eigen::MatrixBase<DA>& A, const Eigen::MatrixBase<DB>& B, Eigen::MatrixBase<DC>& C,
+          const gemm_spec& spec, gemm_stats* stats = nullptr) {
+    spec.validate();
+    detail::check_accumulator_format(spec.accumulator, "accumulator");
+    detail::check_accumulator_format(spec.chunk_accumulator, "chunk_accumulator");
+    if (A.cols() != B.rows())
+        throw std::invalid_argument("lowbit::gemm: shape mismatch: A is " + std::to_string(A.rows()) + " x " +
+                                    std::to_string(A.cols()) + " and B is " + std::to_string(B.rows()) + " x " +
+                                    std::to_string(B.cols()) + ": A's columns (K) must equal B's rows");
+    const Eigen::Index M = A.rows(), K = A.cols(), N = B.cols();
+    if (C.rows() != M || C.cols() != N) {
+        C.derived().resize(M, N);  // asserts/throws for fixed-size or mapped C of the wrong size
+        if (C.rows() != M || C.cols() != N)
+            throw std::invalid_argument("lowbit::gemm: output shape: C must be " + std::to_string(M) + " x " +
+                                        std::to_string(N));
+    }
+    if (spec.record_lost && stats == nullptr)
+        throw std::invalid_argument("lowbit::gemm: record_lost = true needs a gemm_stats to record into");
+
+    detail::row_major_floats a = A.template cast<float>();
+    detail::row_major_floats b_rows = B.template cast<float>();
+    detail::quantize_input(spec.input_a, gemm_role::input_a, a.data(), std::size_t(a.size()));
+    detail::quantize_input(spec.input_b, gemm_role::input_b, b_rows.data(), std::size_t(b_rows.size()));
+
+    detail::row_major_floats c(M, N);
+    if (stats != nullptr) {
+        stats->macs += std::uint64_t(M) * std::uint64_t(N) * std::uint64_t(K);
+        if (spec.record_lost) stats->lost.assign(std::size_t(M * N * K), 0);
+        const Eigen::MatrixXf b = b_rows;  // column-major: each column's K values contiguous
+        detail::exact_gemm<true>(a, b, c, spec, stats);
+    } else if (!detail::fast_gemm(a, b_rows, c, spec)) {
+        const Eigen::MatrixXf b = b_rows;
+        detail::exact_gemm<false>(a, b, c, spec, nullptr);
+    }
+    C = c.template cast<typename DC::Scalar>();
+}
+
+template <class DA, class DB>
+Eigen::MatrixXf gemm(const Eigen::MatrixBase<DA>& A, const Eigen::MatrixBase<DB>& B, const gemm_spec& spec,
+                     gemm_stats* stats = nullptr) {
+    Eigen::MatrixXf C(A.rows(), B.cols());
+    gemm(A, B, C, spec, stats);
+    return C;
+}
+
+// Overload for an Eigen::Ref, a Map or a block passed as a temporary.
+template <class DA, class DB, class DC>
+void gemm(const Eigen::MatrixBase<DA>& A, const Eigen::MatrixBase<DB>& B, Eigen::MatrixBase<DC>&& C,
+          const gemm_spec& spec, gemm_stats* stats = nullptr) {
+    gemm(A, B, C, spec, stats);
+}
+
+// The dot product of a and b on the datapath: gemm of a 1 x K by a K x 1.
+inline float dot(std::span<const float> a, std::span<const float> b, const gemm_spec& spec,
+                 gemm_stats* stats = nullptr) {
+    if (a.size() != b.size())
+        throw std::invalid_argument("lowbit::dot: shape mismatch: a has " + std::to_string(a.size()) +
+                                    " elements and b has " + std::to_string(b.size()));
+    const Eigen::Map<const Eigen::Matrix<float, 1, Eigen::Dynamic>> row(a.data(), Eigen::Index(a.size()));
+    const Eigen::Map<const Eigen::VectorXf> column(b.data(), Eigen::Index(b.size()));
+    Eigen::Matrix<float, 1, 1> c;
+    gemm(row, column, c, spec, stats);
+    return c(0, 0);
+}
+
+}  // namespace lowbit
