@@ -49,8 +49,9 @@ struct float_format {
     constexpr int bits() const { return int(is_signed) + exp_bits + man_bits; }
     constexpr bool has_infinity() const { return specials == special_values::ieee; }
     constexpr bool has_nan() const { return specials != special_values::none; }
-    // Number of bit patterns (codes) of the format.
-    constexpr std::uint64_t codes() const { return std::uint64_t(1) << bits(); }
+    // Number of bit patterns (codes) of the format: 2^bits(), as a double because a 64-bit
+    // format has 2^64 of them.
+    constexpr double codes() const { return detail::pow2(bits()); }
     // Exponent of the smallest normal binade.
     constexpr int emin() const { return (has_zero ? 1 : 0) - exponent_bias(); }
     // Exponent field of the largest finite value.

@@ -15,6 +15,10 @@
 // the next binade's first value. Beyond that |x| is below the format's smallest grid step
 // q = 2^(emin - man_bits), and the result is 0 or q. This gives the rounded magnitude without an
 // upper exponent limit. Then, in this order:
+// Ties to even and round to odd look at the last bit of the kept significand (the parity of the
+// result in units of the grid spacing); for man_bits = 0 that is the implicit 1 of every non-zero
+// value, so ties go to the larger neighbour and round to odd truncates, as MPFR does at
+// precision 1.
 // Stochastic rounding with R random bits rounds up when the top R dropped bits plus the random
 // number carry out, as hardware that adds random bits below the kept ones does: probability
 // floor(2^R * rest / quantum) / 2^R, exactly rest / quantum when at most R bits are dropped.
@@ -169,12 +173,16 @@ template <rounding Mode, class T, bool MayBeTiny = true>
     const S shift = std::min(std::max(S(p.shift_offset - field), S(p.base_shift)), S(p.max_shift));
     const U below = (U(1) << shift) - 1;  // the dropped bits
     const bool tiny = MayBeTiny && field < p.tiny_field;
+    // The kept significand's last bit (ties to even, round to odd): when every fraction bit is
+    // dropped it is the implicit bit, which the bit pattern holds as the exponent field.
+    const U sig = (mag & frac_mask) | (U(std::min(field, S(1))) << L::man_bits);
+    const U kept_lsb = (sig >> shift) & below & 1;  // 0 when nothing is dropped
 
     U rounded;
     bool tiny_up;  // a tiny x rounds to one smallest step (else to 0)
     if constexpr (Mode == rounding::nearest_even) {
-        // + half - 1, + 1 more when the kept lsb is odd (no rounding when shift is 0)
-        rounded = (mag + (below >> 1) + ((mag >> shift) & below & 1)) & ~below;
+        // + half - 1, + 1 more when the kept lsb is odd
+        rounded = (mag + (below >> 1) + kept_lsb) & ~below;
         tiny_up = abs_x > p.half_step;
     } else if constexpr (Mode == rounding::nearest_away) {
         rounded = (mag + ((below + 1) >> 1)) & ~below;
@@ -189,8 +197,8 @@ template <rounding Mode, class T, bool MayBeTiny = true>
         rounded = (mag + (below & (U(0) - U(sign != 0)))) & ~below;
         tiny_up = x < T(0);
     } else if constexpr (Mode == rounding::odd) {
-        // truncate, then set the last kept bit when anything was dropped
-        rounded = (mag & ~below) | (U(std::min(mag & below, U(1))) << shift);
+        // truncate, then make the last kept bit odd when anything was dropped
+        rounded = (mag & ~below) + ((below + 1) & (U(0) - (U(std::min(mag & below, U(1))) & (kept_lsb ^ 1))));
         tiny_up = abs_x > T(0);
     } else {
         static_assert(Mode == rounding::stochastic);
@@ -207,7 +215,6 @@ template <rounding Mode, class T, bool MayBeTiny = true>
             // scaled to R bits, floor(sig * 2^R / 2^drop) (exact when drop < R: sig < 2^24 and
             // drop >= 24 here); up when scaled + u carries out of R bits.
             const S drop = p.base_shift + std::max(S(p.emin_field - std::max(field, S(1))), S(0));
-            const U sig = (mag & frac_mask) | (U(std::min(field, S(1))) << L::man_bits);
             const S right = std::min(S(drop - p.random_bits), S(L::man_bits + 2));
             const U scaled = right >= 0 ? sig >> right : sig << std::min(S(-right), S(sizeof(U) * 8 - 1));
             tiny_up = (U(random) & p.random_mask) > p.random_mask - scaled;
