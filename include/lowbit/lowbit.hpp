@@ -6,3 +6,13 @@
 #include <lowbit/rounding/quantize.hpp>
 #include <lowbit/rounding/random_bits.hpp>
 #include <lowbit/rounding/float_quantizer.hpp>
+#include <lowbit/rounding/exact_ops.hpp>
+#include <lowbit/rounding/int_quantizer.hpp>
+#include <lowbit/formats/int_format.hpp>
+#include <lowbit/types/encoding.hpp>
+#include <lowbit/types/minifloat.hpp>
+#include <lowbit/types/minifloat_eigen.hpp>
+#include <lowbit/datapath/quantizer.hpp>
+#include <lowbit/datapath/gemm_spec.hpp>
+#include <lowbit/datapath/gemm_stats.hpp>
+#include <lowbit/datapath/gemm.hpp>

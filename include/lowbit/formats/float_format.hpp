@@ -48,7 +48,10 @@ struct float_format {
     constexpr int exponent_bias() const { return bias == ieee_bias ? (1 << (exp_bits - 1)) - 1 : bias; }
     constexpr int bits() const { return int(is_signed) + exp_bits + man_bits; }
     constexpr bool has_infinity() const { return specials == special_values::ieee; }
-    constexpr bool has_nan() const { return specials != special_values::none; }
+    // A NaN code exists: fn formats' all-ones code; IEEE needs a mantissa bit to tell NaN from inf.
+    constexpr bool has_nan() const {
+        return specials == special_values::fn || (specials == special_values::ieee && man_bits > 0);
+    }
     // Number of bit patterns (codes) of the format: 2^bits(), as a double because a 64-bit
     // format has 2^64 of them.
     constexpr double codes() const { return detail::pow2(bits()); }

@@ -37,15 +37,21 @@
 // exponent range whose products leave double's (exp_bits = 11), break it.
 //
 // How RO is computed: s = fl(a op b) (round to nearest) together with the sign of the exact error
-// (a op b) - s, from an error-free transformation: Fast2Sum for + and -, e = fma(a, b, -s) for *,
-// the remainder fma(-q, b, a) for /. If the error is non-zero and s is even, s moves one ulp
-// toward the exact value. Only the *sign* of the error is needed, and the formulas give it
-// (the error term is a non-zero multiple of a power of two above double's smallest subnormal)
-// whenever the result and the operands stay above 2^-900 or so; the other finite cases (results
-// near or in double's subnormal range, and quotients or products of operands far apart) take a
-// slower exact path on frexp-scaled operands (see detail::round_odd_scaled). Sums need no such
-// path: Fast2Sum is exact with gradual underflow. On overflow the result is +-DBL_MAX, and
-// inf / NaN / zero operands give the IEEE result (which is exact).
+// (a op b) - s, from an error-free transformation: Fast2Sum for + and -, fma(a, b, -s) for *, the
+// remainder fma(-q, b, a) for /. If the error is non-zero and s is even, s moves one ulp toward
+// the exact value (s is a faithful rounding, so the exact value lies between s and that
+// neighbour). Only the error's sign and whether it is zero are needed, and the fma gives them as
+// long as it does not round a non-zero error to zero:
+//   - Fast2Sum is exact for all finite operands whose sum does not overflow, subnormal sums
+//     included (an overflowing sum gives +-DBL_MAX, the RO result);
+//   - a * b - s is a multiple of lsb(a) lsb(b) (lsb: the weight of the last significand bit),
+//     which is at least 2^-1006 when |s| >= 2^-900, so fma(a, b, -s) is exact in sign and zero;
+//   - a - q b is a multiple of min(lsb(a), lsb(q) lsb(b)), at least 2^-1007 when |a| >= 2^-900
+//     and 2^-900 <= |q| <= 2^900.
+// Outside those ranges (results near or in double's subnormal range, products that overflow,
+// quotients of operands far apart) the operands' significands are multiplied or divided in
+// [1/4, 2), where the error terms are exact, and the exponent is put back by
+// detail::round_odd_scaled. Infinite, NaN and zero operands give the IEEE result (exact).
 #pragma once
 
 #include <bit>

@@ -15,7 +15,8 @@
 //   - + - * /: the exact result rounded once to F (computed as the double round-to-odd result,
 //     then rounded to F: exact by the theorem in rounding/exact_ops.hpp, as F has <= 31 mantissa
 //     bits); IEEE results for infinities, NaN and zeros.
-//   - unary minus flips the sign bit (NaN included); in an unsigned format -x is -x rounded, 0.
+//   - unary minus flips the sign bit (NaN included); in an unsigned format -x is -x rounded: 0
+//     (the smallest value in a format without zero).
 //   - comparisons as IEEE: NaN is unordered and unequal to itself, -0 == +0.
 //   - default construction gives code 0: +0 (in a format without zero, its smallest value).
 //   - NaN results are the format's canonical NaN code; a format without NaN code stores them as
@@ -68,7 +69,7 @@ double integer_round_odd(I i) {
 
 // floor(log10(x)) for a positive finite x, in long double: exact unless x lies within about
 // 10^-18 (relative) of a power of ten, which no power of two or largest finite value of a
-// format does (checked against float, double and IEEE half in the tests).
+// format does (checked against float, bfloat16 and IEEE half in the tests).
 constexpr int floor_log10(double x) {
     const long double v = x;
     long double p = 1;
@@ -99,7 +100,7 @@ public:
     constexpr minifloat() = default;
 
     // Rounded to F (nearest, ties to even; IEEE cast overflow).
-    explicit minifloat(double x) : code_(storage_type(encode(F, round(x)))) {}
+    explicit minifloat(double x) : code_(storage_type(encode(layout, round(x)))) {}
     explicit minifloat(float x) : minifloat(double(x)) {}
     template <std::integral I>
         requires(sizeof(I) <= 8)
@@ -107,7 +108,7 @@ public:
 
     // The number whose code is `code`; throws std::invalid_argument if it has bits above bits().
     static constexpr minifloat from_bits(storage_type code) {
-        if (std::uint64_t(code) >= F.codes())
+        if ((std::uint64_t(code) >> F.bits()) != 0)
             throw std::invalid_argument("lowbit::minifloat::from_bits: code " + std::to_string(code) +
                                         " has more than " + std::to_string(F.bits()) + " bits");
         minifloat m;
@@ -116,8 +117,8 @@ public:
     }
     constexpr storage_type bits() const { return code_; }
 
-    explicit constexpr operator double() const { return decode(F, code_); }
-    explicit constexpr operator float() const { return float(decode(F, code_)); }
+    explicit constexpr operator double() const { return decode(layout, code_); }
+    explicit constexpr operator float() const { return float(decode(layout, code_)); }
 
     friend minifloat operator+(minifloat a, minifloat b) { return minifloat(add_round_odd(double(a), double(b))); }
     friend minifloat operator-(minifloat a, minifloat b) { return minifloat(sub_round_odd(double(a), double(b))); }
@@ -159,6 +160,7 @@ public:
     }
 
 private:
+    static constexpr code_layout layout{F};
     static constexpr storage_type sign_bit =
         F.is_signed ? storage_type(std::uint64_t(1) << (F.bits() - 1)) : storage_type(0);
 
