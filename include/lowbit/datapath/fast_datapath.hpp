@@ -1,11 +1,350 @@
-// lowbit/datapath/fast_datapath.hpp: (being written) the vectorized path.
+// lowbit/datapath/fast_datapath.hpp: the vectorized GEMM path, used where it provably equals the
+// exact one (exact_datapath.hpp).
+//
+// Sixteen outputs of a row of C are computed together, one per vector lane, with the running
+// accumulators kept in registers across k (register blocking). Each chunk is done in two passes
+// over panels of k: products into a small buffer, then the accumulator chain over it. The passes
+// are instantiated per operation type and chosen once per call, so their loops have no branch
+// on the configuration.
+//
+// The path is taken only when every value is a float and every step can be done in fp32
+// exactly:
+//   - inputs: float input quantizers whose products are exact in fp32 (significands of at most
+//     24 bits together, no underflow below fp32's subnormals, no overflow), and finite data;
+//   - product: unset (the exact fp32 product), or a float format: when every exact product of
+//     two input values already lies on its grid (the input significands fit its mantissa and
+//     its smallest step divides theirs), rounding reduces to the range check (overflow and
+//     flush), which is elided; otherwise the full rounding kernel runs on the exact product;
+//   - accumulator and chunk accumulator: float formats in a deterministic mode where the fp32
+//     sum of any accumulator value and any addend is exact or overflows alike: every value is a
+//     multiple of 2^L (L the smallest grid step among them), sums below the accumulator's top
+//     binade 2^H need H - L <= 24 bits, and sums at or above 2^H overflow whether rounded or
+//     not. Or fp32 itself in nearest_even, which is the hardware's own addition.
+// For an accumulator without subnormals that saturates (the paper's M7E4), the rounding itself
+// is specialised: a constant shift for normal sums and one comparison for the flush region.
+// Stochastic rounding, integer quantizers, other models and event counting take the exact path.
 #pragma once
+
 #include <lowbit/datapath/gemm_spec.hpp>
+#include <lowbit/rounding/rounding_plan.hpp>
+
 #include <Eigen/Core>
+
+#include <algorithm>
+#include <bit>
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <vector>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 namespace lowbit::detail {
-inline bool fast_gemm(const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>&,
-                      const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>&,
-                      Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>&, const gemm_spec&) {
-    return false;
+
+// Outputs per block: four AVX-512 vectors (eight AVX2), so that four independent accumulator
+// chains hide the latency of each rounding step.
+constexpr int fast_lanes = 64;
+constexpr int fast_panel = 32;  // k per product buffer (8 KiB: stays in L1)
+
+// ---- the operations, each on one lane ----
+
+struct product_exact {  // unset product quantizer
+    [[gnu::always_inline]] float operator()(float x) const { return x; }
+};
+
+// A product already on the format's grid: only overflow and flush can change it. Saturating
+// overflow (the usual case) is a clamp.
+template <bool Saturating>
+struct product_range {
+    float max_finite, overflow_positive, overflow_negative, flush_below;
+    [[gnu::always_inline]] float operator()(float x) const {
+        if constexpr (Saturating) {
+            x = std::min(std::max(x, -max_finite), max_finite);
+        } else {
+            x = x > max_finite ? overflow_positive : x;
+            x = x < -max_finite ? overflow_negative : x;
+        }
+        const float zero = std::bit_cast<float>(std::bit_cast<std::uint32_t>(x) & 0x80000000u);
+        return std::fabs(x) < flush_below ? zero : x;
+    }
+};
+
+template <rounding Mode>
+struct round_full {  // the full rounding kernel, for products and accumulators
+    rounding_plan<float> plan;
+    [[gnu::always_inline]] float operator()(float x) const { return round_with_plan<Mode, float>(x, plan); }
+};
+
+struct sum_fp32 {  // fp32 nearest_even: the addition already rounded
+    [[gnu::always_inline]] float operator()(float x) const { return x; }
+};
+
+// An accumulator format without subnormals that saturates, for finite sums: normal sums round by
+// dropping a constant number of bits; below the smallest normal the result is 0 or the smallest
+// normal (of the sum's sign), decided by one threshold per sign.
+template <rounding Mode>
+struct round_flush_saturate {
+    std::uint32_t below;            // the dropped bits of a normal sum
+    float min_normal, max_finite;
+    float up_threshold_positive;    // |s| >= this rounds up to min_normal (for s > 0)
+    float up_threshold_negative;    // the same for s < 0
+    [[gnu::always_inline]] float operator()(float s) const {
+        const std::uint32_t bits = std::bit_cast<std::uint32_t>(s);
+        const std::uint32_t sign = bits & 0x80000000u;
+        std::uint32_t rounded;
+        if constexpr (Mode == rounding::nearest_even)
+            rounded = (bits + (below >> 1) + ((bits & (below + 1)) != 0 ? 1u : 0u) * (below & 1u)) & ~below;
+        else if constexpr (Mode == rounding::nearest_away)
+            rounded = (bits + ((below + 1) >> 1)) & ~below;
+        else if constexpr (Mode == rounding::toward_zero)
+            rounded = bits & ~below;
+        else if constexpr (Mode == rounding::toward_positive)
+            rounded = (bits + (sign != 0 ? 0u : below)) & ~below;
+        else if constexpr (Mode == rounding::toward_negative)
+            rounded = (bits + (sign != 0 ? below : 0u)) & ~below;
+        else
+            rounded = (bits & ~below) | ((bits & below) != 0 ? below + 1 : 0u);
+        float y = std::bit_cast<float>(rounded);
+        y = std::min(std::max(y, -max_finite), max_finite);
+        const float magnitude = std::fabs(s);
+        std::uint32_t small_bits = sign;  // below the smallest normal: a zero of s's sign ...
+        if constexpr (Mode != rounding::toward_zero && Mode != rounding::odd) {
+            // ... or the smallest normal, where the mode rounds up to it
+            const bool up = magnitude >= (sign != 0 ? up_threshold_negative : up_threshold_positive);
+            small_bits |= up ? std::bit_cast<std::uint32_t>(min_normal) : 0u;
+        }
+        return magnitude < min_normal ? std::bit_cast<float>(small_bits) : y;
+    }
+};
+
+// ---- the passes ----
+
+// buf[t][l] = op(a[t] * b[t][l]) for t < n, l < lanes; b row t at b + t * ldb.
+template <class Op>
+void product_pass(const float* a, const float* b, std::ptrdiff_t ldb, int n, const void* op, float* buf) {
+    const Op& f = *static_cast<const Op*>(op);
+    for (int t = 0; t < n; ++t) {
+        const float at = a[t];
+        const float* bt = b + t * ldb;
+        float* out = buf + t * fast_lanes;
+        for (int l = 0; l < fast_lanes; ++l) out[l] = f(at * bt[l]);  // exact product
+    }
 }
+
+// acc[l] = op(acc[l] + buf[t][l]) for t < n, in order.
+template <class Op>
+void accumulate_pass(const float* buf, int n, float* acc_out, const void* op) {
+    const Op& f = *static_cast<const Op*>(op);
+    float acc[fast_lanes];
+    for (int l = 0; l < fast_lanes; ++l) acc[l] = acc_out[l];
+    for (int t = 0; t < n; ++t) {
+        const float* p = buf + t * fast_lanes;
+        for (int l = 0; l < fast_lanes; ++l) acc[l] = f(acc[l] + p[l]);  // exact sum (see top)
+    }
+    for (int l = 0; l < fast_lanes; ++l) acc_out[l] = acc[l];
+}
+
+using product_pass_fn = void (*)(const float*, const float*, std::ptrdiff_t, int, const void*, float*);
+using accumulate_pass_fn = void (*)(const float*, int, float*, const void*);
+
+// One operation chosen for a call: the object and the pass instantiated for its type.
+template <class Fn>
+struct chosen_op {
+    Fn pass = nullptr;
+    std::vector<unsigned char> storage;  // the op object (trivially copyable)
+    const void* op() const { return storage.data(); }
+    template <class Op>
+    static chosen_op make(Fn fn, const Op& o) {
+        chosen_op c;
+        c.pass = fn;
+        c.storage.resize(sizeof(Op));
+        std::memcpy(c.storage.data(), &o, sizeof(Op));
+        return c;
+    }
+};
+
+// ---- what the spec allows ----
+
+struct value_grid {
+    int smallest_step;  // every value is a multiple of 2^smallest_step
+    int significand_bits;
+    double max_magnitude;
+    bool finite;        // no step makes inf or NaN from finite values
+};
+
+inline std::optional<value_grid> float_grid(const quantizer& q) {
+    const float_quantizer* f = q.as_float();
+    if (f == nullptr || !format_fits<float>(f->format) || !f->format.is_signed || !f->format.has_zero) return {};
+    const bool finite = f->on_overflow == overflow::saturate || f->format.specials == special_values::none;
+    return value_grid{f->format.emin() - f->format.man_bits, f->format.man_bits + 1, f->format.max_finite(), finite};
+}
+
+inline bool deterministic_float(const quantizer& q) {
+    const float_quantizer* f = q.as_float();
+    return f != nullptr && f->mode != rounding::stochastic;
+}
+
+inline bool is_fp32_nearest(const quantizer& q) {
+    const float_quantizer* f = q.as_float();
+    return f != nullptr && f->mode == rounding::nearest_even && f->format == fp32;
+}
+
+template <class Op, class Fn, template <class> class Pass>
+chosen_op<Fn> choose(const Op& op) {
+    return chosen_op<Fn>::template make<Op>(&Pass<Op>::run, op);
+}
+
+template <class Op>
+struct product_pass_of {
+    static void run(const float* a, const float* b, std::ptrdiff_t ldb, int n, const void* op, float* buf) {
+        product_pass<Op>(a, b, ldb, n, op, buf);
+    }
+};
+template <class Op>
+struct accumulate_pass_of {
+    static void run(const float* buf, int n, float* acc, const void* op) { accumulate_pass<Op>(buf, n, acc, op); }
+};
+
+// The accumulator operation for sums whose addends have grid `addend`, or nothing when fp32
+// cannot carry it exactly.
+inline std::optional<chosen_op<accumulate_pass_fn>> choose_accumulator(const quantizer& q, const value_grid& addend,
+                                                                         bool sums_finite) {
+    if (is_fp32_nearest(q)) return choose<sum_fp32, accumulate_pass_fn, accumulate_pass_of>(sum_fp32{});
+    const auto grid = float_grid(q);
+    if (!grid || !deterministic_float(q)) return {};
+    const float_format& f = q.as_float()->format;
+    const int top = f.emax() + 1;
+    const int lowest = std::min(grid->smallest_step, addend.smallest_step);
+    if (top - lowest > 24 || lowest < -149) return {};
+    const rounding mode = q.as_float()->mode;
+    if (!f.subnormals && grid->finite && sums_finite && f.man_bits <= 23) {
+        return dispatch_rounding(mode, [&](auto m) -> std::optional<chosen_op<accumulate_pass_fn>> {
+            constexpr rounding M = m();
+            const float min_normal = float(f.min_normal());
+            const float step = float(f.min_normal() * f.epsilon());  // the subnormal grid's step
+            const float never = std::numeric_limits<float>::infinity();
+            const float half_below = min_normal - step / 2, above_last = std::nextafter(min_normal - step, never);
+            round_flush_saturate<M> op{};
+            op.below = (std::uint32_t(1) << (23 - f.man_bits)) - 1;
+            op.min_normal = min_normal;
+            op.max_finite = float(f.max_finite());
+            op.up_threshold_positive = M == rounding::nearest_even || M == rounding::nearest_away ? half_below
+                                       : M == rounding::toward_positive                          ? above_last
+                                                                                                 : never;
+            op.up_threshold_negative = M == rounding::nearest_even || M == rounding::nearest_away ? half_below
+                                       : M == rounding::toward_negative                          ? above_last
+                                                                                                 : never;
+            return choose<round_flush_saturate<M>, accumulate_pass_fn, accumulate_pass_of>(op);
+        });
+    }
+    const auto plan = rounding_plan<float>::make(f, q.as_float()->on_overflow, q.as_float()->random_bits);
+    return dispatch_rounding(mode, [&](auto m) -> std::optional<chosen_op<accumulate_pass_fn>> {
+        return choose<round_full<m()>, accumulate_pass_fn, accumulate_pass_of>(round_full<m()>{plan});
+    });
+}
+
+// ---- the driver ----
+
+// Fills c (row-major M x N) from quantized a (row-major M x K) and b (row-major K x N) when the
+// spec allows the fast path; returns false (c untouched) otherwise.
+inline bool fast_gemm(const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>& a,
+                      const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>& b,
+                      Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>& c, const gemm_spec& spec) {
+    const std::int64_t M = a.rows(), K = a.cols(), N = b.cols();
+    if (K == 0 || (spec.model != accumulation::sequential && spec.model != accumulation::fma)) return false;
+    const auto grid_a = float_grid(spec.input_a), grid_b = float_grid(spec.input_b);
+    if (!grid_a || !grid_b) return false;
+    // Exact fp32 products of the inputs.
+    if (grid_a->significand_bits + grid_b->significand_bits > 24 ||
+        grid_a->smallest_step + grid_b->smallest_step < -149 ||
+        grid_a->max_magnitude * grid_b->max_magnitude > double(FLT_MAX))
+        return false;
+    if (!a.allFinite() || !b.allFinite()) return false;
+
+    value_grid product{grid_a->smallest_step + grid_b->smallest_step,
+                       grid_a->significand_bits + grid_b->significand_bits,
+                       grid_a->max_magnitude * grid_b->max_magnitude, true};
+    chosen_op<product_pass_fn> product_op;
+    if (spec.model == accumulation::fma || spec.product.is_exact()) {
+        product_op = choose<product_exact, product_pass_fn, product_pass_of>(product_exact{});
+    } else {
+        const auto grid_p = float_grid(spec.product);
+        if (!grid_p || !deterministic_float(spec.product)) return false;
+        const float_quantizer& qp = *spec.product.as_float();
+        const auto plan = rounding_plan<float>::make(qp.format, qp.on_overflow, qp.random_bits);
+        const bool on_grid = product.significand_bits <= grid_p->significand_bits &&
+                             product.smallest_step >= grid_p->smallest_step;
+        if (on_grid) {
+            // Rounding an on-grid value changes it only by overflow (per mode and sign) or flush.
+            const float max = plan.max_finite;
+            const auto overflow_of = [&](float x) {
+                return dispatch_rounding(qp.mode, [&](auto m) { return round_with_plan<m(), float>(x, plan); });
+            };
+            const float beyond = std::nextafter(max, std::numeric_limits<float>::infinity());
+            const float up = overflow_of(beyond), down = overflow_of(-beyond);
+            if (up == max && down == -max)
+                product_op = choose<product_range<true>, product_pass_fn, product_pass_of>(
+                    product_range<true>{max, up, down, plan.flush_below});
+            else
+                product_op = choose<product_range<false>, product_pass_fn, product_pass_of>(
+                    product_range<false>{max, up, down, plan.flush_below});
+        } else {
+            product_op = dispatch_rounding(qp.mode, [&](auto m) {
+                return choose<round_full<m()>, product_pass_fn, product_pass_of>(round_full<m()>{plan});
+            });
+        }
+        product = *grid_p;
+    }
+    const auto accumulate_op = choose_accumulator(spec.accumulator, product, product.finite);
+    if (!accumulate_op) return false;
+    const value_grid accumulated = is_fp32_nearest(spec.accumulator)
+                                       ? value_grid{-149, 24, double(FLT_MAX), false}
+                                       : *float_grid(spec.accumulator);
+    const auto chunk_op = choose_accumulator(spec.chunk_accumulator, accumulated, accumulated.finite);
+    if (!chunk_op) return false;
+
+    const std::int64_t chunk = spec.chunk == 0 ? K : std::min<std::int64_t>(spec.chunk, K);
+    const std::int64_t blocks = (N + fast_lanes - 1) / fast_lanes;
+    // B padded to whole blocks of lanes (zero columns, discarded).
+    Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> b_padded =
+        Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>::Zero(K, blocks * fast_lanes);
+    b_padded.leftCols(N) = b;
+    const std::ptrdiff_t ldb = b_padded.cols();
+    const int threads = spec.threads == 0 ?
+#if defined(_OPENMP)
+                                          omp_get_max_threads()
+#else
+                                          1
+#endif
+                                          : spec.threads;
+    // Blocks of columns outermost: one block's K x lanes panel of B stays in cache across rows.
+#pragma omp parallel for num_threads(threads) schedule(static) collapse(2)
+    for (std::int64_t block = 0; block < blocks; ++block) {
+        for (std::int64_t i = 0; i < M; ++i) {
+            alignas(64) float buf[fast_panel * fast_lanes];
+            alignas(64) float acc[fast_lanes];
+            alignas(64) float total[fast_lanes] = {};
+            const float* a_row = a.data() + i * K;
+            const float* b_block = b_padded.data() + block * fast_lanes;
+            for (std::int64_t start = 0; start < K; start += chunk) {
+                const std::int64_t end = std::min(start + chunk, K);
+                std::fill(acc, acc + fast_lanes, 0.0f);
+                for (std::int64_t k = start; k < end; k += fast_panel) {
+                    const int n = int(std::min<std::int64_t>(fast_panel, end - k));
+                    product_op.pass(a_row + k, b_block + k * ldb, ldb, n, product_op.op(), buf);
+                    accumulate_op->pass(buf, n, acc, accumulate_op->op());
+                }
+                chunk_op->pass(acc, 1, total, chunk_op->op());  // total = chunk_acc(total + acc)
+            }
+            const std::int64_t width = std::min<std::int64_t>(fast_lanes, N - block * fast_lanes);
+            for (std::int64_t l = 0; l < width; ++l) c(i, block * fast_lanes + l) = total[l];
+        }
+    }
+    return true;
+}
+
 }  // namespace lowbit::detail

@@ -1,0 +1,70 @@
+// The simulated GEMM beside Eigen's float GEMM in the same binary.
+// x_eigen = Eigen's time / this time (so 1/x_eigen is "times slower than Eigen").
+#include "bench_support.hpp"
+
+#include <lowbit/datapath/gemm.hpp>
+
+#include <Eigen/Core>
+
+#include <random>
+#include <string>
+
+namespace {
+
+Eigen::MatrixXf normal_matrix(Eigen::Index rows, Eigen::Index cols, unsigned seed) {
+    std::mt19937 gen(seed);
+    std::normal_distribution<float> dist;
+    Eigen::MatrixXf m(rows, cols);
+    for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = dist(gen);
+    return m;
+}
+
+lowbit::gemm_spec paper_spec(lowbit::rounding mode, lowbit::accumulation model, int threads) {
+    const lowbit::float_quantizer e4m3{.format = lowbit::fp8_e4m3};
+    const lowbit::float_quantizer prod{.format = lowbit::lba_m7e4_prod, .mode = mode};
+    const lowbit::float_quantizer acc{.format = lowbit::lba_m7e4_acc, .mode = mode};
+    lowbit::gemm_spec spec{.input_a = e4m3, .input_b = e4m3, .product = prod, .accumulator = acc, .model = model,
+                           .chunk = 16, .chunk_accumulator = acc};
+    spec.threads = threads;
+    return spec;
+}
+
+void bm_eigen(benchmark::State& state) {
+    const auto n = state.range(0);
+    const Eigen::MatrixXf A = normal_matrix(n, n, 1), B = normal_matrix(n, n, 2);
+    Eigen::MatrixXf C(n, n);
+    Eigen::setNbThreads(1);
+    lowbit_bench::timed(state, double(n * n * n), "eigen" + std::to_string(n), true, [&] {
+        C.noalias() = A * B;
+        benchmark::DoNotOptimize(C.data());
+    });
+    state.counters["MACs/s"] = benchmark::Counter(double(n * n * n), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void bm_lowbit(benchmark::State& state, lowbit::rounding mode, lowbit::accumulation model, int threads) {
+    const auto n = state.range(0);
+    const Eigen::MatrixXf A = normal_matrix(n, n, 1), B = normal_matrix(n, n, 2);
+    Eigen::MatrixXf C(n, n);
+    const auto spec = paper_spec(mode, model, threads);
+    lowbit_bench::timed(state, double(n * n * n), "eigen" + std::to_string(n), false, [&] {
+        lowbit::gemm(A, B, C, spec);
+        benchmark::DoNotOptimize(C.data());
+    });
+    state.counters["MACs/s"] = benchmark::Counter(double(n * n * n), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+using lowbit::accumulation;
+using lowbit::rounding;
+BENCHMARK(bm_eigen)->Arg(256)->Arg(512)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_lowbit, seq_nearest_even_1t, rounding::nearest_even, accumulation::sequential, 1)->Arg(256)->Arg(512)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_lowbit, seq_toward_zero_flush_1t, rounding::toward_zero, accumulation::sequential, 1)->Arg(256)->Arg(512)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_lowbit, seq_nearest_even_2t, rounding::nearest_even, accumulation::sequential, 2)->Arg(256)->Arg(512)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_lowbit, seq_toward_zero_flush_2t, rounding::toward_zero, accumulation::sequential, 2)->Arg(256)->Arg(512)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_lowbit, fma_toward_zero_1t, rounding::toward_zero, accumulation::fma, 1)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_lowbit, pairwise_toward_zero_1t, rounding::toward_zero, accumulation::pairwise, 1)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_lowbit, fused_toward_zero_1t, rounding::toward_zero, accumulation::fused, 1)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_lowbit, aligned_toward_zero_1t, rounding::toward_zero, accumulation::aligned, 1)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
+
+}  // namespace
+
+BENCHMARK_MAIN();

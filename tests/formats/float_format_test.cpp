@@ -1,0 +1,116 @@
+// float_format: parse and to_string, validation messages, structural use as a template argument.
+#include <lowbit/formats/float_format.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <string>
+
+namespace {
+
+using lowbit::float_format;
+using lowbit::special_values;
+
+// The message of the std::invalid_argument that f() throws (empty if it throws nothing).
+template <class F>
+std::string message_of(F&& f) {
+    try {
+        f();
+    } catch (const std::invalid_argument& e) {
+        return e.what();
+    }
+    return {};
+}
+
+template <float_format F>
+constexpr int bits_of() {
+    return F.bits();
+}
+
+}  // namespace
+
+TEST_CASE("parse reads preset names, eXmY, the MxEy spelling and options") {
+    CHECK(float_format::parse("fp8_e4m3") == lowbit::fp8_e4m3);
+    CHECK(float_format::parse("e4m3") == lowbit::fp8_e4m3);  // the OCP element name
+    CHECK(float_format::parse("bf16") == lowbit::bf16);
+    CHECK(float_format::parse("FP16") == lowbit::fp16);
+    CHECK(float_format::parse("e5m10") == lowbit::fp16);
+    CHECK(float_format::parse("e8m23") == lowbit::fp32);
+    const float_format m7e4 = float_format::parse("m7e4");
+    CHECK(m7e4.exp_bits == 4);
+    CHECK(m7e4.man_bits == 7);
+    CHECK(m7e4.exponent_bias() == 7);
+    CHECK(float_format::parse("m7e4,bias=10,subnormals=off,specials=none") == lowbit::lba_m7e4_acc);
+    CHECK(float_format::parse(" M7E4 , bias=12 , subnormals=off , specials=none ") == lowbit::lba_m7e4_prod);
+    const float_format e4m3_ieee = float_format::parse("e4m3,specials=ieee");
+    CHECK(e4m3_ieee.specials == special_values::ieee);
+    CHECK(e4m3_ieee.max_finite() == 240.0);
+    CHECK(float_format::parse("ue8m0") == lowbit::ue8m0);
+    CHECK(float_format::parse("ufp8_e4m3") == lowbit::ue4m3);
+    CHECK(float_format::parse("e8m0,bias=127,subnormals=off,specials=fn,unsigned,nozero") == lowbit::ue8m0);
+}
+
+TEST_CASE("to_string is read back by parse for every small format") {
+    for (int e = 1; e <= 11; ++e)
+        for (int m = 0; m <= 12; ++m)
+            for (const auto specials : {special_values::ieee, special_values::fn, special_values::none})
+                for (const bool subnormals : {true, false})
+                    for (const bool is_signed : {true, false})
+                        for (const int bias_shift : {0, -3, 2}) {
+                            float_format f{.exp_bits = e, .man_bits = m, .subnormals = subnormals,
+                                           .specials = specials, .is_signed = is_signed};
+                            if (bias_shift != 0) f.bias = f.exponent_bias() + bias_shift;
+                            if (!f.is_valid()) continue;
+                            INFO(lowbit::to_string(f));
+                            CHECK(float_format::parse(lowbit::to_string(f)) == f);
+                        }
+    for (const auto& f : {lowbit::fp32, lowbit::tf32, lowbit::bf16, lowbit::fp16, lowbit::fp8_e4m3, lowbit::fp8_e5m2,
+                          lowbit::fp6_e2m3, lowbit::fp6_e3m2, lowbit::fp4_e2m1, lowbit::ue8m0, lowbit::ue4m3,
+                          lowbit::lba_m7e4_acc, lowbit::lba_m7e4_prod})
+        CHECK(float_format::parse(lowbit::to_string(f)) == f);
+    CHECK(lowbit::to_string(lowbit::fp8_e4m3) == "fp8_e4m3");
+    CHECK(lowbit::to_string(float_format{.exp_bits = 4, .man_bits = 3}) == "e4m3,specials=ieee");
+}
+
+TEST_CASE("invalid formats name the field and the value") {
+    CHECK(message_of([] { float_format{.exp_bits = 0, .man_bits = 3}.validate(); }).find("exp_bits = 0") !=
+          std::string::npos);
+    CHECK(message_of([] { float_format{.exp_bits = 12, .man_bits = 3}.validate(); }).find("exp_bits = 12") !=
+          std::string::npos);
+    CHECK(message_of([] { float_format{.exp_bits = 5, .man_bits = -1}.validate(); }).find("man_bits = -1") !=
+          std::string::npos);
+    CHECK(message_of([] { float_format{.exp_bits = 5, .man_bits = 53}.validate(); }).find("man_bits = 53") !=
+          std::string::npos);
+    CHECK(message_of([] { float_format{.exp_bits = 11, .man_bits = 3, .bias = 0}.validate(); }).find("bias") !=
+          std::string::npos);
+    CHECK(message_of([] { float_format{.exp_bits = 8, .man_bits = 3, .bias = 2000}.validate(); }).find("bias = 2000") !=
+          std::string::npos);
+    CHECK(message_of([] { float_format{.exp_bits = 4, .man_bits = 3, .has_zero = false}.validate(); })
+              .find("has_zero") != std::string::npos);
+    // an ieee e1m0 holds no finite non-zero value
+    CHECK(message_of([] { float_format{.exp_bits = 1, .man_bits = 0}.validate(); }).find("no finite non-zero") !=
+          std::string::npos);
+    CHECK_FALSE(float_format{.exp_bits = 1, .man_bits = 0}.is_valid());
+    CHECK(float_format{.exp_bits = 1, .man_bits = 2}.is_valid());  // subnormals only
+}
+
+TEST_CASE("parse errors name what was wrong") {
+    CHECK(message_of([] { float_format::parse("e4x3"); }).find("name 'e4x3'") != std::string::npos);
+    CHECK(message_of([] { float_format::parse(""); }).find("name") != std::string::npos);
+    CHECK(message_of([] { float_format::parse("e4m3,bias=ten"); }).find("bias 'ten'") != std::string::npos);
+    CHECK(message_of([] { float_format::parse("e4m3,subnormals=maybe"); }).find("subnormals 'maybe'") !=
+          std::string::npos);
+    CHECK(message_of([] { float_format::parse("e4m3,specials=nan"); }).find("specials 'nan'") != std::string::npos);
+    CHECK(message_of([] { float_format::parse("e4m3,,bias=3"); }).find("option") != std::string::npos);
+    CHECK(message_of([] { float_format::parse("e4m3,color=red"); }).find("option 'color=red'") != std::string::npos);
+    CHECK(message_of([] { float_format::parse("e12m3"); }).find("exp_bits = 12") != std::string::npos);
+}
+
+TEST_CASE("a format is a structural template argument and a constexpr value") {
+    STATIC_REQUIRE(bits_of<lowbit::fp8_e4m3>() == 8);
+    STATIC_REQUIRE(bits_of<float_format{.exp_bits = 4, .man_bits = 7, .bias = 10}>() == 12);
+    STATIC_REQUIRE(lowbit::fp8_e4m3.max_finite() == 448.0);
+    STATIC_REQUIRE(lowbit::fp16.min_subnormal() == 1.0 / 16777216.0);
+    STATIC_REQUIRE(lowbit::fp16.emin() == -14 && lowbit::fp16.emax() == 15);
+    STATIC_REQUIRE(lowbit::fp8_e4m3.emax() == 8 && lowbit::fp8_e4m3.epsilon() == 0.125);
+    STATIC_REQUIRE(float_format{.exp_bits = 5, .man_bits = 10} == float_format{.exp_bits = 5, .man_bits = 10, .bias = 15});
+}
