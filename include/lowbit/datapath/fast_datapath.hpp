@@ -37,6 +37,9 @@
 #include <cstdint>
 #include <limits>
 #include <optional>
+#include <stdexcept>
+#include <type_traits>
+#include <variant>
 #include <vector>
 
 #if defined(_OPENMP)
@@ -121,53 +124,90 @@ struct round_flush_saturate {
     }
 };
 
+// ---- the operations a call may choose ----
+
+using product_op = std::variant<product_exact, product_range<true>, product_range<false>,
+                                round_full<rounding::nearest_even>, round_full<rounding::nearest_away>,
+                                round_full<rounding::toward_zero>, round_full<rounding::toward_positive>,
+                                round_full<rounding::toward_negative>, round_full<rounding::odd>>;
+using accumulate_op =
+    std::variant<sum_fp32, round_flush_saturate<rounding::nearest_even>, round_flush_saturate<rounding::nearest_away>,
+                 round_flush_saturate<rounding::toward_zero>, round_flush_saturate<rounding::toward_positive>,
+                 round_flush_saturate<rounding::toward_negative>, round_flush_saturate<rounding::odd>,
+                 round_full<rounding::nearest_even>, round_full<rounding::nearest_away>,
+                 round_full<rounding::toward_zero>, round_full<rounding::toward_positive>,
+                 round_full<rounding::toward_negative>, round_full<rounding::odd>>;
+
+// Operations short enough to run in one loop with the accumulator chain.
+template <class Op>
+constexpr bool is_light = !requires { Op::plan; };
+
 // ---- the passes ----
 
-// buf[t][l] = op(a[t] * b[t][l]) for t < n, l < lanes; b row t at b + t * ldb.
-template <class Op>
-void product_pass(const float* a, const float* b, std::ptrdiff_t ldb, int n, const void* op, float* buf) {
-    const Op& f = *static_cast<const Op*>(op);
+// acc[l] = accumulate(acc[l] + product(a[t] * b[t][l])) for t < n, b row t at b + t * ldb: one
+// loop, the products never stored.
+template <class P, class A>
+void fused_pass(const float* a, const float* b, std::ptrdiff_t ldb, int n, const void* product, const void* accumulate,
+                float* acc_io) {
+    const P& prod = *static_cast<const P*>(product);
+    const A& step = *static_cast<const A*>(accumulate);
+    float acc[fast_lanes];
+    for (int l = 0; l < fast_lanes; ++l) acc[l] = acc_io[l];
+    for (int t = 0; t < n; ++t) {
+        const float at = a[t];
+        const float* bt = b + t * ldb;
+        for (int l = 0; l < fast_lanes; ++l) acc[l] = step(acc[l] + prod(at * bt[l]));  // exact (see top)
+    }
+    for (int l = 0; l < fast_lanes; ++l) acc_io[l] = acc[l];
+}
+
+// buf[t][l] = product(a[t] * b[t][l]) for t < n.
+template <class P>
+void product_pass(const float* a, const float* b, std::ptrdiff_t ldb, int n, const void* product, float* buf) {
+    const P& prod = *static_cast<const P*>(product);
     for (int t = 0; t < n; ++t) {
         const float at = a[t];
         const float* bt = b + t * ldb;
         float* out = buf + t * fast_lanes;
-        for (int l = 0; l < fast_lanes; ++l) out[l] = f(at * bt[l]);  // exact product
+        for (int l = 0; l < fast_lanes; ++l) out[l] = prod(at * bt[l]);  // exact product
     }
 }
 
-// acc[l] = op(acc[l] + buf[t][l]) for t < n, in order.
-template <class Op>
-void accumulate_pass(const float* buf, int n, float* acc_out, const void* op) {
-    const Op& f = *static_cast<const Op*>(op);
+// acc[l] = accumulate(acc[l] + buf[t][l]) for t < n, in order.
+template <class A>
+void accumulate_pass(const float* buf, int n, float* acc_io, const void* accumulate) {
+    const A& step = *static_cast<const A*>(accumulate);
     float acc[fast_lanes];
-    for (int l = 0; l < fast_lanes; ++l) acc[l] = acc_out[l];
+    for (int l = 0; l < fast_lanes; ++l) acc[l] = acc_io[l];
     for (int t = 0; t < n; ++t) {
         const float* p = buf + t * fast_lanes;
-        for (int l = 0; l < fast_lanes; ++l) acc[l] = f(acc[l] + p[l]);  // exact sum (see top)
+        for (int l = 0; l < fast_lanes; ++l) acc[l] = step(acc[l] + p[l]);  // exact sum (see top)
     }
-    for (int l = 0; l < fast_lanes; ++l) acc_out[l] = acc[l];
+    for (int l = 0; l < fast_lanes; ++l) acc_io[l] = acc[l];
 }
 
+using fused_pass_fn = void (*)(const float*, const float*, std::ptrdiff_t, int, const void*, const void*, float*);
 using product_pass_fn = void (*)(const float*, const float*, std::ptrdiff_t, int, const void*, float*);
 using accumulate_pass_fn = void (*)(const float*, int, float*, const void*);
 
-// One operation chosen for a call: the object and the pass instantiated for its type.
-template <class Fn>
-struct chosen_op {
-    Fn pass = nullptr;
-    std::vector<unsigned char> storage;  // the op object (trivially copyable)
-    const void* op() const { return storage.data(); }
-    template <class Op>
-    static chosen_op make(Fn fn, const Op& o) {
-        chosen_op c;
-        c.pass = fn;
-        c.storage.resize(sizeof(Op));
-        std::memcpy(c.storage.data(), &o, sizeof(Op));
-        return c;
-    }
-};
+inline const void* address_of(const product_op& v) {
+    return std::visit([](const auto& op) { return static_cast<const void*>(&op); }, v);
+}
+inline const void* address_of(const accumulate_op& v) {
+    return std::visit([](const auto& op) { return static_cast<const void*>(&op); }, v);
+}
 
 // ---- what the spec allows ----
+
+// dispatch_rounding for the deterministic modes (the fast path is never chosen for stochastic).
+template <class F>
+decltype(auto) dispatch_deterministic(rounding mode, F&& f) {
+    using result = decltype(f(std::integral_constant<rounding, rounding::nearest_even>{}));
+    return dispatch_rounding(mode, [&](auto m) -> result {
+        if constexpr (m() == rounding::stochastic) throw std::logic_error("lowbit: stochastic rounding on the fast path");
+        else return f(m);
+    });
+}
 
 struct value_grid {
     int smallest_step;  // every value is a multiple of 2^smallest_step
@@ -193,27 +233,10 @@ inline bool is_fp32_nearest(const quantizer& q) {
     return f != nullptr && f->mode == rounding::nearest_even && f->format == fp32;
 }
 
-template <class Op, class Fn, template <class> class Pass>
-chosen_op<Fn> choose(const Op& op) {
-    return chosen_op<Fn>::template make<Op>(&Pass<Op>::run, op);
-}
-
-template <class Op>
-struct product_pass_of {
-    static void run(const float* a, const float* b, std::ptrdiff_t ldb, int n, const void* op, float* buf) {
-        product_pass<Op>(a, b, ldb, n, op, buf);
-    }
-};
-template <class Op>
-struct accumulate_pass_of {
-    static void run(const float* buf, int n, float* acc, const void* op) { accumulate_pass<Op>(buf, n, acc, op); }
-};
-
 // The accumulator operation for sums whose addends have grid `addend`, or nothing when fp32
 // cannot carry it exactly.
-inline std::optional<chosen_op<accumulate_pass_fn>> choose_accumulator(const quantizer& q, const value_grid& addend,
-                                                                         bool sums_finite) {
-    if (is_fp32_nearest(q)) return choose<sum_fp32, accumulate_pass_fn, accumulate_pass_of>(sum_fp32{});
+inline std::optional<accumulate_op> choose_accumulator(const quantizer& q, const value_grid& addend, bool sums_finite) {
+    if (is_fp32_nearest(q)) return accumulate_op{sum_fp32{}};
     const auto grid = float_grid(q);
     if (!grid || !deterministic_float(q)) return {};
     const float_format& f = q.as_float()->format;
@@ -221,8 +244,9 @@ inline std::optional<chosen_op<accumulate_pass_fn>> choose_accumulator(const qua
     const int lowest = std::min(grid->smallest_step, addend.smallest_step);
     if (top - lowest > 24 || lowest < -149) return {};
     const rounding mode = q.as_float()->mode;
-    if (!f.subnormals && grid->finite && sums_finite && f.man_bits <= 23) {
-        return dispatch_rounding(mode, [&](auto m) -> std::optional<chosen_op<accumulate_pass_fn>> {
+    if (!f.subnormals && grid->finite && sums_finite && f.man_bits >= 1) {
+        // (man_bits >= 1: the kept last bit of a normal sum is then a fraction bit)
+        return dispatch_deterministic(mode, [&](auto m) -> accumulate_op {
             constexpr rounding M = m();
             const float min_normal = float(f.min_normal());
             const float step = float(f.min_normal() * f.epsilon());  // the subnormal grid's step
@@ -238,13 +262,11 @@ inline std::optional<chosen_op<accumulate_pass_fn>> choose_accumulator(const qua
             op.up_threshold_negative = M == rounding::nearest_even || M == rounding::nearest_away ? half_below
                                        : M == rounding::toward_negative                          ? above_last
                                                                                                  : never;
-            return choose<round_flush_saturate<M>, accumulate_pass_fn, accumulate_pass_of>(op);
+            return op;
         });
     }
     const auto plan = rounding_plan<float>::make(f, q.as_float()->on_overflow, q.as_float()->random_bits);
-    return dispatch_rounding(mode, [&](auto m) -> std::optional<chosen_op<accumulate_pass_fn>> {
-        return choose<round_full<m()>, accumulate_pass_fn, accumulate_pass_of>(round_full<m()>{plan});
-    });
+    return dispatch_deterministic(mode, [&](auto m) -> accumulate_op { return round_full<m()>{plan}; });
 }
 
 // ---- the driver ----
@@ -268,10 +290,8 @@ inline bool fast_gemm(const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic,
     value_grid product{grid_a->smallest_step + grid_b->smallest_step,
                        grid_a->significand_bits + grid_b->significand_bits,
                        grid_a->max_magnitude * grid_b->max_magnitude, true};
-    chosen_op<product_pass_fn> product_op;
-    if (spec.model == accumulation::fma || spec.product.is_exact()) {
-        product_op = choose<product_exact, product_pass_fn, product_pass_of>(product_exact{});
-    } else {
+    product_op prod = product_exact{};
+    if (spec.model != accumulation::fma && !spec.product.is_exact()) {
         const auto grid_p = float_grid(spec.product);
         if (!grid_p || !deterministic_float(spec.product)) return false;
         const float_quantizer& qp = *spec.product.as_float();
@@ -281,31 +301,46 @@ inline bool fast_gemm(const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic,
         if (on_grid) {
             // Rounding an on-grid value changes it only by overflow (per mode and sign) or flush.
             const float max = plan.max_finite;
-            const auto overflow_of = [&](float x) {
+            const float beyond = std::nextafter(max, std::numeric_limits<float>::infinity());
+            const auto rounded = [&](float x) {
                 return dispatch_rounding(qp.mode, [&](auto m) { return round_with_plan<m(), float>(x, plan); });
             };
-            const float beyond = std::nextafter(max, std::numeric_limits<float>::infinity());
-            const float up = overflow_of(beyond), down = overflow_of(-beyond);
-            if (up == max && down == -max)
-                product_op = choose<product_range<true>, product_pass_fn, product_pass_of>(
-                    product_range<true>{max, up, down, plan.flush_below});
-            else
-                product_op = choose<product_range<false>, product_pass_fn, product_pass_of>(
-                    product_range<false>{max, up, down, plan.flush_below});
+            const float up = rounded(beyond), down = rounded(-beyond);
+            if (up == max && down == -max) prod = product_range<true>{max, up, down, plan.flush_below};
+            else prod = product_range<false>{max, up, down, plan.flush_below};
         } else {
-            product_op = dispatch_rounding(qp.mode, [&](auto m) {
-                return choose<round_full<m()>, product_pass_fn, product_pass_of>(round_full<m()>{plan});
-            });
+            prod = dispatch_deterministic(qp.mode, [&](auto m) -> product_op { return round_full<m()>{plan}; });
         }
         product = *grid_p;
     }
-    const auto accumulate_op = choose_accumulator(spec.accumulator, product, product.finite);
-    if (!accumulate_op) return false;
+    const auto accumulate = choose_accumulator(spec.accumulator, product, product.finite);
+    if (!accumulate) return false;
     const value_grid accumulated = is_fp32_nearest(spec.accumulator)
                                        ? value_grid{-149, 24, double(FLT_MAX), false}
                                        : *float_grid(spec.accumulator);
-    const auto chunk_op = choose_accumulator(spec.chunk_accumulator, accumulated, accumulated.finite);
-    if (!chunk_op) return false;
+    const auto chunk_step = choose_accumulator(spec.chunk_accumulator, accumulated, accumulated.finite);
+    if (!chunk_step) return false;
+
+    // The passes for these operations: one fused loop when both are light, else two.
+    const fused_pass_fn fused = std::visit(
+        [](const auto& p, const auto& a) -> fused_pass_fn {
+            using P = std::decay_t<decltype(p)>;
+            using A = std::decay_t<decltype(a)>;
+            if constexpr (is_light<P> && is_light<A>) return &fused_pass<P, A>;
+            else return nullptr;
+        },
+        prod, *accumulate);
+    const product_pass_fn product_only = std::visit(
+        [](const auto& p) -> product_pass_fn { return &product_pass<std::decay_t<decltype(p)>>; }, prod);
+    const auto accumulate_fn = [](const accumulate_op& v) {
+        return std::visit([](const auto& a) -> accumulate_pass_fn { return &accumulate_pass<std::decay_t<decltype(a)>>; },
+                          v);
+    };
+    const accumulate_pass_fn accumulate_only = accumulate_fn(*accumulate);
+    const accumulate_pass_fn chunk_only = accumulate_fn(*chunk_step);
+    const void* const prod_address = address_of(prod);
+    const void* const accumulate_address = address_of(*accumulate);
+    const void* const chunk_address = address_of(*chunk_step);
 
     const std::int64_t chunk = spec.chunk == 0 ? K : std::min<std::int64_t>(spec.chunk, K);
     const std::int64_t blocks = (N + fast_lanes - 1) / fast_lanes;
@@ -333,12 +368,17 @@ inline bool fast_gemm(const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic,
             for (std::int64_t start = 0; start < K; start += chunk) {
                 const std::int64_t end = std::min(start + chunk, K);
                 std::fill(acc, acc + fast_lanes, 0.0f);
-                for (std::int64_t k = start; k < end; k += fast_panel) {
-                    const int n = int(std::min<std::int64_t>(fast_panel, end - k));
-                    product_op.pass(a_row + k, b_block + k * ldb, ldb, n, product_op.op(), buf);
-                    accumulate_op->pass(buf, n, acc, accumulate_op->op());
+                if (fused != nullptr) {
+                    fused(a_row + start, b_block + start * ldb, ldb, int(end - start), prod_address,
+                          accumulate_address, acc);
+                } else {
+                    for (std::int64_t k = start; k < end; k += fast_panel) {
+                        const int n = int(std::min<std::int64_t>(fast_panel, end - k));
+                        product_only(a_row + k, b_block + k * ldb, ldb, n, prod_address, buf);
+                        accumulate_only(buf, n, acc, accumulate_address);
+                    }
                 }
-                chunk_op->pass(acc, 1, total, chunk_op->op());  // total = chunk_acc(total + acc)
+                chunk_only(acc, 1, total, chunk_address);  // total = chunk_acc(total + acc)
             }
             const std::int64_t width = std::min<std::int64_t>(fast_lanes, N - block * fast_lanes);
             for (std::int64_t l = 0; l < width; ++l) c(i, block * fast_lanes + l) = total[l];
