@@ -33,16 +33,21 @@ struct event_sink {
     // An accumulator rounding of the exact sum x + y into r.
     void addition(double x, double y, double r, bool overflowed) const {
         if constexpr (Count) {
-            stats->accumulator_overflows += overflowed;
             exact_sum s(x);
             s.add(y);
-            s.add(-r);
-            stats->inexact_additions += !s.is_zero();
+            rounding(s, r, overflowed);
         }
     }
+    // An accumulator rounding of `exact` into r. A value that is already infinite or NaN and
+    // stays so is neither an overflow (counted only from finite values) nor inexact.
     void rounding(const exact_sum& exact, double r, bool overflowed) const {
         if constexpr (Count) {
             stats->accumulator_overflows += overflowed;
+            if (exact.is_special()) {
+                const double e = exact.to_double_round_odd();
+                stats->inexact_additions += !((std::isnan(e) && std::isnan(r)) || e == r);
+                return;
+            }
             exact_sum s(exact);
             s.add(-r);
             stats->inexact_additions += !s.is_zero();

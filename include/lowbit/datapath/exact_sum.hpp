@@ -3,8 +3,9 @@
 // The value is an integer multiple of 2^-1074 (double's smallest subnormal) held in two's
 // complement over enough 64-bit limbs to cover every double and 64 bits of carries, so sums of
 // up to 2^64 finite doubles are exact. Used where a datapath keeps sums exactly: unset (exact)
-// quantizers, the fused and aligned models, integer accumulators. Only finite values are added;
-// non-finite ones are kept aside (any NaN, or infinities of both signs, make the sum NaN).
+// quantizers, the fused and aligned models, integer accumulators. Non-finite values are kept
+// aside (any NaN, or infinities of both signs, make the sum NaN), and the sign of a zero sum
+// follows IEEE addition: -0 only when every addend was -0.
 #pragma once
 
 #include <algorithm>
@@ -22,15 +23,18 @@ public:
     static constexpr int limbs = 35;           // 2240 bits: 2^-1074 .. 2^1166
 
     exact_sum() = default;
-    explicit exact_sum(double x) { add(x); }
+    explicit exact_sum(double x) : negative_zero_(x == 0 && std::signbit(x)) { add(x); }
 
     void add(double x) {
-        if (x == 0) return;
+        if (x == 0) {  // IEEE: the sum of zeros is -0 only when every one of them is -0
+            negative_zero_ = negative_zero_ && std::signbit(x);
+            return;
+        }
+        negative_zero_ = false;  // a non-zero sum, or +0 when it cancels exactly (as IEEE's x - x)
         if (!std::isfinite(x)) {
-            special_ = std::isnan(special_) || std::isnan(x) ? x
-                       : special_ == 0                       ? x
-                       : special_ == x                       ? x
-                                                             : std::numeric_limits<double>::quiet_NaN();
+            // NaN stays NaN; infinities of both signs make NaN.
+            if (std::isnan(special_)) return;
+            special_ = std::isnan(x) || special_ == 0 || special_ == x ? x : std::numeric_limits<double>::quiet_NaN();
             return;
         }
         int exponent = 0;
@@ -44,6 +48,11 @@ public:
 
     void add(const exact_sum& other) {
         if (other.special_ != 0) add(other.special_);
+        if (other.is_zero()) {
+            negative_zero_ = negative_zero_ && other.negative_zero_;
+            return;
+        }
+        negative_zero_ = false;
         std::uint64_t carry = 0;
         for (int i = 0; i < limbs; ++i) {
             const std::uint64_t a = limb_[i], b = other.limb_[i];
@@ -69,7 +78,7 @@ public:
         const auto mag = neg ? negated() : limb_;
         int top = limbs - 1;
         while (top >= 0 && mag[top] == 0) --top;
-        if (top < 0) return 0.0;
+        if (top < 0) return negative_zero_ ? -0.0 : 0.0;
         const int high_bit = top * 64 + 63 - std::countl_zero(mag[top]);
         double magnitude;
         if (high_bit < 53) {
@@ -114,6 +123,7 @@ public:
 private:
     std::array<std::uint64_t, limbs> limb_{};
     double special_ = 0;  // +-inf or NaN when one was added
+    bool negative_zero_ = false;  // the value is -0 (tracked as IEEE addition does)
 
     void add_shifted(std::uint64_t m, int bit, bool subtract) {
         // m * 2^bit spans limbs bit/64 and bit/64 + 1.

@@ -16,6 +16,8 @@ struct gemm_stats {
     std::uint64_t swamps = 0;                 // additions of t != 0 whose rounded result equals
                                               // the other operand (t lost entirely)
     std::uint64_t inexact_additions = 0;      // accumulator roundings that changed the exact sum
+    // (Overflows are counted from finite values only: rounding a value that is already infinite
+    // or NaN, and stays so, is neither an overflow nor inexact.)
     // With gemm_spec::record_lost: lost[(i*N + j)*K + k] is 1 when product k of output (i, j)
     // contributed nothing: it underflowed (a non-zero exact product rounded to zero), or the
     // accumulator step that added it swamped it (sequential, fma: acc unchanged; pairwise: its
