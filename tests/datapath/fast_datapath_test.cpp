@@ -60,6 +60,45 @@ TEST_CASE("fast path equals the exact path: the paper's M7E4 setup, every mode a
             }
 }
 
+TEST_CASE("fast path equals the exact path: pairwise, fused and aligned models") {
+    std::mt19937 gen(13);
+    const lowbit::float_quantizer e4m3{.format = lowbit::fp8_e4m3};
+    const lowbit::float_format m3e4{.exp_bits = 4, .man_bits = 3, .subnormals = false,
+                                    .specials = lowbit::special_values::none};
+    for (const rounding mode : deterministic)
+        for (const int chunk : {0, 1, 7, 16, 128})
+            for (const auto model : {lowbit::accumulation::pairwise, lowbit::accumulation::fused,
+                                     lowbit::accumulation::aligned})
+                for (const auto& acc_format : {lowbit::lba_m7e4_acc, m3e4})
+                    for (const int window : {3, 9, 14})
+                        for (const int group : {1, 4, 32})
+                            for (const auto cut : {lowbit::alignment_cut::toward_zero, lowbit::alignment_cut::toward_negative}) {
+                                if (model != lowbit::accumulation::aligned && (window != 14 || group != 32 ||
+                                                                                 cut != lowbit::alignment_cut::toward_zero))
+                                    continue;
+                                const lowbit::float_quantizer prod{.format = lowbit::lba_m7e4_prod, .mode = mode};
+                                const lowbit::float_quantizer acc{.format = acc_format, .mode = mode};
+                                lowbit::gemm_spec spec{.input_a = e4m3, .input_b = e4m3, .product = prod,
+                                                       .accumulator = acc, .model = model, .chunk = chunk,
+                                                       .chunk_accumulator = lowbit::fp32};
+                                spec.window = window;
+                                spec.group = group;
+                                spec.cut = cut;
+                                const auto A = scaled_normal(5, 131, gen, 5), B = scaled_normal(131, 70, gen, 5);
+                                lowbit::gemm_stats stats;
+                                INFO(lowbit::to_string(model) << " " << lowbit::to_string(mode) << " chunk " << chunk
+                                                              << " " << lowbit::to_string(acc_format) << " window " << window
+                                                              << " group " << group << " cut " << int(cut));
+                                CHECK(same_bits(lowbit::gemm(A, B, spec, &stats), lowbit::gemm(A, B, spec)));
+                                lowbit::detail::row_major_floats a = A, b = B, c(A.rows(), B.cols());
+                                lowbit::detail::quantize_input(spec.input_a, lowbit::gemm_role::input_a, a.data(), std::size_t(a.size()));
+                                lowbit::detail::quantize_input(spec.input_b, lowbit::gemm_role::input_b, b.data(), std::size_t(b.size()));
+                                // (M3E4 with M7E4 products needs 27-bit sums: fp32 is not exact there,
+                                // so those specs must take the exact path.)
+                                CHECK(lowbit::detail::fast_gemm(a, b, c, spec) == (acc_format == lowbit::lba_m7e4_acc));
+                            }
+}
+
 TEST_CASE("fast path equals the exact path: other accumulators and overflow policies") {
     std::mt19937 gen(12);
     const lowbit::float_format m3e4{.exp_bits = 4, .man_bits = 3};

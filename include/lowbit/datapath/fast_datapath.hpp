@@ -197,6 +197,105 @@ inline const void* address_of(const accumulate_op& v) {
     return std::visit([](const auto& op) { return static_cast<const void*>(&op); }, v);
 }
 
+// Pairwise: the adder tree over the n rows of buf (rows up to the tree's width are zeroed
+// here, so buf holds bit_ceil(n) rows); a chunk of one product is that product.
+template <class A>
+void tree_pass(float* buf, int n, float* acc_out, const void* accumulate) {
+    const A& step = *static_cast<const A*>(accumulate);
+    const int width = int(std::bit_ceil(unsigned(n)));
+    std::fill(buf + std::ptrdiff_t(n) * fast_lanes, buf + std::ptrdiff_t(width) * fast_lanes, 0.0f);
+    for (int nodes = width / 2; nodes >= 1; nodes /= 2)
+        for (int t = 0; t < nodes; ++t) {  // row t is free once node t / 2 has read it
+            const float* x = buf + std::ptrdiff_t(2 * t) * fast_lanes;
+            const float* y = x + fast_lanes;
+            float* out = buf + std::ptrdiff_t(t) * fast_lanes;
+            for (int l = 0; l < fast_lanes; ++l) out[l] = step(x[l] + y[l]);  // exact sum
+        }
+    for (int l = 0; l < fast_lanes; ++l) acc_out[l] = buf[l];
+}
+
+// Fused: the exact sum of a chunk's products, in double (exact: see fast_gemm), rounded once.
+inline void sum_pass(const float* buf, int n, double* sums) {
+    for (int t = 0; t < n; ++t)
+        for (int l = 0; l < fast_lanes; ++l) sums[l] += double(buf[std::ptrdiff_t(t) * fast_lanes + l]);
+}
+
+template <rounding Mode>
+struct round_double {
+    static constexpr rounding mode = Mode;
+    rounding_plan<double> plan;
+};
+
+template <class R>
+void fused_round_pass(const double* sums, float* acc_out, const void* op) {
+    const R& r = *static_cast<const R*>(op);
+    for (int l = 0; l < fast_lanes; ++l)  // the result lies on a float format's grid: exact
+        acc_out[l] = float(round_with_plan<R::mode, double>(sums[l], r.plan));
+}
+
+// Aligned: x (a normal float or zero) cut to a multiple of 2^q, q = top - 127 - window, where top
+// is the largest exponent field among the group's terms, on x's bits: toward zero by clearing the
+// bits below 2^q, toward minus infinity by also stepping a negative x down when any were set.
+template <bool Floor>
+[[gnu::always_inline]] inline float cut_to_window(float x, std::int32_t top, std::int32_t window) {
+    const std::uint32_t bits = std::bit_cast<std::uint32_t>(x);
+    const std::uint32_t sign = bits & 0x80000000u, mag = bits ^ sign;
+    const std::int32_t field = std::int32_t(mag >> 23);
+    const std::int32_t drop = top - window - field + 23;  // bits of x's significand below 2^q
+    const std::uint32_t below =
+        drop <= 0 ? 0u : drop >= 24 ? 0xFFFFFFFFu : (std::uint32_t(1) << std::min(drop, 23)) - 1;
+    std::uint32_t kept = mag & ~below;
+    if constexpr (Floor) {
+        const bool step_down = sign != 0 && (mag & below) != 0;
+        // one step of 2^q: a bit of x's significand, or (x cut entirely) 2^q itself
+        const std::uint32_t unit =
+            drop >= 24 ? std::bit_cast<std::uint32_t>(pow2_of<float>(top - 127 - window)) : below + 1;
+        kept += step_down ? unit : 0u;
+    }
+    return std::bit_cast<float>(kept | (kept != 0 ? sign : 0u));
+}
+
+// acc_io: the running accumulator, carried from group to group within a chunk.
+template <class A, bool Floor>
+void aligned_pass(const float* buf, int n, int group, int window, float* acc_io, const void* accumulate) {
+    const A& step = *static_cast<const A*>(accumulate);
+    float acc[fast_lanes];
+    for (int l = 0; l < fast_lanes; ++l) acc[l] = acc_io[l];
+    for (int g0 = 0; g0 < n; g0 += group) {
+        const int g1 = std::min(g0 + group, n);
+        std::int32_t top[fast_lanes];
+        for (int l = 0; l < fast_lanes; ++l) top[l] = std::int32_t((std::bit_cast<std::uint32_t>(acc[l]) >> 23) & 0xFF);
+        for (int t = g0; t < g1; ++t)
+            for (int l = 0; l < fast_lanes; ++l) {
+                const float p = buf[std::ptrdiff_t(t) * fast_lanes + l];
+                top[l] = std::max(top[l], std::int32_t((std::bit_cast<std::uint32_t>(p) >> 23) & 0xFF));
+            }
+        float cut_sum[fast_lanes], plain_sum[fast_lanes];  // plain: every term zero (signed zeros)
+        for (int l = 0; l < fast_lanes; ++l) {
+            cut_sum[l] = cut_to_window<Floor>(acc[l], top[l], window);
+            plain_sum[l] = acc[l];
+        }
+        for (int t = g0; t < g1; ++t)
+            for (int l = 0; l < fast_lanes; ++l) {
+                const float p = buf[std::ptrdiff_t(t) * fast_lanes + l];
+                cut_sum[l] += cut_to_window<Floor>(p, top[l], window);  // exact: see fast_gemm
+                plain_sum[l] += p;
+            }
+        for (int l = 0; l < fast_lanes; ++l) acc[l] = step(top[l] == 0 ? plain_sum[l] : cut_sum[l]);
+    }
+    for (int l = 0; l < fast_lanes; ++l) acc_io[l] = acc[l];
+}
+
+using tree_pass_fn = void (*)(float*, int, float*, const void*);
+using fused_round_fn = void (*)(const double*, float*, const void*);
+using aligned_pass_fn = void (*)(const float*, int, int, int, float*, const void*);
+using fused_round_op = std::variant<round_double<rounding::nearest_even>, round_double<rounding::nearest_away>,
+                                    round_double<rounding::toward_zero>, round_double<rounding::toward_positive>,
+                                    round_double<rounding::toward_negative>, round_double<rounding::odd>>;
+inline const void* address_of(const fused_round_op& v) {
+    return std::visit([](const auto& op) { return static_cast<const void*>(&op); }, v);
+}
+
 // ---- what the spec allows ----
 
 // dispatch_rounding for the deterministic modes (the fast path is never chosen for stochastic).
@@ -277,7 +376,7 @@ inline bool fast_gemm(const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic,
                       const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>& b,
                       Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>& c, const gemm_spec& spec) {
     const std::int64_t M = a.rows(), K = a.cols(), N = b.cols();
-    if (K == 0 || (spec.model != accumulation::sequential && spec.model != accumulation::fma)) return false;
+    if (K == 0) return false;
     const auto grid_a = float_grid(spec.input_a), grid_b = float_grid(spec.input_b);
     if (!grid_a || !grid_b) return false;
     // Exact fp32 products of the inputs.
@@ -343,6 +442,44 @@ inline bool fast_gemm(const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic,
     const void* const chunk_address = address_of(*chunk_step);
 
     const std::int64_t chunk = spec.chunk == 0 ? K : std::min<std::int64_t>(spec.chunk, K);
+
+    // The models other than the sequential chain, and what makes fp32 / double exact for them.
+    tree_pass_fn tree = nullptr;
+    fused_round_fn fused_round = nullptr;
+    std::optional<fused_round_op> fused_rounding;
+    aligned_pass_fn aligned = nullptr;
+    if (spec.model == accumulation::pairwise) {
+        tree = std::visit([](const auto& op) -> tree_pass_fn { return &tree_pass<std::decay_t<decltype(op)>>; },
+                          *accumulate);
+    } else if (spec.model == accumulation::fused) {
+        // The sum of up to `chunk` products, multiples of 2^smallest_step below 2^(e + 1) each,
+        // must fit double's 53 bits.
+        const int top = std::ilogb(product.max_magnitude) + 1 + int(std::bit_width(std::uint64_t(chunk)));
+        if (!deterministic_float(spec.accumulator) || !float_grid(spec.accumulator) ||
+            top - product.smallest_step > 53)
+            return false;
+        const float_quantizer& qa = *spec.accumulator.as_float();
+        const auto plan = rounding_plan<double>::make(qa.format, qa.on_overflow, qa.random_bits);
+        fused_rounding = dispatch_deterministic(qa.mode, [&](auto m) -> fused_round_op { return round_double<m()>{plan}; });
+        fused_round = std::visit(
+            [](const auto& op) -> fused_round_fn { return &fused_round_pass<std::decay_t<decltype(op)>>; },
+            *fused_rounding);
+    } else if (spec.model == accumulation::aligned) {
+        // Terms are normal floats or zero (their exponent field is their exponent), and the sum
+        // of the accumulator and `group` terms cut to `window` bits below the largest fits 24 bits.
+        const auto acc_grid = float_grid(spec.accumulator);
+        if (!acc_grid || !acc_grid->finite || !product.finite || product.smallest_step < -126 ||
+            acc_grid->smallest_step < -126 ||
+            spec.window + 1 + int(std::bit_width(std::uint64_t(spec.group))) > 24)
+            return false;
+        aligned = std::visit(
+            [&](const auto& op) -> aligned_pass_fn {
+                using A = std::decay_t<decltype(op)>;
+                return spec.cut == alignment_cut::toward_zero ? &aligned_pass<A, false> : &aligned_pass<A, true>;
+            },
+            *accumulate);
+    }
+
     const std::int64_t blocks = (N + fast_lanes - 1) / fast_lanes;
     // B padded to whole blocks of lanes (zero columns, discarded).
     Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> b_padded =
@@ -356,32 +493,67 @@ inline bool fast_gemm(const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic,
                                           1
 #endif
                                           : spec.threads;
-    // Blocks of columns outermost: one block's K x lanes panel of B stays in cache across rows.
-#pragma omp parallel for num_threads(threads) schedule(static) collapse(2)
-    for (std::int64_t block = 0; block < blocks; ++block) {
-        for (std::int64_t i = 0; i < M; ++i) {
-            alignas(64) float buf[fast_panel * fast_lanes];
-            alignas(64) float acc[fast_lanes];
-            alignas(64) float total[fast_lanes] = {};
-            const float* a_row = a.data() + i * K;
-            const float* b_block = b_padded.data() + block * fast_lanes;
-            for (std::int64_t start = 0; start < K; start += chunk) {
-                const std::int64_t end = std::min(start + chunk, K);
-                std::fill(acc, acc + fast_lanes, 0.0f);
-                if (fused != nullptr) {
-                    fused(a_row + start, b_block + start * ldb, ldb, int(end - start), prod_address,
-                          accumulate_address, acc);
-                } else {
-                    for (std::int64_t k = start; k < end; k += fast_panel) {
-                        const int n = int(std::min<std::int64_t>(fast_panel, end - k));
-                        product_only(a_row + k, b_block + k * ldb, ldb, n, prod_address, buf);
-                        accumulate_only(buf, n, acc, accumulate_address);
+    // Rows of products a thread keeps: a panel, a whole chunk's tree, or an aligned group.
+    const std::int64_t rows = spec.model == accumulation::pairwise ? std::int64_t(std::bit_ceil(std::uint64_t(chunk)))
+                              : spec.model == accumulation::aligned ? std::max<std::int64_t>(spec.group, fast_panel)
+                                                                    : fast_panel;
+#pragma omp parallel num_threads(threads)
+    {
+        std::vector<float> scratch(std::size_t(rows * fast_lanes));
+        float* const buf = scratch.data();
+        // Blocks of columns outermost: one block's K x lanes panel of B stays in cache across rows.
+#pragma omp for schedule(static) collapse(2)
+        for (std::int64_t block = 0; block < blocks; ++block) {
+            for (std::int64_t i = 0; i < M; ++i) {
+                alignas(64) float acc[fast_lanes];
+                alignas(64) float total[fast_lanes] = {};
+                alignas(64) double sums[fast_lanes];
+                const float* a_row = a.data() + i * K;
+                const float* b_block = b_padded.data() + block * fast_lanes;
+                for (std::int64_t start = 0; start < K; start += chunk) {
+                    const std::int64_t end = std::min(start + chunk, K);
+                    const int n = int(end - start);
+                    std::fill(acc, acc + fast_lanes, 0.0f);
+                    switch (spec.model) {  // once per chunk, outside the loops over k
+                        case accumulation::sequential:
+                        case accumulation::fma:
+                            if (fused != nullptr) {
+                                fused(a_row + start, b_block + start * ldb, ldb, n, prod_address, accumulate_address, acc);
+                            } else {
+                                for (std::int64_t k = start; k < end; k += fast_panel) {
+                                    const int m = int(std::min<std::int64_t>(fast_panel, end - k));
+                                    product_only(a_row + k, b_block + k * ldb, ldb, m, prod_address, buf);
+                                    accumulate_only(buf, m, acc, accumulate_address);
+                                }
+                            }
+                            break;
+                        case accumulation::pairwise:
+                            product_only(a_row + start, b_block + start * ldb, ldb, n, prod_address, buf);
+                            tree(buf, n, acc, accumulate_address);
+                            break;
+                        case accumulation::fused:
+                            std::fill(sums, sums + fast_lanes, 0.0);
+                            for (std::int64_t k = start; k < end; k += fast_panel) {
+                                const int m = int(std::min<std::int64_t>(fast_panel, end - k));
+                                product_only(a_row + k, b_block + k * ldb, ldb, m, prod_address, buf);
+                                sum_pass(buf, m, sums);
+                            }
+                            fused_round(sums, acc, address_of(*fused_rounding));
+                            break;
+                        case accumulation::aligned:
+                            // whole groups of products at a time (groups restart with each chunk)
+                            for (std::int64_t k = start; k < end; k += spec.group) {
+                                const int m = int(std::min<std::int64_t>(spec.group, end - k));
+                                product_only(a_row + k, b_block + k * ldb, ldb, m, prod_address, buf);
+                                aligned(buf, m, spec.group, spec.window, acc, accumulate_address);
+                            }
+                            break;
                     }
+                    chunk_only(acc, 1, total, chunk_address);  // total = chunk_acc(total + acc)
                 }
-                chunk_only(acc, 1, total, chunk_address);  // total = chunk_acc(total + acc)
+                const std::int64_t width = std::min<std::int64_t>(fast_lanes, N - block * fast_lanes);
+                for (std::int64_t l = 0; l < width; ++l) c(i, block * fast_lanes + l) = total[l];
             }
-            const std::int64_t width = std::min<std::int64_t>(fast_lanes, N - block * fast_lanes);
-            for (std::int64_t l = 0; l < width; ++l) c(i, block * fast_lanes + l) = total[l];
         }
     }
     return true;
