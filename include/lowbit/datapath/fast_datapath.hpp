@@ -91,7 +91,8 @@ struct sum_fp32 {  // fp32 nearest_even: the addition already rounded
 // normal (of the sum's sign), decided by one threshold per sign.
 template <rounding Mode>
 struct round_flush_saturate {
-    std::uint32_t below;            // the dropped bits of a normal sum
+    std::uint32_t shift;            // bits dropped from a normal sum: 23 - man_bits, >= 1
+    std::uint32_t below;            // those bits' mask
     float min_normal, max_finite;
     float up_threshold_positive;    // |s| >= this rounds up to min_normal (for s > 0)
     float up_threshold_negative;    // the same for s < 0
@@ -99,8 +100,8 @@ struct round_flush_saturate {
         const std::uint32_t bits = std::bit_cast<std::uint32_t>(s);
         const std::uint32_t sign = bits & 0x80000000u;
         std::uint32_t rounded;
-        if constexpr (Mode == rounding::nearest_even)
-            rounded = (bits + (below >> 1) + ((bits & (below + 1)) != 0 ? 1u : 0u) * (below & 1u)) & ~below;
+        if constexpr (Mode == rounding::nearest_even)  // + half - 1, + 1 more when the kept lsb is odd
+            rounded = (bits + (below >> 1) + ((bits >> shift) & 1u)) & ~below;
         else if constexpr (Mode == rounding::nearest_away)
             rounded = (bits + ((below + 1) >> 1)) & ~below;
         else if constexpr (Mode == rounding::toward_zero)
@@ -115,8 +116,10 @@ struct round_flush_saturate {
         y = std::min(std::max(y, -max_finite), max_finite);
         const float magnitude = std::fabs(s);
         std::uint32_t small_bits = sign;  // below the smallest normal: a zero of s's sign ...
-        if constexpr (Mode != rounding::toward_zero && Mode != rounding::odd) {
-            // ... or the smallest normal, where the mode rounds up to it
+        if constexpr (Mode == rounding::nearest_even || Mode == rounding::nearest_away) {
+            // ... or the smallest normal, where the mode rounds up to it (the same for both signs)
+            small_bits |= magnitude >= up_threshold_positive ? std::bit_cast<std::uint32_t>(min_normal) : 0u;
+        } else if constexpr (Mode == rounding::toward_positive || Mode == rounding::toward_negative) {
             const bool up = magnitude >= (sign != 0 ? up_threshold_negative : up_threshold_positive);
             small_bits |= up ? std::bit_cast<std::uint32_t>(min_normal) : 0u;
         }
@@ -343,8 +346,9 @@ inline std::optional<accumulate_op> choose_accumulator(const quantizer& q, const
     const int lowest = std::min(grid->smallest_step, addend.smallest_step);
     if (top - lowest > 24 || lowest < -149) return {};
     const rounding mode = q.as_float()->mode;
-    if (!f.subnormals && grid->finite && sums_finite && f.man_bits >= 1) {
-        // (man_bits >= 1: the kept last bit of a normal sum is then a fraction bit)
+    if (!f.subnormals && grid->finite && sums_finite && f.man_bits >= 1 && f.man_bits <= 22) {
+        // (1 <= man_bits <= 22: at least one bit is dropped, and the kept last bit of a normal
+        // sum is a fraction bit, not the implicit one)
         return dispatch_deterministic(mode, [&](auto m) -> accumulate_op {
             constexpr rounding M = m();
             const float min_normal = float(f.min_normal());
@@ -352,7 +356,8 @@ inline std::optional<accumulate_op> choose_accumulator(const quantizer& q, const
             const float never = std::numeric_limits<float>::infinity();
             const float half_below = min_normal - step / 2, above_last = std::nextafter(min_normal - step, never);
             round_flush_saturate<M> op{};
-            op.below = (std::uint32_t(1) << (23 - f.man_bits)) - 1;
+            op.shift = std::uint32_t(23 - f.man_bits);
+            op.below = (std::uint32_t(1) << op.shift) - 1;
             op.min_normal = min_normal;
             op.max_finite = float(f.max_finite());
             op.up_threshold_positive = M == rounding::nearest_even || M == rounding::nearest_away ? half_below

@@ -34,16 +34,24 @@ namespace detail {
 
 using row_major_floats = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
-// Applies an input quantizer to a row-major array whose element e has random index e.
-inline void quantize_input(const quantizer& q, gemm_role role, float* data, std::size_t n) {
+// Applies an input quantizer to a row-major array whose element e has random index e, split
+// among threads (each element's rounding depends only on its index, so the split changes nothing).
+inline void quantize_input(const quantizer& q, gemm_role role, float* data, std::size_t n, int threads = 1) {
+    const std::int64_t pieces = std::max<std::int64_t>(1, std::min<std::int64_t>(threads, std::int64_t(n / 4096)));
+    const std::size_t piece = (n + std::size_t(pieces) - 1) / std::size_t(pieces);
     if (const auto* f = q.as_float()) {
         float_quantizer keyed = *f;
         keyed.seed = gemm_random_key(f->seed, role);
-        keyed(std::span<float>(data, n));
+#pragma omp parallel for num_threads(int(pieces)) schedule(static)
+        for (std::int64_t t = 0; t < pieces; ++t) {
+            const std::size_t begin = std::size_t(t) * piece, end = std::min(n, begin + piece);
+            if (begin < end) keyed(std::span<float>(data + begin, end - begin), begin);
+        }
     } else if (const auto* i = q.as_int()) {
         int_quantizer keyed = *i;
         keyed.seed = gemm_random_key(i->seed, role);
-        for (std::size_t e = 0; e < n; ++e) data[e] = float(keyed(double(data[e]), e));
+#pragma omp parallel for num_threads(int(pieces)) schedule(static)
+        for (std::int64_t e = 0; e < std::int64_t(n); ++e) data[e] = float(keyed(double(data[e]), std::uint64_t(e)));
     }
 }
 
@@ -117,8 +125,9 @@ void gemm(const Eigen::MatrixBase<DA>& A, const Eigen::MatrixBase<DB>& B, Eigen:
 
     detail::row_major_floats a = A.template cast<float>();
     detail::row_major_floats b_rows = B.template cast<float>();
-    detail::quantize_input(spec.input_a, gemm_role::input_a, a.data(), std::size_t(a.size()));
-    detail::quantize_input(spec.input_b, gemm_role::input_b, b_rows.data(), std::size_t(b_rows.size()));
+    const int threads = detail::thread_count(spec.threads);
+    detail::quantize_input(spec.input_a, gemm_role::input_a, a.data(), std::size_t(a.size()), threads);
+    detail::quantize_input(spec.input_b, gemm_role::input_b, b_rows.data(), std::size_t(b_rows.size()), threads);
 
     detail::row_major_floats c(M, N);
     if (stats != nullptr) {
