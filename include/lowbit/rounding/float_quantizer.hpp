@@ -38,14 +38,15 @@ template <rounding Mode, class T, std::size_t Block>
 [[gnu::always_inline]] inline void round_block(const T* in, T (&values)[Block],
                                                const std::uint32_t (&random)[Block],
                                                const rounding_plan<T>& plan) {
-    // Tiny inputs (below the smallest grid step) are rare: a block without them takes a
-    // shorter kernel.
+    // Tiny inputs (below the smallest grid step) are rare: the block is rounded by the shorter
+    // kernel, and again by the full one only when it held one.
     unsigned any_tiny = 0;
-    for (std::size_t j = 0; j < Block; ++j) any_tiny |= unsigned(is_tiny(in[j], plan));
+    for (std::size_t j = 0; j < Block; ++j) {
+        values[j] = round_with_plan<Mode, T, false>(in[j], plan, random[j]);
+        any_tiny |= unsigned(is_tiny(in[j], plan));
+    }
     if (any_tiny != 0)
         for (std::size_t j = 0; j < Block; ++j) values[j] = round_with_plan<Mode, T, true>(in[j], plan, random[j]);
-    else
-        for (std::size_t j = 0; j < Block; ++j) values[j] = round_with_plan<Mode, T, false>(in[j], plan, random[j]);
 }
 
 // Arrays larger than this are written with streaming stores, as memcpy does: the output does

@@ -94,6 +94,7 @@ struct rounding_plan {
     exp_type emin_field = 0;    // T's exponent field of the format's smallest normal binade
     bits_type min_step = 0;     // bits of q = 2^(emin - man_bits), the smallest grid step
     T half_step = 0;            // q / 2 (when tiny x exist, so that it is a T)
+    bits_type tiny_bits_minus_1 = 0;  // x is tiny when 0 < |x|'s bits <= this (0: never)
     T max_finite = 0;           // largest finite magnitude
     T overflow_away = 0;        // magnitude of an overflow that rounds away from zero
     T flush_below = 0;          // rounded magnitudes below this ...
@@ -130,6 +131,7 @@ struct rounding_plan {
         p.tiny_field = p.emin_field - f.man_bits > 1 ? exp_type(p.emin_field - f.man_bits) : 0;
         p.min_step = std::bit_cast<bits_type>(T(detail::pow2(f.emin() - f.man_bits)));
         p.half_step = p.tiny_field > 0 ? T(detail::pow2(f.emin() - f.man_bits - 1)) : T(0);
+        p.tiny_bits_minus_1 = p.tiny_field > 0 ? (bits_type(p.tiny_field) << L::man_bits) - 1 : 0;
         p.max_finite = T(f.max_finite());  // exact: the format fits T
         const bool saturates = on_overflow == overflow::saturate || f.specials == special_values::none;
         p.overflow_away = saturates ? p.max_finite
@@ -175,8 +177,7 @@ template <rounding Mode, class T, bool MayBeTiny = true>
     const bool tiny = MayBeTiny && field < p.tiny_field;
     // The kept significand's last bit (ties to even, round to odd): when every fraction bit is
     // dropped it is the implicit bit, which the bit pattern holds as the exponent field.
-    const U sig = (mag & frac_mask) | (U(std::min(field, S(1))) << L::man_bits);
-    const U kept_lsb = (sig >> shift) & below & 1;  // 0 when nothing is dropped
+    const U kept_lsb = ((mag | (U(std::min(field, S(1))) << L::man_bits)) >> shift) & below & 1;  // 0: none dropped
 
     U rounded;
     bool tiny_up;  // a tiny x rounds to one smallest step (else to 0)
@@ -215,6 +216,7 @@ template <rounding Mode, class T, bool MayBeTiny = true>
             // scaled to R bits, floor(sig * 2^R / 2^drop) (exact when drop < R: sig < 2^24 and
             // drop >= 24 here); up when scaled + u carries out of R bits.
             const S drop = p.base_shift + std::max(S(p.emin_field - std::max(field, S(1))), S(0));
+            const U sig = (mag & frac_mask) | (U(std::min(field, S(1))) << L::man_bits);
             const S right = std::min(S(drop - p.random_bits), S(L::man_bits + 2));
             const U scaled = right >= 0 ? sig >> right : sig << std::min(S(-right), S(sizeof(U) * 8 - 1));
             tiny_up = (U(random) & p.random_mask) > p.random_mask - scaled;
@@ -232,7 +234,10 @@ template <rounding Mode, class T, bool MayBeTiny = true>
         overflow_result = sign ? overflow_away : max_finite;
     y = y > max_finite ? overflow_result : y;
     y = y < flush_below ? flush_to : y;
-    y = abs_x == std::numeric_limits<T>::infinity() ? overflow_away : y;
+    // An infinite x: for the modes that round away from zero the overflow above already gave
+    // overflow_away (x's bits round to themselves); the others need it set.
+    if constexpr (Mode != rounding::nearest_even && Mode != rounding::nearest_away && Mode != rounding::stochastic)
+        y = abs_x == std::numeric_limits<T>::infinity() ? overflow_away : y;
     y = abs_x != abs_x ? abs_x : y;  // NaN stays NaN
     return std::bit_cast<T>(std::bit_cast<U>(y) | (sign & sign_keep));
 }
@@ -242,11 +247,9 @@ template <rounding Mode, class T, bool MayBeTiny = true>
 // x). Callers that check a whole block can then use the MayBeTiny = false variant.
 template <class T>
 [[gnu::always_inline]] inline bool is_tiny(T x, const rounding_plan<T>& p) {
-    using L = detail::binary_layout<T>;
-    using U = typename L::bits;
+    using U = typename detail::binary_layout<T>::bits;
     const U mag = std::bit_cast<U>(x) & ~(U(1) << (sizeof(T) * 8 - 1));
-    const U tiny_below = U(p.tiny_field) << L::man_bits;
-    return mag - 1 < tiny_below - 1;  // unsigned: 0 wraps around, and tiny_below 0 means none
+    return mag - 1 < p.tiny_bits_minus_1;  // unsigned: 0 wraps around to the top
 }
 
 // Calls f(std::integral_constant<rounding, Mode>) for the runtime mode: the one place where a
