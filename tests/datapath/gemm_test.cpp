@@ -439,6 +439,18 @@ TEST_CASE("gemm equals the MPFR reference bit for bit on random specs", "[gemm][
               << ", inexact additions " << specs_with[4] << "\n";
 }
 
+// Result bits and every counter of lowbit::gemm against the reference, failures logged.
+template <class Log>
+void compare_with_reference(const Eigen::MatrixXf& A, const Eigen::MatrixXf& B, const gemm_spec& s, Log& log) {
+    gemm_stats es, gs;
+    const Eigen::MatrixXf expected = lowbit_test::reference_gemm(A, B, s, &es);
+    const Eigen::MatrixXf got = lowbit::gemm(A, B, s, &gs);
+    const std::string d = matrix_difference(expected, got);
+    if (!d.empty()) log.report("result", s, A, B, d);
+    const std::string ds = stats_difference(es, gs, true);
+    if (!ds.empty()) log.report("stats", s, A, B, ds);
+}
+
 // Every model x chunking x accumulator mode of the paper setup, systematically, on data that
 // overflows, underflows and swamps.
 TEST_CASE("gemm equals the reference: M7E4 paper setup, every model and chunk", "[gemm][reference]") {
@@ -464,13 +476,7 @@ TEST_CASE("gemm equals the reference: M7E4 paper setup, every model and chunk", 
                     s.record_lost = true;
                     const int M = 3, N = 2, K = chunk == 128 ? 300 : 131;
                     const Eigen::MatrixXf A = g.data(M, K, 0), B = g.data(K, N, 0);
-                    gemm_stats es, gs;
-                    const Eigen::MatrixXf expected = lowbit_test::reference_gemm(A, B, s, &es);
-                    const Eigen::MatrixXf got = lowbit::gemm(A, B, s, &gs);
-                    const std::string d = matrix_difference(expected, got);
-                    if (!d.empty()) log.report("result", s, A, B, d);
-                    const std::string ds = stats_difference(es, gs, true);
-                    if (!ds.empty()) log.report("stats", s, A, B, ds);
+                    compare_with_reference(A, B, s, log);
                 }
     CHECK(log.failures == 0);
 }
@@ -494,13 +500,7 @@ TEST_CASE("gemm equals the reference: integer accumulators wrap and saturate", "
                 s.record_lost = true;
                 const int M = g.uniform(1, 5), N = g.uniform(1, 5), K = g.pick(std::vector<int>{37, 131, 64});
                 const Eigen::MatrixXf A = g.data(M, K, 4), B = g.data(K, N, 2);
-                gemm_stats es, gs;
-                const Eigen::MatrixXf expected = lowbit_test::reference_gemm(A, B, s, &es);
-                const Eigen::MatrixXf got = lowbit::gemm(A, B, s, &gs);
-                const std::string d = matrix_difference(expected, got);
-                if (!d.empty()) log.report("result", s, A, B, d);
-                const std::string ds = stats_difference(es, gs, true);
-                if (!ds.empty()) log.report("stats", s, A, B, ds);
+                compare_with_reference(A, B, s, log);
             }
     CHECK(log.failures == 0);
 }

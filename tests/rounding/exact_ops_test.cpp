@@ -10,6 +10,8 @@
 #include <lowbit/rounding/quantize.hpp>
 
 #include <catch2/catch.hpp>
+
+#include "support/mpfr_exponent_range.hpp"
 #include <mpfr.h>
 
 #include <bit>
@@ -68,18 +70,7 @@ int mpfr_op(op o, mpfr_ptr y, double a, double b, mpfr_rnd_t rnd) {
     return t;
 }
 
-// Sets MPFR's exponent range for the duration of a scope.
-struct exponent_range {
-    mpfr_exp_t saved_emin = mpfr_get_emin(), saved_emax = mpfr_get_emax();
-    exponent_range(mpfr_exp_t emin, mpfr_exp_t emax) {
-        mpfr_set_emin(emin);
-        mpfr_set_emax(emax);
-    }
-    ~exponent_range() {
-        mpfr_set_emin(saved_emin);
-        mpfr_set_emax(saved_emax);
-    }
-};
+using exponent_range = lowbit_test::mpfr_exponent_range;
 
 // Round to odd at double precision, from MPFR: RZ with double's exponent range (MPFR's exponent
 // of 0.1b x 2^E: smallest subnormal 2^-1074 is E = -1073, largest binade E = 1024), then the last

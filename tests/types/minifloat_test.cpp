@@ -8,6 +8,8 @@
 #include <lowbit/types/encoding.hpp>
 
 #include <catch2/catch.hpp>
+
+#include "support/mpfr_exponent_range.hpp"
 #include <mpfr.h>
 
 #include <bit>
@@ -57,17 +59,7 @@ T apply(op o, T a, T b) {
     return a;
 }
 
-struct exponent_range {
-    mpfr_exp_t saved_emin = mpfr_get_emin(), saved_emax = mpfr_get_emax();
-    exponent_range(mpfr_exp_t emin, mpfr_exp_t emax) {
-        mpfr_set_emin(emin);
-        mpfr_set_emax(emax);
-    }
-    ~exponent_range() {
-        mpfr_set_emin(saved_emin);
-        mpfr_set_emax(saved_emax);
-    }
-};
+using exponent_range = lowbit_test::mpfr_exponent_range;
 
 // The code of a op b rounded to f, from the definition: MPFR rounds the exact result to
 // nearest-even at precision M + 1 on the grid with subnormal spacing below 2^emin (emin of MPFR set
