@@ -81,6 +81,7 @@ struct float_step {
     }
 };
 
+template <rounding Mode>
 struct int_step {
     static constexpr bool exact = false;
     int_quantizer q;
@@ -89,7 +90,8 @@ struct int_step {
     int_step(const int_quantizer& quantizer, std::uint64_t stream_key) : q(quantizer), key(stream_key) {}
 
     std::uint32_t random(std::uint64_t index) const {
-        return q.mode == rounding::stochastic ? random_bits_at(key, index) : 0u;
+        if constexpr (Mode == rounding::stochastic) return random_bits_at(key, index);
+        else return (void)index, 0u;
     }
 
     double round_value(double x, std::uint64_t index, bool& overflowed) const {
@@ -112,20 +114,15 @@ struct int_step {
         const bool above_half = half && ((d.fraction_top32 & 0x7FFFFFFFu) != 0 || d.sticky);
         const bool odd_whole = (d.whole_low64 & 1) != 0;
         bool up = false;
-        switch (q.mode) {
-            case rounding::nearest_even: up = above_half || (half && !above_half && odd_whole); break;
-            case rounding::nearest_away: up = half; break;
-            case rounding::toward_zero: up = false; break;
-            case rounding::toward_positive: up = fraction && !negative; break;
-            case rounding::toward_negative: up = fraction && negative; break;
-            case rounding::odd: up = fraction && !odd_whole; break;
-            case rounding::stochastic: {
-                const std::uint64_t u = std::uint64_t(random(index)) &
-                                        ((std::uint64_t(1) << q.random_bits) - 1);
-                up = (std::uint64_t(d.fraction_top32) >> (32 - q.random_bits)) + u >=
-                     (std::uint64_t(1) << q.random_bits);
-                break;
-            }
+        if constexpr (Mode == rounding::nearest_even) up = above_half || (half && !above_half && odd_whole);
+        else if constexpr (Mode == rounding::nearest_away) up = half;
+        else if constexpr (Mode == rounding::toward_zero) up = false;
+        else if constexpr (Mode == rounding::toward_positive) up = fraction && !negative;
+        else if constexpr (Mode == rounding::toward_negative) up = fraction && negative;
+        else if constexpr (Mode == rounding::odd) up = fraction && !odd_whole;
+        else {
+            const std::uint64_t u = std::uint64_t(random(index)) & ((std::uint64_t(1) << q.random_bits) - 1);
+            up = (std::uint64_t(d.fraction_top32) >> (32 - q.random_bits)) + u >= (std::uint64_t(1) << q.random_bits);
         }
         const std::uint64_t magnitude_low = d.whole_low64 + (up ? 1 : 0);
         const double scale = std::ldexp(1.0, -q.fraction_bits);
@@ -152,13 +149,14 @@ struct int_step {
     }
 };
 
-// Calls f(step) with the step type of the runtime quantizer: exact_step, float_step<Mode> for
-// each mode, or int_step. The one place where a datapath's quantizer becomes a type.
+// Calls f(step) with the step type of the runtime quantizer: exact_step, float_step<Mode> or
+// int_step<Mode> for each mode. The one place where a datapath's quantizer becomes a type.
 template <class F>
 decltype(auto) with_step(const quantizer& q, std::uint64_t stream_key, F&& f) {
     if (const auto* fq = q.as_float())
         return dispatch_rounding(fq->mode, [&](auto m) { return f(float_step<m()>(*fq, stream_key)); });
-    if (const auto* iq = q.as_int()) return f(int_step(*iq, stream_key));
+    if (const auto* iq = q.as_int())
+        return dispatch_rounding(iq->mode, [&](auto m) { return f(int_step<m()>(*iq, stream_key)); });
     return f(exact_step{});
 }
 
