@@ -67,7 +67,10 @@ public:
     bool is_zero() const {
         return special_ == 0 && std::all_of(limb_.begin(), limb_.end(), [](std::uint64_t l) { return l == 0; });
     }
-    bool negative() const { return special_ != 0 ? special_ < 0 : (limb_[limbs - 1] >> 63) != 0; }
+    // The sign bit of the sum: also true for -0.
+    bool negative() const {
+        return special_ != 0 ? std::signbit(special_) : negative_zero_ || (limb_[limbs - 1] >> 63) != 0;
+    }
 
     // The sum rounded to odd onto double's grid (truncate toward zero, set the last bit when
     // inexact; +-DBL_MAX beyond it): rounding this once more to any format with at most 50
