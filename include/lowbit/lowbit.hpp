@@ -16,3 +16,6 @@
 #include <lowbit/datapath/gemm_spec.hpp>
 #include <lowbit/datapath/gemm_stats.hpp>
 #include <lowbit/datapath/gemm.hpp>
+#include <lowbit/scaling/calibration.hpp>
+#include <lowbit/scaling/clip_gradients.hpp>
+#include <lowbit/analysis/a2q.hpp>
