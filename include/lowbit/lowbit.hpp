@@ -19,3 +19,5 @@
 #include <lowbit/scaling/calibration.hpp>
 #include <lowbit/scaling/clip_gradients.hpp>
 #include <lowbit/analysis/a2q.hpp>
+#include <lowbit/scaling/int_scaling.hpp>
+#include <lowbit/scaling/block_scaling.hpp>
