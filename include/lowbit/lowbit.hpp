@@ -21,3 +21,7 @@
 #include <lowbit/analysis/a2q.hpp>
 #include <lowbit/scaling/int_scaling.hpp>
 #include <lowbit/scaling/block_scaling.hpp>
+#include <lowbit/formats/lns_format.hpp>
+#include <lowbit/rounding/lns_quantize.hpp>
+#include <lowbit/types/lns.hpp>
+#include <lowbit/types/lns_eigen.hpp>
