@@ -1,11 +1,13 @@
 // lowbit/datapath/fast_datapath.hpp: the vectorized GEMM path, used where it provably equals the
 // exact one (exact_datapath.hpp).
 //
-// Sixteen outputs of a row of C are computed together, one per vector lane, with the running
-// accumulators kept in registers across k (register blocking). Each chunk is done in two passes
-// over panels of k: products into a small buffer, then the accumulator chain over it. The passes
-// are instantiated per operation type and chosen once per call, so their loops have no branch
-// on the configuration.
+// Sixty-four outputs of a row of C are computed together, one per vector lane (four AVX-512
+// vectors, so four independent accumulator chains hide each rounding's latency), with the running
+// accumulators kept in registers across k (register blocking). For light operations (an elided
+// product rounding, the flush-and-saturate accumulator) products and accumulation run in one
+// loop; otherwise in two passes over panels of k, products into a small buffer and then the
+// accumulator chain over it. The passes are instantiated per operation type and chosen once per
+// call, so their loops have no branch on the configuration.
 //
 // The path is taken only when every value is a float and every step can be done in fp32
 // exactly:
@@ -20,9 +22,13 @@
 //     multiple of 2^L (L the smallest grid step among them), sums below the accumulator's top
 //     binade 2^H need H - L <= 24 bits, and sums at or above 2^H overflow whether rounded or
 //     not. Or fp32 itself in nearest_even, which is the hardware's own addition.
+//   - models: sequential and fma as above; pairwise (the same sums, as a tree over the chunk's
+//     products); fused (the chunk's products summed in double, exact when they fit 53 bits, then
+//     rounded once); aligned (terms that are normal floats or zero, cut on their bits, and a
+//     group's cut sum that fits 24 bits).
 // For an accumulator without subnormals that saturates (the paper's M7E4), the rounding itself
 // is specialised: a constant shift for normal sums and one comparison for the flush region.
-// Stochastic rounding, integer quantizers, other models and event counting take the exact path.
+// Stochastic rounding, integer quantizers and event counting take the exact path.
 #pragma once
 
 #include <lowbit/datapath/gemm_spec.hpp>
