@@ -25,3 +25,4 @@
 #include <lowbit/rounding/lns_quantize.hpp>
 #include <lowbit/types/lns.hpp>
 #include <lowbit/types/lns_eigen.hpp>
+#include <lowbit/nn/madam.hpp>
