@@ -3,6 +3,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "support/exception_message.hpp"
+
 #include <string>
 
 namespace {
@@ -10,16 +12,7 @@ namespace {
 using lowbit::float_format;
 using lowbit::special_values;
 
-// The message of the std::invalid_argument that f() throws (empty if it throws nothing).
-template <class F>
-std::string message_of(F&& f) {
-    try {
-        f();
-    } catch (const std::invalid_argument& e) {
-        return e.what();
-    }
-    return {};
-}
+using lowbit_test::message_of;
 
 template <float_format F>
 constexpr int bits_of() {

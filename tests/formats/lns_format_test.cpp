@@ -2,6 +2,8 @@
 #include <lowbit/formats/lns_format.hpp>
 
 #include <catch2/catch.hpp>
+
+#include "support/exception_message.hpp"
 #include <mpfr.h>
 
 #include <string>
@@ -10,15 +12,7 @@ namespace {
 
 using lowbit::lns_format;
 
-template <class F>
-std::string message_of(F&& f) {
-    try {
-        f();
-    } catch (const std::invalid_argument& e) {
-        return e.what();
-    }
-    return {};
-}
+using lowbit_test::message_of;
 
 template <lns_format F>
 constexpr int bits_of() {
