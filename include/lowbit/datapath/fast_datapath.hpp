@@ -32,6 +32,7 @@
 #pragma once
 
 #include <lowbit/datapath/gemm_spec.hpp>
+#include <lowbit/datapath/thread_count.hpp>
 #include <lowbit/rounding/rounding_plan.hpp>
 
 #include <Eigen/Core>
@@ -48,9 +49,6 @@
 #include <variant>
 #include <vector>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
 
 namespace lowbit::detail {
 
@@ -497,13 +495,7 @@ inline bool fast_gemm(const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic,
         Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>::Zero(K, blocks * fast_lanes);
     b_padded.leftCols(N) = b;
     const std::ptrdiff_t ldb = b_padded.cols();
-    const int threads = spec.threads == 0 ?
-#if defined(_OPENMP)
-                                          omp_get_max_threads()
-#else
-                                          1
-#endif
-                                          : spec.threads;
+    const int threads = thread_count(spec.threads);
     // Rows of products a thread keeps: a panel, a whole chunk's tree, or an aligned group.
     const std::int64_t rows = spec.model == accumulation::pairwise ? std::int64_t(std::bit_ceil(std::uint64_t(chunk)))
                               : spec.model == accumulation::aligned ? std::max<std::int64_t>(spec.group, fast_panel)

@@ -15,6 +15,7 @@
 #include <lowbit/datapath/gemm_spec.hpp>
 #include <lowbit/datapath/gemm_stats.hpp>
 #include <lowbit/datapath/quantizer.hpp>
+#include <lowbit/datapath/thread_count.hpp>
 
 #include <Eigen/Core>
 
@@ -61,14 +62,6 @@ inline void check_accumulator_format(const quantizer& q, const char* field) {
                                     std::to_string(f->format.man_bits) +
                                     " is more than the 50 an exactly simulated accumulator can have: leave "
                                     "the quantizer unset for an exact accumulator");
-}
-
-inline int thread_count(int requested) {
-#if defined(_OPENMP)
-    return requested == 0 ? omp_get_max_threads() : requested;
-#else
-    return (void)requested, 1;
-#endif
 }
 
 // C (row-major M x N) from quantized A (row-major M x K) and B (column-major: column j of B

@@ -36,16 +36,12 @@ struct NumTraits<lowbit::minifloat<F>> : GenericNumTraits<lowbit::minifloat<F>> 
     using Nested = T;
     using Literal = T;
 
+    // epsilon, highest, lowest, infinity, quiet_NaN, digits and digits10 come from
+    // GenericNumTraits, which reads them from the std::numeric_limits specialization.
+
     // What isApprox and friends accept as equal: about 2^3 ulps at 1 (Eigen::half uses 1e-2 with
     // its 2^-10 epsilon), but never more than 1/2.
-    static T dummy_precision() { return T(double(std::min(8.0 * double(epsilon()), 0.5))); }
-    static constexpr T epsilon() { return std::numeric_limits<T>::epsilon(); }
-    static constexpr T highest() { return std::numeric_limits<T>::max(); }
-    static constexpr T lowest() { return std::numeric_limits<T>::lowest(); }
-    static constexpr T infinity() { return std::numeric_limits<T>::infinity(); }
-    static constexpr T quiet_NaN() { return std::numeric_limits<T>::quiet_NaN(); }
-    static constexpr int digits10() { return std::numeric_limits<T>::digits10; }
-    static constexpr int digits() { return std::numeric_limits<T>::digits; }
+    static T dummy_precision() { return T(double(std::min(8.0 * double(std::numeric_limits<T>::epsilon()), 0.5))); }
 };
 
 }  // namespace Eigen
