@@ -245,6 +245,18 @@ struct exact_datapath {
                 exact_products(a, b, K, first, step, products.data(), sink);
             });
         }
+        const exact_sum total = reduce(products.data(), out_index, tree, chunk_results, sink);
+        // The result lands in float, rounded to nearest even (exact when it is a float already).
+        return float(round_with_plan<rounding::nearest_even>(total.to_double_round_odd(), float_result_plan()));
+    }
+
+    // The exact value that the chunks, the accumulation model and the chunk accumulator make of
+    // K terms (products, or any other exact terms such as converted LNS products or block dot
+    // products: everything after the product rounding of gemm_spec.hpp). Random indices count
+    // terms as they count products.
+    template <bool Count>
+    exact_sum reduce(const double* terms, std::uint64_t out_index, std::vector<double>& tree,
+                     std::vector<exact_sum>& chunk_results, const event_sink<Count>& sink) const {
         const std::int64_t chunk = spec.chunk == 0 ? std::max<std::int64_t>(K, 1) : spec.chunk;
         const std::int64_t chunks = K == 0 ? 1 : (K + chunk - 1) / chunk;
         chunk_results.assign(std::size_t(chunks), exact_sum{});
@@ -253,14 +265,12 @@ struct exact_datapath {
                       const chunk_reducer<std::decay_t<decltype(step)>, Count> reducer{step, spec, out_index, K, sink, tree};
                       for (std::int64_t c = 0; c < chunks; ++c) {
                           const std::int64_t start = c * chunk;
-                          chunk_results[std::size_t(c)] = reducer.reduce(products.data(), start, std::min(chunk, K - start));
+                          chunk_results[std::size_t(c)] = reducer.reduce(terms, start, std::min(chunk, K - start));
                       }
                   });
-        const exact_sum total = with_step(
+        return with_step(
             spec.chunk_accumulator, gemm_random_key(seed_of(spec.chunk_accumulator), gemm_role::chunk_accumulator),
             [&](const auto& step) { return accumulate_chunks(chunk_results, step, out_index, sink); });
-        // The result lands in float, rounded to nearest even (exact when it is a float already).
-        return float(round_with_plan<rounding::nearest_even>(total.to_double_round_odd(), float_result_plan()));
     }
 
     std::uint64_t product_seed() const { return seed_of(spec.product); }
