@@ -1,0 +1,144 @@
+// lowbit/datapath/conv.hpp: 2-D convolution as im2col + lowbit::gemm, so that every
+// multiply-accumulate of a convolution runs through a gemm_spec.
+//
+//   lowbit::conv_geometry g{.channels = 32, .height = 14, .width = 14, .kernel = 3, .padding = 1};
+//   lowbit::matrix_rm cols = lowbit::im2col(images, g);      // K x (batch * OH * OW)
+//   lowbit::matrix_rm out  = weights * cols;                 // or lowbit::gemm(weights, cols, spec)
+//
+// Layouts (row-major float matrices):
+//   images   batch x (channels * height * width), each sample in CHW order;
+//   weights  filters x K, K = channels * kernel * kernel, each filter in (c, i, j) order;
+//   cols     K x (batch * OH * OW): row (c, i, j), column (n, oy, ox) holds
+//            images(n, c, oy * stride + i - padding, ox * stride + j - padding), 0 outside the image.
+// So C = weights * cols holds, in row f and column (n, oy, ox), output channel f of sample n at
+// (oy, ox): each output is one dot product over K, in the order (c, i, j), on the datapath.
+#pragma once
+
+#include <Eigen/Core>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace lowbit {
+
+using matrix_rm = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+struct conv_geometry {
+    int channels = 1, height = 1, width = 1;  // input
+    int kernel = 3;                           // square kernel size
+    int stride = 1;
+    int padding = 0;                          // zeros on every side
+
+    int out_height() const { return (height + 2 * padding - kernel) / stride + 1; }
+    int out_width() const { return (width + 2 * padding - kernel) / stride + 1; }
+    int patch() const { return channels * kernel * kernel; }  // K of the GEMM
+    int input_size() const { return channels * height * width; }
+
+    const conv_geometry& validate() const {
+        const auto fail = [](const char* field, int value, const char* why) {
+            throw std::invalid_argument(std::string("lowbit::conv_geometry: ") + field + " = " +
+                                        std::to_string(value) + " " + why);
+        };
+        if (channels < 1) fail("channels", channels, "must be >= 1");
+        if (height < 1) fail("height", height, "must be >= 1");
+        if (width < 1) fail("width", width, "must be >= 1");
+        if (kernel < 1) fail("kernel", kernel, "must be >= 1");
+        if (stride < 1) fail("stride", stride, "must be >= 1");
+        if (padding < 0) fail("padding", padding, "must be >= 0");
+        if (kernel > height + 2 * padding || kernel > width + 2 * padding)
+            fail("kernel", kernel, "is larger than the padded input");
+        return *this;
+    }
+};
+
+namespace detail {
+inline void check_images(Eigen::Index cols, const conv_geometry& g, const char* who) {
+    if (cols != g.input_size())
+        throw std::invalid_argument(std::string("lowbit::") + who + ": each image has " + std::to_string(cols) +
+                                    " values but the geometry's channels x height x width is " +
+                                    std::to_string(g.channels) + " x " + std::to_string(g.height) + " x " +
+                                    std::to_string(g.width) + " = " + std::to_string(g.input_size()));
+}
+}  // namespace detail
+
+// cols (K x batch * OH * OW) of `images` (batch x channels * height * width).
+inline matrix_rm im2col(const matrix_rm& images, const conv_geometry& g) {
+    g.validate();
+    detail::check_images(images.cols(), g, "im2col");
+    const Eigen::Index batch = images.rows();
+    const int oh = g.out_height(), ow = g.out_width(), k = g.kernel;
+    const Eigen::Index positions = Eigen::Index(oh) * ow;
+    matrix_rm cols(g.patch(), batch * positions);
+#pragma omp parallel for schedule(static)
+    for (Eigen::Index row = 0; row < g.patch(); ++row) {
+        const int c = int(row / (k * k)), i = int(row / k % k), j = int(row % k);
+        float* out = cols.row(row).data();
+        for (Eigen::Index n = 0; n < batch; ++n) {
+            const float* image = images.row(n).data() + std::ptrdiff_t(c) * g.height * g.width;
+            for (int oy = 0; oy < oh; ++oy) {
+                const int y = oy * g.stride + i - g.padding;
+                for (int ox = 0; ox < ow; ++ox) {
+                    const int x = ox * g.stride + j - g.padding;
+                    *out++ = (y >= 0 && y < g.height && x >= 0 && x < g.width) ? image[y * g.width + x] : 0.0f;
+                }
+            }
+        }
+    }
+    return cols;
+}
+
+// The adjoint of im2col: every column entry added back to the pixel it was copied from
+// (batch x channels * height * width). This is the input gradient of a convolution.
+inline matrix_rm col2im(const matrix_rm& cols, Eigen::Index batch, const conv_geometry& g) {
+    g.validate();
+    const int oh = g.out_height(), ow = g.out_width(), k = g.kernel;
+    const Eigen::Index positions = Eigen::Index(oh) * ow;
+    if (cols.rows() != g.patch() || cols.cols() != batch * positions)
+        throw std::invalid_argument("lowbit::col2im: cols is " + std::to_string(cols.rows()) + " x " +
+                                    std::to_string(cols.cols()) + " but the geometry and batch need " +
+                                    std::to_string(g.patch()) + " x " + std::to_string(batch * positions));
+    matrix_rm images = matrix_rm::Zero(batch, g.input_size());
+    // Parallel over samples: each sample's pixels are written by one thread only.
+#pragma omp parallel for schedule(static)
+    for (Eigen::Index n = 0; n < batch; ++n) {
+        for (Eigen::Index row = 0; row < g.patch(); ++row) {
+            const int c = int(row / (k * k)), i = int(row / k % k), j = int(row % k);
+            const float* in = cols.row(row).data() + n * positions;
+            float* image = images.row(n).data() + std::ptrdiff_t(c) * g.height * g.width;
+            for (int oy = 0; oy < oh; ++oy) {
+                const int y = oy * g.stride + i - g.padding;
+                for (int ox = 0; ox < ow; ++ox, ++in) {
+                    const int x = ox * g.stride + j - g.padding;
+                    if (y >= 0 && y < g.height && x >= 0 && x < g.width) image[y * g.width + x] += *in;
+                }
+            }
+        }
+    }
+    return images;
+}
+
+// C = weights * cols (filters x batch * OH * OW) back to images of the output: batch x
+// (filters * OH * OW), each sample in CHW order.
+inline matrix_rm columns_to_images(const matrix_rm& c, Eigen::Index batch) {
+    const Eigen::Index filters = c.rows(), positions = batch == 0 ? 0 : c.cols() / batch;
+    matrix_rm out(batch, filters * positions);
+#pragma omp parallel for schedule(static)
+    for (Eigen::Index n = 0; n < batch; ++n)
+        for (Eigen::Index f = 0; f < filters; ++f)
+            out.row(n).segment(f * positions, positions) = c.row(f).segment(n * positions, positions);
+    return out;
+}
+
+// The inverse of columns_to_images: images (batch x filters * positions) to filters x batch * positions.
+inline matrix_rm images_to_columns(const matrix_rm& images, Eigen::Index filters) {
+    const Eigen::Index batch = images.rows(), positions = filters == 0 ? 0 : images.cols() / filters;
+    matrix_rm c(filters, batch * positions);
+#pragma omp parallel for schedule(static)
+    for (Eigen::Index f = 0; f < filters; ++f)
+        for (Eigen::Index n = 0; n < batch; ++n)
+            c.row(f).segment(n * positions, positions) = images.row(n).segment(f * positions, positions);
+    return c;
+}
+
+}  // namespace lowbit

@@ -1,0 +1,79 @@
+// lowbit/nn/conv2d.hpp: a 2-D convolution layer, im2col + GEMM on the layer's datapath.
+//
+// C = W cols (conv.hpp): A = the filters (filters x channels*k*k, input_a, Q_W), B = the im2col
+// matrix of the batch (input_b, Q_A); each output is one dot product over (c, i, j) in order.
+#pragma once
+
+#include <lowbit/datapath/conv.hpp>
+#include <lowbit/nn/gemm_layer.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace lowbit::nn {
+
+class conv2d : public gemm_layer {
+public:
+    // `geometry` describes the input (channels, height, width) and the kernel, stride, padding.
+    conv2d(const conv_geometry& geometry, int filters, std::uint64_t seed = 1) : g_(geometry), filters_(filters) {
+        g_.validate();
+        if (filters < 1)
+            throw std::invalid_argument("lowbit::nn::conv2d: filters = " + std::to_string(filters) + " must be >= 1");
+        weight_ = {"weight", matrix(filters, g_.patch()), matrix::Zero(filters, g_.patch())};
+        bias_ = {"bias", matrix::Zero(1, filters), matrix::Zero(1, filters)};
+        detail::he_uniform(weight_.value, g_.patch(), seed);
+    }
+
+    const conv_geometry& geometry() const { return g_; }
+    shape3 input_shape() const { return {g_.channels, g_.height, g_.width}; }
+
+    std::string describe() const override {
+        return "conv2d " + std::to_string(g_.channels) + "->" + std::to_string(filters_) + " " +
+               std::to_string(g_.kernel) + "x" + std::to_string(g_.kernel) + " stride " + std::to_string(g_.stride) +
+               " pad " + std::to_string(g_.padding) + " on " + input_shape().to_string();
+    }
+    shape3 output_shape(shape3 in) const override {
+        if (in != input_shape())
+            throw std::invalid_argument("lowbit::nn: " + describe() + ": input shape " + in.to_string() +
+                                        " does not match");
+        return {filters_, g_.out_height(), g_.out_width()};
+    }
+
+    tensor forward(const tensor& x, pass p) override {
+        detail::check_input(*this, x, input_shape());
+        const matrix cols = im2col(x.values, g_);
+        const matrix c = datapath_gemm(weight_.value, cols, datapath, p == pass::training ? &kept_ : nullptr);
+        ready_ = p == pass::training;
+        batch_ = x.batch();
+        const Eigen::Index positions = Eigen::Index(g_.out_height()) * g_.out_width();
+        tensor y{columns_to_images(c, batch_), {filters_, g_.out_height(), g_.out_width()}};
+        for (Eigen::Index f = 0; f < filters_; ++f)
+            y.values.middleCols(f * positions, positions).array() += bias_.value(0, f);
+        return y;
+    }
+
+    tensor backward(const tensor& dy) override {
+        detail::check_backward(*this, ready_);
+        const matrix dc = images_to_columns(dy.values, filters_);  // filters x batch*positions
+        weight_.grad.noalias() += dc * kept_.activations.transpose();
+        bias_.grad += dc.rowwise().sum().transpose();
+        const matrix dcols = kept_.weights.transpose() * dc;
+        return {col2im(dcols, batch_, g_), input_shape()};
+    }
+
+    std::vector<parameter*> parameters() override { return {&weight_, &bias_}; }
+    std::unique_ptr<layer> clone() const override { return std::make_unique<conv2d>(*this); }
+    parameter& weight() override { return weight_; }
+    parameter& bias() override { return bias_; }
+
+private:
+    conv_geometry g_;
+    int filters_;
+    parameter weight_, bias_;
+    gemm_operands kept_;
+    Eigen::Index batch_ = 0;
+    bool ready_ = false;
+};
+
+}  // namespace lowbit::nn

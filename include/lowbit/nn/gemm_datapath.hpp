@@ -1,0 +1,117 @@
+// lowbit/nn/gemm_datapath.hpp: how a layer's GEMM runs: the input quantizers of its weights and
+// activations and the accelerator datapath (gemm_spec) that multiplies and accumulates them.
+//
+//   lowbit::nn::gemm_datapath d{
+//       .spec = lowbit::gemm_spec{.product = q_prod, .accumulator = q_acc, .chunk = 16,
+//                                 .chunk_accumulator = q_acc},
+//       .weights = lowbit::nn::range_biased_float{},       // FP8 M4E3, per-tensor bias
+//       .activations = lowbit::nn::range_biased_float{}};
+//
+// No spec: the product is a plain fp32 GEMM (Eigen), the fast baseline for training. With a spec,
+// every multiply-accumulate goes through lowbit::gemm, and events are counted into `stats` when it
+// is set (which takes gemm's exact path: slower).
+//
+// A range-biased float format is the paper's per-tensor scaling of FP8 (Blumenfeld et al.): the
+// exponent bias of an ExMy format is chosen from the tensor's largest magnitude amax as the
+// largest bias whose largest finite value still holds amax, so the tensor uses the top of the
+// format's range and nothing overflows. It is computed each time the tensor is quantized (for
+// activations: per batch, from the batch's values).
+#pragma once
+
+#include <lowbit/datapath/gemm.hpp>
+#include <lowbit/datapath/gemm_spec.hpp>
+#include <lowbit/datapath/gemm_stats.hpp>
+#include <lowbit/datapath/quantizer.hpp>
+#include <lowbit/formats/float_format.hpp>
+#include <lowbit/nn/tensor.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <span>
+#include <variant>
+
+namespace lowbit::nn {
+
+struct range_biased_float {
+    int exp_bits = 3, man_bits = 4;  // FP8 M4E3
+    rounding mode = rounding::nearest_even;
+    bool subnormals = true;
+    std::uint64_t seed = 0;          // stochastic mode
+
+    // Every code of the format is finite (specials none): a per-tensor format has no use for
+    // infinities, and the top binade holds values.
+    float_format format_for(double amax) const {
+        float_format f{.exp_bits = exp_bits, .man_bits = man_bits, .bias = 0, .subnormals = subnormals,
+                       .specials = special_values::none};
+        if (!(amax > 0) || !std::isfinite(amax)) return (f.bias = (1 << (exp_bits - 1)) - 1, f.validate());
+        // max_finite(bias) = 2^(top field - bias) * (2 - 2^-man_bits) >= amax
+        const int top_field = (1 << exp_bits) - 1;
+        const double top_significand = 2.0 - std::ldexp(1.0, -man_bits);
+        int e = int(std::ceil(std::log2(amax / top_significand)));
+        if (std::ldexp(top_significand, e - 1) >= amax) --e;  // log2's rounding: take the smallest e that holds
+        if (std::ldexp(top_significand, e) < amax) ++e;
+        f.bias = top_field - e;
+        return f.validate();
+    }
+
+    quantizer for_tensor(std::span<const float> values) const {
+        float amax = 0;
+        for (const float v : values) amax = std::max(amax, std::fabs(v));  // NaN is skipped
+        return float_quantizer{.format = format_for(amax), .mode = mode, .on_overflow = overflow::saturate,
+                               .seed = seed};
+    }
+};
+
+// How a tensor is quantized before it enters a GEMM: not at all, a fixed quantizer, or a float
+// format biased from the tensor's range.
+using input_quantizer = std::variant<std::monostate, quantizer, range_biased_float>;
+
+inline quantizer quantizer_for(const input_quantizer& q, std::span<const float> values) {
+    if (const auto* fixed = std::get_if<quantizer>(&q)) return *fixed;
+    if (const auto* biased = std::get_if<range_biased_float>(&q)) return biased->for_tensor(values);
+    return {};
+}
+
+struct gemm_datapath {
+    std::optional<gemm_spec> spec;  // unset: plain fp32 GEMM
+    input_quantizer weights{};
+    input_quantizer activations{};
+    gemm_stats* stats = nullptr;    // events of every GEMM of the layer add up here (spec only)
+};
+
+// What a layer's GEMM used, kept for its backward pass (straight-through: the gradients are those
+// of the quantized operands' fp32 product).
+struct gemm_operands {
+    matrix weights, activations;
+};
+
+// C = W X on the layer's datapath: W (M x K) weights, X (K x N) activations. When `keep` is given,
+// it receives the quantized W and X (the values the GEMM multiplied).
+inline matrix datapath_gemm(const matrix& w, const matrix& x, const gemm_datapath& d, gemm_operands* keep = nullptr) {
+    const quantizer qw = quantizer_for(d.weights, std::span<const float>(w.data(), std::size_t(w.size())));
+    const quantizer qx = quantizer_for(d.activations, std::span<const float>(x.data(), std::size_t(x.size())));
+    const int threads = d.spec ? lowbit::detail::thread_count(d.spec->threads) : lowbit::detail::thread_count(0);
+    // The same quantization lowbit::gemm applies to its inputs (same roles, same random indices).
+    const auto quantized = [&](const matrix& m, const quantizer& q, gemm_role role) {
+        matrix out = m;
+        if (!q.is_exact()) lowbit::detail::quantize_input(q, role, out.data(), std::size_t(out.size()), threads);
+        return out;
+    };
+    matrix c;
+    if (d.spec) {
+        gemm_spec spec = *d.spec;
+        spec.input_a = qw;
+        spec.input_b = qx;
+        c.resize(w.rows(), x.cols());
+        gemm(w, x, c, spec, d.stats);
+        if (keep != nullptr) *keep = {quantized(w, qw, gemm_role::input_a), quantized(x, qx, gemm_role::input_b)};
+    } else {
+        gemm_operands q{quantized(w, qw, gemm_role::input_a), quantized(x, qx, gemm_role::input_b)};
+        c.noalias() = q.weights * q.activations;
+        if (keep != nullptr) *keep = std::move(q);
+    }
+    return c;
+}
+
+}  // namespace lowbit::nn

@@ -1,0 +1,51 @@
+// lowbit/nn/layer.hpp: what every layer of a lowbit::nn network provides.
+//
+// forward(x, pass::training) keeps what backward needs; backward(dL/dy) then returns dL/dx and
+// adds the parameters' gradients into parameter::grad (so gradients of several batches can be
+// accumulated; network::zero_grad clears them).
+#pragma once
+
+#include <lowbit/nn/tensor.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace lowbit::nn {
+
+enum class pass { inference, training };
+
+struct parameter {
+    std::string name;        // "weight", "bias", ... (the network prefixes the layer's name)
+    matrix value;
+    matrix grad;             // same shape as value
+    bool trainable = true;   // false: state saved with the weights (batch norm's running statistics)
+};
+
+class layer {
+public:
+    virtual ~layer() = default;
+
+    virtual std::string describe() const = 0;          // e.g. "conv2d 32->64 3x3 pad 1"
+    virtual shape3 output_shape(shape3 input) const = 0;  // throws std::invalid_argument if it does not fit
+    virtual tensor forward(const tensor& x, pass p) = 0;
+    virtual tensor backward(const tensor& grad_output) = 0;
+    virtual std::vector<parameter*> parameters() { return {}; }
+    virtual std::unique_ptr<layer> clone() const = 0;
+};
+
+namespace detail {
+// Throws when a layer is handed an input of the wrong shape, naming the layer and both shapes.
+inline void check_input(const layer& l, const tensor& x, shape3 expected) {
+    if (x.shape != expected || x.values.cols() != expected.size())
+        throw std::invalid_argument("lowbit::nn: " + l.describe() + ": input is " + x.shape.to_string() + " (" +
+                                    std::to_string(x.values.cols()) + " values per sample) but the layer expects " +
+                                    expected.to_string());
+}
+inline void check_backward(const layer& l, bool ready) {
+    if (!ready)
+        throw std::logic_error("lowbit::nn: " + l.describe() + ": backward without a forward(x, pass::training) before it");
+}
+}  // namespace detail
+
+}  // namespace lowbit::nn

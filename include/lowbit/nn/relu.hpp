@@ -1,0 +1,33 @@
+// lowbit/nn/relu.hpp: y = max(x, 0) elementwise (NaN passes through); gradient 1 where x > 0.
+#pragma once
+
+#include <lowbit/nn/layer.hpp>
+
+#include <memory>
+#include <string>
+
+namespace lowbit::nn {
+
+class relu : public layer {
+public:
+    std::string describe() const override { return "relu"; }
+    shape3 output_shape(shape3 in) const override { return in; }
+
+    tensor forward(const tensor& x, pass p) override {
+        tensor y{x.values.unaryExpr([](float v) { return v > 0 ? v : (v == v ? 0.0f : v); }), x.shape};
+        if (p == pass::training) positive_ = (x.values.array() > 0).cast<float>().matrix();
+        ready_ = p == pass::training;
+        return y;
+    }
+    tensor backward(const tensor& dy) override {
+        detail::check_backward(*this, ready_);
+        return {dy.values.cwiseProduct(positive_), dy.shape};
+    }
+    std::unique_ptr<layer> clone() const override { return std::make_unique<relu>(*this); }
+
+private:
+    matrix positive_;
+    bool ready_ = false;
+};
+
+}  // namespace lowbit::nn
