@@ -93,9 +93,10 @@ TEST_CASE("fast path equals the exact path: pairwise, fused and aligned models")
                                 lowbit::detail::row_major_floats a = A, b = B, c(A.rows(), B.cols());
                                 lowbit::detail::quantize_input(spec.input_a, lowbit::gemm_role::input_a, a.data(), std::size_t(a.size()));
                                 lowbit::detail::quantize_input(spec.input_b, lowbit::gemm_role::input_b, b.data(), std::size_t(b.size()));
-                                // (M3E4 with M7E4 products needs 27-bit sums: fp32 is not exact there,
-                                // so those specs must take the exact path.)
-                                CHECK(lowbit::detail::fast_gemm(a, b, c, spec) == (acc_format == lowbit::lba_m7e4_acc));
+                                // (M3E4 with M7E4 products needs 27-bit sums: fp32 is not exact there, so
+                                // its sums are rounded to odd first, which the aligned adder cannot use.)
+                                CHECK(lowbit::detail::fast_gemm(a, b, c, spec) ==
+                                      (acc_format == lowbit::lba_m7e4_acc || model != lowbit::accumulation::aligned));
                             }
 }
 
@@ -121,4 +122,40 @@ TEST_CASE("fast path equals the exact path: other accumulators and overflow poli
                                                        << lowbit::to_string(mode) << " / " << lowbit::to_string(policy));
                     CHECK(same_bits(lowbit::gemm(A, B, spec, &stats), lowbit::gemm(A, B, spec)));
                 }
+}
+
+TEST_CASE("fast path equals the exact path: accumulators wider than fp32's exact sums (round-to-odd sums)") {
+    // MxE5 values span more than 24 bits, so fp32 sums are inexact: the fast path rounds them to
+    // odd first. Products of large and tiny magnitudes make sums that lose bits in fp32.
+    std::mt19937 gen(21);
+    const lowbit::float_quantizer in{.format = lowbit::fp8_e4m3};
+    for (const int man : {10, 8, 6, 3})
+        for (const int bias : {15, 26})
+            for (const bool subnormals : {false, true})
+                for (const auto model : {lowbit::accumulation::sequential, lowbit::accumulation::pairwise,
+                                         lowbit::accumulation::fused})
+                    for (const rounding mode : deterministic) {
+                        const lowbit::float_format acc_format{.exp_bits = 5, .man_bits = man, .bias = bias,
+                                                              .subnormals = subnormals,
+                                                              .specials = lowbit::special_values::none};
+                        const lowbit::float_format prod_format{.exp_bits = 5, .man_bits = man, .bias = bias + 2,
+                                                               .subnormals = subnormals,
+                                                               .specials = lowbit::special_values::none};
+                        const lowbit::float_quantizer prod{.format = prod_format, .mode = mode,
+                                                           .on_overflow = lowbit::overflow::saturate};
+                        const lowbit::float_quantizer acc{.format = acc_format, .mode = mode,
+                                                          .on_overflow = lowbit::overflow::saturate};
+                        const lowbit::gemm_spec spec{.input_a = in, .input_b = in, .product = prod, .accumulator = acc,
+                                                     .model = model, .chunk = 16, .chunk_accumulator = acc};
+                        const auto A = scaled_normal(4, 70, gen, 5), B = scaled_normal(70, 67, gen, 5);  // finite in e4m3
+                        INFO(lowbit::to_string(acc_format) << " / " << lowbit::to_string(mode) << " / "
+                                                           << lowbit::to_string(model));
+                        lowbit::gemm_stats stats;
+                        CHECK(same_bits(lowbit::gemm(A, B, spec, &stats), lowbit::gemm(A, B, spec)));
+                        // and the fast path did take it
+                        Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> a = A, b = B, c(4, 67);
+                        lowbit::detail::quantize_input(spec.input_a, lowbit::gemm_role::input_a, a.data(), std::size_t(a.size()));
+                        lowbit::detail::quantize_input(spec.input_b, lowbit::gemm_role::input_b, b.data(), std::size_t(b.size()));
+                        CHECK(lowbit::detail::fast_gemm(a, b, c, spec));
+                    }
 }

@@ -21,7 +21,10 @@
 //     sum of any accumulator value and any addend is exact or overflows alike: every value is a
 //     multiple of 2^L (L the smallest grid step among them), sums below the accumulator's top
 //     binade 2^H need H - L <= 24 bits, and sums at or above 2^H overflow whether rounded or
-//     not. Or fp32 itself in nearest_even, which is the hardware's own addition.
+//     not. Or, for wider spans (MxE5 accumulators), formats of at most 21 mantissa bits whose
+//     values are floats: each fp32 sum is then rounded to odd before the format's rounding
+//     (odd_sum), which equals rounding the exact sum. Or fp32 itself in nearest_even, which is the
+//     hardware's own addition.
 //   - models: sequential and fma as above; pairwise (the same sums, as a tree over the chunk's
 //     products); fused (the chunk's products summed in double, exact when they fit 53 bits, then
 //     rounded once); aligned (terms that are normal floats or zero, cut on their bits, and a
@@ -131,6 +134,37 @@ struct round_flush_saturate {
     }
 };
 
+// x + y rounded by an accumulator operation. Where fp32's addition is exact for every pair of
+// values (see the top), that is all.
+template <class A>
+[[gnu::always_inline]] inline float add_then(const A& step, float x, float y) {
+    return step(x + y);
+}
+
+// Where it is not (an accumulator whose values span more than 24 bits, such as MxE5 formats),
+// the sum is first rounded to odd in fp32: fp32's nearest sum, moved one ulp toward the exact
+// sum when it was inexact and landed on an even significand (TwoSum gives the exact error).
+// Rounding the round-to-odd value of a 24-bit format to a format of at most 22 significant bits
+// gives the rounding of the exact sum (Boldo and Melquiond), for every mode, and comparisons with
+// the format's thresholds (values of at most 23 bits) are kept; so the inner step sees what it
+// would see from the exact sum.
+template <class Inner>
+struct odd_sum {
+    Inner inner;
+};
+
+template <class Inner>
+[[gnu::always_inline]] inline float add_then(const odd_sum<Inner>& op, float x, float y) {
+    const float sum = x + y;
+    const float y_part = sum - x, x_part = sum - y_part;
+    const float error = (x - x_part) + (y - y_part);  // exact: x + y = sum + error
+    std::uint32_t bits = std::bit_cast<std::uint32_t>(sum);
+    const bool inexact_even = error != 0 && (bits & 1u) == 0;
+    const bool away_from_zero = ((std::bit_cast<std::uint32_t>(error) ^ bits) >> 31) == 0;
+    bits += inexact_even ? (away_from_zero ? 1u : 0xFFFFFFFFu) : 0u;
+    return op.inner(std::bit_cast<float>(bits));
+}
+
 // ---- the operations a call may choose ----
 
 using product_op = std::variant<product_exact, product_range<true>, product_range<false>,
@@ -143,11 +177,25 @@ using accumulate_op =
                  round_flush_saturate<rounding::toward_negative>, round_flush_saturate<rounding::odd>,
                  round_full<rounding::nearest_even>, round_full<rounding::nearest_away>,
                  round_full<rounding::toward_zero>, round_full<rounding::toward_positive>,
-                 round_full<rounding::toward_negative>, round_full<rounding::odd>>;
+                 round_full<rounding::toward_negative>, round_full<rounding::odd>,
+                 odd_sum<round_flush_saturate<rounding::nearest_even>>,
+                 odd_sum<round_flush_saturate<rounding::nearest_away>>,
+                 odd_sum<round_flush_saturate<rounding::toward_zero>>,
+                 odd_sum<round_flush_saturate<rounding::toward_positive>>,
+                 odd_sum<round_flush_saturate<rounding::toward_negative>>,
+                 odd_sum<round_flush_saturate<rounding::odd>>,
+                 odd_sum<round_full<rounding::nearest_even>>, odd_sum<round_full<rounding::nearest_away>>,
+                 odd_sum<round_full<rounding::toward_zero>>, odd_sum<round_full<rounding::toward_positive>>,
+                 odd_sum<round_full<rounding::toward_negative>>, odd_sum<round_full<rounding::odd>>>;
+
+template <class Op>
+constexpr bool is_odd_sum = false;
+template <class Inner>
+constexpr bool is_odd_sum<odd_sum<Inner>> = true;
 
 // Operations short enough to run in one loop with the accumulator chain.
 template <class Op>
-constexpr bool is_light = !requires { Op::plan; };
+constexpr bool is_light = !requires { Op::plan; } && !requires { Op::inner.plan; };
 
 // ---- the passes ----
 
@@ -163,7 +211,7 @@ void fused_pass(const float* a, const float* b, std::ptrdiff_t ldb, int n, const
     for (int t = 0; t < n; ++t) {
         const float at = a[t];
         const float* bt = b + t * ldb;
-        for (int l = 0; l < fast_lanes; ++l) acc[l] = step(acc[l] + prod(at * bt[l]));  // exact (see top)
+        for (int l = 0; l < fast_lanes; ++l) acc[l] = add_then(step, acc[l], prod(at * bt[l]));
     }
     for (int l = 0; l < fast_lanes; ++l) acc_io[l] = acc[l];
 }
@@ -188,7 +236,7 @@ void accumulate_pass(const float* buf, int n, float* acc_io, const void* accumul
     for (int l = 0; l < fast_lanes; ++l) acc[l] = acc_io[l];
     for (int t = 0; t < n; ++t) {
         const float* p = buf + t * fast_lanes;
-        for (int l = 0; l < fast_lanes; ++l) acc[l] = step(acc[l] + p[l]);  // exact sum (see top)
+        for (int l = 0; l < fast_lanes; ++l) acc[l] = add_then(step, acc[l], p[l]);
     }
     for (int l = 0; l < fast_lanes; ++l) acc_io[l] = acc[l];
 }
@@ -216,7 +264,7 @@ void tree_pass(float* buf, int n, float* acc_out, const void* accumulate) {
             const float* x = buf + std::ptrdiff_t(2 * t) * fast_lanes;
             const float* y = x + fast_lanes;
             float* out = buf + std::ptrdiff_t(t) * fast_lanes;
-            for (int l = 0; l < fast_lanes; ++l) out[l] = step(x[l] + y[l]);  // exact sum
+            for (int l = 0; l < fast_lanes; ++l) out[l] = add_then(step, x[l], y[l]);
         }
     for (int l = 0; l < fast_lanes; ++l) acc_out[l] = buf[l];
 }
@@ -348,7 +396,15 @@ inline std::optional<accumulate_op> choose_accumulator(const quantizer& q, const
     const float_format& f = q.as_float()->format;
     const int top = f.emax() + 1;
     const int lowest = std::min(grid->smallest_step, addend.smallest_step);
-    if (top - lowest > 24 || lowest < -149) return {};
+    if (lowest < -149) return {};
+    // fp32 sums are exact within 24 bits; beyond, they are rounded to odd first (odd_sum), which
+    // needs a format of at most 22 significant bits.
+    const bool exact_sums = top - lowest <= 24;
+    if (!exact_sums && f.man_bits > 21) return {};
+    const auto summed = [&](auto op) -> accumulate_op {
+        if (exact_sums) return op;
+        return odd_sum<decltype(op)>{op};
+    };
     const rounding mode = q.as_float()->mode;
     if (!f.subnormals && grid->finite && sums_finite && f.man_bits >= 1 && f.man_bits <= 22) {
         // (1 <= man_bits <= 22: at least one bit is dropped, and the kept last bit of a normal
@@ -370,11 +426,11 @@ inline std::optional<accumulate_op> choose_accumulator(const quantizer& q, const
             op.up_threshold_negative = M == rounding::nearest_even || M == rounding::nearest_away ? half_below
                                        : M == rounding::toward_negative                          ? above_last
                                                                                                  : never;
-            return op;
+            return summed(op);
         });
     }
     const auto plan = rounding_plan<float>::make(f, q.as_float()->on_overflow, q.as_float()->random_bits);
-    return dispatch_deterministic(mode, [&](auto m) -> accumulate_op { return round_full<m()>{plan}; });
+    return dispatch_deterministic(mode, [&](auto m) -> accumulate_op { return summed(round_full<m()>{plan}); });
 }
 
 // ---- the driver ----
@@ -484,9 +540,12 @@ inline bool fast_gemm(const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic,
         aligned = std::visit(
             [&](const auto& op) -> aligned_pass_fn {
                 using A = std::decay_t<decltype(op)>;
-                return spec.cut == alignment_cut::toward_zero ? &aligned_pass<A, false> : &aligned_pass<A, true>;
+                // the aligned adder rounds its exact cut sum: no odd_sum in it
+                if constexpr (is_odd_sum<A>) return nullptr;
+                else return spec.cut == alignment_cut::toward_zero ? &aligned_pass<A, false> : &aligned_pass<A, true>;
             },
             *accumulate);
+        if (aligned == nullptr) return false;
     }
 
     const std::int64_t blocks = (N + fast_lanes - 1) / fast_lanes;
