@@ -1,0 +1,346 @@
+// Tests of lowbit/nn/gemm_datapath.hpp.
+//  * range_biased_float::format_for against a brute force over every bias, written from the
+//    header's definition ("the largest bias whose largest finite value still holds amax", every
+//    code finite): the largest finite value of E-bit exponent, M-bit mantissa, specials none is
+//    (2 - 2^-M) 2^(2^E - 1 - bias), computed here with ldexp. amax: random, exactly a largest finite
+//    value, one ulp above and below it, powers of two, float's extremes; 0, negative, inf and NaN
+//    give the IEEE default bias.
+//  * for_tensor: amax over |values| with NaN skipped, saturating overflow, mode and seed kept.
+//  * datapath_gemm with a spec equals lowbit::gemm(W, X, spec) with input_a / input_b set to the
+//    quantizers resolved here independently (from the brute-force bias), bit for bit, with the
+//    same gemm_stats; the kept operands equal lowbit::quantize of every element (deterministic
+//    modes), and are what the GEMM multiplied (stochastic: gemm of the kept operands with exact
+//    inputs gives the same C; each kept value is a grid neighbour of its input).
+//  * Without a spec: the kept operands are quantized the same way and C is their fp32 product,
+//    against a naive double product within the float error bound.
+#include <lowbit/nn/gemm_datapath.hpp>
+
+#include <lowbit/rounding/quantize.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <Eigen/Core>
+
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <random>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace {
+
+using lowbit::float_format;
+using lowbit::float_quantizer;
+using lowbit::gemm_spec;
+using lowbit::gemm_stats;
+using lowbit::overflow;
+using lowbit::rounding;
+using lowbit::special_values;
+using lowbit::nn::gemm_datapath;
+using lowbit::nn::gemm_operands;
+using lowbit::nn::matrix;
+using lowbit::nn::range_biased_float;
+
+struct rng {
+    std::mt19937_64 engine;
+    explicit rng(std::uint64_t seed) : engine(seed) {}
+    double uniform(double lo, double hi) { return lo + (hi - lo) * (double(engine() >> 11) * 0x1p-53); }
+};
+
+matrix random_matrix(Eigen::Index rows, Eigen::Index cols, rng& r, double lo, double hi) {
+    matrix m(rows, cols);
+    for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = float(r.uniform(lo, hi));
+    return m;
+}
+
+// The largest finite value of an ExMy format whose every code is finite (specials none): the top
+// exponent field 2^E - 1 with the all-ones significand 2 - 2^-M.
+double largest_finite(int exp_bits, int man_bits, int bias) {
+    return std::ldexp(2.0 - std::ldexp(1.0, -man_bits), (1 << exp_bits) - 1 - bias);
+}
+
+// The definition, by brute force: the largest bias (of those the library accepts as a format) whose
+// largest finite value is >= amax; the IEEE default bias when amax is not a positive finite number.
+int brute_force_bias(int exp_bits, int man_bits, bool subnormals, double amax) {
+    if (!(amax > 0) || !std::isfinite(amax)) return (1 << (exp_bits - 1)) - 1;
+    for (int bias = 4096; bias >= -4096; --bias) {
+        const float_format f{.exp_bits = exp_bits, .man_bits = man_bits, .bias = bias, .subnormals = subnormals,
+                             .specials = special_values::none};
+        if (f.is_valid() && largest_finite(exp_bits, man_bits, bias) >= amax) return bias;
+    }
+    FAIL("no bias holds amax = " << amax);
+    return 0;
+}
+
+float_format brute_force_format(const range_biased_float& r, double amax) {
+    return {.exp_bits = r.exp_bits, .man_bits = r.man_bits, .bias = brute_force_bias(r.exp_bits, r.man_bits, r.subnormals, amax),
+            .subnormals = r.subnormals, .specials = special_values::none};
+}
+
+double amax_of(const matrix& m) {
+    double a = 0;
+    for (Eigen::Index i = 0; i < m.size(); ++i)
+        if (!std::isnan(m.data()[i])) a = std::max(a, std::fabs(double(m.data()[i])));
+    return a;
+}
+
+// The quantizer that datapath_gemm should resolve for a range-biased input, built here.
+float_quantizer resolved(const range_biased_float& r, const matrix& m) {
+    return {.format = brute_force_format(r, amax_of(m)), .mode = r.mode, .on_overflow = overflow::saturate,
+            .seed = r.seed};
+}
+
+bool same_bits(const matrix& a, const matrix& b) {
+    if (a.rows() != b.rows() || a.cols() != b.cols()) return false;
+    for (Eigen::Index i = 0; i < a.size(); ++i)
+        if (std::bit_cast<std::uint32_t>(a.data()[i]) != std::bit_cast<std::uint32_t>(b.data()[i])) return false;
+    return true;
+}
+
+// m with lowbit::quantize applied to every element.
+matrix quantized(const matrix& m, const float_format& f, rounding mode, overflow o) {
+    matrix out(m.rows(), m.cols());
+    for (Eigen::Index i = 0; i < m.size(); ++i) out.data()[i] = lowbit::quantize(m.data()[i], f, mode, o);
+    return out;
+}
+
+// max over entries of |C - A B| / ((K + 1) 2^-24 sum_k |A_ik B_kj|), the naive product in double:
+// <= 1 when C is a float GEMM of A and B.
+double float_error_ratio(const matrix& c, const matrix& a, const matrix& b) {
+    double worst = 0;
+    for (Eigen::Index i = 0; i < a.rows(); ++i)
+        for (Eigen::Index j = 0; j < b.cols(); ++j) {
+            double sum = 0, magnitude = 0;
+            for (Eigen::Index k = 0; k < a.cols(); ++k) {
+                sum += double(a(i, k)) * double(b(k, j));
+                magnitude += std::fabs(double(a(i, k)) * double(b(k, j)));
+            }
+            worst = std::max(worst, std::fabs(double(c(i, j)) - sum) /
+                                        (double(a.cols() + 1) * 0x1p-24 * magnitude + 1e-300));
+        }
+    return worst;
+}
+
+gemm_spec low_precision_spec() {
+    const float_quantizer q_prod{.format = lowbit::lba_m7e4_prod, .mode = rounding::toward_zero};
+    const float_quantizer q_acc{.format = lowbit::lba_m7e4_acc, .mode = rounding::toward_zero};
+    return {.product = q_prod, .accumulator = q_acc, .chunk = 16, .chunk_accumulator = q_acc};
+}
+
+void check_same_stats(const gemm_stats& a, const gemm_stats& b) {
+    CHECK(a.macs == b.macs);
+    CHECK(a.zero_operand == b.zero_operand);
+    CHECK(a.product_overflows == b.product_overflows);
+    CHECK(a.product_underflows == b.product_underflows);
+    CHECK(a.accumulator_overflows == b.accumulator_overflows);
+    CHECK(a.swamps == b.swamps);
+    CHECK(a.inexact_additions == b.inexact_additions);
+}
+
+}  // namespace
+
+TEST_CASE("range_biased_float: format_for is the largest bias that holds amax (brute force)") {
+    struct shape {
+        int exp_bits, man_bits;
+        bool subnormals;
+    };
+    const std::vector<shape> shapes = {{3, 4, true}, {4, 3, true}, {5, 2, false}, {2, 1, true},
+                                       {4, 0, false}, {1, 3, true}, {8, 7, true}, {2, 5, false}};
+    rng r(21);
+    for (const shape& s : shapes) {
+        const range_biased_float rb{.exp_bits = s.exp_bits, .man_bits = s.man_bits, .subnormals = s.subnormals};
+        CAPTURE(s.exp_bits, s.man_bits, s.subnormals);
+        std::vector<double> amaxes;
+        for (int i = 0; i < 60; ++i) amaxes.push_back(std::exp2(r.uniform(-100, 100)));          // doubles
+        for (int i = 0; i < 60; ++i) amaxes.push_back(double(float(std::exp2(r.uniform(-60, 60)))));  // floats
+        for (int k = -40; k <= 40; ++k) amaxes.push_back(std::ldexp(1.0, k));
+        for (int bias = -30; bias <= 40; ++bias) {
+            // Exactly a largest finite value, and the doubles and floats right beside it.
+            const double exact = largest_finite(s.exp_bits, s.man_bits, bias);
+            amaxes.push_back(exact);
+            amaxes.push_back(std::nextafter(exact, 0.0));
+            amaxes.push_back(std::nextafter(exact, std::numeric_limits<double>::infinity()));
+            amaxes.push_back(double(std::nextafter(float(exact), std::numeric_limits<float>::infinity())));
+        }
+        amaxes.push_back(1.0);
+        amaxes.push_back(double(std::numeric_limits<float>::max()));
+        amaxes.push_back(double(std::numeric_limits<float>::min()));
+        amaxes.push_back(double(std::numeric_limits<float>::denorm_min()));
+        int wrong = 0;
+        for (const double amax : amaxes) {
+            const float_format f = rb.format_for(amax);
+            const int expected = brute_force_bias(s.exp_bits, s.man_bits, s.subnormals, amax);
+            if (f.exponent_bias() != expected || f.exp_bits != s.exp_bits || f.man_bits != s.man_bits ||
+                f.subnormals != s.subnormals || f.specials != special_values::none) {
+                if (++wrong <= 5)
+                    UNSCOPED_INFO("amax " << amax << " (" << std::hexfloat << amax << std::defaultfloat << "): bias "
+                                          << f.exponent_bias() << ", brute force " << expected);
+            }
+            // The library's own largest finite value agrees with the definition used above.
+            if (f.max_finite() != largest_finite(s.exp_bits, s.man_bits, f.exponent_bias())) ++wrong;
+        }
+        CHECK(wrong == 0);
+
+        // The boundary itself, spelled out: amax == max_finite(b) keeps b; one ulp more needs b - 1.
+        const double at_bias_5 = largest_finite(s.exp_bits, s.man_bits, 5);
+        CHECK(rb.format_for(at_bias_5).exponent_bias() == 5);
+        CHECK(rb.format_for(std::nextafter(at_bias_5, 1e300)).exponent_bias() == 4);
+        CHECK(rb.format_for(std::nextafter(at_bias_5, 0.0)).exponent_bias() == 5);
+        // Half of it is exactly max_finite(6): the largest bias that holds it is 6, not 5.
+        CHECK(rb.format_for(at_bias_5 / 2).exponent_bias() == 6);
+
+        // Not a positive finite amax: the IEEE default bias 2^(E-1) - 1, every code finite.
+        const int ieee = (1 << (s.exp_bits - 1)) - 1;
+        for (const double amax : {0.0, -0.0, -1.0, std::numeric_limits<double>::infinity(),
+                                  -std::numeric_limits<double>::infinity(), std::numeric_limits<double>::quiet_NaN()}) {
+            CAPTURE(amax);
+            const float_format f = rb.format_for(amax);
+            CHECK(f.exponent_bias() == ieee);
+            CHECK(f.specials == special_values::none);
+        }
+    }
+}
+
+TEST_CASE("range_biased_float: for_tensor takes amax over |values|, skips NaN, saturates") {
+    const range_biased_float rb{.exp_bits = 4, .man_bits = 3, .mode = rounding::stochastic, .seed = 99};
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    const std::vector<float> values = {0.5f, -7.25f, nan, 3.0f, -0.0f, 6.0f};
+    const lowbit::quantizer q = rb.for_tensor(values);
+    const float_quantizer* f = q.as_float();
+    REQUIRE(f != nullptr);
+    CHECK(f->format == brute_force_format(rb, 7.25));
+    CHECK(f->format.specials == special_values::none);
+    CHECK(f->on_overflow == overflow::saturate);
+    CHECK(f->mode == rounding::stochastic);
+    CHECK(f->seed == 99);
+
+    // Nothing to measure (all zero, all NaN, empty): the IEEE default bias.
+    const int ieee = (1 << 3) - 1;
+    for (const std::vector<float>& v :
+         {std::vector<float>{0.0f, -0.0f}, std::vector<float>{nan, nan}, std::vector<float>{}}) {
+        const lowbit::quantizer d = rb.for_tensor(v);
+        REQUIRE(d.as_float() != nullptr);
+        CHECK(d.as_float()->format.exponent_bias() == ieee);
+    }
+    // An infinite value cannot be held by any bias: the default bias, and saturation on overflow.
+    const lowbit::quantizer inf = rb.for_tensor(std::vector<float>{1.0f, -std::numeric_limits<float>::infinity()});
+    REQUIRE(inf.as_float() != nullptr);
+    CHECK(inf.as_float()->format.exponent_bias() == ieee);
+}
+
+TEST_CASE("datapath_gemm: with a spec it is lowbit::gemm with the resolved input quantizers") {
+    rng r(22);
+    const matrix w = random_matrix(5, 37, r, -0.5, 0.5);  // M x K, K > 2 chunks of 16
+    matrix x = random_matrix(37, 6, r, -0.5, 3.0);        // K x N
+    for (Eigen::Index i = 0; i < x.size(); i += 7) x.data()[i] = 0.0f;
+
+    const range_biased_float weights_rb{};  // FP8 M4E3
+    const range_biased_float activations_rb{.exp_bits = 4, .man_bits = 3};
+    const range_biased_float stochastic_w{.mode = rounding::stochastic, .seed = 5};
+    const range_biased_float stochastic_x{.exp_bits = 4, .man_bits = 3, .mode = rounding::stochastic, .seed = 5};
+    const float_quantizer fixed_e4m3{.format = lowbit::fp8_e4m3};
+
+    struct variant {
+        const char* name;
+        lowbit::nn::input_quantizer weights, activations;
+        lowbit::quantizer expected_a, expected_b;
+        bool deterministic;
+    };
+    const std::vector<variant> variants = {
+        {"range-biased, nearest", weights_rb, activations_rb, resolved(weights_rb, w), resolved(activations_rb, x), true},
+        {"range-biased, stochastic", stochastic_w, stochastic_x, resolved(stochastic_w, w), resolved(stochastic_x, x),
+         false},
+        {"fixed e4m3 weights, exact activations", lowbit::quantizer(fixed_e4m3), std::monostate{},
+         lowbit::quantizer(fixed_e4m3), lowbit::quantizer(), true},
+        {"exact inputs", std::monostate{}, std::monostate{}, lowbit::quantizer(), lowbit::quantizer(), true},
+    };
+    for (const variant& v : variants) {
+        CAPTURE(v.name);
+        gemm_datapath d{.spec = low_precision_spec(), .weights = v.weights, .activations = v.activations};
+        gemm_spec reference_spec = low_precision_spec();
+        reference_spec.input_a = v.expected_a;
+        reference_spec.input_b = v.expected_b;
+        const Eigen::MatrixXf expected = lowbit::gemm(w, x, reference_spec);
+
+        gemm_operands kept;
+        const matrix c = lowbit::nn::datapath_gemm(w, x, d, &kept);
+        REQUIRE(c.rows() == 5);
+        REQUIRE(c.cols() == 6);
+        CHECK(same_bits(c, matrix(expected)));
+        CHECK(same_bits(lowbit::nn::datapath_gemm(w, x, d), c));  // without keep: the same C
+
+        // The kept operands are what the GEMM multiplied: the same GEMM of them, inputs exact, is C.
+        const Eigen::MatrixXf again = lowbit::gemm(kept.weights, kept.activations, low_precision_spec());
+        CHECK(same_bits(matrix(again), c));
+        // ... and each is the element quantized on its own.
+        const auto check_kept = [&](const matrix& in, const matrix& out, const lowbit::quantizer& q) {
+            REQUIRE(out.rows() == in.rows());
+            REQUIRE(out.cols() == in.cols());
+            const float_quantizer* f = q.as_float();
+            if (f == nullptr) {
+                CHECK(same_bits(out, in));
+            } else if (v.deterministic) {
+                CHECK(same_bits(out, quantized(in, f->format, f->mode, f->on_overflow)));
+            } else {
+                // Stochastic: one of the two grid neighbours of the input (both directions seen).
+                const matrix down = quantized(in, f->format, rounding::toward_negative, f->on_overflow);
+                const matrix up = quantized(in, f->format, rounding::toward_positive, f->on_overflow);
+                int elsewhere = 0, ups = 0, downs = 0;
+                for (Eigen::Index i = 0; i < in.size(); ++i) {
+                    const float o = out.data()[i];
+                    if (o != down.data()[i] && o != up.data()[i]) ++elsewhere;
+                    if (down.data()[i] != up.data()[i]) (o == up.data()[i] ? ups : downs) += 1;
+                }
+                CHECK(elsewhere == 0);
+                CHECK(ups > 0);
+                CHECK(downs > 0);
+            }
+        };
+        check_kept(w, kept.weights, v.expected_a);
+        check_kept(x, kept.activations, v.expected_b);
+
+        // Events: counted into datapath.stats exactly as lowbit::gemm counts them, and added up.
+        gemm_stats stats, reference_stats;
+        d.stats = &stats;
+        CHECK(same_bits(lowbit::nn::datapath_gemm(w, x, d), c));
+        (void)lowbit::gemm(w, x, reference_spec, &reference_stats);
+        CHECK(stats.macs == 5u * 6u * 37u);
+        check_same_stats(stats, reference_stats);
+        CHECK(stats.inexact_additions > 0);  // the M7E4 accumulator does round here
+        (void)lowbit::nn::datapath_gemm(w, x, d);
+        CHECK(stats.macs == 2u * 5u * 6u * 37u);
+        CHECK(stats.inexact_additions == 2 * reference_stats.inexact_additions);
+    }
+}
+
+TEST_CASE("datapath_gemm: without a spec it is the fp32 product of the quantized inputs") {
+    rng r(23);
+    const matrix w = random_matrix(7, 50, r, -1, 1);
+    const matrix x = random_matrix(50, 9, r, -2, 2);
+    const range_biased_float rb{};
+    const float_format fw = brute_force_format(rb, amax_of(w)), fx = brute_force_format(rb, amax_of(x));
+    const matrix wq = quantized(w, fw, rounding::nearest_even, overflow::saturate);
+    const matrix xq = quantized(x, fx, rounding::nearest_even, overflow::saturate);
+    REQUIRE_FALSE(same_bits(wq, w));  // the quantization does something here
+
+    gemm_datapath d{.spec = std::nullopt, .weights = rb, .activations = rb};
+    gemm_stats stats;
+    d.stats = &stats;  // ignored without a spec: nothing is simulated
+    gemm_operands kept;
+    const matrix c = lowbit::nn::datapath_gemm(w, x, d, &kept);
+    CHECK(same_bits(kept.weights, wq));
+    CHECK(same_bits(kept.activations, xq));
+    CHECK(float_error_ratio(c, wq, xq) <= 1.0);
+    CHECK(float_error_ratio(c, w, x) > 1.0);  // it did use the quantized values
+    CHECK(stats.macs == 0);
+
+    // No quantizers at all: the plain fp32 product.
+    const matrix plain = lowbit::nn::datapath_gemm(w, x, gemm_datapath{}, &kept);
+    CHECK(same_bits(kept.weights, w));
+    CHECK(same_bits(kept.activations, x));
+    CHECK(float_error_ratio(plain, w, x) <= 1.0);
+}
