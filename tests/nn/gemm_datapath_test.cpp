@@ -344,3 +344,19 @@ TEST_CASE("datapath_gemm: without a spec it is the fp32 product of the quantized
     CHECK(same_bits(kept.activations, x));
     CHECK(float_error_ratio(plain, w, x) <= 1.0);
 }
+
+TEST_CASE("datapath_gemm: a spec's own input quantizers are used, and giving one twice is an error") {
+    // W = [0.3, 0.3], X = [1; 1]: e4m3 rounds 0.3 to 0.3125, so the quantized product is 0.625.
+    matrix w(1, 2), x(2, 1);
+    w << 0.3f, 0.3f;
+    x << 1.0f, 1.0f;
+    gemm_datapath d;
+    d.spec = gemm_spec{.input_a = lowbit::fp8_e4m3};
+    CHECK(lowbit::nn::datapath_gemm(w, x, d)(0, 0) == 0.625f);
+    d.weights = range_biased_float{};
+    REQUIRE_THROWS_WITH(lowbit::nn::datapath_gemm(w, x, d), Catch::Contains("weights and spec.input_a are both set"));
+    d.weights = {};
+    d.spec->input_b = lowbit::fp8_e4m3;
+    d.activations = lowbit::quantizer(lowbit::bf16);
+    REQUIRE_THROWS_WITH(lowbit::nn::datapath_gemm(w, x, d), Catch::Contains("activations and spec.input_b are both set"));
+}

@@ -269,3 +269,14 @@ TEST_CASE("pooling: bad sizes and shapes are rejected with messages") {
     (void)mp.forward({matrix::Zero(1, 48), {2, 4, 6}}, pass::inference);
     CHECK_THROWS_AS(mp.backward(dy), std::logic_error);
 }
+
+TEST_CASE("backward rejects a gradient whose shape or batch differs from the forward's output") {
+    lowbit::nn::max_pool2d pool({2, 4, 4}, 2);
+    lowbit::nn::tensor x{lowbit::nn::matrix::Random(3, 32), {2, 4, 4}};
+    pool.forward(x, lowbit::nn::pass::training);
+    const lowbit::nn::tensor wrong_batch{lowbit::nn::matrix::Zero(2, 8), {2, 2, 2}};
+    REQUIRE_THROWS_WITH(pool.backward(wrong_batch), Catch::Contains("backward got a gradient of 2 x 2 x 2 x 2") &&
+                                                        Catch::Contains("the forward made 3 x 2 x 2 x 2"));
+    const lowbit::nn::tensor wrong_shape{lowbit::nn::matrix::Zero(3, 8), {8, 1, 1}};
+    REQUIRE_THROWS_WITH(pool.backward(wrong_shape), Catch::Contains("backward got a gradient of 3 x 8 x 1 x 1"));
+}

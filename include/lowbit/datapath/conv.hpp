@@ -24,6 +24,9 @@ namespace lowbit {
 
 using matrix_rm = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
+// Below this many values the loops run on one thread: starting threads would cost more.
+inline constexpr Eigen::Index parallel_threshold = Eigen::Index(1) << 16;
+
 struct conv_geometry {
     int channels = 1, height = 1, width = 1;  // input
     int kernel = 3;                           // square kernel size
@@ -70,7 +73,7 @@ inline matrix_rm im2col(const matrix_rm& images, const conv_geometry& g) {
     const int oh = g.out_height(), ow = g.out_width(), k = g.kernel;
     const Eigen::Index positions = Eigen::Index(oh) * ow;
     matrix_rm cols(g.patch(), batch * positions);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (cols.size() > parallel_threshold)
     for (Eigen::Index row = 0; row < g.patch(); ++row) {
         const int c = int(row / (k * k)), i = int(row / k % k), j = int(row % k);
         float* out = cols.row(row).data();
@@ -100,7 +103,7 @@ inline matrix_rm col2im(const matrix_rm& cols, Eigen::Index batch, const conv_ge
                                     std::to_string(g.patch()) + " x " + std::to_string(batch * positions));
     matrix_rm images = matrix_rm::Zero(batch, g.input_size());
     // Parallel over samples: each sample's pixels are written by one thread only.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (cols.size() > parallel_threshold)
     for (Eigen::Index n = 0; n < batch; ++n) {
         for (Eigen::Index row = 0; row < g.patch(); ++row) {
             const int c = int(row / (k * k)), i = int(row / k % k), j = int(row % k);
@@ -123,7 +126,7 @@ inline matrix_rm col2im(const matrix_rm& cols, Eigen::Index batch, const conv_ge
 inline matrix_rm columns_to_images(const matrix_rm& c, Eigen::Index batch) {
     const Eigen::Index filters = c.rows(), positions = batch == 0 ? 0 : c.cols() / batch;
     matrix_rm out(batch, filters * positions);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (c.size() > parallel_threshold)
     for (Eigen::Index n = 0; n < batch; ++n)
         for (Eigen::Index f = 0; f < filters; ++f)
             out.row(n).segment(f * positions, positions) = c.row(f).segment(n * positions, positions);
@@ -134,7 +137,7 @@ inline matrix_rm columns_to_images(const matrix_rm& c, Eigen::Index batch) {
 inline matrix_rm images_to_columns(const matrix_rm& images, Eigen::Index filters) {
     const Eigen::Index batch = images.rows(), positions = filters == 0 ? 0 : images.cols() / filters;
     matrix_rm c(filters, batch * positions);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (c.size() > parallel_threshold)
     for (Eigen::Index f = 0; f < filters; ++f)
         for (Eigen::Index n = 0; n < batch; ++n)
             c.row(f).segment(n * positions, positions) = images.row(n).segment(f * positions, positions);

@@ -77,11 +77,12 @@ public:
             }
         }
         ready_ = p == pass::training;
+        shape_ = x.shape;
         return y;
     }
 
     tensor backward(const tensor& dy) override {
-        detail::check_backward(*this, ready_);
+        detail::check_backward(*this, ready_, dy, shape_, xhat_.rows());
         const Eigen::Index n = dy.batch(), positions = dy.shape.height * dy.shape.width;
         const double count = double(n * positions);
         tensor dx{matrix(n, dy.values.cols()), dy.shape};
@@ -109,6 +110,7 @@ private:
     parameter gamma_, beta_, mean_, var_;
     matrix xhat_;
     Eigen::VectorXd inv_std_;
+    shape3 shape_;
     bool ready_ = false;
 };
 

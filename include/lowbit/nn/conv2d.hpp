@@ -54,7 +54,7 @@ public:
     }
 
     tensor backward(const tensor& dy) override {
-        detail::check_backward(*this, ready_);
+        detail::check_backward(*this, ready_, dy, {filters_, g_.out_height(), g_.out_width()}, batch_);
         const matrix dc = images_to_columns(dy.values, filters_);  // filters x batch*positions
         weight_.grad.noalias() += dc * kept_.activations.transpose();
         bias_.grad += dc.rowwise().sum().transpose();

@@ -13,15 +13,22 @@ class flatten : public layer {
 public:
     std::string describe() const override { return "flatten"; }
     shape3 output_shape(shape3 in) const override { return {in.size(), 1, 1}; }
-    tensor forward(const tensor& x, pass) override {
+    tensor forward(const tensor& x, pass p) override {
         in_ = x.shape;
+        batch_ = x.batch();
+        ready_ = p == pass::training;
         return {x.values, output_shape(x.shape)};
     }
-    tensor backward(const tensor& dy) override { return {dy.values, in_}; }
+    tensor backward(const tensor& dy) override {
+        detail::check_backward(*this, ready_, dy, output_shape(in_), batch_);
+        return {dy.values, in_};
+    }
     std::unique_ptr<layer> clone() const override { return std::make_unique<flatten>(*this); }
 
 private:
     shape3 in_;
+    Eigen::Index batch_ = 0;
+    bool ready_ = false;
 };
 
 }  // namespace lowbit::nn

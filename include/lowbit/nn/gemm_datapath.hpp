@@ -29,6 +29,8 @@
 #include <cmath>
 #include <optional>
 #include <span>
+#include <stdexcept>
+#include <string>
 #include <variant>
 
 namespace lowbit::nn {
@@ -88,9 +90,19 @@ struct gemm_operands {
 
 // C = W X on the layer's datapath: W (M x K) weights, X (K x N) activations. When `keep` is given,
 // it receives the quantized W and X (the values the GEMM multiplied).
+// The input quantizers may be given either by the datapath (weights, activations) or by the spec
+// (input_a, input_b), not both: a spec's own input quantizer is used when the datapath has none.
 inline matrix datapath_gemm(const matrix& w, const matrix& x, const gemm_datapath& d, gemm_operands* keep = nullptr) {
-    const quantizer qw = quantizer_for(d.weights, std::span<const float>(w.data(), std::size_t(w.size())));
-    const quantizer qx = quantizer_for(d.activations, std::span<const float>(x.data(), std::size_t(x.size())));
+    const auto input = [&](const input_quantizer& q, const quantizer gemm_spec::*field, const matrix& m,
+                           const char* names) {
+        const bool in_spec = d.spec && !((*d.spec).*field).is_exact();
+        if (in_spec && !std::holds_alternative<std::monostate>(q))
+            throw std::invalid_argument(std::string("lowbit::nn::gemm_datapath: ") + names +
+                                        " are both set: give the input quantizer once");
+        return in_spec ? (*d.spec).*field : quantizer_for(q, std::span<const float>(m.data(), std::size_t(m.size())));
+    };
+    const quantizer qw = input(d.weights, &gemm_spec::input_a, w, "weights and spec.input_a");
+    const quantizer qx = input(d.activations, &gemm_spec::input_b, x, "activations and spec.input_b");
     const int threads = d.spec ? lowbit::detail::thread_count(d.spec->threads) : lowbit::detail::thread_count(0);
     // The same quantization lowbit::gemm applies to its inputs (same roles, same random indices).
     const auto quantized = [&](const matrix& m, const quantizer& q, gemm_role role) {

@@ -46,6 +46,15 @@ inline void check_backward(const layer& l, bool ready) {
     if (!ready)
         throw std::logic_error("lowbit::nn: " + l.describe() + ": backward without a forward(x, pass::training) before it");
 }
+// Throws unless dy has the shape and batch of the last training forward's output.
+inline void check_backward(const layer& l, bool ready, const tensor& dy, shape3 shape, Eigen::Index batch) {
+    check_backward(l, ready);
+    if (dy.shape != shape || dy.values.cols() != shape.size() || dy.batch() != batch)
+        throw std::invalid_argument("lowbit::nn: " + l.describe() + ": backward got a gradient of " +
+                                    std::to_string(dy.batch()) + " x " + dy.shape.to_string() + " (" +
+                                    std::to_string(dy.values.cols()) + " values per sample) but the forward made " +
+                                    std::to_string(batch) + " x " + shape.to_string());
+}
 }  // namespace detail
 
 }  // namespace lowbit::nn

@@ -44,7 +44,7 @@ public:
     }
 
     tensor backward(const tensor& dy) override {
-        detail::check_backward(*this, ready_);
+        detail::check_backward(*this, ready_, dy, {outputs_, 1, 1}, kept_.activations.cols());
         // dL/dW = dY^T X_q, dL/db = column sums of dY, dL/dX = dY W_q (straight-through).
         weight_.grad.noalias() += dy.values.transpose() * kept_.activations.transpose();
         bias_.grad += dy.values.colwise().sum();

@@ -35,9 +35,10 @@ public:
     tensor forward(const tensor& x, pass p) override {
         detail::check_input(*this, x, in_);
         tensor y{matrix(x.batch(), out_.size()), out_};
-        if constexpr (Kind == pooling_kind::max) argmax_.resize(std::size_t(x.batch() * out_.size()));
+        argmax_.resize(Kind == pooling_kind::max ? std::size_t(x.batch() * out_.size()) : 0);
+        batch_ = x.batch();
         const float inv_area = 1.0f / float(size_ * size_);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (x.values.size() > parallel_threshold)
         for (Eigen::Index n = 0; n < x.batch(); ++n) {
             const float* in = x.values.row(n).data();
             float* out = y.values.row(n).data();
@@ -67,10 +68,10 @@ public:
     }
 
     tensor backward(const tensor& dy) override {
-        detail::check_backward(*this, ready_);
+        detail::check_backward(*this, ready_, dy, out_, batch_);
         tensor dx{matrix::Zero(dy.batch(), in_.size()), in_};
         const float inv_area = 1.0f / float(size_ * size_);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (dx.values.size() > parallel_threshold)
         for (Eigen::Index n = 0; n < dy.batch(); ++n)
             for (int o = 0; o < out_.size(); ++o) {
                 if constexpr (Kind == pooling_kind::max) {
@@ -92,6 +93,7 @@ private:
     shape3 in_, out_;
     int size_;
     std::vector<int> argmax_;  // max: per output, the input index it came from
+    Eigen::Index batch_ = 0;
     bool ready_ = false;
 };
 

@@ -17,16 +17,18 @@ public:
         tensor y{x.values.unaryExpr([](float v) { return v > 0 ? v : (v == v ? 0.0f : v); }), x.shape};
         if (p == pass::training) positive_ = (x.values.array() > 0).cast<float>().matrix();
         ready_ = p == pass::training;
+        shape_ = x.shape;
         return y;
     }
     tensor backward(const tensor& dy) override {
-        detail::check_backward(*this, ready_);
+        detail::check_backward(*this, ready_, dy, shape_, positive_.rows());
         return {dy.values.cwiseProduct(positive_), dy.shape};
     }
     std::unique_ptr<layer> clone() const override { return std::make_unique<relu>(*this); }
 
 private:
     matrix positive_;
+    shape3 shape_;
     bool ready_ = false;
 };
 
