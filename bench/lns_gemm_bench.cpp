@@ -1,0 +1,112 @@
+// The LNS GEMM (lowbit::lns_gemm) beside the simulated float GEMM (lowbit::gemm, the paper's FP8
+// inputs and M7E4 accumulator) and Eigen's float GEMM, in the same binary, at 256^3.
+// x_eigen = Eigen's time / this time; x_float_gemm = lowbit::gemm's time / this time.
+//
+// Every LNS case starts from float matrices (lns8 with per-tensor scales, nearest_log), as
+// lowbit::gemm starts from floats and rounds them to e4m3:
+//   per_product  each product converted (exact table or Mitchell) and accumulated in fp32,
+//                sequentially, in chunks of 16 (an fp32 chunk accumulator)
+//   bucketed     8 exact buckets, or 48-bit integer buckets that wrap: both take the 64-bit
+//                shortcut. (Saturating buckets take the path from the definition, 8 passes of
+//                exact_datapath::reduce over K: about 3000x slower, so not measured here.)
+#include "bench_support.hpp"
+
+#include <lowbit/datapath/gemm.hpp>
+#include <lowbit/datapath/lns_gemm.hpp>
+
+#include <Eigen/Core>
+
+#include <random>
+#include <string>
+
+namespace {
+
+constexpr Eigen::Index n = 256;
+
+Eigen::MatrixXf normal_matrix(Eigen::Index rows, Eigen::Index cols, unsigned seed) {
+    std::mt19937 gen(seed);
+    std::normal_distribution<float> dist;
+    Eigen::MatrixXf m(rows, cols);
+    for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = dist(gen);
+    return m;
+}
+
+// Times body() as the baseline `name`, then reports its ratio to each baseline registered before.
+template <class Body>
+void timed_against_baselines(benchmark::State& state, const std::string& name, Body&& body) {
+    lowbit_bench::timed(state, double(n * n * n), name, true, body);
+    const double self = lowbit_bench::baselines()[name];
+    for (const char* base : {"eigen", "float_gemm"})
+        if (auto it = lowbit_bench::baselines().find(base); it != lowbit_bench::baselines().end() && name != base)
+            state.counters[std::string("x_") + base] = it->second / self;
+    state.counters["MACs/s"] = benchmark::Counter(double(n * n * n), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void bm_eigen(benchmark::State& state) {
+    const Eigen::MatrixXf A = normal_matrix(n, n, 1), B = normal_matrix(n, n, 2);
+    Eigen::MatrixXf C(n, n);
+    Eigen::setNbThreads(1);
+    timed_against_baselines(state, "eigen", [&] {
+        C.noalias() = A * B;
+        benchmark::DoNotOptimize(C.data());
+    });
+}
+
+void bm_float_gemm(benchmark::State& state) {
+    const Eigen::MatrixXf A = normal_matrix(n, n, 1), B = normal_matrix(n, n, 2);
+    Eigen::MatrixXf C(n, n);
+    const lowbit::float_quantizer e4m3{.format = lowbit::fp8_e4m3};
+    const lowbit::float_quantizer prod{.format = lowbit::lba_m7e4_prod, .mode = lowbit::rounding::toward_zero};
+    const lowbit::float_quantizer acc{.format = lowbit::lba_m7e4_acc, .mode = lowbit::rounding::toward_zero};
+    const lowbit::gemm_spec spec{.input_a = e4m3, .input_b = e4m3, .product = prod, .accumulator = acc,
+                                 .chunk = 16, .chunk_accumulator = acc};
+    timed_against_baselines(state, "float_gemm", [&] {
+        lowbit::gemm(A, B, C, spec);
+        benchmark::DoNotOptimize(C.data());
+    });
+}
+
+enum class bucket_kind { exact, int48_wrap };
+
+lowbit::lns_gemm_spec lns_spec(lowbit::lns_conversion method, lowbit::lns_accumulation how, bucket_kind buckets,
+                               int threads) {
+    lowbit::lns_gemm_spec spec{.conversion = {.method = method}, .accumulation = how};
+    if (how == lowbit::lns_accumulation::per_product) {
+        spec.datapath.accumulator = lowbit::fp32;
+        spec.datapath.chunk = 16;
+        spec.datapath.chunk_accumulator = lowbit::fp32;
+    } else if (buckets != bucket_kind::exact) {
+        spec.datapath.accumulator = lowbit::int_quantizer{
+            .format = {.bits = 48},
+            .on_overflow = lowbit::int_overflow::wrap};
+    }
+    spec.datapath.threads = threads;
+    return spec;
+}
+
+void bm_lns(benchmark::State& state, const char* name, lowbit::lns_conversion method, lowbit::lns_accumulation how, bucket_kind buckets,
+            int threads) {
+    const Eigen::MatrixXf A = normal_matrix(n, n, 1), B = normal_matrix(n, n, 2);
+    const lowbit::lns_gemm_spec spec = lns_spec(method, how, buckets, threads);
+    Eigen::MatrixXf C;
+    timed_against_baselines(state, name, [&] {
+        C = lowbit::lns_gemm(A, B, spec);
+        benchmark::DoNotOptimize(C.data());
+    });
+}
+
+using lowbit::lns_accumulation;
+using lowbit::lns_conversion;
+BENCHMARK(bm_eigen)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(bm_float_gemm)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_lns, per_product_table_fp32acc_1t, "per_product_table_fp32acc_1t", lns_conversion::table, lns_accumulation::per_product, bucket_kind::exact, 1)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_lns, per_product_mitchell_fp32acc_1t, "per_product_mitchell_fp32acc_1t", lns_conversion::mitchell, lns_accumulation::per_product, bucket_kind::exact, 1)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_lns, bucketed_table_exact_1t, "bucketed_table_exact_1t", lns_conversion::table, lns_accumulation::bucketed, bucket_kind::exact, 1)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_lns, bucketed_mitchell_exact_1t, "bucketed_mitchell_exact_1t", lns_conversion::mitchell, lns_accumulation::bucketed, bucket_kind::exact, 1)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_lns, bucketed_table_int48_wrap_1t, "bucketed_table_int48_wrap_1t", lns_conversion::table, lns_accumulation::bucketed, bucket_kind::int48_wrap, 1)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_lns, per_product_table_fp32acc_2t, "per_product_table_fp32acc_2t", lns_conversion::table, lns_accumulation::per_product, bucket_kind::exact, 2)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_lns, bucketed_table_exact_2t, "bucketed_table_exact_2t", lns_conversion::table, lns_accumulation::bucketed, bucket_kind::exact, 2)->UseManualTime()->Unit(benchmark::kMillisecond);
+
+}  // namespace
+
+BENCHMARK_MAIN();

@@ -1,0 +1,730 @@
+// lowbit/datapath/lns_gemm.hpp: C = A B with logarithmic (LNS) operands on a simulated datapath.
+//
+//   lowbit::lns_gemm_spec spec;                               // lns8 inputs, per-tensor scales,
+//   spec.conversion = {.method = lowbit::lns_conversion::mitchell};   // exact table by default
+//   spec.datapath.accumulator = lowbit::float_quantizer{.format = lowbit::bf16};
+//   spec.datapath.chunk = 16;
+//   Eigen::MatrixXf C = lowbit::lns_gemm(A, B, spec, &stats);  // A, B: float matrices
+//
+//   lowbit::lns_matrix a = lowbit::lns_encode(A, {.format = lowbit::lns8}, lns_input_scale::per_tensor_max);
+//   Eigen::MatrixXf C = lowbit::lns_gemm(a, b, spec);          // already-encoded operands
+//
+// Operands. An lns_matrix holds, per element, sign in {-1, 0, +1} and an integer k: the value is
+// sign * 2^(k / gamma) on the grid of its lns_format (gamma = 2^frac_bits, k in [k_min, k_max]; k
+// is ignored where sign = 0). A per-tensor scale 2^(j / gamma) is part of the format
+// (format.scaled(j): the offset moves by j), so k is the whole exponent, scale included. A and B
+// may have different formats with the same frac_bits.
+//
+// Products. The product of A(i, k) and B(k, j) is sign_a sign_b 2^(s / gamma) with s = k_a + k_b,
+// exactly (an integer add). The converter (lns_conversion.hpp) makes it linear: s = q gamma + r,
+// 0 <= r < gamma, and the converted product is
+//
+//   t_k = sign_a sign_b 2^q c_r       (c_r: the table constant rounded to T bits, or 1 + r/gamma)
+//
+// an exact double (c_r has at most 53 significant bits; the validated range below keeps 2^q c_r
+// normal). q_min and q_max are the smallest and largest q of any product the two formats can make
+// (from their k ranges, not from the data): q_min = floor((k_min_A + k_min_B) / gamma).
+//
+// Accumulation, `accumulation`:
+//   per_product  the K terms t_k go through `datapath` exactly as the rounded products p_k go
+//                through lowbit::gemm (gemm_spec.hpp): its accumulator, model, chunk,
+//                chunk_accumulator, window, group and cut, with the random indices of gemm_spec.hpp
+//                (term k of output (i, j) is "product k"); fma equals sequential, the terms being
+//                exact already. C(i, j) = the total rounded to float, nearest even.
+//   bucketed     the paper's energy trick. For each remainder r, bucket r receives the integer
+//                terms u_k = sign_a sign_b 2^(q - q_min) of the products with that r (the terms of
+//                the other products are 0): K terms that go through `datapath` as above (the same
+//                models and chunks; the accumulator counts in units of 2^q_min, the smallest
+//                product's weight: int_quantizer{.format = {.bits = P}} is a P-bit integer bucket
+//                that wraps or saturates; unset is exact). Bucket r's roundings draw their random
+//                bits with the seeds of `datapath`'s quantizers plus r. Each bucket's result B_r
+//                is then multiplied by its constant, and
+//
+//                  C(i, j) = float(bucket_sum(sum over r of c_r B_r 2^q_min))
+//
+//                where the gamma scaled buckets are summed exactly and rounded once by
+//                `bucket_sum` (an ideal final adder; unset: no rounding), whose stochastic
+//                rounding uses the key gemm_random_key(seed, gemm_role::product) (products are
+//                never rounded in an LNS datapath, so that stream is free) and index i*N + j; the
+//                result lands in float, nearest even. Buckets must be integer: the accumulators
+//                are unset or int_quantizers with fraction_bits <= 0 (< 0: the bucket drops the
+//                low bits of its sums, by its rounding mode).
+//
+// How the two relate. By distributivity, sum_k t_k = sum_r c_r sum_{k in r} u_k 2^q_min exactly,
+// whatever the constants: so bucketed = per_product, bit for bit, whenever both accumulate
+// exactly: per_product with unset accumulator and chunk_accumulator; bucketed with buckets that
+// neither round nor overflow (unset, or P-bit integers wide enough: |B_r| <= K 2^(q_max - q_min)
+// needs P >= q_max - q_min + ceil(log2 K) + 2 for signed wrap or saturate, and wrapping
+// accumulators with fraction_bits = 0 give the exact sum modulo 2^P whenever the final sum fits,
+// whatever the partial sums did) and unset bucket_sum. That holds for any table precision T and for
+// Mitchell: both carry the same conversion error, |sum_k t_k - sum_k sign_k 2^(s_k/gamma)| <=
+// 2^-(T+1) sum_k 2^(s_k/gamma) for a table and mitchell_max_relative_error (6.15%) times the same
+// sum for Mitchell, whose error has the sign of each product (it overestimates). Otherwise they
+// differ by the accumulators' own errors: per_product with a float accumulator of unit roundoff u
+// (2^-(man_bits+1) for nearest modes, twice that for directed ones) rounds each term at most
+// d = (terms per chunk) + (chunks) times on its way to the total (sequential; a pairwise tree:
+// ceil(log2 chunk) + chunks), so it is within ((1 + u)^d - 1) sum|t_k| of the exact sum (Higham,
+// "Accuracy and Stability of Numerical Algorithms", 4.2), while the exact buckets have no error
+// at all (both results then land in float, 2^-24 relative each); a narrow bucket that wraps is off by a multiple of 2^P 2^q_min c_r, one that saturates
+// or truncates by as much as it lost. tests/datapath/lns_gemm_test.cpp checks the identity and
+// measures these differences against the bounds.
+//
+// Validated ranges: -1022 <= q_min and q_max <= 960, so every converted product is a normal
+// double and sums of up to 2^62 of them stay finite; bucketed also needs q_max - q_min <= 1023
+// (the unit terms 2^(q - q_min) are doubles). Events (gemm_stats): macs, zero_operand (products
+// with a zero operand), and the accumulators' events as gemm_spec.hpp defines them (bucketed: in
+// every bucket, plus the bucket_sum rounding's overflow and inexactness); no product events (LNS
+// products are exact). record_lost: a term lost to its accumulator (bucketed: in its bucket).
+//
+// Threads: datapath.threads split the rows of C; every output is computed by one thread in a fixed
+// order, so results and counts are identical for any thread count. Speed: the conversion is a
+// vectorized table lookup and exponent add; per-product terms then go through
+// exact_datapath::reduce. Bucketed accumulators that are exact or wrap without fraction bits,
+// outside the aligned model and without event counting, take a shortcut: the buckets are summed
+// in 64-bit integers and combined in 128-bit ones (proven equal: wrapping is arithmetic modulo
+// 2^P and no term is ever rounded, so every model reduces to a sum modulo 2^P per chunk), when
+// the bounds allow (lns8 at any practical K; not lns16, whose products span 2^256). Exact
+// per-product accumulation takes the same shortcut, by the identity above.
+#pragma once
+
+#include <lowbit/datapath/exact_datapath.hpp>
+#include <lowbit/datapath/exact_sum.hpp>
+#include <lowbit/datapath/gemm.hpp>
+#include <lowbit/datapath/gemm_spec.hpp>
+#include <lowbit/datapath/gemm_stats.hpp>
+#include <lowbit/datapath/lns_conversion.hpp>
+#include <lowbit/datapath/quantizer.hpp>
+#include <lowbit/datapath/rounding_steps.hpp>
+#include <lowbit/datapath/thread_count.hpp>
+#include <lowbit/formats/lns_format.hpp>
+#include <lowbit/rounding/lns_quantize.hpp>
+#include <lowbit/rounding/random_bits.hpp>
+#include <lowbit/types/lns.hpp>
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace lowbit {
+
+// A matrix of LNS values: sign(i, j) * 2^(k(i, j) / gamma), zero where sign(i, j) = 0.
+struct lns_matrix {
+    lns_format format = lns8;  // the grid, per-tensor scale included (format.scaled(j))
+    Eigen::Matrix<std::int32_t, Eigen::Dynamic, Eigen::Dynamic> k;
+    Eigen::Matrix<std::int8_t, Eigen::Dynamic, Eigen::Dynamic> sign;  // -1, 0 or +1
+
+    Eigen::Index rows() const { return k.rows(); }
+    Eigen::Index cols() const { return k.cols(); }
+
+    // The value of an element, correctly rounded to double (lns_format::magnitude).
+    double value(Eigen::Index i, Eigen::Index j) const {
+        const int s = sign(i, j);
+        return s == 0 ? 0.0 : s * format.magnitude(k(i, j));
+    }
+    Eigen::MatrixXd values() const {
+        Eigen::MatrixXd v(rows(), cols());
+        for (Eigen::Index j = 0; j < cols(); ++j)
+            for (Eigen::Index i = 0; i < rows(); ++i) v(i, j) = value(i, j);
+        return v;
+    }
+
+    // Throws std::invalid_argument naming `name`'s field and element when the matrix is malformed.
+    const lns_matrix& validate(const std::string& name = "lns_matrix") const {
+        try {
+            format.validate();
+        } catch (const std::invalid_argument& e) {
+            throw std::invalid_argument(name + ".format: " + e.what());
+        }
+        if (sign.rows() != k.rows() || sign.cols() != k.cols())
+            throw std::invalid_argument(name + ".sign is " + std::to_string(sign.rows()) + " x " +
+                                        std::to_string(sign.cols()) + " but " + name + ".k is " +
+                                        std::to_string(k.rows()) + " x " + std::to_string(k.cols()));
+        const auto where = [&](const char* field, Eigen::Index i, Eigen::Index j) {
+            return name + "." + field + "(" + std::to_string(i) + ", " + std::to_string(j) + ") = ";
+        };
+        for (Eigen::Index j = 0; j < cols(); ++j)
+            for (Eigen::Index i = 0; i < rows(); ++i) {
+                const int s = sign(i, j);
+                if (s < -1 || s > 1) throw std::invalid_argument(where("sign", i, j) + std::to_string(s) + " must be -1, 0 or +1");
+                if (s != 0 && (k(i, j) < format.k_min() || k(i, j) > format.k_max()))
+                    throw std::invalid_argument(where("k", i, j) + std::to_string(k(i, j)) + " is outside [" +
+                                                std::to_string(format.k_min()) + ", " +
+                                                std::to_string(format.k_max()) + "], the k range of " + name +
+                                                ".format");
+            }
+        return *this;
+    }
+};
+
+// Where the per-tensor scale of an encoded matrix comes from.
+enum class lns_input_scale : std::uint8_t {
+    none,            // the quantizer's format as it is
+    per_tensor_max,  // format.scaled(j), j = lns_scale_exponent_for_max(max |x|): the largest
+                     // magnitude lands on the top code or one step below it, never above
+};
+
+namespace detail {
+
+template <class T>
+struct is_lns_number : std::false_type {};
+template <lns_format F, class P>
+struct is_lns_number<lns<F, P>> : std::true_type {};
+
+}  // namespace detail
+
+// x rounded by q (element (i, j) with the random index i * cols + j, as gemm_spec.hpp numbers
+// input_a), on q.format or on its per-tensor scaled version. Throws std::invalid_argument for
+// NaN elements (the operand has no NaN), an invalid format or random_bits.
+template <class D>
+    requires std::is_arithmetic_v<typename D::Scalar>
+lns_matrix lns_encode(const Eigen::MatrixBase<D>& x, const lns_quantizer& q,
+                      lns_input_scale scale = lns_input_scale::none) {
+    q.format.validate();
+    if (q.mode == lns_rounding::stochastic_log) detail::check_random_bits(q.random_bits);
+    double amax = 0;
+    for (Eigen::Index j = 0; j < x.cols(); ++j)
+        for (Eigen::Index i = 0; i < x.rows(); ++i) {
+            const double v = double(x(i, j));
+            if (v != v)
+                throw std::invalid_argument("lowbit::lns_encode: element (" + std::to_string(i) + ", " +
+                                            std::to_string(j) + ") is NaN: an LNS operand must be a number");
+            amax = std::max(amax, std::fabs(v));
+        }
+    lns_matrix m;
+    m.format = q.format;
+    if (scale == lns_input_scale::per_tensor_max) m.format = q.format.scaled(lns_scale_exponent_for_max(amax, q.format));
+    m.k.resize(x.rows(), x.cols());
+    m.sign.resize(x.rows(), x.cols());
+    for (Eigen::Index i = 0; i < x.rows(); ++i)
+        for (Eigen::Index j = 0; j < x.cols(); ++j) {
+            const double v = double(x(i, j));
+            const std::uint64_t index = std::uint64_t(i) * std::uint64_t(x.cols()) + std::uint64_t(j);
+            const std::uint32_t random = q.mode == lns_rounding::stochastic_log ? random_bits_at(q.seed, index) : 0u;
+            const std::optional<int> k =
+                v == 0 ? std::nullopt : lns_round_magnitude(std::fabs(v), m.format, q.mode, q.on_underflow, random, q.random_bits);
+            m.k(i, j) = k ? *k : m.format.k_min();
+            m.sign(i, j) = std::int8_t(!k ? 0 : v < 0 ? -1 : 1);
+        }
+    return m;
+}
+
+// The codes of a matrix of lowbit::lns<F> numbers. Throws std::invalid_argument for NaN codes.
+template <class D>
+    requires detail::is_lns_number<typename D::Scalar>::value
+lns_matrix lns_encode(const Eigen::MatrixBase<D>& x) {
+    lns_matrix m;
+    m.format = D::Scalar::format;
+    m.k.resize(x.rows(), x.cols());
+    m.sign.resize(x.rows(), x.cols());
+    for (Eigen::Index j = 0; j < x.cols(); ++j)
+        for (Eigen::Index i = 0; i < x.rows(); ++i) {
+            const auto v = x(i, j);
+            if (v.is_nan())
+                throw std::invalid_argument("lowbit::lns_encode: element (" + std::to_string(i) + ", " +
+                                            std::to_string(j) + ") is NaN: an LNS operand must be a number");
+            m.k(i, j) = v.is_zero() ? m.format.k_min() : v.k();
+            m.sign(i, j) = std::int8_t(v.is_zero() ? 0 : v.is_negative() ? -1 : 1);
+        }
+    return m;
+}
+
+enum class lns_accumulation : std::uint8_t { per_product, bucketed };
+
+constexpr const char* to_string(lns_accumulation a) {
+    return a == lns_accumulation::per_product ? "per_product" : a == lns_accumulation::bucketed ? "bucketed" : "?";
+}
+
+// How a float operand becomes an LNS operand (lns_gemm on float matrices only).
+struct lns_input {
+    lns_quantizer quantizer{};  // format lns8, nearest_log; its seed is keyed per role (gemm_random_key)
+    lns_input_scale scale = lns_input_scale::per_tensor_max;
+};
+
+struct lns_gemm_spec {
+    lns_input input_a{};  // A(i, k): random index i*K + k, key gemm_random_key(seed, input_a)
+    lns_input input_b{};  // B(k, j): random index k*N + j, key gemm_random_key(seed, input_b)
+    lns_converter conversion{};
+    lns_accumulation accumulation = lns_accumulation::per_product;
+    gemm_spec datapath{};    // accumulator, model, chunks, threads, record_lost (see the header)
+    quantizer bucket_sum{};  // bucketed: the rounding of the sum of the scaled buckets
+
+    // Throws std::invalid_argument naming the field when the spec cannot be run.
+    void validate() const {
+        const auto prefixed = [](const std::string& field, auto&& check) {
+            try {
+                check();
+            } catch (const std::invalid_argument& e) {
+                throw std::invalid_argument("lowbit::lns_gemm_spec: " + field + ": " + e.what());
+            }
+        };
+        prefixed("input_a.quantizer.format", [&] { input_a.quantizer.format.validate(); });
+        prefixed("input_b.quantizer.format", [&] { input_b.quantizer.format.validate(); });
+        prefixed("conversion", [&] { conversion.validate(); });
+        prefixed("datapath", [&] { datapath.validate(); });
+        prefixed("datapath", [&] { detail::check_accumulator_format(datapath.accumulator, "accumulator"); });
+        prefixed("datapath", [&] { detail::check_accumulator_format(datapath.chunk_accumulator, "chunk_accumulator"); });
+        prefixed("bucket_sum", [&] { bucket_sum.validate(); });
+        prefixed("bucket_sum", [&] { detail::check_accumulator_format(bucket_sum, "bucket_sum"); });
+        const auto fail = [](const std::string& what) { throw std::invalid_argument("lowbit::lns_gemm_spec: " + what); };
+        if (accumulation != lns_accumulation::per_product && accumulation != lns_accumulation::bucketed)
+            fail("accumulation = " + std::to_string(int(accumulation)) + " is not a lowbit::lns_accumulation");
+        const auto must_be_unset = [&](const quantizer& q, const char* field, const char* why) {
+            if (!q.is_exact()) fail(std::string(field) + " must be unset: " + why);
+        };
+        must_be_unset(datapath.input_a, "datapath.input_a", "LNS inputs are rounded by input_a.quantizer");
+        must_be_unset(datapath.input_b, "datapath.input_b", "LNS inputs are rounded by input_b.quantizer");
+        must_be_unset(datapath.product, "datapath.product",
+                      "an LNS product is exact (k_a + k_b); its conversion to linear is set by `conversion`");
+        if (accumulation == lns_accumulation::per_product) {
+            must_be_unset(bucket_sum, "bucket_sum", "it rounds the buckets of bucketed accumulation only");
+            return;
+        }
+        for (const auto& [q, field] : {std::pair{&datapath.accumulator, "datapath.accumulator"},
+                                       std::pair{&datapath.chunk_accumulator, "datapath.chunk_accumulator"}}) {
+            if (q->as_float() != nullptr)
+                fail(std::string(field) +
+                     " is a float quantizer, but bucketed accumulation sums integers (units of the smallest "
+                     "product): use an int_quantizer, or leave it unset (exact)");
+            if (const auto* i = q->as_int(); i != nullptr && i->fraction_bits > 0)
+                fail(std::string(field) + ".fraction_bits = " + std::to_string(i->fraction_bits) +
+                     " must be <= 0 for bucketed accumulation: the bucket terms are integers");
+        }
+    }
+};
+
+namespace detail {
+
+// The exponent range of the products of two LNS formats with the same frac_bits.
+struct lns_product_range {
+    int q_min = 0, q_max = 0;
+};
+
+inline lns_product_range lns_check_operands(const lns_matrix& A, const lns_matrix& B, const lns_gemm_spec& spec) {
+    A.validate("A");
+    B.validate("B");
+    const auto fail = [](const std::string& what) { throw std::invalid_argument("lowbit::lns_gemm: " + what); };
+    if (A.format.frac_bits != B.format.frac_bits)
+        fail("B.format.frac_bits = " + std::to_string(B.format.frac_bits) + " differs from A.format.frac_bits = " +
+             std::to_string(A.format.frac_bits) + ": the product's log k_a + k_b needs one gamma");
+    if (A.cols() != B.rows())
+        fail("shape mismatch: A is " + std::to_string(A.rows()) + " x " + std::to_string(A.cols()) + " and B is " +
+             std::to_string(B.rows()) + " x " + std::to_string(B.cols()) + ": A's columns (K) must equal B's rows");
+    const int b = A.format.frac_bits;
+    const lns_product_range range{int(floor_shift(std::int64_t(A.format.k_min()) + B.format.k_min(), b)),
+                                  int(floor_shift(std::int64_t(A.format.k_max()) + B.format.k_max(), b))};
+    if (range.q_min < -1022 || range.q_max > 960)
+        fail("the products of A.format and B.format span 2^" + std::to_string(range.q_min) + " .. 2^" +
+             std::to_string(range.q_max + 1) + ", outside [2^-1022, 2^961]: move the formats' offsets (scales)");
+    if (spec.accumulation == lns_accumulation::bucketed && range.q_max - range.q_min > 1023)
+        fail("bucketed accumulation: q_max - q_min = " + std::to_string(range.q_max - range.q_min) +
+             " > 1023: the bucket terms 2^(q - q_min) would not fit a double");
+    return range;
+}
+
+// The operands in the kernels' layout: A row-major, B column-major, so that both run along K;
+// zero elements carry k_min, keeping every k_a + k_b inside the validated range.
+struct lns_operand_rows {
+    std::vector<std::int32_t> k;
+    std::vector<std::int8_t> sign;
+};
+
+inline lns_operand_rows lns_pack(const lns_matrix& m, bool by_rows) {
+    const Eigen::Index outer = by_rows ? m.rows() : m.cols(), inner = by_rows ? m.cols() : m.rows();
+    lns_operand_rows p;
+    p.k.resize(std::size_t(outer * inner));
+    p.sign.resize(std::size_t(outer * inner));
+    for (Eigen::Index o = 0; o < outer; ++o)
+        for (Eigen::Index t = 0; t < inner; ++t) {
+            const Eigen::Index i = by_rows ? o : t, j = by_rows ? t : o;
+            const std::size_t at = std::size_t(o * inner + t);
+            p.sign[at] = m.sign(i, j);
+            p.k[at] = m.sign(i, j) == 0 ? m.format.k_min() : m.k(i, j);
+        }
+    return p;
+}
+
+// exact_sum += c * n * 2^e exactly, for an integer-valued n (any size), c with at most 53
+// significant bits and products inside double's normal range (lns_check_operands).
+inline void add_scaled_integer(exact_sum& total, const exact_sum& n, double c, int e) {
+    if (n.is_zero()) return;
+    const double sign = n.negative() ? -1.0 : 1.0;
+    const int top = std::ilogb(n.to_double_round_odd());
+    // |n| in 32-bit pieces: c * piece has at most 85 bits, exactly hi + lo (two_prod).
+    for (int low = 0; low <= top; low += 32) {
+        const double piece = double(n.magnitude_digits(low).whole_low64 & 0xFFFFFFFFu);
+        if (piece == 0) continue;
+        const double_double p = two_prod(c, sign * piece);
+        total.add(std::ldexp(p.hi, low + e));
+        total.add(std::ldexp(p.lo, low + e));
+    }
+}
+
+// An accumulator that never rounds integer terms and whose overflow is arithmetic modulo 2^bits:
+// exact (unset), or an integer wrapping with no fraction bits.
+inline bool is_modular(const quantizer& q) {
+    const int_quantizer* i = q.as_int();
+    return q.is_exact() || (i != nullptr && i->on_overflow == int_overflow::wrap && i->fraction_bits == 0);
+}
+
+// n wrapped into a modular accumulator's range (two's complement, or unsigned, of `bits`).
+inline std::int64_t wrap_modular(std::int64_t n, const quantizer& q) {
+    const int_quantizer* i = q.as_int();
+    if (i == nullptr) return n;
+    const int bits = i->format.bits;  // <= 53
+    const std::uint64_t low = std::uint64_t(n) & ((std::uint64_t(1) << bits) - 1);
+    if (i->format.is_signed && ((low >> (bits - 1)) & 1) != 0) return std::int64_t(low) - (std::int64_t(1) << bits);
+    return std::int64_t(low);
+}
+
+inline quantizer with_seed_offset(const quantizer& q, std::uint64_t offset) {
+    if (const auto* f = q.as_float()) {
+        float_quantizer g = *f;
+        g.seed += offset;
+        return g;
+    }
+    if (const auto* i = q.as_int()) {
+        int_quantizer g = *i;
+        g.seed += offset;
+        return g;
+    }
+    return q;
+}
+
+inline const rounding_plan<double>& lns_float_result_plan() {
+    static const rounding_plan<double> plan = rounding_plan<double>::make(fp32, overflow::infinity);
+    return plan;
+}
+
+// A double rounded to odd (or exact) lands in float, nearest even: C(i, j).
+inline float lns_to_float(double odd) {
+    return float(round_with_plan<rounding::nearest_even>(odd, lns_float_result_plan()));
+}
+inline float lns_to_float(const exact_sum& total) { return lns_to_float(total.to_double_round_odd()); }
+
+// 128-bit integers (a GCC and Clang extension) for the bucket shortcut's final sum.
+__extension__ using lns_int128 = __int128;
+__extension__ using lns_uint128 = unsigned __int128;
+
+// v 2^e rounded to odd onto double's grid (see exact_sum::to_double_round_odd), for values whose
+// lowest bit 2^e is at least 2^-1074 and that stay below 2^1024.
+inline double lns_round_odd(lns_int128 v, int e) {
+    if (v == 0) return 0.0;
+    const lns_uint128 m = v < 0 ? lns_uint128(0) - lns_uint128(v) : lns_uint128(v);
+    const auto high = std::uint64_t(m >> 64);
+    const int length = high != 0 ? 128 - std::countl_zero(high) : 64 - std::countl_zero(std::uint64_t(m));
+    const int shift = std::max(0, length - 53);
+    auto significand = std::uint64_t(m >> shift);
+    if (shift > 0 && (m & ((lns_uint128(1) << shift) - 1)) != 0) significand |= 1;  // sticky: odd
+    const double magnitude = std::ldexp(double(significand), e + shift);  // exact: normal, or subnormal and exact
+    return v < 0 ? -magnitude : magnitude;
+}
+
+// The same value exactly, as an exact_sum (three pieces of at most 43 bits).
+inline exact_sum lns_exact_value(lns_int128 v, int e) {
+    exact_sum s;
+    const lns_uint128 m = v < 0 ? lns_uint128(0) - lns_uint128(v) : lns_uint128(v);
+    for (int low = 0; low < 128; low += 43) {
+        const double piece = double(std::uint64_t(m >> low) & ((std::uint64_t(1) << 43) - 1));
+        if (piece != 0) s.add(std::ldexp(v < 0 ? -piece : piece, e + low));
+    }
+    return s;
+}
+
+// Steps whose rounding of an exact value equals their rounding of its round-to-odd double:
+// float formats of at most 50 mantissa bits (gemm_spec validation), except stochastic rounding,
+// which looks at every dropped bit (rounding_steps.hpp).
+template <class Step>
+struct rounds_from_odd_double : std::false_type {};
+template <rounding Mode>
+struct rounds_from_odd_double<float_step<Mode>> : std::bool_constant<Mode != rounding::stochastic> {};
+
+// Everything the outputs of one call share.
+class lns_kernel {
+public:
+    lns_kernel(const lns_matrix& A, const lns_matrix& B, const lns_gemm_spec& spec, lns_product_range range)
+        : spec_(spec), M_(A.rows()), N_(B.cols()), K_(A.cols()), frac_bits_(A.format.frac_bits), range_(range),
+          constants_(lns_conversion_constants(spec.conversion, frac_bits_)), a_(lns_pack(A, true)),
+          b_(lns_pack(B, false)) {
+        // c_r = m_r 2^-constant_shift_ with integers m_r <= 2^53.
+        constant_shift_ = spec.conversion.method == lns_conversion::mitchell ? frac_bits_ : spec.conversion.table_bits;
+        for (const double c : constants_) numerators_.push_back(std::int64_t(std::ldexp(c, constant_shift_)));
+    }
+
+    std::int64_t rows() const { return M_; }
+    std::int64_t cols() const { return N_; }
+    std::int64_t depth() const { return K_; }
+
+    // The products of output (i, j) with a zero operand.
+    std::uint64_t zero_operands(std::int64_t i, std::int64_t j) const {
+        const std::int8_t *sa = a_.sign.data() + i * K_, *sb = b_.sign.data() + j * K_;
+        std::uint64_t n = 0;
+        for (std::int64_t k = 0; k < K_; ++k) n += (sa[k] == 0 || sb[k] == 0);
+        return n;
+    }
+
+    // t[k] = sign_a sign_b 2^q c_r for the K products of output (i, j): the table lookup and an
+    // exponent built from q (normal: q_min >= -1022) vectorize.
+    void converted_products(std::int64_t i, std::int64_t j, double* t) const {
+        const std::int32_t *ka = a_.k.data() + i * K_, *kb = b_.k.data() + j * K_;
+        const std::int8_t *sa = a_.sign.data() + i * K_, *sb = b_.sign.data() + j * K_;
+        const double* c = constants_.data();
+        const int b = frac_bits_;
+        const std::int32_t mask = (std::int32_t(1) << b) - 1;
+        for (std::int64_t k = 0; k < K_; ++k) {
+            const std::int32_t s = ka[k] + kb[k];
+            const std::int32_t q = s >> b;  // floor: arithmetic shift (C++20)
+            const double pow2q = std::bit_cast<double>(std::uint64_t(q + 1023) << 52);
+            t[k] = c[s & mask] * pow2q * double(sa[k] * sb[k]);
+        }
+    }
+
+    // The remainders r_k and unit terms u_k = sign 2^(q - q_min) of output (i, j).
+    void bucket_terms(std::int64_t i, std::int64_t j, std::int32_t* r, double* u) const {
+        const std::int32_t *ka = a_.k.data() + i * K_, *kb = b_.k.data() + j * K_;
+        const std::int8_t *sa = a_.sign.data() + i * K_, *sb = b_.sign.data() + j * K_;
+        const int b = frac_bits_;
+        const std::int32_t mask = (std::int32_t(1) << b) - 1;
+        for (std::int64_t k = 0; k < K_; ++k) {
+            const std::int32_t s = ka[k] + kb[k];
+            const std::int32_t e = (s >> b) - range_.q_min;  // in [0, 1023]
+            r[k] = s & mask;
+            u[k] = std::bit_cast<double>(std::uint64_t(e + 1023) << 52) * double(sa[k] * sb[k]);
+        }
+    }
+
+    // Output (i, j), per product, through exact_datapath::reduce.
+    template <bool Count>
+    float per_product(std::int64_t i, std::int64_t j, std::vector<double>& terms, std::vector<double>& tree,
+                      std::vector<exact_sum>& chunk_results, const event_sink<Count>& sink) const {
+        terms.resize(std::size_t(K_));
+        converted_products(i, j, terms.data());
+        const exact_datapath path{spec_.datapath, N_, K_};
+        const std::uint64_t out = std::uint64_t(i * N_ + j);
+        return lns_to_float(path.reduce<Count>(terms.data(), out, tree, chunk_results, sink));
+    }
+
+    // Output (i, j), bucketed, from the definition: each bucket through exact_datapath::reduce.
+    template <bool Count>
+    float bucketed(std::int64_t i, std::int64_t j, std::vector<double>& units, std::vector<std::int32_t>& remainders,
+                   std::vector<double>& terms, std::vector<double>& tree, std::vector<exact_sum>& chunk_results,
+                   const event_sink<Count>& sink) const {
+        units.resize(std::size_t(K_));
+        remainders.resize(std::size_t(K_));
+        terms.resize(std::size_t(K_));
+        bucket_terms(i, j, remainders.data(), units.data());
+        const std::uint64_t out = std::uint64_t(i * N_ + j);
+        exact_sum total;
+        const auto gamma = std::int32_t(constants_.size());
+        std::vector<std::uint8_t> used(std::size_t(gamma), 0);
+        for (std::int64_t k = 0; k < K_; ++k) used[std::size_t(remainders[std::size_t(k)])] |= units[std::size_t(k)] != 0;
+        for (std::int32_t r = 0; r < gamma; ++r) {
+            // An empty bucket reduces zeros only: 0, with no events, in every model.
+            if (!used[std::size_t(r)]) continue;
+            for (std::int64_t k = 0; k < K_; ++k)
+                terms[std::size_t(k)] = remainders[std::size_t(k)] == r ? units[std::size_t(k)] : 0.0;
+            gemm_spec bucket = spec_.datapath;
+            bucket.accumulator = with_seed_offset(bucket.accumulator, std::uint64_t(r));
+            bucket.chunk_accumulator = with_seed_offset(bucket.chunk_accumulator, std::uint64_t(r));
+            const exact_datapath path{bucket, N_, K_};
+            const exact_sum b = path.reduce<Count>(terms.data(), out, tree, chunk_results, sink);
+            add_scaled_integer(total, b, constants_[std::size_t(r)], range_.q_min);
+        }
+        return round_bucket_sum(total, out, sink);
+    }
+
+    // Whether bucketed outputs may take the 64-bit shortcut (see the header): modular
+    // accumulators, no aligned cuts, and every intermediate sum of the shortcut below 2^62.
+    bool bucket_shortcut_applies() const {
+        const gemm_spec& d = spec_.datapath;
+        if (!is_modular(d.accumulator) || !is_modular(d.chunk_accumulator) || d.model == accumulation::aligned)
+            return false;
+        // Bounds on magnitudes, as doubles (powers of two and small multiples: no rounding matters).
+        const auto range_of = [](const quantizer& q) { return std::ldexp(1.0, q.as_int()->format.bits); };
+        const std::int64_t chunk = d.chunk == 0 ? std::max<std::int64_t>(K_, 1) : d.chunk;
+        const double chunks = double((std::max<std::int64_t>(K_, 1) + chunk - 1) / chunk);
+        const double chunk_sum = double(std::min(chunk, K_)) * std::ldexp(1.0, range_.q_max - range_.q_min);
+        const double chunk_result = d.accumulator.is_exact() ? chunk_sum : std::min(chunk_sum, range_of(d.accumulator));
+        const double total = d.chunk_accumulator.is_exact() ? chunks * chunk_result
+                                                            : range_of(d.chunk_accumulator) + chunk_result;
+        // The final sum of m_r B_r (m_r <= 2^53, gamma terms) must fit 127 bits.
+        const double final_sum = std::ldexp(total + chunk_result, 54 + frac_bits_);
+        return std::max(chunk_sum, total + chunk_result) < 0x1p62 && final_sum < 0x1p126;
+    }
+
+    // Output (i, j), bucketed, by the shortcut: per chunk, per bucket, the exact sum modulo the
+    // accumulator's 2^P; then the chunk accumulator's sum modulo its 2^P, chunk by chunk.
+    float bucketed_shortcut(std::int64_t i, std::int64_t j, std::vector<std::int64_t>& unit,
+                            std::vector<std::int32_t>& remainder, std::vector<std::int64_t>& chunk_sum,
+                            std::vector<std::int64_t>& bucket) const {
+        const std::int64_t gamma = std::int64_t(constants_.size());
+        bucket.assign(std::size_t(gamma), 0);
+        chunk_sum.assign(std::size_t(2 * gamma), 0);
+        unit.resize(std::size_t(K_));
+        remainder.resize(std::size_t(K_));
+        const std::int32_t *ka = a_.k.data() + i * K_, *kb = b_.k.data() + j * K_;
+        const std::int8_t *sa = a_.sign.data() + i * K_, *sb = b_.sign.data() + j * K_;
+        const int b = frac_bits_;
+        const std::int32_t mask = (std::int32_t(1) << b) - 1;
+        // The unit terms and remainders (vectorized), then the chunks' bucket sums.
+        for (std::int64_t k = 0; k < K_; ++k) {
+            const std::int32_t s = ka[k] + kb[k];
+            remainder[std::size_t(k)] = s & mask;
+            unit[std::size_t(k)] = std::int64_t(sa[k] * sb[k]) << ((s >> b) - range_.q_min);
+        }
+        const std::int64_t* u = unit.data();
+        const std::int32_t* rem = remainder.data();
+        const gemm_spec& d = spec_.datapath;
+        const std::int64_t chunk = d.chunk == 0 ? std::max<std::int64_t>(K_, 1) : d.chunk;
+        for (std::int64_t start = 0; start < std::max<std::int64_t>(K_, 1); start += chunk) {
+            const std::int64_t end = std::min(start + chunk, K_);
+            // Scatter, into two sets (even and odd k) so that consecutive products falling into
+            // the same bucket do not wait for each other's store. (One vectorized masked pass per
+            // bucket measured slower, even for gamma = 8.)
+            std::int64_t* even = chunk_sum.data();
+            std::int64_t* odd = even + gamma;
+            std::int64_t k = start;
+            for (; k + 1 < end; k += 2) {
+                even[rem[k]] += u[k];
+                odd[rem[k + 1]] += u[k + 1];
+            }
+            if (k < end) even[rem[k]] += u[k];
+            for (std::int64_t r = 0; r < gamma; ++r) even[r] += odd[r], odd[r] = 0;
+            for (std::int64_t r = 0; r < gamma; ++r) {
+                bucket[std::size_t(r)] = wrap_modular(
+                    bucket[std::size_t(r)] + wrap_modular(chunk_sum[std::size_t(r)], d.accumulator), d.chunk_accumulator);
+                chunk_sum[std::size_t(r)] = 0;
+            }
+        }
+        // sum_r c_r B_r 2^q_min = 2^(q_min - shift) sum_r m_r B_r, the sum exact in 128 bits.
+        lns_int128 sum = 0;
+        for (std::int64_t r = 0; r < gamma; ++r) sum += lns_int128(numerators_[std::size_t(r)]) * bucket[std::size_t(r)];
+        const int e = range_.q_min - constant_shift_;
+        const std::uint64_t out = std::uint64_t(i * N_ + j);
+        const quantizer& q = spec_.bucket_sum;
+        return with_step(q, gemm_random_key(exact_datapath::seed_of(q), gemm_role::product), [&](const auto& step) {
+            using step_type = std::decay_t<decltype(step)>;
+            const double odd_total = lns_round_odd(sum, e);
+            if constexpr (step_type::exact) {
+                return lns_to_float(odd_total);
+            } else {
+                bool overflowed = false;
+                double r = 0;
+                if constexpr (rounds_from_odd_double<step_type>::value) r = step.round_value(odd_total, out, overflowed);
+                else r = step.round_exact(lns_exact_value(sum, e), out, overflowed);
+                return lns_to_float(r);
+            }
+        });
+    }
+
+private:
+    const lns_gemm_spec& spec_;
+    std::int64_t M_, N_, K_;
+    int frac_bits_;
+    lns_product_range range_;
+    std::vector<double> constants_;  // c_r
+    std::vector<std::int64_t> numerators_;
+    int constant_shift_ = 0;
+    lns_operand_rows a_, b_;
+
+    template <bool Count>
+    float round_bucket_sum(const exact_sum& total, std::uint64_t out, const event_sink<Count>& sink) const {
+        const quantizer& q = spec_.bucket_sum;
+        return with_step(q, gemm_random_key(exact_datapath::seed_of(q), gemm_role::product), [&](const auto& step) {
+            if constexpr (std::decay_t<decltype(step)>::exact) {
+                return lns_to_float(total);
+            } else {
+                bool overflowed = false;
+                const double r = step.round_exact(total, out, overflowed);
+                sink.rounding(total, r, overflowed);
+                return lns_to_float(r);
+            }
+        });
+    }
+};
+
+template <bool Count>
+void lns_gemm_rows(const lns_kernel& kernel, const lns_gemm_spec& spec, float* c, gemm_stats* stats) {
+    const std::int64_t M = kernel.rows(), N = kernel.cols(), K = kernel.depth();
+    const bool bucketed = spec.accumulation == lns_accumulation::bucketed;
+    // Exact per-product accumulation equals exact buckets (the identity of the header), so it
+    // takes the bucket shortcut too.
+    const bool exact_per_product = spec.datapath.accumulator.is_exact() && spec.datapath.chunk_accumulator.is_exact();
+    const bool shortcut = !Count && (bucketed || exact_per_product) && kernel.bucket_shortcut_applies();
+    const int threads = thread_count(spec.datapath.threads);
+    std::vector<gemm_stats> per_thread(std::size_t(threads), gemm_stats{});
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (std::int64_t i = 0; i < M; ++i) {
+#if defined(_OPENMP)
+        gemm_stats& local = per_thread[std::size_t(omp_get_thread_num())];
+#else
+        gemm_stats& local = per_thread[0];
+#endif
+        std::vector<double> terms, units, tree;
+        std::vector<std::int32_t> remainders;
+        std::vector<exact_sum> chunk_results;
+        std::vector<std::int64_t> units64, chunk_sum, bucket;
+        for (std::int64_t j = 0; j < N; ++j) {
+            const std::uint64_t out = std::uint64_t(i * N + j);
+            event_sink<Count> sink{&local, nullptr};
+            if constexpr (Count) {
+                local.zero_operand += kernel.zero_operands(i, j);
+                if (spec.datapath.record_lost) sink.lost = stats->lost.data() + out * std::uint64_t(K);
+            }
+            float& result = c[i * N + j];
+            if (shortcut) result = kernel.bucketed_shortcut(i, j, units64, remainders, chunk_sum, bucket);
+            else if (bucketed) result = kernel.bucketed<Count>(i, j, units, remainders, terms, tree, chunk_results, sink);
+            else result = kernel.per_product<Count>(i, j, terms, tree, chunk_results, sink);
+        }
+    }
+    if constexpr (Count)
+        for (const auto& s : per_thread) *stats += s;
+}
+
+}  // namespace detail
+
+// C = A B on the LNS datapath of `spec` (see the header). A: M x K, B: K x N, encoded.
+inline Eigen::MatrixXf lns_gemm(const lns_matrix& A, const lns_matrix& B, const lns_gemm_spec& spec,
+                                gemm_stats* stats = nullptr) {
+    spec.validate();
+    const detail::lns_product_range range = detail::lns_check_operands(A, B, spec);
+    if (spec.datapath.record_lost && stats == nullptr)
+        throw std::invalid_argument("lowbit::lns_gemm: datapath.record_lost = true needs a gemm_stats to record into");
+    const detail::lns_kernel kernel(A, B, spec, range);
+    const std::int64_t M = A.rows(), N = B.cols(), K = A.cols();
+    Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> c(M, N);
+    if (stats != nullptr) {
+        stats->macs += std::uint64_t(M) * std::uint64_t(N) * std::uint64_t(K);
+        if (spec.datapath.record_lost) stats->lost.assign(std::size_t(M * N * K), 0);
+        detail::lns_gemm_rows<true>(kernel, spec, c.data(), stats);
+    } else {
+        detail::lns_gemm_rows<false>(kernel, spec, c.data(), nullptr);
+    }
+    return c;
+}
+
+// C = A B for float (or any arithmetic) matrices: each rounded to LNS by spec.input_a / input_b
+// first (random indices as gemm_spec.hpp's input_a and input_b).
+template <class DA, class DB>
+    requires std::is_arithmetic_v<typename DA::Scalar> && std::is_arithmetic_v<typename DB::Scalar>
+Eigen::MatrixXf lns_gemm(const Eigen::MatrixBase<DA>& A, const Eigen::MatrixBase<DB>& B, const lns_gemm_spec& spec,
+                         gemm_stats* stats = nullptr) {
+    spec.validate();
+    lns_quantizer qa = spec.input_a.quantizer, qb = spec.input_b.quantizer;
+    qa.seed = gemm_random_key(qa.seed, gemm_role::input_a);
+    qb.seed = gemm_random_key(qb.seed, gemm_role::input_b);
+    return lns_gemm(lns_encode(A, qa, spec.input_a.scale), lns_encode(B, qb, spec.input_b.scale), spec, stats);
+}
+
+}  // namespace lowbit
