@@ -93,6 +93,10 @@ struct sum_fp32 {  // fp32 nearest_even: the addition already rounded
     [[gnu::always_inline]] float operator()(float x) const { return x; }
 };
 
+struct sum_fp32_saturating {  // the same, with infinities (overflowed or added) saturated
+    [[gnu::always_inline]] float operator()(float x) const { return std::min(std::max(x, -FLT_MAX), FLT_MAX); }
+};
+
 // An accumulator format without subnormals that saturates, for finite sums: normal sums round by
 // dropping a constant number of bits; below the smallest normal the result is 0 or the smallest
 // normal (of the sum's sign), decided by one threshold per sign.
@@ -159,7 +163,9 @@ template <class Inner>
     const float y_part = sum - x, x_part = sum - y_part;
     const float error = (x - x_part) + (y - y_part);  // exact: x + y = sum + error
     std::uint32_t bits = std::bit_cast<std::uint32_t>(sum);
-    const bool inexact_even = error != 0 && (bits & 1u) == 0;
+    // (An infinite or NaN sum is exact as it stands; its TwoSum error is NaN, not a rounding.)
+    const bool finite = (bits & 0x7F800000u) != 0x7F800000u;
+    const bool inexact_even = finite && error != 0 && (bits & 1u) == 0;
     const bool away_from_zero = ((std::bit_cast<std::uint32_t>(error) ^ bits) >> 31) == 0;
     bits += inexact_even ? (away_from_zero ? 1u : 0xFFFFFFFFu) : 0u;
     return op.inner(std::bit_cast<float>(bits));
@@ -172,7 +178,7 @@ using product_op = std::variant<product_exact, product_range<true>, product_rang
                                 round_full<rounding::toward_zero>, round_full<rounding::toward_positive>,
                                 round_full<rounding::toward_negative>, round_full<rounding::odd>>;
 using accumulate_op =
-    std::variant<sum_fp32, round_flush_saturate<rounding::nearest_even>, round_flush_saturate<rounding::nearest_away>,
+    std::variant<sum_fp32, sum_fp32_saturating, round_flush_saturate<rounding::nearest_even>, round_flush_saturate<rounding::nearest_away>,
                  round_flush_saturate<rounding::toward_zero>, round_flush_saturate<rounding::toward_positive>,
                  round_flush_saturate<rounding::toward_negative>, round_flush_saturate<rounding::odd>,
                  round_full<rounding::nearest_even>, round_full<rounding::nearest_away>,
@@ -390,7 +396,9 @@ inline bool is_fp32_nearest(const quantizer& q) {
 // The accumulator operation for sums whose addends have grid `addend`, or nothing when fp32
 // cannot carry it exactly.
 inline std::optional<accumulate_op> choose_accumulator(const quantizer& q, const value_grid& addend, bool sums_finite) {
-    if (is_fp32_nearest(q)) return accumulate_op{sum_fp32{}};
+    if (is_fp32_nearest(q))
+        return q.as_float()->on_overflow == overflow::saturate ? accumulate_op{sum_fp32_saturating{}}
+                                                                 : accumulate_op{sum_fp32{}};
     const auto grid = float_grid(q);
     if (!grid || !deterministic_float(q)) return {};
     const float_format& f = q.as_float()->format;
@@ -554,7 +562,7 @@ inline bool fast_gemm(const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic,
         Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>::Zero(K, blocks * fast_lanes);
     b_padded.leftCols(N) = b;
     const std::ptrdiff_t ldb = b_padded.cols();
-    const int threads = thread_count(spec.threads);
+    [[maybe_unused]] const int threads = thread_count(spec.threads);  // (unused without OpenMP)
     // Rows of products a thread keeps: a panel, a whole chunk's tree, or an aligned group.
     const std::int64_t rows = spec.model == accumulation::pairwise ? std::int64_t(std::bit_ceil(std::uint64_t(chunk)))
                               : spec.model == accumulation::aligned ? std::max<std::int64_t>(spec.group, fast_panel)
