@@ -21,8 +21,11 @@
 #include <lowbit/analysis/a2q.hpp>
 #include <lowbit/scaling/int_scaling.hpp>
 #include <lowbit/scaling/block_scaling.hpp>
+#include <lowbit/datapath/block_scaled_gemm.hpp>
 #include <lowbit/formats/lns_format.hpp>
 #include <lowbit/rounding/lns_quantize.hpp>
 #include <lowbit/types/lns.hpp>
 #include <lowbit/types/lns_eigen.hpp>
+#include <lowbit/datapath/lns_conversion.hpp>
+#include <lowbit/datapath/lns_gemm.hpp>
 #include <lowbit/nn/madam.hpp>

@@ -4,6 +4,11 @@
 // definition needs them, so it serves every quantizer, model and event counter. Its loops are
 // instantiated per rounding step type (rounding_steps.hpp): no branch on the configuration
 // inside them. The vectorized path (fast_datapath.hpp) takes over where it is proven equal.
+//
+// The reduction (chunks, accumulation model, chunk accumulator) works on any array of exact
+// terms: doubles (products, converted LNS products, block dot products that fit a double), or
+// exact_sums where a term does not fit a double (a block dot product of wide elements, see
+// block_scaled_gemm.hpp). The term_* overloads below are all that it asks of a term.
 #pragma once
 
 #include <lowbit/datapath/exact_sum.hpp>
@@ -16,9 +21,44 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
+#include <span>
+#include <type_traits>
 #include <vector>
 
 namespace lowbit::detail {
+
+// ---- what the reduction asks of a term (a double or an exact_sum) ----
+
+inline exact_sum exact_of(double t) { return exact_sum(t); }
+inline const exact_sum& exact_of(const exact_sum& t) { return t; }
+inline bool term_is_zero(double t) { return t == 0; }
+inline bool term_is_zero(const exact_sum& t) { return t.is_zero(); }
+inline bool term_is_finite(double t) { return std::isfinite(t); }
+inline bool term_is_finite(const exact_sum& t) { return !t.is_special(); }
+// floor(log2 |t|) of a finite non-zero term. Rounding to odd truncates, so it keeps the binade
+// (terms stay far below 2^1024, where it would clamp).
+inline int term_exponent(double t) { return std::ilogb(t); }
+inline int term_exponent(const exact_sum& t) { return std::ilogb(t.to_double_round_odd()); }
+// Whether the double r equals the term numerically (+0 == -0; NaN equals nothing).
+inline bool term_equals(double r, double t) { return r == t; }
+inline bool term_equals(double r, const exact_sum& t) {
+    if (t.is_special()) return r == t.to_double_round_odd();
+    exact_sum d(t);
+    d.add(-r);
+    return d.is_zero();
+}
+
+// x + y rounded once by `step` (a non-exact step of rounding_steps.hpp).
+template <class Step, class X, class Y>
+double round_sum(const Step& step, const X& x, const Y& y, std::uint64_t index, bool& overflowed) {
+    if constexpr (std::is_same_v<X, double> && std::is_same_v<Y, double>) {
+        return step.round_pair(x, y, index, overflowed);
+    } else {
+        exact_sum s(exact_of(x));
+        s.add(y);
+        return step.round_exact(s, index, overflowed);
+    }
+}
 
 // Where the events of one output go; `lost` (or nullptr) points at the output's K flags.
 template <bool Count>
@@ -30,10 +70,11 @@ struct event_sink {
         if constexpr (Count)
             if (lost != nullptr) lost[k] = 1;
     }
-    // An accumulator rounding of the exact sum x + y into r.
-    void addition(double x, double y, double r, bool overflowed) const {
+    // An accumulator rounding of the exact sum x + y (doubles or exact terms) into r.
+    template <class X, class Y>
+    void addition(const X& x, const Y& y, double r, bool overflowed) const {
         if constexpr (Count) {
-            exact_sum s(x);
+            exact_sum s(exact_of(x));
             s.add(y);
             rounding(s, r, overflowed);
         }
@@ -78,7 +119,8 @@ void exact_products(const float* a, const float* b, std::int64_t K, std::uint64_
     }
 }
 
-// The chunk reductions of gemm_spec.hpp for one output: p holds the output's K products.
+// The chunk reductions of gemm_spec.hpp for one output: p holds the output's K terms (doubles
+// or exact_sums).
 template <class Step, bool Count>
 struct chunk_reducer {
     const Step& step;
@@ -88,31 +130,42 @@ struct chunk_reducer {
     event_sink<Count> sink;
     std::vector<double>& tree;  // scratch for the pairwise model
 
-    exact_sum reduce(const double* p, std::int64_t start, std::int64_t n) const {
+    template <class Term>
+    exact_sum reduce(const Term* p, std::int64_t start, std::int64_t n) const {
         if constexpr (Step::exact) {  // an exact accumulator makes every model a fused one
             exact_sum s;
             for (std::int64_t t = 0; t < n; ++t) s.add(p[start + t]);
             return s;
         } else {
-            switch (spec.model) {
-                case accumulation::sequential:
-                case accumulation::fma: return exact_sum(sequential(p, start, n));  // fma: p exact
-                case accumulation::pairwise: return exact_sum(pairwise(p, start, n));
-                case accumulation::fused: return exact_sum(fused(p, start, n));
-                case accumulation::aligned: return exact_sum(aligned(p, start, n));
-            }
-            return {};
+            // A pairwise chunk of one term is that term, unrounded (it need not be a double).
+            if (spec.model == accumulation::pairwise && n == 1) return exact_sum(exact_of(p[start]));
+            return exact_sum(rounded(p, start, n));
         }
     }
 
-    double sequential(const double* p, std::int64_t start, std::int64_t n) const {
+    // The chunk's result when the step rounds: a double (for exact_sum terms, reduce() keeps a
+    // pairwise chunk of one term).
+    template <class Term>
+    double rounded(const Term* p, std::int64_t start, std::int64_t n) const {
+        switch (spec.model) {
+            case accumulation::sequential:
+            case accumulation::fma: return sequential(p, start, n);  // fma: p exact
+            case accumulation::pairwise: return pairwise(p, start, n);
+            case accumulation::fused: return fused(p, start, n);
+            case accumulation::aligned: return aligned(p, start, n);
+        }
+        return 0;
+    }
+
+    template <class Term>
+    double sequential(const Term* p, std::int64_t start, std::int64_t n) const {
         double acc = 0;
         for (std::int64_t k = start; k < start + n; ++k) {
             bool overflowed = false;
-            const double y = step.round_pair(acc, p[k], output * std::uint64_t(K) + std::uint64_t(k), overflowed);
+            const double y = round_sum(step, acc, p[k], output * std::uint64_t(K) + std::uint64_t(k), overflowed);
             if constexpr (Count) {
                 sink.addition(acc, p[k], y, overflowed);
-                if (p[k] != 0 && y == acc) {
+                if (!term_is_zero(p[k]) && y == acc) {
                     ++sink.stats->swamps;
                     sink.mark_lost(k);
                 }
@@ -122,25 +175,40 @@ struct chunk_reducer {
         return acc;
     }
 
-    double pairwise(const double* p, std::int64_t start, std::int64_t n) const {
+    // A double term alone is that term; an exact one is handled by reduce(). The first level adds the terms themselves; the levels above add
+    // the rounded doubles of the level below.
+    template <class Term>
+    double pairwise(const Term* p, std::int64_t start, std::int64_t n) const {
         if (n == 0) return 0;
+        if constexpr (std::is_same_v<Term, double>)
+            if (n == 1) return p[start];
         const std::int64_t width = std::int64_t(std::bit_ceil(std::uint64_t(n)));
-        tree.assign(std::size_t(width), 0.0);
-        std::copy(p + start, p + start + n, tree.begin());
+        tree.assign(std::size_t(width / 2), 0.0);
         const std::uint64_t base = output * 2 * std::uint64_t(K) + 2 * std::uint64_t(start);
-        for (std::int64_t level = 1, nodes = width / 2; nodes >= 1; ++level, nodes /= 2) {
+        const Term zero{};
+        for (std::int64_t t = 0, nodes = width / 2; t < nodes; ++t) {  // level 1: the leaves
+            const Term& x = 2 * t < n ? p[start + 2 * t] : zero;
+            const Term& y = 2 * t + 1 < n ? p[start + 2 * t + 1] : zero;
+            bool overflowed = false;
+            const double r = round_sum(step, x, y, base + std::uint64_t(nodes + t), overflowed);
+            if constexpr (Count) {
+                sink.addition(x, y, r, overflowed);
+                const bool y_lost = !term_is_zero(y) && term_equals(r, x);
+                const bool x_lost = !term_is_zero(x) && term_equals(r, y);
+                if (y_lost || x_lost) ++sink.stats->swamps;
+                if (y_lost) sink.mark_lost(start + 2 * t + 1);
+                if (x_lost) sink.mark_lost(start + 2 * t);
+            }
+            tree[std::size_t(t)] = r;
+        }
+        for (std::int64_t nodes = width / 4; nodes >= 1; nodes /= 2) {
             for (std::int64_t t = 0; t < nodes; ++t) {
                 const double x = tree[std::size_t(2 * t)], y = tree[std::size_t(2 * t + 1)];
                 bool overflowed = false;
                 const double r = step.round_pair(x, y, base + std::uint64_t(nodes + t), overflowed);
                 if constexpr (Count) {
                     sink.addition(x, y, r, overflowed);
-                    const bool y_lost = y != 0 && r == x, x_lost = x != 0 && r == y;
-                    if (y_lost || x_lost) ++sink.stats->swamps;
-                    if (level == 1) {
-                        if (y_lost) sink.mark_lost(start + 2 * t + 1);
-                        if (x_lost) sink.mark_lost(start + 2 * t);
-                    }
+                    if ((y != 0 && r == x) || (x != 0 && r == y)) ++sink.stats->swamps;
                 }
                 tree[std::size_t(t)] = r;
             }
@@ -148,7 +216,8 @@ struct chunk_reducer {
         return tree[0];
     }
 
-    double fused(const double* p, std::int64_t start, std::int64_t n) const {
+    template <class Term>
+    double fused(const Term* p, std::int64_t start, std::int64_t n) const {
         exact_sum s;
         for (std::int64_t k = start; k < start + n; ++k) s.add(p[k]);
         bool overflowed = false;
@@ -166,23 +235,47 @@ struct chunk_reducer {
         return std::ldexp(spec.cut == alignment_cut::toward_zero ? std::trunc(units) : std::floor(units), q);
     }
 
-    double aligned(const double* p, std::int64_t start, std::int64_t n) const {
+    // The same for a finite exact term: floor(|t| / 2^q) 2^q is assembled from 32-bit pieces of
+    // its digits (exact doubles), and toward minus infinity a negative t with a remainder below
+    // 2^q moves one more step away from zero.
+    exact_sum cut(const exact_sum& t, int q) const {
+        exact_sum r;
+        if (t.is_zero()) return r;
+        const bool negative = t.negative();
+        const int top = term_exponent(t);
+        for (int e = q; e <= top; e += 32) {
+            const auto piece = double(t.magnitude_digits(e).whole_low64 & 0xFFFFFFFFu);
+            r.add(std::ldexp(negative ? -piece : piece, e));
+        }
+        if (negative && spec.cut == alignment_cut::toward_negative) {
+            const auto below = t.magnitude_digits(q);
+            if (below.fraction_top32 != 0 || below.sticky) r.add(-std::ldexp(1.0, q));
+        }
+        return r;
+    }
+
+    template <class Term>
+    double aligned(const Term* p, std::int64_t start, std::int64_t n) const {
         double acc = 0;
         for (std::int64_t g0 = start; g0 < start + n; g0 += spec.group) {
             const std::int64_t g1 = std::min<std::int64_t>(g0 + spec.group, start + n);
             int top = INT_MIN;  // largest exponent among the accumulator and the group
             if (acc != 0 && std::isfinite(acc)) top = std::ilogb(acc);
             for (std::int64_t k = g0; k < g1; ++k)
-                if (p[k] != 0 && std::isfinite(p[k])) top = std::max(top, std::ilogb(p[k]));
+                if (!term_is_zero(p[k]) && term_is_finite(p[k])) top = std::max(top, term_exponent(p[k]));
             exact_sum s;
             if (top != INT_MIN) {
                 const int q = top - spec.window;
                 s.add(std::isfinite(acc) ? cut(acc, q) : acc);
                 for (std::int64_t k = g0; k < g1; ++k) {
-                    const double c = std::isfinite(p[k]) ? cut(p[k], q) : p[k];
+                    if (!term_is_finite(p[k])) {
+                        s.add(p[k]);
+                        continue;
+                    }
+                    const auto c = cut(p[k], q);
                     s.add(c);
                     if constexpr (Count)
-                        if (p[k] != 0 && c == 0) {
+                        if (!term_is_zero(p[k]) && term_is_zero(c)) {
                             ++sink.stats->swamps;
                             sink.mark_lost(k);
                         }
@@ -200,10 +293,11 @@ struct chunk_reducer {
     }
 };
 
-// The chunk accumulator: total = chunk_accumulator(total + r_c), in order.
-template <class Step, bool Count>
-exact_sum accumulate_chunks(const std::vector<exact_sum>& results, const Step& step, std::uint64_t output,
-                            const event_sink<Count>& sink) {
+// The chunk accumulator: total = chunk_accumulator(total + r_c), in order, over chunk results
+// that are exact_sums or doubles: an exact_sum when the step is exact, else a double.
+template <class Step, bool Count, class Result>
+auto accumulate_chunks(std::span<const Result> results, const Step& step, std::uint64_t output,
+                       const event_sink<Count>& sink) {
     if constexpr (Step::exact) {
         exact_sum total;
         for (const auto& r : results) total.add(r);
@@ -212,17 +306,15 @@ exact_sum accumulate_chunks(const std::vector<exact_sum>& results, const Step& s
         double total = 0;
         const std::uint64_t chunks = results.size();
         for (std::uint64_t c = 0; c < chunks; ++c) {
-            exact_sum s(total);
-            s.add(results[c]);
             bool overflowed = false;
-            const double y = step.round_exact(s, output * chunks + c, overflowed);
+            const double y = round_sum(step, total, results[c], output * chunks + c, overflowed);
             if constexpr (Count) {
-                sink.rounding(s, y, overflowed);
-                if (!results[c].is_zero() && y == total) ++sink.stats->swamps;
+                sink.addition(total, results[c], y, overflowed);
+                if (!term_is_zero(results[c]) && y == total) ++sink.stats->swamps;
             }
             total = y;
         }
-        return exact_sum(total);
+        return total;
     }
 }
 
@@ -252,25 +344,52 @@ struct exact_datapath {
 
     // The exact value that the chunks, the accumulation model and the chunk accumulator make of
     // K terms (products, or any other exact terms such as converted LNS products or block dot
-    // products: everything after the product rounding of gemm_spec.hpp). Random indices count
-    // terms as they count products.
-    template <bool Count>
-    exact_sum reduce(const double* terms, std::uint64_t out_index, std::vector<double>& tree,
+    // products: everything after the product rounding of gemm_spec.hpp), doubles or exact_sums.
+    // Random indices count terms as they count products.
+    template <bool Count, class Term>
+    exact_sum reduce(const Term* terms, std::uint64_t out_index, std::vector<double>& tree,
                      std::vector<exact_sum>& chunk_results, const event_sink<Count>& sink) const {
-        const std::int64_t chunk = spec.chunk == 0 ? std::max<std::int64_t>(K, 1) : spec.chunk;
-        const std::int64_t chunks = K == 0 ? 1 : (K + chunk - 1) / chunk;
-        chunk_results.assign(std::size_t(chunks), exact_sum{});
-        with_step(spec.accumulator, gemm_random_key(seed_of(spec.accumulator), gemm_role::accumulator),
-                  [&](const auto& step) {
-                      const chunk_reducer<std::decay_t<decltype(step)>, Count> reducer{step, spec, out_index, K, sink, tree};
-                      for (std::int64_t c = 0; c < chunks; ++c) {
-                          const std::int64_t start = c * chunk;
-                          chunk_results[std::size_t(c)] = reducer.reduce(terms, start, std::min(chunk, K - start));
-                      }
-                  });
-        return with_step(
-            spec.chunk_accumulator, gemm_random_key(seed_of(spec.chunk_accumulator), gemm_role::chunk_accumulator),
-            [&](const auto& step) { return accumulate_chunks(chunk_results, step, out_index, sink); });
+        chunk_results.assign(std::size_t(chunk_count()), exact_sum{});
+        with_accumulator_step([&](const auto& step) {
+            reduce_chunks(step, terms, out_index, tree, chunk_results.data(), sink);
+        });
+        return with_chunk_accumulator_step([&](const auto& step) {
+            return exact_sum(exact_of(accumulate_chunks(std::span<const exact_sum>(chunk_results), step, out_index, sink)));
+        });
+    }
+
+    // The two halves of reduce(), for callers that reduce many outputs and make each step once:
+    // reduce_chunks under with_accumulator_step sets results[c] to chunk c's result for
+    // c < chunk_count(); accumulate_chunks under with_chunk_accumulator_step adds them up. The
+    // results may be doubles where the step rounds and the terms are doubles.
+    std::int64_t chunk_size() const { return spec.chunk == 0 ? std::max<std::int64_t>(K, 1) : spec.chunk; }
+    std::int64_t chunk_count() const { return K == 0 ? 1 : (K + chunk_size() - 1) / chunk_size(); }
+
+    template <class Step, bool Count, class Term, class Result>
+    void reduce_chunks(const Step& step, const Term* terms, std::uint64_t out_index, std::vector<double>& tree,
+                       Result* results, const event_sink<Count>& sink) const {
+        static_assert(std::is_same_v<Result, exact_sum> || (!Step::exact && std::is_same_v<Term, double>),
+                      "chunk results are doubles only for a rounding step over double terms: use exact_sum results");
+        const chunk_reducer<Step, Count> reducer{step, spec, out_index, K, sink, tree};
+        const std::int64_t chunk = chunk_size(), chunks = chunk_count();
+        for (std::int64_t c = 0; c < chunks; ++c) {
+            const std::int64_t start = c * chunk;
+            if constexpr (std::is_same_v<Result, exact_sum>)
+                results[c] = reducer.reduce(terms, start, std::min(chunk, K - start));
+            else
+                results[c] = reducer.rounded(terms, start, std::min(chunk, K - start));
+        }
+    }
+
+    // f(step) with the step of the accumulator, or of the chunk accumulator, keyed by its role.
+    template <class F>
+    decltype(auto) with_accumulator_step(F&& f) const {
+        return with_step(spec.accumulator, gemm_random_key(seed_of(spec.accumulator), gemm_role::accumulator), f);
+    }
+    template <class F>
+    decltype(auto) with_chunk_accumulator_step(F&& f) const {
+        return with_step(spec.chunk_accumulator,
+                         gemm_random_key(seed_of(spec.chunk_accumulator), gemm_role::chunk_accumulator), f);
     }
 
     std::uint64_t product_seed() const { return seed_of(spec.product); }
