@@ -1,0 +1,513 @@
+// The flagship: does a CNN keep its accuracy on hardware whose accumulators are 12-bit floats,
+// and can fine-tuning win back what it loses? The central claim of Blumenfeld, Hubara and Soudry,
+// "Towards Cheaper Inference in Deep Networks with Lower Bit-Width Accumulators" (ICLR 2024;
+// ../shared/papers.md section 1), at small scale on Fashion-MNIST:
+//
+//  1. trains a small CNN in fp32 (cached: a second run loads the weights);
+//  2. folds batch norm into the convolutions (as inference hardware runs it) and evaluates the test
+//     set zero-shot with FP8 M4E3 weights and activations (per-tensor exponent bias) and, as
+//     product and accumulator formats, M10E5 ... M6E5 and M7E4, chunks of 16: the paper's Table 8,
+//     with the swamp, underflow and overflow rates of each;
+//  3. fine-tunes with the M7E4 datapath in the forward pass (straight-through gradients in fp32):
+//     stage 1 with underflow disabled, stage 2 with the real format;
+//  4. prints the table and writes results.csv, training.csv and two gnuplot PNGs.
+//
+//   lba_fashion_mnist [--quick] [--out DIR] [--epochs N] [--rounding toward_zero|nearest_even|...]
+//                     [--formats m10e5,m7e4,...] [--chunk 16] [--threads N] ...   (--help for all)
+#include <lowbit/lowbit.hpp>
+#include <lowbit/nn/batch_norm.hpp>
+#include <lowbit/nn/conv2d.hpp>
+#include <lowbit/nn/fashion_mnist.hpp>
+#include <lowbit/nn/flatten.hpp>
+#include <lowbit/nn/linear.hpp>
+#include <lowbit/nn/loss.hpp>
+#include <lowbit/nn/network.hpp>
+#include <lowbit/nn/optimizers.hpp>
+#include <lowbit/nn/pooling.hpp>
+#include <lowbit/nn/relu.hpp>
+
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace {
+
+namespace nn = lowbit::nn;
+using clock_type = std::chrono::steady_clock;
+
+double seconds_since(clock_type::time_point t) { return std::chrono::duration<double>(clock_type::now() - t).count(); }
+
+struct options {
+    bool quick = false;
+    std::string out = "lba_fashion_mnist_out";
+    int epochs = 4;
+    int batch = 64;
+    double learning_rate = 1e-3;
+    std::uint64_t seed = 1;
+    bool retrain = false;
+    std::vector<std::string> formats{"m10e5", "m9e5", "m8e5", "m7e5", "m6e5", "m7e4"};
+    int chunk = 16;
+    std::string rounding = "toward_zero";
+    int m7e4_product_bias = 12, m7e4_accumulator_bias = 10;
+    int e5_product_bias = 28, e5_accumulator_bias = 26;
+    bool subnormals = false;
+    int stats_samples = 20;
+    double stage1_epochs = 0.25, stage2_epochs = 0.1;
+    double finetune_learning_rate = 1e-4;
+    double stage2_learning_rate = 1e-5;  // "a little more" fine-tuning: a tenth of stage 1's rate
+    int threads = 0;
+    std::size_t train_limit = 0, test_limit = 0;  // 0: all
+};
+
+// The CNN: two 3x3 convolutions (K = 9 and K = 32 * 9 = 288) with batch norm, ReLU and 2x2 max
+// pooling, then fully connected 3136 -> 128 (K = 3136) -> 10.
+nn::network make_cnn(std::uint64_t seed) {
+    nn::network net({1, 28, 28});
+    net.add("conv1", nn::conv2d({.channels = 1, .height = 28, .width = 28, .kernel = 3, .padding = 1}, 32, seed));
+    net.add("bn1", nn::batch_norm(32));
+    net.add("relu1", nn::relu{});
+    net.add("pool1", nn::max_pool2d({32, 28, 28}, 2));
+    net.add("conv2", nn::conv2d({.channels = 32, .height = 14, .width = 14, .kernel = 3, .padding = 1}, 64, seed + 1));
+    net.add("bn2", nn::batch_norm(64));
+    net.add("relu2", nn::relu{});
+    net.add("pool2", nn::max_pool2d({64, 14, 14}, 2));
+    net.add("flatten", nn::flatten{});
+    net.add("fc1", nn::linear(64 * 7 * 7, 128, seed + 2));
+    net.add("relu3", nn::relu{});
+    net.add("fc2", nn::linear(128, 10, seed + 3));
+    return net;
+}
+
+nn::tensor images_of(const nn::labeled_images& set, std::size_t begin, std::size_t end) {
+    return {set.images.middleRows(Eigen::Index(begin), Eigen::Index(end - begin)), {1, set.rows, set.cols}};
+}
+
+// Test-set accuracy, in batches of `batch`, with a progress line now and then.
+double evaluate(nn::network& net, const nn::labeled_images& set, std::size_t limit, const std::string& label) {
+    const std::size_t n = std::min(limit == 0 ? set.size() : limit, set.size());
+    const std::size_t batch = 500;
+    std::size_t correct = 0;
+    const auto started = clock_type::now();
+    for (std::size_t begin = 0; begin < n; begin += batch) {
+        const std::size_t end = std::min(n, begin + batch);
+        const nn::tensor out = net.forward(images_of(set, begin, end), nn::pass::inference);
+        correct += nn::correct_predictions(out.values, std::span(set.labels).subspan(begin, end - begin));
+        std::printf("\r  %-34s %6zu/%zu images  accuracy %6.2f%%  %5.1f s", label.c_str(), end, n,
+                    100.0 * double(correct) / double(end), seconds_since(started));
+        std::fflush(stdout);
+    }
+    std::printf("\n");
+    return 100.0 * double(correct) / double(n);
+}
+
+// A fixed number per stage name (FNV-1a), so each stage shuffles differently on every platform.
+std::uint64_t stage_salt(const std::string& stage) {
+    std::uint64_t h = 14695981039346656037ull;
+    for (const char c : stage) h = (h ^ std::uint8_t(c)) * 1099511628211ull;
+    return h % 1000;
+}
+
+struct curve_point {
+    std::string stage;
+    double epoch;       // fractional epochs since the stage began
+    double train_loss;  // mean over the batches since the previous point
+    double train_accuracy;
+    double test_accuracy;  // NaN where not measured
+};
+
+// Trains for `epochs` (fractional: part of an epoch) over shuffled training data; a progress line
+// ten times an epoch; test accuracy at each epoch's end (and at the stage's end).
+template <class Optimizer>
+double train(nn::network& net, Optimizer& opt, const nn::fashion_mnist_data& data, const options& o, double epochs,
+             const std::string& stage, std::vector<curve_point>& curve) {
+    const std::size_t n = o.train_limit == 0 ? data.train.size() : std::min(o.train_limit, data.train.size());
+    const std::size_t batches_per_epoch = n / std::size_t(o.batch);
+    const std::size_t total = std::max<std::size_t>(1, std::size_t(epochs * double(batches_per_epoch) + 0.5));
+    const std::size_t report_every = std::max<std::size_t>(1, batches_per_epoch / 10);
+    const auto started = clock_type::now();
+    double loss_sum = 0;
+    std::size_t correct = 0, seen = 0;
+    std::vector<std::size_t> order;
+    for (std::size_t step = 0; step < total; ++step) {
+        const std::size_t in_epoch = step % batches_per_epoch;
+        if (in_epoch == 0) {
+            order = nn::shuffled_indices(n, o.seed * 1000003 + stage_salt(stage) + step / batches_per_epoch);
+        }
+        const std::span<const std::size_t> pick(order.data() + in_epoch * std::size_t(o.batch), std::size_t(o.batch));
+        const nn::labeled_images batch = nn::select(data.train, pick);
+        net.zero_grad();
+        const nn::tensor out = net.forward({batch.images, {1, batch.rows, batch.cols}}, nn::pass::training);
+        const nn::loss_and_gradient l = nn::softmax_cross_entropy(out.values, batch.labels);
+        net.backward({l.gradient, out.shape});
+        opt.step();
+        loss_sum += l.loss * double(o.batch);
+        correct += nn::correct_predictions(out.values, batch.labels);
+        seen += std::size_t(o.batch);
+        const bool epoch_end = in_epoch + 1 == batches_per_epoch || step + 1 == total;
+        if ((step + 1) % report_every == 0 || epoch_end) {
+            const double elapsed = seconds_since(started);
+            std::printf("  %-9s epoch %5.2f  batch %5zu/%zu  loss %.4f  train acc %6.2f%%  %6.1f s  (%.0f images/s)\n",
+                        stage.c_str(), double(step + 1) / double(batches_per_epoch), step + 1, total,
+                        loss_sum / double(seen), 100.0 * double(correct) / double(seen), elapsed,
+                        double((step + 1) * std::size_t(o.batch)) / elapsed);
+            std::fflush(stdout);
+            double test_accuracy = std::nan("");
+            if (epoch_end) test_accuracy = evaluate(net, data.test, o.test_limit, stage + " test");
+            curve.push_back({stage, double(step + 1) / double(batches_per_epoch), loss_sum / double(seen),
+                             100.0 * double(correct) / double(seen), test_accuracy});
+            loss_sum = 0, correct = 0, seen = 0;
+        }
+    }
+    return seconds_since(started) / (double(total) / double(batches_per_epoch));  // seconds per epoch
+}
+
+lowbit::rounding rounding_named(const std::string& name) {
+    static const std::map<std::string, lowbit::rounding> modes{
+        {"nearest_even", lowbit::rounding::nearest_even},   {"nearest_away", lowbit::rounding::nearest_away},
+        {"toward_zero", lowbit::rounding::toward_zero},     {"toward_positive", lowbit::rounding::toward_positive},
+        {"toward_negative", lowbit::rounding::toward_negative}, {"stochastic", lowbit::rounding::stochastic},
+        {"odd", lowbit::rounding::odd}};
+    return modes.at(name);
+}
+
+// One row of the table: the product and accumulator formats of an MxEy datapath.
+struct datapath_row {
+    std::string name;  // "M7E4"
+    lowbit::float_format product, accumulator;
+};
+
+datapath_row row_for(const std::string& spelling, const options& o) {
+    const lowbit::float_format parsed = lowbit::float_format::parse(spelling);
+    const bool m7e4 = parsed.exp_bits == 4 && parsed.man_bits == 7;
+    const bool e5 = parsed.exp_bits == 5;
+    const auto make = [&](int bias) {
+        return lowbit::float_format{.exp_bits = parsed.exp_bits, .man_bits = parsed.man_bits, .bias = bias,
+                                    .subnormals = o.subnormals, .specials = lowbit::special_values::none}
+            .validate();
+    };
+    // Other formats than the paper's keep M7E4's largest values: the same top exponent.
+    const auto same_top = [&](int m7e4_bias) { return m7e4_bias + (1 << parsed.exp_bits) - (1 << 4); };
+    const int product_bias = m7e4 ? o.m7e4_product_bias : e5 ? o.e5_product_bias : same_top(o.m7e4_product_bias);
+    const int accumulator_bias =
+        m7e4 ? o.m7e4_accumulator_bias : e5 ? o.e5_accumulator_bias : same_top(o.m7e4_accumulator_bias);
+    return {"M" + std::to_string(parsed.man_bits) + "E" + std::to_string(parsed.exp_bits), make(product_bias),
+            make(accumulator_bias)};
+}
+
+// The same mantissas with the exponent range unbounded below in practice (stage 1 of the
+// fine-tuning): seven exponent bits and a bias that keeps the largest value, so values reach down
+// to 2^-121 (products of the per-tensor-biased FP8 operands stay far above; the run counts the
+// underflows of this datapath to show it) while every value is still a float, which keeps the
+// simulation on lowbit's vectorized path.
+lowbit::float_format without_underflow(lowbit::float_format f) {
+    const int top = f.emax();
+    f.exp_bits = 7;
+    f.bias = (1 << 7) - 1 - top;
+    return f.validate();
+}
+
+nn::gemm_datapath datapath_for(const lowbit::float_format& product, const lowbit::float_format& accumulator,
+                               const options& o, lowbit::gemm_stats* stats = nullptr) {
+    const lowbit::rounding mode = rounding_named(o.rounding);
+    const lowbit::float_quantizer q_prod{.format = product, .mode = mode, .on_overflow = lowbit::overflow::saturate,
+                                         .seed = o.seed};
+    const lowbit::float_quantizer q_acc{.format = accumulator, .mode = mode, .on_overflow = lowbit::overflow::saturate,
+                                        .seed = o.seed + 1};
+    return {.spec = lowbit::gemm_spec{.product = q_prod, .accumulator = q_acc, .chunk = o.chunk,
+                                      .chunk_accumulator = q_acc, .threads = o.threads},
+            .weights = nn::range_biased_float{},
+            .activations = nn::range_biased_float{},
+            .stats = stats};
+}
+
+// "M7E4 bias 12": the paper's spelling with the bias (every format here flushes or has subnormals
+// as the run says, and saturates).
+std::string paper_name(const lowbit::float_format& f) {
+    return "M" + std::to_string(f.man_bits) + "E" + std::to_string(f.exp_bits) + " bias " +
+           std::to_string(f.exponent_bias());
+}
+
+struct event_rates {
+    double swamp = 0, underflow = 0, overflow = 0;
+};
+
+// Event rates over the first `samples` test images (counting takes gemm's exact path: slower).
+event_rates measure_events(nn::network& net, const nn::labeled_images& test, nn::gemm_datapath d, int samples) {
+    lowbit::gemm_stats stats;
+    d.stats = &stats;
+    net.set_datapath(d);
+    const auto started = clock_type::now();
+    const std::size_t n = std::min<std::size_t>(std::size_t(samples), test.size());
+    const std::size_t batch = 10;
+    for (std::size_t begin = 0; begin < n; begin += batch) {
+        const std::size_t end = std::min(n, begin + batch);
+        net.forward(images_of(test, begin, end), nn::pass::inference);
+        std::printf("\r  counting events %6zu/%zu images  %5.1f s", end, n, seconds_since(started));
+        std::fflush(stdout);
+    }
+    std::printf("\n");
+    const double macs = double(std::max<std::uint64_t>(stats.macs, 1));
+    return {double(stats.swamps) / macs, double(stats.product_underflows) / macs,
+            double(stats.product_overflows + stats.accumulator_overflows) / macs};
+}
+
+struct result_row {
+    std::string name;
+    std::string product, accumulator;
+    double zero_shot = 0;
+    event_rates events;
+    std::optional<double> stage1, fine_tuned;
+};
+
+void write_plots(const std::string& out, const std::vector<result_row>& rows, double fp32, double fp8,
+                 const std::vector<curve_point>& curve) {
+    // accuracy.dat: one line per format: index, name, zero-shot, fine-tuned (or NaN)
+    {
+        std::ofstream dat(out + "/accuracy.dat");
+        for (std::size_t i = 0; i < rows.size(); ++i)
+            dat << i << " " << rows[i].name << " " << rows[i].zero_shot << " "
+                << (rows[i].fine_tuned ? std::to_string(*rows[i].fine_tuned) : "NaN") << "\n";
+    }
+    {
+        std::ofstream dat(out + "/training.dat");
+        std::string stage;
+        for (const auto& p : curve) {
+            if (p.stage != stage && !stage.empty()) dat << "\n\n";
+            stage = p.stage;
+            dat << p.epoch << " " << p.train_loss << " " << p.train_accuracy << " "
+                << (std::isnan(p.test_accuracy) ? std::string("NaN") : std::to_string(p.test_accuracy)) << "\n";
+        }
+    }
+    // The y axis spans the accuracies (bars from 0 would hide differences of a point).
+    double low = std::min(fp32, fp8), high = std::max(fp32, fp8);
+    for (const auto& r : rows) {
+        low = std::min(low, r.zero_shot), high = std::max(high, r.zero_shot);
+        if (r.fine_tuned) low = std::min(low, *r.fine_tuned), high = std::max(high, *r.fine_tuned);
+    }
+    const double y_low = std::max(0.0, std::floor(low) - 2), y_high = std::min(100.0, std::ceil(high) + 1);
+    std::ofstream gp(out + "/plots.gp");
+    gp << "set terminal pngcairo size 1000,560 font 'Sans,11' noenhanced\n"
+       << "set output '" << out << "/accuracy.png'\n"
+       << "set title 'Fashion-MNIST CNN, FP8 M4E3 weights and activations: test accuracy per accumulator format'\n"
+       << "set ylabel 'test accuracy (%)'\nset style data histograms\nset style histogram clustered gap 1\n"
+       << "set style fill solid 0.8 border -1\nset boxwidth 0.9\nset key outside bottom center horizontal\n"
+       << "set grid ytics\nset yrange [" << y_low << ":" << y_high << "]\nset xtics rotate by 0\n"
+       << "plot '" << out << "/accuracy.dat' using 3:xtic(2) title 'zero-shot', '' using 4 title 'fine-tuned', "
+       << fp32 << " with lines lw 2 lc rgb 'black' title 'fp32 (" << fp32 << "%)', " << fp8
+       << " with lines lw 2 dt 2 lc rgb 'gray40' title 'FP8 inputs, exact accumulation (" << fp8 << "%)'\n";
+    gp << "set output '" << out << "/training.png'\n"
+       << "set terminal pngcairo size 1200,500 font 'Sans,11' noenhanced\n"
+       << "set multiplot layout 1,2 title 'Training curves (fp32 training; fine-tuning on the M7E4 datapath)'\n"
+       << "set style data linespoints\nunset style\nset autoscale y\nset xlabel 'epoch of the stage'\n"
+       << "set key bottom right\nset title 'training loss'\nset ylabel 'loss'\nset logscale y\nplot ";
+    std::vector<std::string> stages;
+    for (const auto& p : curve)
+        if (std::find(stages.begin(), stages.end(), p.stage) == stages.end()) stages.push_back(p.stage);
+    for (std::size_t s = 0; s < stages.size(); ++s)
+        gp << (s ? ", " : "") << "'" << out << "/training.dat' index " << s << " using 1:2 with linespoints title '"
+           << stages[s] << "'";
+    gp << "\nunset logscale y\nset title 'accuracy'\nset ylabel 'accuracy (%)'\nplot ";
+    for (std::size_t s = 0; s < stages.size(); ++s)
+        gp << (s ? ", " : "") << "'" << out << "/training.dat' index " << s << " using 1:3 with lines title '"
+           << stages[s] << " (train)', '' index " << s << " using 1:4 with points pt 7 ps 1.2 title '" << stages[s]
+           << " (test)'";
+    gp << "\nunset multiplot\n";
+    gp.close();
+    const std::string command = "gnuplot '" + out + "/plots.gp'";
+    if (std::system(command.c_str()) != 0)
+        std::fprintf(stderr, "gnuplot failed (Debian: apt-get install gnuplot-nox); the data is in %s\n", out.c_str());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    options o;
+    CLI::App app{"Low bit-width accumulators on Fashion-MNIST: fp32 training, zero-shot evaluation on MxEy "
+                 "accumulators, fine-tuning on M7E4"};
+    app.add_flag("--quick", o.quick, "a small subset and short training (for CI): 6000 training and 1000 test images");
+    app.add_option("--out", o.out, "output directory (weights cache, CSV, PNG)")
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // scripts/demo.sh gives a default
+    app.add_option("--epochs", o.epochs, "fp32 training epochs")->check(CLI::Range(1, 100));
+    app.add_option("--batch", o.batch, "mini-batch size")->check(CLI::Range(1, 4096));
+    app.add_option("--lr", o.learning_rate, "fp32 training learning rate (Adam)")->check(CLI::PositiveNumber);
+    app.add_option("--seed", o.seed, "seed of initialisation, shuffling and stochastic rounding");
+    app.add_flag("--retrain", o.retrain, "train even if cached weights exist");
+    app.add_option("--formats", o.formats, "accumulator formats (MxEy), comma separated")->delimiter(',');
+    app.add_option("--chunk", o.chunk, "chunk size of the accumulation (0: no chunks)")->check(CLI::Range(0, 1 << 20));
+    app.add_option("--rounding", o.rounding, "rounding of products and accumulators")
+        ->check(CLI::IsMember({"toward_zero", "nearest_even", "nearest_away", "toward_positive", "toward_negative",
+                               "stochastic", "odd"}));
+    app.add_option("--m7e4-product-bias", o.m7e4_product_bias, "exponent bias of M7E4 products (paper: 12)");
+    app.add_option("--m7e4-acc-bias", o.m7e4_accumulator_bias, "exponent bias of the M7E4 accumulator (paper: 10)");
+    app.add_option("--e5-product-bias", o.e5_product_bias, "exponent bias of MxE5 products");
+    app.add_option("--e5-acc-bias", o.e5_accumulator_bias, "exponent bias of MxE5 accumulators");
+    app.add_flag("--subnormals", o.subnormals, "keep subnormals in products and accumulators (default: flush to zero)");
+    app.add_option("--stats-samples", o.stats_samples, "test images on which events are counted")->check(CLI::Range(0, 10000));
+    app.add_option("--stage1-epochs", o.stage1_epochs, "fine-tuning stage 1 (no underflow), in epochs")->check(CLI::Range(0.0, 100.0));
+    app.add_option("--stage2-epochs", o.stage2_epochs, "fine-tuning stage 2 (real M7E4), in epochs")->check(CLI::Range(0.0, 100.0));
+    app.add_option("--finetune-lr", o.finetune_learning_rate, "fine-tuning stage 1 learning rate (Adam)")->check(CLI::PositiveNumber);
+    app.add_option("--stage2-lr", o.stage2_learning_rate, "fine-tuning stage 2 learning rate (Adam)")->check(CLI::PositiveNumber);
+    app.add_option("--threads", o.threads, "threads (0: all cores)")->check(CLI::Range(0, 1024));
+    CLI11_PARSE(app, argc, argv);
+    if (o.quick) {
+        o.train_limit = 6000, o.test_limit = 1000;
+        if (app.count("--epochs") == 0) o.epochs = 2;
+        if (app.count("--stats-samples") == 0) o.stats_samples = 10;
+    }
+#if defined(_OPENMP)
+    if (o.threads > 0) omp_set_num_threads(o.threads);  // Eigen's fp32 GEMM follows OpenMP
+#endif
+    const auto run_started = clock_type::now();
+    std::filesystem::create_directories(o.out);
+
+    std::vector<datapath_row> formats;
+    for (const auto& f : o.formats) formats.push_back(row_for(f, o));
+
+    std::printf("Loading Fashion-MNIST from %s\n", nn::fashion_mnist_default_dir);
+    const nn::fashion_mnist_data data = nn::load_fashion_mnist();
+    std::printf("  %zu training and %zu test images%s\n", data.train.size(), data.test.size(),
+                o.quick ? " (--quick: 6000 and 1000 of them are used)" : "");
+
+    // 1. fp32 training, or the cached weights.
+    nn::network net = make_cnn(o.seed);
+    std::printf("\nThe CNN:\n%s", net.describe().c_str());
+    const std::string cache = o.out + "/cnn_fp32_" + std::to_string(o.epochs) + "ep_seed" + std::to_string(o.seed) +
+                              (o.quick ? "_quick" : "") + ".weights";
+    std::vector<curve_point> curve;
+    double fp32_epoch_seconds = std::nan("");
+    bool trained = false;
+    if (!o.retrain && std::filesystem::exists(cache)) {
+        try {
+            net.load(cache);
+            trained = true;
+            std::printf("\n1. fp32 training: loaded the cached weights %s (--retrain to train again)\n", cache.c_str());
+        } catch (const std::exception& e) {
+            std::printf("\n1. the cached weights cannot be used (%s): training\n", e.what());
+        }
+    }
+    if (!trained) {
+        std::printf("\n1. fp32 training: %d epochs, Adam, learning rate %g, batches of %d\n", o.epochs, o.learning_rate,
+                    o.batch);
+        nn::adam opt(net.parameters(true), {.learning_rate = o.learning_rate});
+        fp32_epoch_seconds = 0;
+        for (int e = 0; e < o.epochs; ++e) {
+            // a step decay: the last epoch at a tenth of the rate
+            if (e == o.epochs - 1 && o.epochs > 1) opt.set_learning_rate(o.learning_rate / 10);
+            std::vector<curve_point> epoch_curve;
+            fp32_epoch_seconds += train(net, opt, data, o, 1.0, "fp32", epoch_curve);
+            for (auto& p : epoch_curve) p.epoch += e, curve.push_back(p);
+        }
+        fp32_epoch_seconds /= o.epochs;
+        net.save(cache);
+        std::printf("  saved %s (%.1f s per epoch)\n", cache.c_str(), fp32_epoch_seconds);
+    }
+
+    // 2. zero-shot on the datapaths
+    nn::network folded = nn::fold_batch_norm(net);
+    std::printf("\n2. Inference network (batch norm folded into the convolutions):\n%s", folded.describe().c_str());
+    const double fp32_accuracy = evaluate(folded, data.test, o.test_limit, "fp32");
+    folded.set_datapath({.spec = std::nullopt, .weights = nn::range_biased_float{}, .activations = nn::range_biased_float{}, .stats = nullptr});
+    const double fp8_accuracy = evaluate(folded, data.test, o.test_limit, "FP8 inputs, fp32 accumulation");
+    std::printf("\n   Zero-shot: FP8 M4E3 weights and activations, products and accumulators MxEy, chunk %d, %s, %s, "
+                "saturating\n",
+                o.chunk, o.rounding.c_str(), o.subnormals ? "subnormals" : "flush to zero");
+    std::vector<result_row> rows;
+    for (const auto& f : formats) {
+        result_row row{f.name, paper_name(f.product), paper_name(f.accumulator), 0.0, {}, {}, {}};
+        const nn::gemm_datapath d = datapath_for(f.product, f.accumulator, o);
+        folded.set_datapath(d);
+        row.zero_shot = evaluate(folded, data.test, o.test_limit, f.name + " zero-shot");
+        if (o.stats_samples > 0) row.events = measure_events(folded, data.test, d, o.stats_samples);
+        rows.push_back(row);
+    }
+
+    // 3. fine-tuning on M7E4 (when it is among the formats)
+    double finetune_epoch_seconds = std::nan("");
+    for (std::size_t r = 0; r < rows.size(); ++r) {
+        if (rows[r].name != "M7E4") continue;
+        const datapath_row& f = formats[r];
+        nn::network tuned = nn::fold_batch_norm(net);
+        nn::adam opt(tuned.parameters(true), {.learning_rate = o.finetune_learning_rate});
+        const nn::gemm_datapath real = datapath_for(f.product, f.accumulator, o);
+        double seconds = 0, epochs = 0;
+        if (o.stage1_epochs > 0) {
+            std::printf("\n3. Fine-tuning on M7E4, stage 1: underflow disabled (%s / %s), %.2f epochs, Adam %g\n",
+                        lowbit::to_string(without_underflow(f.product)).c_str(),
+                        lowbit::to_string(without_underflow(f.accumulator)).c_str(), o.stage1_epochs,
+                        o.finetune_learning_rate);
+            const nn::gemm_datapath stage1 = datapath_for(without_underflow(f.product), without_underflow(f.accumulator), o);
+            if (o.stats_samples > 0) {
+                const event_rates e = measure_events(tuned, data.test, stage1, o.stats_samples);
+                std::printf("   stage-1 datapath on the test images: underflow rate %.6f%%, swamp rate %.3f%%\n",
+                            100 * e.underflow, 100 * e.swamp);
+            }
+            tuned.set_datapath(stage1);
+            seconds += train(tuned, opt, data, o, o.stage1_epochs, "stage1", curve) * o.stage1_epochs;
+            epochs += o.stage1_epochs;
+            tuned.set_datapath(real);
+            rows[r].stage1 = evaluate(tuned, data.test, o.test_limit, "after stage 1, on real M7E4");
+        }
+        if (o.stage2_epochs > 0) {
+            std::printf("\n   Stage 2: the real M7E4 datapath, %.2f epochs, Adam %g\n", o.stage2_epochs,
+                        o.stage2_learning_rate);
+            tuned.set_datapath(real);
+            opt.set_learning_rate(o.stage2_learning_rate);
+            seconds += train(tuned, opt, data, o, o.stage2_epochs, "stage2", curve) * o.stage2_epochs;
+            epochs += o.stage2_epochs;
+            rows[r].fine_tuned = curve.back().test_accuracy;  // measured at the stage's end, on real M7E4
+        } else {
+            rows[r].fine_tuned = rows[r].stage1;
+        }
+        if (epochs > 0) finetune_epoch_seconds = seconds / epochs;
+        tuned.save(o.out + "/cnn_m7e4_finetuned.weights");
+    }
+
+    // 4. the table, the CSV, the plots
+    std::printf("\nTest accuracy (%s%zu images): fp32 %.2f%%, FP8 M4E3 inputs with exact accumulation %.2f%%\n",
+                o.test_limit ? "first " : "", o.test_limit ? o.test_limit : data.test.size(), fp32_accuracy,
+                fp8_accuracy);
+    std::printf("%-6s %-15s %-15s %9s %10s %10s %10s %9s %10s\n", "acc", "product", "accumulator",
+                "zero-shot", "swamps", "underflow", "overflow", "stage 1", "fine-tuned");
+    std::ofstream csv(o.out + "/results.csv");
+    csv << "format,product,accumulator,chunk,rounding,fp32_accuracy,fp8_accuracy,zero_shot_accuracy,swamp_rate,"
+           "underflow_rate,overflow_rate,stage1_accuracy,fine_tuned_accuracy\n";
+    const auto opt_text = [](const std::optional<double>& v) { return v ? std::to_string(*v) : std::string(); };
+    for (const auto& r : rows) {
+        std::printf("%-6s %-15s %-15s %8.2f%% %9.3f%% %9.3f%% %9.4f%% %8s%% %9s%%\n", r.name.c_str(),
+                    r.product.c_str(), r.accumulator.c_str(), r.zero_shot, 100 * r.events.swamp,
+                    100 * r.events.underflow, 100 * r.events.overflow,
+                    r.stage1 ? std::to_string(*r.stage1).substr(0, 5).c_str() : "-",
+                    r.fine_tuned ? std::to_string(*r.fine_tuned).substr(0, 5).c_str() : "-");
+        csv << r.name << ',' << r.product << ',' << r.accumulator << ',' << o.chunk << ',' << o.rounding << ','
+            << fp32_accuracy << ',' << fp8_accuracy << ',' << r.zero_shot << ',' << r.events.swamp << ','
+            << r.events.underflow << ',' << r.events.overflow << ',' << opt_text(r.stage1) << ','
+            << opt_text(r.fine_tuned) << '\n';
+    }
+    csv.close();
+    {
+        std::ofstream training(o.out + "/training.csv");
+        training << "stage,epoch,train_loss,train_accuracy,test_accuracy\n";
+        for (const auto& p : curve)
+            training << p.stage << ',' << p.epoch << ',' << p.train_loss << ',' << p.train_accuracy << ','
+                     << (std::isnan(p.test_accuracy) ? std::string() : std::to_string(p.test_accuracy)) << '\n';
+    }
+    write_plots(o.out, rows, fp32_accuracy, fp8_accuracy, curve);
+    std::printf("\nEvent rates per multiply-accumulate, counted on the first %d test images.\n", o.stats_samples);
+    if (!std::isnan(fp32_epoch_seconds)) std::printf("fp32 training: %.1f s per epoch\n", fp32_epoch_seconds);
+    if (!std::isnan(finetune_epoch_seconds)) std::printf("M7E4 fine-tuning: %.1f s per epoch\n", finetune_epoch_seconds);
+    std::printf("Wrote %s/results.csv, training.csv, accuracy.png, training.png. Total time %.1f s\n", o.out.c_str(),
+                seconds_since(run_started));
+}
