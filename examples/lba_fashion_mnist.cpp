@@ -129,7 +129,8 @@ struct curve_point {
 };
 
 // Trains for `epochs` (fractional: part of an epoch) over shuffled training data; a progress line
-// ten times an epoch; test accuracy at each epoch's end (and at the stage's end).
+// ten times an epoch; test accuracy at each epoch's end (and at the stage's end). Returns the
+// training time per epoch.
 template <class Optimizer>
 double train(nn::network& net, Optimizer& opt, const nn::fashion_mnist_data& data, const options& o, double epochs,
              const std::string& stage, std::vector<curve_point>& curve) {
@@ -138,7 +139,7 @@ double train(nn::network& net, Optimizer& opt, const nn::fashion_mnist_data& dat
     const std::size_t total = std::max<std::size_t>(1, std::size_t(epochs * double(batches_per_epoch) + 0.5));
     const std::size_t report_every = std::max<std::size_t>(1, batches_per_epoch / 10);
     const auto started = clock_type::now();
-    double loss_sum = 0;
+    double loss_sum = 0, evaluation_seconds = 0;
     std::size_t correct = 0, seen = 0;
     std::vector<std::size_t> order;
     for (std::size_t step = 0; step < total; ++step) {
@@ -162,16 +163,21 @@ double train(nn::network& net, Optimizer& opt, const nn::fashion_mnist_data& dat
             std::printf("  %-9s epoch %5.2f  batch %5zu/%zu  loss %.4f  train acc %6.2f%%  %6.1f s  (%.0f images/s)\n",
                         stage.c_str(), double(step + 1) / double(batches_per_epoch), step + 1, total,
                         loss_sum / double(seen), 100.0 * double(correct) / double(seen), elapsed,
-                        double((step + 1) * std::size_t(o.batch)) / elapsed);
+                        double((step + 1) * std::size_t(o.batch)) / (elapsed - evaluation_seconds));
             std::fflush(stdout);
             double test_accuracy = std::nan("");
-            if (epoch_end) test_accuracy = evaluate(net, data.test, o.test_limit, stage + " test");
+            if (epoch_end) {
+                const auto evaluation_started = clock_type::now();
+                test_accuracy = evaluate(net, data.test, o.test_limit, stage + " test");
+                evaluation_seconds += seconds_since(evaluation_started);
+            }
             curve.push_back({stage, double(step + 1) / double(batches_per_epoch), loss_sum / double(seen),
                              100.0 * double(correct) / double(seen), test_accuracy});
             loss_sum = 0, correct = 0, seen = 0;
         }
     }
-    return seconds_since(started) / (double(total) / double(batches_per_epoch));  // seconds per epoch
+    // seconds per epoch of training (the test evaluations left out)
+    return (seconds_since(started) - evaluation_seconds) / (double(total) / double(batches_per_epoch));
 }
 
 lowbit::rounding rounding_named(const std::string& name) {
@@ -281,13 +287,20 @@ void write_plots(const std::string& out, const std::vector<result_row>& rows, do
             dat << i << " " << rows[i].name << " " << rows[i].zero_shot << " "
                 << (rows[i].fine_tuned ? std::to_string(*rows[i].fine_tuned) : "NaN") << "\n";
     }
+    // training.dat: one block per stage (fp32, stage1, stage2); the fine-tuning stages count
+    // epochs from the start of fine-tuning, so stage 2 continues where stage 1 ended.
+    std::vector<std::string> stages;
     {
         std::ofstream dat(out + "/training.dat");
-        std::string stage;
+        double offset = 0, last = 0;
         for (const auto& p : curve) {
-            if (p.stage != stage && !stage.empty()) dat << "\n\n";
-            stage = p.stage;
-            dat << p.epoch << " " << p.train_loss << " " << p.train_accuracy << " "
+            if (stages.empty() || p.stage != stages.back()) {
+                if (!stages.empty()) dat << "\n\n";
+                offset = p.stage == "stage2" ? last : 0;
+                stages.push_back(p.stage);
+            }
+            last = offset + p.epoch;
+            dat << last << " " << p.train_loss << " " << p.train_accuracy << " "
                 << (std::isnan(p.test_accuracy) ? std::string("NaN") : std::to_string(p.test_accuracy)) << "\n";
         }
     }
@@ -308,23 +321,34 @@ void write_plots(const std::string& out, const std::vector<result_row>& rows, do
        << "plot '" << out << "/accuracy.dat' using 3:xtic(2) title 'zero-shot', '' using 4 title 'fine-tuned', "
        << fp32 << " with lines lw 2 lc rgb 'black' title 'fp32 (" << fp32 << "%)', " << fp8
        << " with lines lw 2 dt 2 lc rgb 'gray40' title 'FP8 inputs, exact accumulation (" << fp8 << "%)'\n";
-    gp << "set output '" << out << "/training.png'\n"
-       << "set terminal pngcairo size 1200,500 font 'Sans,11' noenhanced\n"
-       << "set multiplot layout 1,2 title 'Training curves (fp32 training; fine-tuning on the M7E4 datapath)'\n"
-       << "set style data linespoints\nunset style\nset autoscale y\nset xlabel 'epoch of the stage'\n"
-       << "set key bottom right\nset title 'training loss'\nset ylabel 'loss'\nset logscale y\nplot ";
-    std::vector<std::string> stages;
-    for (const auto& p : curve)
-        if (std::find(stages.begin(), stages.end(), p.stage) == stages.end()) stages.push_back(p.stage);
-    for (std::size_t s = 0; s < stages.size(); ++s)
-        gp << (s ? ", " : "") << "'" << out << "/training.dat' index " << s << " using 1:2 with linespoints title '"
-           << stages[s] << "'";
-    gp << "\nunset logscale y\nset title 'accuracy'\nset ylabel 'accuracy (%)'\nplot ";
-    for (std::size_t s = 0; s < stages.size(); ++s)
-        gp << (s ? ", " : "") << "'" << out << "/training.dat' index " << s << " using 1:3 with lines title '"
-           << stages[s] << " (train)', '' index " << s << " using 1:4 with points pt 7 ps 1.2 title '" << stages[s]
-           << " (test)'";
-    gp << "\nunset multiplot\n";
+    // training.png: a row of panels (loss, accuracy) for fp32 training (when it ran) and one for
+    // the fine-tuning stages.
+    const bool has_fp32 = !stages.empty() && stages.front() == "fp32";
+    const std::size_t tuning_first = has_fp32 ? 1 : 0;
+    const int panel_rows = int(has_fp32) + int(stages.size() > tuning_first);
+    if (panel_rows > 0) {
+        gp << "set output '" << out << "/training.png'\n"
+           << "set terminal pngcairo size 1200," << 40 + 380 * panel_rows << " font 'Sans,11' noenhanced\n"
+           << "set multiplot layout " << panel_rows << ",2 title 'Training curves (test accuracy: dots)'\n"
+           << "set style data linespoints\nunset style\nset autoscale y\nset key bottom right\n";
+        const auto panels = [&](std::size_t first, std::size_t last, const std::string& what, const std::string& x_label) {
+            gp << "set xlabel '" << x_label << "'\nset title '" << what << ": training loss'\nset ylabel 'loss'\n"
+               << "set logscale y\nplot ";
+            for (std::size_t s = first; s < last; ++s)
+                gp << (s > first ? ", " : "") << "'" << out << "/training.dat' index " << s
+                   << " using 1:2 with linespoints title '" << stages[s] << "'";
+            gp << "\nunset logscale y\nset title '" << what << ": accuracy'\nset ylabel 'accuracy (%)'\nplot ";
+            for (std::size_t s = first; s < last; ++s)
+                gp << (s > first ? ", " : "") << "'" << out << "/training.dat' index " << s
+                   << " using 1:3 with lines title '" << stages[s] << " train', '' index " << s
+                   << " using 1:4 with points pt 7 ps 1.4 title '" << stages[s] << " test'";
+            gp << "\n";
+        };
+        if (has_fp32) panels(0, 1, "fp32 training", "epoch");
+        if (stages.size() > tuning_first)
+            panels(tuning_first, stages.size(), "fine-tuning on the M7E4 datapath", "epochs of fine-tuning");
+    }
+    gp << "unset multiplot\n";
     gp.close();
     const std::string command = "gnuplot '" + out + "/plots.gp'";
     if (std::system(command.c_str()) != 0)

@@ -1,6 +1,7 @@
-// How much does the granularity of the scale matter at 4 and 8 bits? Heavy-tailed weights (a
-// Student t with 3 degrees of freedom, as trained weights are: until lowbit has a trained
-// Fashion-MNIST CNN to take real weights from) and heavy-tailed activations, quantized with one
+// How much does the granularity of the scale matter at 4 and 8 bits? Real weights (with
+// --weights: a tensor of a lowbit weights file, such as the Fashion-MNIST CNN that
+// lba_fashion_mnist trains and caches; otherwise heavy-tailed synthetic weights, a Student t with
+// 3 degrees of freedom) and heavy-tailed activations, quantized with one
 // scale per tensor, one per channel, one per vector of 16 (VS-Quant, two-level integer scales),
 // one per block of 32 (OCP MX: E8M0 scales) and per block of 16 (NVFP4: ue4m3 scales times an
 // fp32 scale per tensor). For each: the relative RMS error of the quantized weights and
@@ -10,11 +11,14 @@
 // rescale computes, up to the fp32 accumulation), all against the exact product of the
 // unquantized data. Writes scaling_tour.csv and renders scaling_tour.png (gnuplot).
 //
-//   scaling_tour [--rows 256] [--depth 1024] [--batch 64] [--seed 1] [--out DIR]
+//   scaling_tour [--weights FILE --tensor fc1.weight] [--rows 256] [--depth 1024] [--batch 64]
+//                [--seed 1] [--out DIR]
 #include <lowbit/lowbit.hpp>
+#include <lowbit/nn/weights_file.hpp>
 
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -82,10 +86,32 @@ int main(int argc, char** argv) {
     app.add_option("--batch", batch, "columns of X")->check(CLI::Range(1, 4096));
     app.add_option("--seed", seed, "random seed of the data");
     app.add_option("--out", out_dir, "directory for scaling_tour.csv and .png")->check(CLI::ExistingDirectory);
+    std::string weights_file, tensor_name = "fc1.weight";
+    app.add_option("--weights", weights_file,
+                   "a lowbit weights file (e.g. lba_fashion_mnist's cnn_fp32_*.weights) to take W from")
+        ->check(CLI::ExistingFile);
+    app.add_option("--tensor", tensor_name, "the tensor of --weights (rows: output channels, columns: K)");
     CLI11_PARSE(app, argc, argv);
 
     std::mt19937_64 gen(seed);
-    const row_major W = student_t(rows, depth, 0.02, gen);  // M x K, K along each row
+    row_major W;  // M x K, K along each row
+    std::string w_source = "Student t (3 dof)";
+    if (weights_file.empty()) {
+        W = student_t(rows, depth, 0.02, gen);
+    } else {
+        std::vector<lowbit::nn::named_tensor> tensors = lowbit::nn::read_weights(weights_file);
+        const auto found = std::find_if(tensors.begin(), tensors.end(), [&](const auto& t) { return t.name == tensor_name; });
+        if (found == tensors.end() || found->shape.size() != 2) {
+            std::fprintf(stderr, "%s has no two-dimensional tensor named '%s'; it has:", weights_file.c_str(),
+                         tensor_name.c_str());
+            for (const auto& t : tensors) std::fprintf(stderr, " %s", t.name.c_str());
+            std::fprintf(stderr, "\n");
+            return 1;
+        }
+        rows = int(found->shape[0]), depth = int(found->shape[1]);
+        W = Eigen::Map<const row_major>(found->values.data(), rows, depth);
+        w_source = tensor_name + " of the trained CNN";
+    }
     const row_major X = student_t(depth, batch, 1.0, gen);  // K x N, K down each column
     const Eigen::MatrixXd exact = W.cast<double>() * X.cast<double>();
     const auto M = std::size_t(rows), K = std::size_t(depth), N = std::size_t(batch);
@@ -120,8 +146,8 @@ int main(int argc, char** argv) {
         block_row("NVFP4", bits, bits == 4 ? lowbit::nvfp4 : nv_e4m3, bits == 4 ? lowbit::nvfp4 : nv_e4m3);
     }
 
-    std::printf("W %d x %d and X %d x %d, Student t (3 dof); relative RMS error against the unquantized data\n", rows,
-                depth, depth, batch);
+    std::printf("W %d x %d (%s) and X %d x %d (Student t, 3 dof); relative RMS error against the unquantized data\n",
+                rows, depth, w_source.c_str(), depth, batch);
     std::printf("(per-vector: VS-Quant N-bit codes, V = 16, 6-bit scales; MX: %s; NVFP4 at 8 bits: e4m3 elements)\n\n",
                 "MXFP4 / MXFP8 e4m3, V = 32");
     std::printf("%-12s %5s %12s %12s %12s\n", "scheme", "bits", "weights", "activations", "GEMM");
@@ -148,7 +174,7 @@ int main(int argc, char** argv) {
     std::ofstream gp(script_path);
     gp << "set terminal pngcairo size 1200,500 font 'Sans,10' noenhanced\n"
        << "set output '" << out_dir << "/scaling_tour.png'\n"
-       << "set multiplot layout 1,2 title 'Student-t (3 dof) data: relative RMS error by scale granularity'\n"
+       << "set multiplot layout 1,2 title 'W: " << w_source << ", X: Student t (3 dof): relative RMS error by scale granularity'\n"
        << "set style data histogram\nset style histogram cluster gap 1\nset style fill solid 0.8 border -1\n"
        << "set boxwidth 0.9\nset logscale y\nset grid ytics\nset ylabel 'relative RMS error'\nset key top right\n"
        << "set title 'weights W (" << rows << " x " << depth << ")'\n"
