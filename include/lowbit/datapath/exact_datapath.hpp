@@ -70,7 +70,25 @@ struct event_sink {
         if constexpr (Count)
             if (lost != nullptr) lost[k] = 1;
     }
-    // An accumulator rounding of the exact sum x + y (doubles or exact terms) into r.
+    // An accumulator rounding of the exact sum x + y of two doubles into r. When their double sum
+    // is finite, TwoSum gives its exact error, so x + y = s + error: r is exact iff the error is
+    // 0 and r equals s (no 2240-bit sums needed on this, the sequential chain's, hot path).
+    void addition(double x, double y, double r, bool overflowed) const {
+        if constexpr (Count) {
+            const double s = x + y;
+            if (std::isfinite(s)) {
+                const double y_part = s - x, x_part = s - y_part;
+                const double error = (x - x_part) + (y - y_part);
+                stats->accumulator_overflows += overflowed;
+                stats->inexact_additions += !(error == 0 && r == s);
+                return;
+            }
+            exact_sum e(x);
+            e.add(y);
+            rounding(e, r, overflowed);
+        }
+    }
+    // The same for exact terms.
     template <class X, class Y>
     void addition(const X& x, const Y& y, double r, bool overflowed) const {
         if constexpr (Count) {
