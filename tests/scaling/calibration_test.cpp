@@ -189,7 +189,7 @@ TEST_CASE("the model J(s) agrees with the empirical MSE for B >= 4") {
     for (const auto d : {distribution::gaussian, distribution::laplace}) {
         const auto x = random_samples(d, 20000, 11);
         for (int bits = 4; bits <= 8; ++bits) {
-            const double s_opt = lowbit::octav(x, bits, signed_values, 50).scale;
+            const double s_opt = lowbit::octav(x, bits, signed_values, 50, 0, lowbit::octav_step::paper).scale;
             for (const double f : {0.5, 0.8, 1.0, 1.25}) {
                 CAPTURE(name(d), bits, f);
                 const double model = lowbit::clipping_mse(x, f * s_opt, bits, signed_values);
@@ -205,7 +205,7 @@ TEST_CASE("OCTAV finds the MSE-optimal clipping scalar on stratified samples") {
         const auto x = stratified(c.dist, 20000);
         for (int bits = 2; bits <= 8; ++bits) {
             CAPTURE(name(c.dist), lowbit::to_string(c.sign), bits);
-            const double s_octav = lowbit::octav(x, bits, c.sign, 50).scale;  // converged
+            const double s_octav = lowbit::octav(x, bits, c.sign, 50, 0, lowbit::octav_step::paper).scale;  // converged
             const double s_sweep = lowbit::calibrate_mse_sweep(x, bits, c.sign, sweep_steps);
             const double s_model = model_argmin(x, bits, c.sign, sweep_steps);
             CAPTURE(s_octav, s_sweep, s_model);
@@ -224,7 +224,7 @@ TEST_CASE("OCTAV finds the MSE-optimal clipping scalar on random samples") {
         const auto x = random_samples(c.dist, 20000, ++seed);
         for (int bits = 2; bits <= 8; ++bits) {
             CAPTURE(name(c.dist), lowbit::to_string(c.sign), bits);
-            const double s_octav = lowbit::octav(x, bits, c.sign, 50).scale;
+            const double s_octav = lowbit::octav(x, bits, c.sign, 50, 0, lowbit::octav_step::paper).scale;
             const double s_sweep = lowbit::calibrate_mse_sweep(x, bits, c.sign, sweep_steps);
             const double s_model = model_argmin(x, bits, c.sign, sweep_steps);
             CAPTURE(s_octav, s_sweep, s_model);
@@ -251,7 +251,7 @@ TEST_CASE("OCTAV converges to one fixed point from any positive start") {
         const auto x = random_samples(c.dist, 20000, 77);
         const double m = lowbit::calibrate_max(x, c.sign);
         for (const int bits : {1, 2, 3, 4, 6, 8, 12, 16}) {
-            const auto reference = lowbit::octav(x, bits, c.sign, 50);
+            const auto reference = lowbit::octav(x, bits, c.sign, 50, 0, lowbit::octav_step::paper);
             const double fixed = reference.scale;
             const auto& h = reference.history;
             CAPTURE(name(c.dist), lowbit::to_string(c.sign), bits);
@@ -265,12 +265,12 @@ TEST_CASE("OCTAV converges to one fixed point from any positive start") {
             // percent at high B, where the steps from the default start (about mean|x|) shrink.
             // (Unsigned B bits have the step of signed B + 1.)
             const int effective_bits = bits + (c.sign == unsigned_values ? 1 : 0);
-            const double ten = relative_difference(lowbit::octav(x, bits, c.sign).scale, fixed);
+            const double ten = relative_difference(lowbit::octav(x, bits, c.sign, 10, 0, lowbit::octav_step::paper).scale, fixed);
             if (effective_bits <= 6) CHECK(ten < 1e-3);
             else if (effective_bits <= 9) CHECK(ten < 0.05);
             for (const double f : {1e-3, 1e-2, 0.1, 0.5, 1.0, 2.0, 100.0}) {
                 CAPTURE(f);
-                const auto r = lowbit::octav(x, bits, c.sign, 50, f * m);
+                const auto r = lowbit::octav(x, bits, c.sign, 50, f * m, lowbit::octav_step::paper);
                 CHECK(r.history.front() == f * m);
                 CHECK(relative_difference(r.scale, fixed) <= 1e-6);
                 for (std::size_t i = 1; i < r.history.size(); ++i) {
@@ -286,7 +286,7 @@ TEST_CASE("OCTAV converges to one fixed point from any positive start") {
 
 TEST_CASE("OCTAV's result layout and its fixed-point equation") {
     const auto x = random_samples(distribution::laplace, 5000, 3);
-    const auto r = lowbit::octav(x, 4, signed_values, 10);
+    const auto r = lowbit::octav(x, 4, signed_values, 10, 0, lowbit::octav_step::paper);
     REQUIRE(r.history.size() == std::size_t(r.iterations) + 1);
     CHECK(r.scale == r.history.back());
     double sum_abs = 0;
@@ -304,7 +304,7 @@ TEST_CASE("OCTAV's result layout and its fixed-point equation") {
     }
     CHECK(r.history[1] == Approx(above / (std::ldexp(1.0, -8) / 3 * double(inside) + double(clipped))).epsilon(1e-12));
     // Zero iterations: the start itself.
-    const auto none = lowbit::octav(x, 4, signed_values, 0, 2.5);
+    const auto none = lowbit::octav(x, 4, signed_values, 0, 2.5, lowbit::octav_step::paper);
     CHECK(none.iterations == 0);
     CHECK(none.scale == 2.5);
 }
@@ -315,10 +315,10 @@ TEST_CASE("zeros and (for unsigned) negatives do not move OCTAV; unsigned B is s
     for (std::size_t i = 0; i < dense.size(); ++i) sparse.insert(sparse.end(), {0.0f, -dense[i]});
     for (int bits = 2; bits <= 8; ++bits) {
         CAPTURE(bits);
-        const double s = lowbit::octav(dense, bits, unsigned_values).scale;
-        CHECK(lowbit::octav(sparse, bits, unsigned_values).scale == s);
+        const double s = lowbit::octav(dense, bits, unsigned_values, 10, 0, lowbit::octav_step::paper).scale;
+        CHECK(lowbit::octav(sparse, bits, unsigned_values, 10, 0, lowbit::octav_step::paper).scale == s);
         // Unsigned B-bit on [0, s] has the step of signed (B+1)-bit on [-s, s]: the same J.
-        CHECK(lowbit::octav(dense, bits + 1, signed_values).scale == s);
+        CHECK(lowbit::octav(dense, bits + 1, signed_values, 10, 0, lowbit::octav_step::paper).scale == s);
         // The zeros add nothing to the empirical error, so the brute-force argmin is the same.
         std::vector<float> with_zeros = dense;
         with_zeros.resize(3 * dense.size(), 0.0f);
@@ -406,4 +406,38 @@ TEST_CASE("calibration errors name the argument") {
     CHECK_THROWS_WITH(lowbit::calibrate_max_per_channel(m_nan.data(), 2, 2, 1), Contains("data[2]"));
     CHECK_THROWS_WITH(lowbit::octav_per_channel(m_nan.data(), 2, 2, 1, 4, signed_values), Contains("data[2]"));
     CHECK(lowbit::calibrate_max_per_channel(m.data(), 2, 2, 0) == std::vector<double>{2, 0});  // a dead channel is 0
+}
+
+TEST_CASE("OCTAV (default: with the density term) is within 1% of the brute-force MSE minimum for B = 2..8") {
+    // The paper's step drops c s^2 f(s) (file comment); with it, the fixed point is J's minimum.
+    // Against the empirical MSE: J's uniform-noise model itself misplaces the minimum of Laplace
+    // data at B = 2 and 3 (by 3.0% and 1.1% on these samples: the model's argmin is there too).
+    for (const auto& c : cases) {
+        const auto x = stratified(c.dist, 20000);
+        for (int bits = 2; bits <= 8; ++bits) {
+            CAPTURE(name(c.dist), lowbit::to_string(c.sign), bits);
+            const double s_octav = lowbit::octav(x, bits, c.sign, 100).scale;
+            const double s_sweep = lowbit::calibrate_mse_sweep(x, bits, c.sign, sweep_steps);
+            const double s_model = model_argmin(x, bits, c.sign, sweep_steps);
+            CAPTURE(s_octav, s_sweep, s_model);
+            const bool model_off = c.dist == distribution::laplace && bits <= 3;
+            CHECK(relative_difference(s_octav, s_sweep) <= (model_off ? 0.035 : 0.01));
+            CHECK(relative_difference(s_octav, s_model) <= 0.01);
+        }
+    }
+    unsigned seed = 777;
+    for (const auto& c : cases) {
+        const auto x = random_samples(c.dist, 20000, ++seed);
+        for (int bits = 2; bits <= 8; ++bits) {
+            CAPTURE(name(c.dist), lowbit::to_string(c.sign), bits);
+            const double s_octav = lowbit::octav(x, bits, c.sign, 100, 0, lowbit::octav_step::with_density).scale;
+            const double s_model = model_argmin(x, bits, c.sign, sweep_steps);
+            CAPTURE(s_octav, s_model);
+            CHECK(relative_difference(s_octav, s_model) <= 0.01);
+            // and from a start far above: the same fixed point
+            const double s_high =
+                lowbit::octav(x, bits, c.sign, 200, 10 * s_model, lowbit::octav_step::with_density).scale;
+            CHECK(relative_difference(s_high, s_octav) <= 1e-3);
+        }
+    }
 }
