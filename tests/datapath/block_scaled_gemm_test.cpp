@@ -9,6 +9,8 @@
 #include "datapath/gemm_reference.hpp"
 #include "support/exception_message.hpp"
 
+#include "support/stats_difference.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <Eigen/Core>
@@ -26,6 +28,8 @@
 #include <vector>
 
 namespace {
+
+using lowbit_test::stats_difference;
 
 using lowbit::accumulation;
 using lowbit::block_format;
@@ -152,21 +156,6 @@ std::string matrix_difference(const Eigen::MatrixXf& expected, const Eigen::Matr
     return differing == 0 ? "" : std::to_string(differing) + " elements differ; first " + first;
 }
 
-std::string stats_difference(const gemm_stats& e, const gemm_stats& g) {
-    std::string d;
-    const auto field = [&](const char* name, std::uint64_t x, std::uint64_t y) {
-        if (x != y) d += std::string(" ") + name + ": expected " + std::to_string(x) + ", got " + std::to_string(y) + ";";
-    };
-    field("macs", e.macs, g.macs);
-    field("zero_operand", e.zero_operand, g.zero_operand);
-    field("product_overflows", e.product_overflows, g.product_overflows);
-    field("product_underflows", e.product_underflows, g.product_underflows);
-    field("accumulator_overflows", e.accumulator_overflows, g.accumulator_overflows);
-    field("swamps", e.swamps, g.swamps);
-    field("inexact_additions", e.inexact_additions, g.inexact_additions);
-    if (e.lost != g.lost) d += " lost flags differ;";
-    return d;
-}
 
 std::string describe(const quantizer& q) {
     std::ostringstream o;

@@ -5,6 +5,8 @@
 
 #include "datapath/gemm_reference.hpp"
 
+#include "support/stats_difference.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <Eigen/Core>
@@ -22,6 +24,8 @@
 #include <vector>
 
 namespace {
+
+using lowbit_test::stats_difference;
 
 using lowbit::accumulation;
 using lowbit::alignment_cut;
@@ -138,34 +142,6 @@ std::string matrix_difference(const Eigen::MatrixXf& expected, const Eigen::Matr
     return std::to_string(differing) + " elements differ" + kinds + "; first " + first;
 }
 
-std::string stats_difference(const gemm_stats& e, const gemm_stats& g, bool compare_lost) {
-    std::string d;
-    const auto field = [&](const char* name, std::uint64_t a, std::uint64_t b) {
-        if (a != b) d += std::string(" ") + name + ": expected " + std::to_string(a) + ", got " + std::to_string(b) + ";";
-    };
-    field("macs", e.macs, g.macs);
-    field("zero_operand", e.zero_operand, g.zero_operand);
-    field("product_overflows", e.product_overflows, g.product_overflows);
-    field("product_underflows", e.product_underflows, g.product_underflows);
-    field("accumulator_overflows", e.accumulator_overflows, g.accumulator_overflows);
-    field("swamps", e.swamps, g.swamps);
-    field("inexact_additions", e.inexact_additions, g.inexact_additions);
-    if (compare_lost) {
-        if (e.lost.size() != g.lost.size()) {
-            d += " lost.size: expected " + std::to_string(e.lost.size()) + ", got " + std::to_string(g.lost.size()) + ";";
-        } else {
-            std::size_t n = 0, first = 0;
-            for (std::size_t t = 0; t < e.lost.size(); ++t)
-                if ((e.lost[t] != 0) != (g.lost[t] != 0)) {
-                    if (n++ == 0) first = t;
-                }
-            if (n != 0)
-                d += " lost: " + std::to_string(n) + " flags differ, first at " + std::to_string(first) + " (expected " +
-                     std::to_string(int(e.lost[first])) + ");";
-        }
-    }
-    return d;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Random specs and data.

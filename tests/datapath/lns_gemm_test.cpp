@@ -12,6 +12,8 @@
 #include "datapath/gemm_reference.hpp"
 #include "support/exception_message.hpp"
 
+#include "support/stats_difference.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <Eigen/Core>
@@ -28,6 +30,8 @@
 #include <vector>
 
 namespace {
+
+using lowbit_test::stats_difference;
 
 using lowbit::accumulation;
 using lowbit::float_format;
@@ -232,21 +236,6 @@ int differing(const Eigen::MatrixXf& a, const Eigen::MatrixXf& b) {
     return n;
 }
 
-std::string stats_difference(const gemm_stats& e, const gemm_stats& g) {
-    std::string d;
-    const auto field = [&](const char* name, std::uint64_t a, std::uint64_t b) {
-        if (a != b) d += std::string(" ") + name + ": expected " + std::to_string(a) + ", got " + std::to_string(b) + ";";
-    };
-    field("macs", e.macs, g.macs);
-    field("zero_operand", e.zero_operand, g.zero_operand);
-    field("product_overflows", e.product_overflows, g.product_overflows);
-    field("product_underflows", e.product_underflows, g.product_underflows);
-    field("accumulator_overflows", e.accumulator_overflows, g.accumulator_overflows);
-    field("swamps", e.swamps, g.swamps);
-    field("inexact_additions", e.inexact_additions, g.inexact_additions);
-    if (e.lost != g.lost) d += " lost flags differ;";
-    return d;
-}
 
 // lns_gemm with and without events equals the reference, bit for bit, events included.
 void check_against_reference(const lns_matrix& A, const lns_matrix& B, const lns_gemm_spec& spec) {

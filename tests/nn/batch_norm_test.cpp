@@ -14,6 +14,8 @@
 
 #include "support/exception_message.hpp"
 
+#include "support/random_floats.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <Eigen/Core>
@@ -28,6 +30,8 @@
 
 namespace {
 
+using lowbit_test::rng;
+
 using Catch::Contains;
 using lowbit::nn::batch_norm;
 using lowbit::nn::matrix;
@@ -38,11 +42,6 @@ using lowbit_test::message_of;
 
 constexpr double u = 0x1p-24;
 
-struct rng {
-    std::mt19937_64 engine;
-    explicit rng(std::uint64_t seed) : engine(seed) {}
-    double uniform(double lo, double hi) { return lo + (hi - lo) * (double(engine() >> 11) * 0x1p-53); }
-};
 
 // Channel c of every sample uniform around centre[c] with half-width spread[c].
 matrix channel_data(Eigen::Index batch, shape3 s, const std::vector<double>& centre, const std::vector<double>& spread,

@@ -14,6 +14,8 @@
 
 #include "support/exception_message.hpp"
 
+#include "support/random_floats.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <Eigen/Core>
@@ -28,6 +30,10 @@
 #include <vector>
 
 namespace {
+
+using lowbit_test::rng;
+using lowbit_test::random_matrix;
+using lowbit_test::same_bits;
 
 using Catch::Contains;
 using lowbit::conv_geometry;
@@ -46,24 +52,8 @@ using lowbit_test::message_of;
 
 constexpr double u = 0x1p-24;  // unit roundoff of float
 
-struct rng {
-    std::mt19937_64 engine;
-    explicit rng(std::uint64_t seed) : engine(seed) {}
-    double uniform(double lo, double hi) { return lo + (hi - lo) * (double(engine() >> 11) * 0x1p-53); }
-};
 
-matrix random_matrix(Eigen::Index rows, Eigen::Index cols, rng& r, double lo = -1, double hi = 1) {
-    matrix m(rows, cols);
-    for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = float(r.uniform(lo, hi));
-    return m;
-}
 
-bool same_bits(const matrix& a, const matrix& b) {
-    if (a.rows() != b.rows() || a.cols() != b.cols()) return false;
-    for (Eigen::Index i = 0; i < a.size(); ++i)
-        if (std::bit_cast<std::uint32_t>(a.data()[i]) != std::bit_cast<std::uint32_t>(b.data()[i])) return false;
-    return true;
-}
 
 tensor images(const matrix& values, const conv_geometry& g) { return {values, {g.channels, g.height, g.width}}; }
 

@@ -17,6 +17,8 @@
 
 #include <lowbit/rounding/quantize.hpp>
 
+#include "support/random_floats.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <Eigen/Core>
@@ -33,6 +35,10 @@
 
 namespace {
 
+using lowbit_test::random_matrix;
+using lowbit_test::rng;
+using lowbit_test::same_bits;
+
 using lowbit::float_format;
 using lowbit::float_quantizer;
 using lowbit::gemm_spec;
@@ -45,17 +51,7 @@ using lowbit::nn::gemm_operands;
 using lowbit::nn::matrix;
 using lowbit::nn::range_biased_float;
 
-struct rng {
-    std::mt19937_64 engine;
-    explicit rng(std::uint64_t seed) : engine(seed) {}
-    double uniform(double lo, double hi) { return lo + (hi - lo) * (double(engine() >> 11) * 0x1p-53); }
-};
 
-matrix random_matrix(Eigen::Index rows, Eigen::Index cols, rng& r, double lo, double hi) {
-    matrix m(rows, cols);
-    for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = float(r.uniform(lo, hi));
-    return m;
-}
 
 // The largest finite value of an ExMy format whose every code is finite (specials none): the top
 // exponent field 2^E - 1 with the all-ones significand 2 - 2^-M.
@@ -94,12 +90,6 @@ float_quantizer resolved(const range_biased_float& r, const matrix& m) {
             .seed = r.seed};
 }
 
-bool same_bits(const matrix& a, const matrix& b) {
-    if (a.rows() != b.rows() || a.cols() != b.cols()) return false;
-    for (Eigen::Index i = 0; i < a.size(); ++i)
-        if (std::bit_cast<std::uint32_t>(a.data()[i]) != std::bit_cast<std::uint32_t>(b.data()[i])) return false;
-    return true;
-}
 
 // m with lowbit::quantize applied to every element.
 matrix quantized(const matrix& m, const float_format& f, rounding mode, overflow o) {

@@ -12,6 +12,8 @@
 
 #include "support/exception_message.hpp"
 
+#include "support/random_floats.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <Eigen/Core>
@@ -29,6 +31,9 @@
 
 namespace {
 
+using lowbit_test::rng;
+using lowbit_test::random_matrix;
+
 using Catch::Contains;
 using lowbit::nn::avg_pool2d;
 using lowbit::nn::matrix;
@@ -40,17 +45,7 @@ using lowbit_test::message_of;
 
 constexpr double u = 0x1p-24;
 
-struct rng {
-    std::mt19937_64 engine;
-    explicit rng(std::uint64_t seed) : engine(seed) {}
-    double uniform(double lo, double hi) { return lo + (hi - lo) * (double(engine() >> 11) * 0x1p-53); }
-};
 
-matrix random_matrix(Eigen::Index rows, Eigen::Index cols, rng& r) {
-    matrix m(rows, cols);
-    for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = float(r.uniform(-1, 1));
-    return m;
-}
 
 // Distinct values k / 16 (k a random permutation, centred on 0): any two differ by >= 1/16.
 matrix distinct_matrix(Eigen::Index rows, Eigen::Index cols, std::uint64_t seed) {
