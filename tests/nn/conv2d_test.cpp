@@ -13,7 +13,7 @@
 #include <lowbit/nn/conv2d.hpp>
 
 #include "support/exception_message.hpp"
-
+#include "support/finite_difference.hpp"
 #include "support/random_floats.hpp"
 
 #include <catch2/catch.hpp>
@@ -217,31 +217,12 @@ TEST_CASE("conv2d: backward matches central finite differences of sum R .* y") {
             (void)direct_convolution(x, layer.weight().value, layer.bias().value, g, &bound);
             return (bound.array() * coeff.cast<double>().array().abs()).sum();
         };
-        const float h = 0x1p-4f;
-        int checked = 0, outside = 0;
-        const auto check_variable = [&](float& v, double analytic, const char* what, Eigen::Index index) {
-            const float saved = v;
-            v = saved + h;
-            const double up = loss(), up_error = loss_error();
-            const float v_up = v;
-            v = saved - h;
-            const double down = loss(), down_error = loss_error();
-            const double step = double(v_up) - double(v);
-            v = saved;
-            const double fd = (up - down) / step;
-            const double tolerance = (up_error + down_error) / step + 4 * u * std::fabs(analytic);
-            ++checked;
-            if (std::fabs(fd - analytic) > tolerance) {
-                ++outside;
-                UNSCOPED_INFO(what << "[" << index << "]: backward " << analytic << ", finite difference " << fd
-                                   << ", tolerance " << tolerance);
-            }
-        };
+        lowbit_test::central_difference_check check_variable{loss, loss_error};
         for (Eigen::Index i = 0; i < x.size(); ++i) check_variable(x.data()[i], dx.values.data()[i], "dx", i);
         for (Eigen::Index i = 0; i < dw.size(); ++i) check_variable(layer.weight().value.data()[i], dw.data()[i], "dW", i);
         for (Eigen::Index i = 0; i < db.size(); ++i) check_variable(layer.bias().value.data()[i], db.data()[i], "db", i);
-        CHECK(checked == batch * g.input_size() + filters * g.patch() + filters);
-        CHECK(outside == 0);
+        CHECK(check_variable.checked == batch * g.input_size() + filters * g.patch() + filters);
+        CHECK(check_variable.outside == 0);
         // Some input gradients are zero only where a pixel is in no window; here every pixel of
         // the first case's stride-2 windows is used, so the input gradient is non-trivial.
         CHECK(dx.values.cwiseAbs().maxCoeff() > 0.1f);

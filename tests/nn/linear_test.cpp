@@ -17,7 +17,7 @@
 #include <lowbit/rounding/quantize.hpp>
 
 #include "support/exception_message.hpp"
-
+#include "support/finite_difference.hpp"
 #include "support/random_floats.hpp"
 
 #include <catch2/catch.hpp>
@@ -215,33 +215,12 @@ TEST_CASE("linear: backward matches central finite differences of sum R .* y") {
     const auto loss_error = [&] {
         return (forward_error_bound(xv, l.weight().value, l.bias().value).array() * coeff.cast<double>().array().abs()).sum();
     };
-    // Central difference of L in one float variable; its error is at most
-    // (error(L+) + error(L-)) / (theta+ - theta-), the rounding of the outputs only (L is affine).
-    const float h = 0x1p-4f;
-    int checked = 0, outside = 0;
-    const auto check_variable = [&](float& v, double analytic, const char* what, Eigen::Index index) {
-        const float saved = v;
-        v = saved + h;
-        const double up = loss(), up_error = loss_error();
-        const float v_up = v;
-        v = saved - h;
-        const double down = loss(), down_error = loss_error();
-        const double step = double(v_up) - double(v);
-        v = saved;
-        const double fd = (up - down) / step;
-        const double tolerance = (up_error + down_error) / step + 4 * u * std::fabs(analytic);
-        ++checked;
-        if (std::fabs(fd - analytic) > tolerance) {
-            ++outside;
-            UNSCOPED_INFO(what << "[" << index << "]: backward " << analytic << ", finite difference " << fd
-                               << ", tolerance " << tolerance);
-        }
-    };
+    lowbit_test::central_difference_check check_variable{loss, loss_error};
     for (Eigen::Index i = 0; i < xv.size(); ++i) check_variable(xv.data()[i], dx.values.data()[i], "dx", i);
     for (Eigen::Index i = 0; i < dw.size(); ++i) check_variable(l.weight().value.data()[i], dw.data()[i], "dW", i);
     for (Eigen::Index i = 0; i < db.size(); ++i) check_variable(l.bias().value.data()[i], db.data()[i], "db", i);
-    CHECK(checked == batch * inputs + outputs * inputs + outputs);
-    CHECK(outside == 0);
+    CHECK(check_variable.checked == batch * inputs + outputs * inputs + outputs);
+    CHECK(check_variable.outside == 0);
 
     // Gradients add up over backward calls (network::zero_grad clears them).
     (void)l.forward(features(x), pass::training);

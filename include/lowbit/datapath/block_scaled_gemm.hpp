@@ -114,10 +114,6 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
 namespace lowbit {
 
 namespace detail {
@@ -564,11 +560,7 @@ struct block_gemm_run {
         std::vector<gemm_stats> per_thread(static_cast<std::size_t>(threads));
 #pragma omp parallel num_threads(threads)
         {
-#if defined(_OPENMP)
-            gemm_stats& local = per_thread[std::size_t(omp_get_thread_num())];
-#else
-            gemm_stats& local = per_thread[0];
-#endif
+            gemm_stats& local = per_thread[std::size_t(thread_index())];
             scratch s;
 #pragma omp for schedule(static)
             for (std::int64_t tile = 0; tile < tiles; ++tile)

@@ -25,10 +25,6 @@
 #include <string>
 #include <vector>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
 namespace lowbit {
 
 namespace detail {
@@ -75,11 +71,7 @@ void exact_gemm(const row_major_floats& a, const Eigen::MatrixXf& b, row_major_f
     std::vector<gemm_stats> per_thread(std::size_t(threads), gemm_stats{});
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (std::int64_t i = 0; i < M; ++i) {
-#if defined(_OPENMP)
-        gemm_stats& local = per_thread[std::size_t(omp_get_thread_num())];
-#else
-        gemm_stats& local = per_thread[0];
-#endif
+        gemm_stats& local = per_thread[std::size_t(thread_index())];
         std::vector<double> products, tree;
         std::vector<exact_sum> chunk_results;
         for (std::int64_t j = 0; j < N; ++j) {

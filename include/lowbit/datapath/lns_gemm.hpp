@@ -113,10 +113,6 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
 namespace lowbit {
 
 // A matrix of LNS values: sign(i, j) * 2^(k(i, j) / gamma), zero where sign(i, j) = 0.
@@ -666,11 +662,7 @@ void lns_gemm_rows(const lns_kernel& kernel, const lns_gemm_spec& spec, float* c
     std::vector<gemm_stats> per_thread(std::size_t(threads), gemm_stats{});
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (std::int64_t i = 0; i < M; ++i) {
-#if defined(_OPENMP)
-        gemm_stats& local = per_thread[std::size_t(omp_get_thread_num())];
-#else
-        gemm_stats& local = per_thread[0];
-#endif
+        gemm_stats& local = per_thread[std::size_t(thread_index())];
         std::vector<double> terms, units, tree;
         std::vector<std::int32_t> remainders;
         std::vector<exact_sum> chunk_results;

@@ -1,4 +1,5 @@
-// lowbit/datapath/thread_count.hpp: the number of OpenMP threads a spec asks for.
+// lowbit/datapath/thread_count.hpp: the number of OpenMP threads a spec asks for, and which one
+// is running.
 #pragma once
 
 #if defined(_OPENMP)
@@ -13,6 +14,16 @@ inline int thread_count(int requested) {
     return requested == 0 ? omp_get_max_threads() : requested;
 #else
     return (void)requested, 1;
+#endif
+}
+
+// The calling thread's number inside a parallel region (0 outside one, or without OpenMP): the
+// slot of its per-thread event counts.
+inline int thread_index() {
+#if defined(_OPENMP)
+    return omp_get_thread_num();
+#else
+    return 0;
 #endif
 }
 
