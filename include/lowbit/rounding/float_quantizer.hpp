@@ -34,19 +34,29 @@ namespace detail {
 
 // Rounds a block from `in` into a local array: the array cannot alias `in`, and the trip
 // count is fixed, so compilers vectorize the loop at -O2 as well as -O3 without alias checks.
-template <rounding Mode, class T, std::size_t Block>
+// `Short` is the kernel of dispatch_short_kernel; the rare inputs it cannot take are rounded
+// again by the full kernel.
+template <rounding Mode, kernel_inputs Short, class T, std::size_t Block>
 [[gnu::always_inline]] inline void round_block(const T* in, T (&values)[Block],
                                                const std::uint32_t (&random)[Block],
                                                const rounding_plan<T>& plan) {
-    // Tiny inputs (below the smallest grid step) are rare: the block is rounded by the shorter
-    // kernel, and again by the full one only when it held one.
-    unsigned any_tiny = 0;
+    using U = typename detail::binary_layout<T>::bits;
+    U min_key = U(-1);
     for (std::size_t j = 0; j < Block; ++j) {
-        values[j] = round_with_plan<Mode, T, false>(in[j], plan, random[j]);
-        any_tiny |= unsigned(is_tiny(in[j], plan));
+        values[j] = round_with_plan<Mode, T, Short>(in[j], plan, random[j]);
+        min_key = std::min(min_key, full_kernel_key(in[j]));
     }
-    if (any_tiny != 0)
-        for (std::size_t j = 0; j < Block; ++j) values[j] = round_with_plan<Mode, T, true>(in[j], plan, random[j]);
+    const auto full_keys = full_kernel_keys<Short>(plan);
+    if (min_key >= full_keys) return;
+    // Again in pieces of 16, so that the full kernel runs on one or two vectors, not all.
+    constexpr std::size_t piece = std::min(Block, std::size_t(16));
+    for (std::size_t start = 0; start < Block; start += piece) {
+        U piece_min = U(-1);
+        for (std::size_t j = start; j < start + piece; ++j) piece_min = std::min(piece_min, full_kernel_key(in[j]));
+        if (piece_min < full_keys)
+            for (std::size_t j = start; j < start + piece; ++j)
+                if (needs_full_kernel<Short>(in[j], plan)) values[j] = round_with_plan<Mode, T>(in[j], plan, random[j]);
+    }
 }
 
 // Arrays larger than this are written with streaming stores, as memcpy does: the output does
@@ -72,7 +82,7 @@ inline void streaming_stores_done() {
 }
 
 // Rounds n < one block of values through a zero-padded block.
-template <rounding Mode, class T, std::size_t Block>
+template <rounding Mode, kernel_inputs Short, class T, std::size_t Block>
 void round_partial(const T* in, T* out, std::size_t n, const rounding_plan<T>& plan,
                    std::uint64_t seed, std::uint64_t first_index) {
     T padded[Block] = {};
@@ -80,12 +90,12 @@ void round_partial(const T* in, T* out, std::size_t n, const rounding_plan<T>& p
     std::uint32_t random[Block] = {};
     std::copy_n(in, n, padded);
     if constexpr (Mode == rounding::stochastic) fill_random_bits(seed, first_index, random, n);
-    round_block<Mode>(padded, values, random, plan);
+    round_block<Mode, Short>(padded, values, random, plan);
     std::copy_n(values, n, out);
 }
 
 // Rounds n values, out[i] = round(in[i]); `out` may be `in`.
-template <rounding Mode, class T>
+template <rounding Mode, kernel_inputs Short, class T>
 void round_array(const T* in, T* out, std::size_t n, const rounding_plan<T>& shared_plan,
                  std::uint64_t seed, std::uint64_t first_index) {
     const rounding_plan<T> plan = shared_plan;  // a local copy: stores to out cannot alias it
@@ -94,17 +104,17 @@ void round_array(const T* in, T* out, std::size_t n, const rounding_plan<T>& sha
     std::uint32_t random[block] = {};
     // Stochastic rounding starts its blocks on a group of 64 random words.
     std::size_t i = Mode == rounding::stochastic ? std::min(n, std::size_t((64 - first_index % 64) % 64)) : 0;
-    round_partial<Mode, T, block>(in, out, i, plan, seed, first_index);
+    round_partial<Mode, Short, T, block>(in, out, i, plan, seed, first_index);
     const bool streaming = n * sizeof(T) >= streaming_bytes && in != out &&
                            reinterpret_cast<std::uintptr_t>(out + i) % 16 == 0;
     for (; i + block <= n; i += block) {
         if constexpr (Mode == rounding::stochastic) fill_random_bits(seed, first_index + i, random, block);
-        round_block<Mode>(in + i, values, random, plan);
+        round_block<Mode, Short>(in + i, values, random, plan);
         if (streaming) store_streaming(out + i, values, sizeof(values));
         else std::copy_n(values, block, out + i);
     }
     if (streaming) streaming_stores_done();
-    if (i < n) round_partial<Mode, T, block>(in + i, out + i, n - i, plan, seed, first_index + i);
+    if (i < n) round_partial<Mode, Short, T, block>(in + i, out + i, n - i, plan, seed, first_index + i);
 }
 
 }  // namespace detail
@@ -168,7 +178,9 @@ private:
         }
         const auto plan = rounding_plan<T>::make(format, on_overflow, random_bits);
         dispatch_rounding(mode, [&](auto m) {
-            detail::round_array<m()>(in.data(), out.data(), in.size(), plan, seed, first_index);
+            dispatch_short_kernel<m()>(plan, [&](auto kernel) {
+                detail::round_array<m(), kernel()>(in.data(), out.data(), in.size(), plan, seed, first_index);
+            });
         });
     }
 };

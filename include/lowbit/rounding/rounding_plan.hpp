@@ -94,7 +94,11 @@ struct rounding_plan {
     exp_type emin_field = 0;    // T's exponent field of the format's smallest normal binade
     bits_type min_step = 0;     // bits of q = 2^(emin - man_bits), the smallest grid step
     T half_step = 0;            // q / 2 (when tiny x exist, so that it is a T)
-    bits_type tiny_bits_minus_1 = 0;  // x is tiny when 0 < |x|'s bits <= this (0: never)
+    // Tiny x always flush (the format flushes, and has man_bits >= 4: see make), so no kernel
+    // needs a tiny step for them.
+    bool tiny_flushed = false;
+    // x needs the full kernel when |x|'s bits - 1 (unsigned) is below this (needs_full_kernel)
+    bits_type full_kernel_keys[2] = {0, 0};  // [0]: kernels that take tiny x, [1]: the others
     T max_finite = 0;           // largest finite magnitude
     T overflow_away = 0;        // magnitude of an overflow that rounds away from zero
     T flush_below = 0;          // rounded magnitudes below this ...
@@ -131,7 +135,17 @@ struct rounding_plan {
         p.tiny_field = p.emin_field - f.man_bits > 1 ? exp_type(p.emin_field - f.man_bits) : 0;
         p.min_step = std::bit_cast<bits_type>(T(detail::pow2(f.emin() - f.man_bits)));
         p.half_step = p.tiny_field > 0 ? T(detail::pow2(f.emin() - f.man_bits - 1)) : T(0);
-        p.tiny_bits_minus_1 = p.tiny_field > 0 ? (bits_type(p.tiny_field) << L::man_bits) - 1 : 0;
+        // A tiny x rounds to 0 or q < min_normal when man_bits >= 1, so a flushing format sends it
+        // to flush_to. A kernel without the tiny step gets the same: it rounds |x|'s bits up by at
+        // most 2^shift <= 2^(man_bits(T) + 2), which raises the exponent field by at most 4 from
+        // below q's, so to below 16 q <= min_normal when man_bits >= 4; and that is flushed.
+        p.tiny_flushed = !f.subnormals && f.man_bits >= 4;
+        // The short kernels cannot take subnormals of T that are not tiny (their implicit bit is
+        // 0); those without the tiny step cannot take tiny x either, unless they flush.
+        const bits_type subnormal_keys = p.tiny_field > 0 ? 0 : (bits_type(1) << L::man_bits) - 1;
+        p.full_kernel_keys[0] = subnormal_keys;
+        p.full_kernel_keys[1] = p.tiny_field > 0 && !p.tiny_flushed ? (bits_type(p.tiny_field) << L::man_bits) - 1
+                                                                    : subnormal_keys;
         p.max_finite = T(f.max_finite());  // exact: the format fits T
         const bool saturates = on_overflow == overflow::saturate || f.specials == special_values::none;
         p.overflow_away = saturates ? p.max_finite
@@ -147,11 +161,22 @@ struct rounding_plan {
     }
 };
 
+// The inputs and formats a rounding kernel must be ready for. Each costs a few instructions per
+// element, which memory-bound array loops feel, so they use kernels without the ones the plan
+// rules out (and handle rare inputs by the full kernel: needs_full_kernel).
+struct kernel_inputs {
+    bool subnormals_of_T = true;   // x below T's smallest normal whose implicit bit is 0
+    bool tiny = true;              // x below the format's smallest grid step
+    bool negative_to_zero = true;  // unsigned formats: negative x round like 0
+    bool flush = true;             // formats without subnormals or without zero
+};
+
 // The rounded value of x (see the top of this header). `random` is used by stochastic rounding
 // only: its low plan.random_bits bits.
 // Always inlined: array loops and GEMM inner loops vectorize only with the body in view.
-// MayBeTiny = false is a faster variant for callers that know x is not tiny (is_tiny below).
-template <rounding Mode, class T, bool MayBeTiny = true>
+// `In` says which inputs and formats the kernel must be ready for; the array paths use shorter
+// kernels where the plan allows (dispatch_short_kernel below).
+template <rounding Mode, class T, kernel_inputs In = kernel_inputs{}>
 [[gnu::always_inline]] inline T round_with_plan(T x, const rounding_plan<T>& p, std::uint32_t random = 0) {
     using L = detail::binary_layout<T>;
     using U = typename L::bits;
@@ -166,7 +191,7 @@ template <rounding Mode, class T, bool MayBeTiny = true>
 
     // Unsigned formats: a negative x rounds like 0, to the format's value nearest to it (one
     // max instruction: NaN passes through).
-    x = lowest > x ? lowest : x;
+    if constexpr (In.negative_to_zero) x = lowest > x ? lowest : x;
     const U bits = std::bit_cast<U>(x);
     const U sign = bits & sign_mask;
     const U mag = bits ^ sign;
@@ -174,10 +199,11 @@ template <rounding Mode, class T, bool MayBeTiny = true>
     const S field = S(mag >> L::man_bits);
     const S shift = std::min(std::max(S(p.shift_offset - field), S(p.base_shift)), S(p.max_shift));
     const U below = (U(1) << shift) - 1;  // the dropped bits
-    const bool tiny = MayBeTiny && field < p.tiny_field;
+    const bool tiny = In.tiny && field < p.tiny_field;
     // The kept significand's last bit (ties to even, round to odd): when every fraction bit is
     // dropped it is the implicit bit, which the bit pattern holds as the exponent field.
-    const U kept_lsb = ((mag | (U(std::min(field, S(1))) << L::man_bits)) >> shift) & below & 1;  // 0: none dropped
+    const U implicit_bit = In.subnormals_of_T ? U(std::min(field, S(1))) << L::man_bits : U(1) << L::man_bits;
+    const U kept_lsb = ((mag | implicit_bit) >> shift) & below & 1;  // 0: none dropped
 
     U rounded;
     bool tiny_up;  // a tiny x rounds to one smallest step (else to 0)
@@ -211,7 +237,7 @@ template <rounding Mode, class T, bool MayBeTiny = true>
         const U aligned = ((U(random) << (width - p.random_bits)) >> 1) >> (width - 1 - shift);
         rounded = (mag + aligned) & ~below;
         tiny_up = false;
-        if constexpr (MayBeTiny) {
+        if constexpr (In.tiny) {
             // A tiny x: its integer significand sig with all `drop` dropped bits counted,
             // scaled to R bits, floor(sig * 2^R / 2^drop) (exact when drop < R: sig < 2^24 and
             // drop >= 24 here); up when scaled + u carries out of R bits.
@@ -222,7 +248,7 @@ template <rounding Mode, class T, bool MayBeTiny = true>
             tiny_up = (U(random) & p.random_mask) > p.random_mask - scaled;
         }
     }
-    if constexpr (MayBeTiny) rounded = tiny ? (tiny_up ? p.min_step : U(0)) : rounded;
+    if constexpr (In.tiny) rounded = tiny ? (tiny_up ? p.min_step : U(0)) : rounded;
     T y = std::bit_cast<T>(rounded);
 
     T overflow_result = overflow_away;
@@ -233,7 +259,7 @@ template <rounding Mode, class T, bool MayBeTiny = true>
     else if constexpr (Mode == rounding::toward_negative)
         overflow_result = sign ? overflow_away : max_finite;
     y = y > max_finite ? overflow_result : y;
-    y = y < flush_below ? flush_to : y;
+    if constexpr (In.flush) y = y < flush_below ? flush_to : y;
     // An infinite x: for the modes that round away from zero the overflow above already gave
     // overflow_away (x's bits round to themselves); the others need it set.
     if constexpr (Mode != rounding::nearest_even && Mode != rounding::nearest_away && Mode != rounding::stochastic)
@@ -242,14 +268,46 @@ template <rounding Mode, class T, bool MayBeTiny = true>
     return std::bit_cast<T>(std::bit_cast<U>(y) | (sign & sign_keep));
 }
 
-// Whether round_with_plan must take the tiny path for x: |x| non-zero and below the format's
-// smallest grid step (only formats whose smallest step is above T's smallest subnormal have such
-// x). Callers that check a whole block can then use the MayBeTiny = false variant.
+// The kernel for the arrays of a plan: it leaves out T's subnormals (rare, so they are left to
+// needs_full_kernel), and the steps for tiny x, flushing and unsigned formats when the format has
+// none or, for tiny x, flushes them all (tiny_flushed). Stochastic rounding leaves tiny x to the
+// full kernel otherwise: their path is long.
+// Calls f(std::integral_constant<kernel_inputs, ...>).
+template <rounding Mode, class T, class F>
+decltype(auto) dispatch_short_kernel(const rounding_plan<T>& p, F&& f) {
+    const bool tiny = Mode != rounding::stochastic && p.tiny_field > 0 && !p.tiny_flushed;
+    const bool flush = p.flush_below > T(0);
+    const auto call = [&](auto tiny_c, auto flush_c) {
+        constexpr kernel_inputs in{.subnormals_of_T = false, .tiny = tiny_c(), .negative_to_zero = false, .flush = flush_c()};
+        return f(std::integral_constant<kernel_inputs, in>{});
+    };
+    using yes = std::true_type;
+    using no = std::false_type;
+    if (p.sign_keep == 0) {  // unsigned formats (rare): one kernel for all
+        constexpr kernel_inputs in{.subnormals_of_T = false, .tiny = Mode != rounding::stochastic};
+        return f(std::integral_constant<kernel_inputs, in>{});
+    }
+    if (tiny) return flush ? call(yes{}, yes{}) : call(yes{}, no{});
+    return flush ? call(no{}, yes{}) : call(no{}, no{});
+}
+
+// Whether the kernel round_with_plan<Mode, T, In> of dispatch_short_kernel cannot take x, which
+// then needs the full one: |x| non-zero and a subnormal of T that is not tiny (its implicit bit
+// is 0), or tiny when In leaves tiny x out. The check is `full_kernel_key(x) < keys`, split so
+// that a block can take the minimum key first and compare once.
 template <class T>
-[[gnu::always_inline]] inline bool is_tiny(T x, const rounding_plan<T>& p) {
+[[gnu::always_inline]] inline auto full_kernel_key(T x) {
     using U = typename detail::binary_layout<T>::bits;
     const U mag = std::bit_cast<U>(x) & ~(U(1) << (sizeof(T) * 8 - 1));
-    return mag - 1 < p.tiny_bits_minus_1;  // unsigned: 0 wraps around to the top
+    return U(mag - 1);  // unsigned: 0 wraps around to the top, and needs no full kernel
+}
+template <kernel_inputs In, class T>
+[[gnu::always_inline]] inline auto full_kernel_keys(const rounding_plan<T>& p) {
+    return p.full_kernel_keys[In.tiny ? 0 : 1];
+}
+template <kernel_inputs In, class T>
+[[gnu::always_inline]] inline bool needs_full_kernel(T x, const rounding_plan<T>& p) {
+    return full_kernel_key(x) < full_kernel_keys<In>(p);
 }
 
 // Calls f(std::integral_constant<rounding, Mode>) for the runtime mode: the one place where a
