@@ -40,24 +40,28 @@ TEST_CASE("fast path equals the exact path: the paper's M7E4 setup, every mode a
     const lowbit::float_quantizer e4m3{.format = lowbit::fp8_e4m3};
     for (const rounding mode : deterministic)
         for (const int chunk : {0, 1, 5, 16, 128})
-            for (const auto model : {lowbit::accumulation::sequential, lowbit::accumulation::fma}) {
-                const lowbit::float_quantizer prod{.format = lowbit::lba_m7e4_prod, .mode = mode};
-                const lowbit::float_quantizer acc{.format = lowbit::lba_m7e4_acc, .mode = mode};
-                const lowbit::gemm_spec spec{.input_a = e4m3, .input_b = e4m3, .product = prod, .accumulator = acc,
-                                             .model = model, .chunk = chunk, .chunk_accumulator = acc};
-                const auto A = scaled_normal(7, 131, gen, 6), B = scaled_normal(131, 37, gen, 6);
-                lowbit::gemm_stats stats;
-                const Eigen::MatrixXf exact = lowbit::gemm(A, B, spec, &stats);
-                const Eigen::MatrixXf fast = lowbit::gemm(A, B, spec);
-                INFO("mode " << lowbit::to_string(mode) << " chunk " << chunk << " model " << lowbit::to_string(model));
-                CHECK(same_bits(exact, fast));
-                // ... and the fast path really was taken for this spec
-                lowbit::detail::row_major_floats a = A, b = B, c(A.rows(), B.cols());
-                lowbit::detail::quantize_input(spec.input_a, lowbit::gemm_role::input_a, a.data(), std::size_t(a.size()));
-                lowbit::detail::quantize_input(spec.input_b, lowbit::gemm_role::input_b, b.data(), std::size_t(b.size()));
-                CHECK(lowbit::detail::fast_gemm(a, b, c, spec));
-                CHECK(stats.swamps > 0);
-            }
+            for (const auto model : {lowbit::accumulation::sequential, lowbit::accumulation::fma})
+                // N = 37: B padded to whole blocks of 64 lanes; N = 128: used as it is, on two threads
+                for (const Eigen::Index N : {37, 128}) {
+                    const lowbit::float_quantizer prod{.format = lowbit::lba_m7e4_prod, .mode = mode};
+                    const lowbit::float_quantizer acc{.format = lowbit::lba_m7e4_acc, .mode = mode};
+                    lowbit::gemm_spec spec{.input_a = e4m3, .input_b = e4m3, .product = prod, .accumulator = acc,
+                                           .model = model, .chunk = chunk, .chunk_accumulator = acc};
+                    spec.threads = N == 128 ? 2 : 1;
+                    const auto A = scaled_normal(7, 131, gen, 6), B = scaled_normal(131, N, gen, 6);
+                    lowbit::gemm_stats stats;
+                    const Eigen::MatrixXf exact = lowbit::gemm(A, B, spec, &stats);
+                    const Eigen::MatrixXf fast = lowbit::gemm(A, B, spec);
+                    INFO("mode " << lowbit::to_string(mode) << " chunk " << chunk << " model " << lowbit::to_string(model)
+                                 << " N " << N);
+                    CHECK(same_bits(exact, fast));
+                    // ... and the fast path really was taken for this spec
+                    lowbit::detail::row_major_floats a = A, b = B, c(A.rows(), B.cols());
+                    lowbit::detail::quantize_input(spec.input_a, lowbit::gemm_role::input_a, a.data(), std::size_t(a.size()));
+                    lowbit::detail::quantize_input(spec.input_b, lowbit::gemm_role::input_b, b.data(), std::size_t(b.size()));
+                    CHECK(lowbit::detail::fast_gemm(a, b, c, spec));
+                    CHECK(stats.swamps > 0);
+                }
 }
 
 TEST_CASE("fast path equals the exact path: pairwise, fused and aligned models") {

@@ -44,6 +44,7 @@
 #include <bit>
 #include <cfloat>
 #include <cmath>
+#include <concepts>
 #include <cstdint>
 #include <limits>
 #include <optional>
@@ -67,17 +68,30 @@ struct product_exact {  // unset product quantizer
 };
 
 // A product already on the format's grid: only overflow and flush can change it. Saturating
-// overflow (the usual case) is a clamp.
+// overflow (the usual case) is a clamp of the magnitude's bits, and the flush a select on them:
+// the sign is put back last, so a flushed product is a zero of its sign.
 template <bool Saturating>
-struct product_range {
+struct product_range;
+
+template <>
+struct product_range<true> {
+    std::uint32_t max_finite_bits, flush_below_bits;  // of magnitudes
+    [[gnu::always_inline]] float operator()(float x) const {
+        const std::uint32_t bits = std::bit_cast<std::uint32_t>(x);
+        const std::uint32_t sign = bits & 0x80000000u, magnitude = bits ^ sign;
+        // (a mask rather than a conditional, which g++ turns into a branch and does not vectorize)
+        const std::uint32_t keep = 0u - std::uint32_t(magnitude >= flush_below_bits);
+        const std::uint32_t kept = std::min(magnitude, max_finite_bits) & keep;
+        return std::bit_cast<float>(kept | sign);
+    }
+};
+
+template <>
+struct product_range<false> {  // overflow to infinity or NaN, as the mode and sign give
     float max_finite, overflow_positive, overflow_negative, flush_below;
     [[gnu::always_inline]] float operator()(float x) const {
-        if constexpr (Saturating) {
-            x = std::min(std::max(x, -max_finite), max_finite);
-        } else {
-            x = x > max_finite ? overflow_positive : x;
-            x = x < -max_finite ? overflow_negative : x;
-        }
+        x = x > max_finite ? overflow_positive : x;
+        x = x < -max_finite ? overflow_negative : x;
         const float zero = std::bit_cast<float>(std::bit_cast<std::uint32_t>(x) & 0x80000000u);
         return std::fabs(x) < flush_below ? zero : x;
     }
@@ -91,51 +105,53 @@ struct round_full {  // the full rounding kernel, for products and accumulators
 
 struct sum_fp32 {  // fp32 nearest_even: the addition already rounded
     [[gnu::always_inline]] float operator()(float x) const { return x; }
+    friend bool operator==(const sum_fp32&, const sum_fp32&) = default;
 };
 
 struct sum_fp32_saturating {  // the same, with infinities (overflowed or added) saturated
     [[gnu::always_inline]] float operator()(float x) const { return std::min(std::max(x, -FLT_MAX), FLT_MAX); }
+    friend bool operator==(const sum_fp32_saturating&, const sum_fp32_saturating&) = default;
 };
 
-// An accumulator format without subnormals that saturates, for finite sums: normal sums round by
-// dropping a constant number of bits; below the smallest normal the result is 0 or the smallest
-// normal (of the sum's sign), decided by one threshold per sign.
+// An accumulator format without subnormals that saturates, for finite sums. On the bits of the
+// sum's magnitude: normal sums round by dropping a constant number of bits, and saturation is a
+// minimum. A sum below the smallest normal becomes a zero of its sign, or the smallest normal
+// where the mode rounds it up to that: |s| >= a threshold (per sign), at most min_normal. There
+// the constant-shift rounding gives at most min_normal (it rounds within the binade below), so a
+// maximum with min_normal gives it; above min_normal that maximum changes nothing. A mode that
+// never rounds such sums up has the threshold min_normal. (Integer minimum, maximum and select
+// on magnitudes are single vector instructions, which keeps this chain short.)
 template <rounding Mode>
 struct round_flush_saturate {
-    std::uint32_t shift;            // bits dropped from a normal sum: 23 - man_bits, >= 1
-    std::uint32_t below;            // those bits' mask
-    float min_normal, max_finite;
-    float up_threshold_positive;    // |s| >= this rounds up to min_normal (for s > 0)
-    float up_threshold_negative;    // the same for s < 0
+    std::uint32_t shift;  // bits dropped from a normal sum: 23 - man_bits, >= 1
+    std::uint32_t below;  // those bits' mask
+    std::uint32_t min_normal_bits, max_finite_bits;
+    std::uint32_t up_bits_positive;  // |s|'s bits >= this: up to min_normal (for s > 0) ...
+    std::uint32_t up_bits_negative;  // ... and for s < 0
     [[gnu::always_inline]] float operator()(float s) const {
         const std::uint32_t bits = std::bit_cast<std::uint32_t>(s);
-        const std::uint32_t sign = bits & 0x80000000u;
+        const std::uint32_t sign = bits & 0x80000000u, magnitude = bits ^ sign;
         std::uint32_t rounded;
         if constexpr (Mode == rounding::nearest_even)  // + half - 1, + 1 more when the kept lsb is odd
-            rounded = (bits + (below >> 1) + ((bits >> shift) & 1u)) & ~below;
+            rounded = (magnitude + (below >> 1) + ((magnitude >> shift) & 1u)) & ~below;
         else if constexpr (Mode == rounding::nearest_away)
-            rounded = (bits + ((below + 1) >> 1)) & ~below;
+            rounded = (magnitude + ((below + 1) >> 1)) & ~below;
         else if constexpr (Mode == rounding::toward_zero)
-            rounded = bits & ~below;
+            rounded = magnitude & ~below;
         else if constexpr (Mode == rounding::toward_positive)
-            rounded = (bits + (sign != 0 ? 0u : below)) & ~below;
+            rounded = (magnitude + (sign != 0 ? 0u : below)) & ~below;
         else if constexpr (Mode == rounding::toward_negative)
-            rounded = (bits + (sign != 0 ? below : 0u)) & ~below;
+            rounded = (magnitude + (sign != 0 ? below : 0u)) & ~below;
         else
-            rounded = (bits & ~below) | ((bits & below) != 0 ? below + 1 : 0u);
-        float y = std::bit_cast<float>(rounded);
-        y = std::min(std::max(y, -max_finite), max_finite);
-        const float magnitude = std::fabs(s);
-        std::uint32_t small_bits = sign;  // below the smallest normal: a zero of s's sign ...
-        if constexpr (Mode == rounding::nearest_even || Mode == rounding::nearest_away) {
-            // ... or the smallest normal, where the mode rounds up to it (the same for both signs)
-            small_bits |= magnitude >= up_threshold_positive ? std::bit_cast<std::uint32_t>(min_normal) : 0u;
-        } else if constexpr (Mode == rounding::toward_positive || Mode == rounding::toward_negative) {
-            const bool up = magnitude >= (sign != 0 ? up_threshold_negative : up_threshold_positive);
-            small_bits |= up ? std::bit_cast<std::uint32_t>(min_normal) : 0u;
-        }
-        return magnitude < min_normal ? std::bit_cast<float>(small_bits) : y;
+            rounded = (magnitude & ~below) | ((magnitude & below) != 0 ? below + 1 : 0u);
+        rounded = std::min(rounded, max_finite_bits);
+        std::uint32_t up_bits = up_bits_positive;
+        if constexpr (Mode == rounding::toward_positive || Mode == rounding::toward_negative)
+            up_bits = sign != 0 ? up_bits_negative : up_bits_positive;
+        rounded = std::max(rounded, min_normal_bits) & (0u - std::uint32_t(magnitude >= up_bits));  // (a mask: see product_range)
+        return std::bit_cast<float>(rounded | sign);
     }
+    friend bool operator==(const round_flush_saturate&, const round_flush_saturate&) = default;
 };
 
 // x + y rounded by an accumulator operation. Where fp32's addition is exact for every pair of
@@ -155,6 +171,7 @@ template <class A>
 template <class Inner>
 struct odd_sum {
     Inner inner;
+    friend bool operator==(const odd_sum&, const odd_sum&) = default;
 };
 
 template <class Inner>
@@ -208,18 +225,41 @@ constexpr bool is_light = !requires { Op::plan; } && !requires { Op::inner.plan;
 // acc[l] = accumulate(acc[l] + product(a[t] * b[t][l])) for t < n, b row t at b + t * ldb: one
 // loop, the products never stored.
 template <class P, class A>
-void fused_pass(const float* a, const float* b, std::ptrdiff_t ldb, int n, const void* product, const void* accumulate,
-                float* acc_io) {
-    const P& prod = *static_cast<const P*>(product);
-    const A& step = *static_cast<const A*>(accumulate);
-    float acc[fast_lanes];
-    for (int l = 0; l < fast_lanes; ++l) acc[l] = acc_io[l];
+[[gnu::always_inline]] inline void fused_chain(const float* a, const float* b, std::ptrdiff_t ldb, int n, const P& prod,
+                                               const A& step, float (&acc)[fast_lanes]) {
     for (int t = 0; t < n; ++t) {
         const float at = a[t];
         const float* bt = b + t * ldb;
         for (int l = 0; l < fast_lanes; ++l) acc[l] = add_then(step, acc[l], prod(at * bt[l]));
     }
+}
+
+// One chunk: acc_io carried in and out.
+template <class P, class A>
+void fused_pass(const float* a, const float* b, std::ptrdiff_t ldb, int n, const void* product, const void* accumulate,
+                float* acc_io) {
+    float acc[fast_lanes];
+    for (int l = 0; l < fast_lanes; ++l) acc[l] = acc_io[l];
+    fused_chain(a, b, ldb, n, *static_cast<const P*>(product), *static_cast<const A*>(accumulate), acc);
     for (int l = 0; l < fast_lanes; ++l) acc_io[l] = acc[l];
+}
+
+// All of a row's chunks when the chunk accumulator is the accumulator's own operation (the
+// paper's setup): each chunk from 0, total = accumulate(total + chunk) after each. One call per
+// row keeps the operation's constants in registers across chunks.
+template <class P, class A>
+void fused_chunks_pass(const float* a, const float* b, std::ptrdiff_t ldb, std::int64_t n, std::int64_t chunk,
+                       const void* product, const void* accumulate, float* total_io) {
+    const P& prod = *static_cast<const P*>(product);
+    const A& step = *static_cast<const A*>(accumulate);
+    float total[fast_lanes];
+    for (int l = 0; l < fast_lanes; ++l) total[l] = total_io[l];
+    for (std::int64_t start = 0; start < n; start += chunk) {
+        float acc[fast_lanes] = {};
+        fused_chain(a + start, b + start * ldb, ldb, int(std::min(chunk, n - start)), prod, step, acc);
+        for (int l = 0; l < fast_lanes; ++l) total[l] = add_then(step, total[l], acc[l]);
+    }
+    for (int l = 0; l < fast_lanes; ++l) total_io[l] = total[l];
 }
 
 // buf[t][l] = product(a[t] * b[t][l]) for t < n.
@@ -248,6 +288,8 @@ void accumulate_pass(const float* buf, int n, float* acc_io, const void* accumul
 }
 
 using fused_pass_fn = void (*)(const float*, const float*, std::ptrdiff_t, int, const void*, const void*, float*);
+using fused_chunks_pass_fn = void (*)(const float*, const float*, std::ptrdiff_t, std::int64_t, std::int64_t, const void*,
+                                      const void*, float*);
 using product_pass_fn = void (*)(const float*, const float*, std::ptrdiff_t, int, const void*, float*);
 using accumulate_pass_fn = void (*)(const float*, int, float*, const void*);
 
@@ -421,19 +463,16 @@ inline std::optional<accumulate_op> choose_accumulator(const quantizer& q, const
             constexpr rounding M = m();
             const float min_normal = float(f.min_normal());
             const float step = float(f.min_normal() * f.epsilon());  // the subnormal grid's step
-            const float never = std::numeric_limits<float>::infinity();
-            const float half_below = min_normal - step / 2, above_last = std::nextafter(min_normal - step, never);
+            const float half_below = min_normal - step / 2, above_last = std::nextafter(min_normal - step, min_normal);
+            const auto bits = [](float x) { return std::bit_cast<std::uint32_t>(x); };
             round_flush_saturate<M> op{};
             op.shift = std::uint32_t(23 - f.man_bits);
             op.below = (std::uint32_t(1) << op.shift) - 1;
-            op.min_normal = min_normal;
-            op.max_finite = float(f.max_finite());
-            op.up_threshold_positive = M == rounding::nearest_even || M == rounding::nearest_away ? half_below
-                                       : M == rounding::toward_positive                          ? above_last
-                                                                                                 : never;
-            op.up_threshold_negative = M == rounding::nearest_even || M == rounding::nearest_away ? half_below
-                                       : M == rounding::toward_negative                          ? above_last
-                                                                                                 : never;
+            op.min_normal_bits = bits(min_normal);
+            op.max_finite_bits = bits(float(f.max_finite()));
+            constexpr bool nearest = M == rounding::nearest_even || M == rounding::nearest_away;
+            op.up_bits_positive = bits(nearest ? half_below : M == rounding::toward_positive ? above_last : min_normal);
+            op.up_bits_negative = bits(nearest ? half_below : M == rounding::toward_negative ? above_last : min_normal);
             return summed(op);
         });
     }
@@ -478,8 +517,10 @@ inline bool fast_gemm(const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic,
                 return dispatch_rounding(qp.mode, [&](auto m) { return round_with_plan<m(), float>(x, plan); });
             };
             const float up = rounded(beyond), down = rounded(-beyond);
-            if (up == max && down == -max) prod = product_range<true>{max, up, down, plan.flush_below};
-            else prod = product_range<false>{max, up, down, plan.flush_below};
+            if (up == max && down == -max)
+                prod = product_range<true>{std::bit_cast<std::uint32_t>(max), std::bit_cast<std::uint32_t>(plan.flush_below)};
+            else
+                prod = product_range<false>{max, up, down, plan.flush_below};
         } else {
             prod = dispatch_deterministic(qp.mode, [&](auto m) -> product_op { return round_full<m()>{plan}; });
         }
@@ -499,6 +540,23 @@ inline bool fast_gemm(const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic,
             using P = std::decay_t<decltype(p)>;
             using A = std::decay_t<decltype(a)>;
             if constexpr (is_light<P> && is_light<A>) return &fused_pass<P, A>;
+            else return nullptr;
+        },
+        prod, *accumulate);
+    // The whole row in one call where the chunk accumulator is the accumulator's own operation.
+    const bool chunk_same = std::visit(
+        [](const auto& x, const auto& y) {
+            using X = std::decay_t<decltype(x)>;
+            if constexpr (std::is_same_v<X, std::decay_t<decltype(y)>> && std::equality_comparable<X>) return x == y;
+            else return false;
+        },
+        *accumulate, *chunk_step);
+    const bool chained = spec.model == accumulation::sequential || spec.model == accumulation::fma;
+    const fused_chunks_pass_fn fused_chunks = !chunk_same || !chained || fused == nullptr ? nullptr : std::visit(
+        [](const auto& p, const auto& a) -> fused_chunks_pass_fn {
+            using P = std::decay_t<decltype(p)>;
+            using A = std::decay_t<decltype(a)>;
+            if constexpr (is_light<P> && is_light<A>) return &fused_chunks_pass<P, A>;
             else return nullptr;
         },
         prod, *accumulate);
@@ -557,11 +615,14 @@ inline bool fast_gemm(const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic,
     }
 
     const std::int64_t blocks = (N + fast_lanes - 1) / fast_lanes;
-    // B padded to whole blocks of lanes (zero columns, discarded).
-    Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> b_padded =
-        Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>::Zero(K, blocks * fast_lanes);
-    b_padded.leftCols(N) = b;
-    const std::ptrdiff_t ldb = b_padded.cols();
+    // B padded to whole blocks of lanes (zero columns, discarded), unless it is already.
+    Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> b_padded;
+    if (N % fast_lanes != 0) {
+        b_padded.setZero(K, blocks * fast_lanes);
+        b_padded.leftCols(N) = b;
+    }
+    const float* const b_data = N % fast_lanes == 0 ? b.data() : b_padded.data();
+    const std::ptrdiff_t ldb = blocks * fast_lanes;
     [[maybe_unused]] const int threads = thread_count(spec.threads);  // (unused without OpenMP)
     // Rows of products a thread keeps: a panel, a whole chunk's tree, or an aligned group.
     const std::int64_t rows = spec.model == accumulation::pairwise ? std::int64_t(std::bit_ceil(std::uint64_t(chunk)))
@@ -579,47 +640,51 @@ inline bool fast_gemm(const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic,
                 alignas(64) float total[fast_lanes] = {};
                 alignas(64) double sums[fast_lanes];
                 const float* a_row = a.data() + i * K;
-                const float* b_block = b_padded.data() + block * fast_lanes;
-                for (std::int64_t start = 0; start < K; start += chunk) {
-                    const std::int64_t end = std::min(start + chunk, K);
-                    const int n = int(end - start);
-                    std::fill(acc, acc + fast_lanes, 0.0f);
-                    switch (spec.model) {  // once per chunk, outside the loops over k
-                        case accumulation::sequential:
-                        case accumulation::fma:
-                            if (fused != nullptr) {
-                                fused(a_row + start, b_block + start * ldb, ldb, n, prod_address, accumulate_address, acc);
-                            } else {
+                const float* b_block = b_data + block * fast_lanes;
+                if (fused_chunks != nullptr) {
+                    fused_chunks(a_row, b_block, ldb, K, chunk, prod_address, accumulate_address, total);
+                } else {
+                    for (std::int64_t start = 0; start < K; start += chunk) {
+                        const std::int64_t end = std::min(start + chunk, K);
+                        const int n = int(end - start);
+                        std::fill(acc, acc + fast_lanes, 0.0f);
+                        switch (spec.model) {  // once per chunk, outside the loops over k
+                            case accumulation::sequential:
+                            case accumulation::fma:
+                                if (fused != nullptr) {
+                                    fused(a_row + start, b_block + start * ldb, ldb, n, prod_address, accumulate_address, acc);
+                                } else {
+                                    for (std::int64_t k = start; k < end; k += fast_panel) {
+                                        const int m = int(std::min<std::int64_t>(fast_panel, end - k));
+                                        product_only(a_row + k, b_block + k * ldb, ldb, m, prod_address, buf);
+                                        accumulate_only(buf, m, acc, accumulate_address);
+                                    }
+                                }
+                                break;
+                            case accumulation::pairwise:
+                                product_only(a_row + start, b_block + start * ldb, ldb, n, prod_address, buf);
+                                tree(buf, n, acc, accumulate_address);
+                                break;
+                            case accumulation::fused:
+                                std::fill(sums, sums + fast_lanes, 0.0);
                                 for (std::int64_t k = start; k < end; k += fast_panel) {
                                     const int m = int(std::min<std::int64_t>(fast_panel, end - k));
                                     product_only(a_row + k, b_block + k * ldb, ldb, m, prod_address, buf);
-                                    accumulate_only(buf, m, acc, accumulate_address);
+                                    sum_pass(buf, m, sums);
                                 }
-                            }
-                            break;
-                        case accumulation::pairwise:
-                            product_only(a_row + start, b_block + start * ldb, ldb, n, prod_address, buf);
-                            tree(buf, n, acc, accumulate_address);
-                            break;
-                        case accumulation::fused:
-                            std::fill(sums, sums + fast_lanes, 0.0);
-                            for (std::int64_t k = start; k < end; k += fast_panel) {
-                                const int m = int(std::min<std::int64_t>(fast_panel, end - k));
-                                product_only(a_row + k, b_block + k * ldb, ldb, m, prod_address, buf);
-                                sum_pass(buf, m, sums);
-                            }
-                            fused_round(sums, acc, address_of(*fused_rounding));
-                            break;
-                        case accumulation::aligned:
-                            // whole groups of products at a time (groups restart with each chunk)
-                            for (std::int64_t k = start; k < end; k += spec.group) {
-                                const int m = int(std::min<std::int64_t>(spec.group, end - k));
-                                product_only(a_row + k, b_block + k * ldb, ldb, m, prod_address, buf);
-                                aligned(buf, m, spec.group, spec.window, acc, accumulate_address);
-                            }
-                            break;
+                                fused_round(sums, acc, address_of(*fused_rounding));
+                                break;
+                            case accumulation::aligned:
+                                // whole groups of products at a time (groups restart with each chunk)
+                                for (std::int64_t k = start; k < end; k += spec.group) {
+                                    const int m = int(std::min<std::int64_t>(spec.group, end - k));
+                                    product_only(a_row + k, b_block + k * ldb, ldb, m, prod_address, buf);
+                                    aligned(buf, m, spec.group, spec.window, acc, accumulate_address);
+                                }
+                                break;
+                        }
+                        chunk_only(acc, 1, total, chunk_address);  // total = chunk_acc(total + acc)
                     }
-                    chunk_only(acc, 1, total, chunk_address);  // total = chunk_acc(total + acc)
                 }
                 const std::int64_t width = std::min<std::int64_t>(fast_lanes, N - block * fast_lanes);
                 for (std::int64_t l = 0; l < width; ++l) c(i, block * fast_lanes + l) = total[l];

@@ -52,6 +52,42 @@ inline void quantize_input(const quantizer& q, gemm_role role, float* data, std:
     }
 }
 
+// The rows [first, first + count) of src, cast to float, into the same rows of dst (row-major),
+// then quantized: element e of dst has random index e, whatever the split of the rows.
+template <class D>
+void copy_quantized_rows(const Eigen::MatrixBase<D>& src, row_major_floats& dst, Eigen::Index first, Eigen::Index count,
+                         const quantizer& q, gemm_role role) {
+    dst.middleRows(first, count) = src.middleRows(first, count).template cast<float>();
+    const std::size_t begin = std::size_t(first * dst.cols()), n = std::size_t(count * dst.cols());
+    float* data = dst.data() + begin;
+    if (const auto* f = q.as_float()) {
+        float_quantizer keyed = *f;
+        keyed.seed = gemm_random_key(f->seed, role);
+        keyed(std::span<float>(data, n), begin);
+    } else if (const auto* i = q.as_int()) {
+        int_quantizer keyed = *i;
+        keyed.seed = gemm_random_key(i->seed, role);
+        for (std::size_t e = 0; e < n; ++e) data[e] = float(keyed(double(data[e]), std::uint64_t(begin + e)));
+    }
+}
+
+// src cast to float, quantized, as a row-major matrix: a transposing copy for column-major src,
+// which like the rounding is split among threads by rows (a serial copy would cap the speed-up
+// of the whole GEMM).
+template <class D>
+row_major_floats quantized_rows(const Eigen::MatrixBase<D>& src, const quantizer& q, gemm_role role, int threads) {
+    row_major_floats dst(src.rows(), src.cols());
+    const Eigen::Index rows = src.rows();
+    const Eigen::Index pieces = std::max<Eigen::Index>(1, std::min<Eigen::Index>(threads, src.size() / 16384));
+    const Eigen::Index piece = (rows + pieces - 1) / pieces;
+#pragma omp parallel for num_threads(int(pieces)) schedule(static)
+    for (Eigen::Index t = 0; t < pieces; ++t) {
+        const Eigen::Index first = t * piece, count = std::min(rows, first + piece) - std::min(rows, first);
+        if (count > 0) copy_quantized_rows(src, dst, first, count, q, role);
+    }
+    return dst;
+}
+
 inline void check_accumulator_format(const quantizer& q, const char* field) {
     if (const auto* f = q.as_float(); f != nullptr && f->format.man_bits > 50)
         throw std::invalid_argument(std::string("lowbit::gemm_spec: ") + field + ": man_bits = " +
@@ -108,11 +144,9 @@ void gemm(const Eigen::MatrixBase<DA>& A, const Eigen::MatrixBase<DB>& B, Eigen:
     if (spec.record_lost && stats == nullptr)
         throw std::invalid_argument("lowbit::gemm: record_lost = true needs a gemm_stats to record into");
 
-    detail::row_major_floats a = A.template cast<float>();
-    detail::row_major_floats b_rows = B.template cast<float>();
     const int threads = detail::thread_count(spec.threads);
-    detail::quantize_input(spec.input_a, gemm_role::input_a, a.data(), std::size_t(a.size()), threads);
-    detail::quantize_input(spec.input_b, gemm_role::input_b, b_rows.data(), std::size_t(b_rows.size()), threads);
+    const detail::row_major_floats a = detail::quantized_rows(A, spec.input_a, gemm_role::input_a, threads);
+    const detail::row_major_floats b_rows = detail::quantized_rows(B, spec.input_b, gemm_role::input_b, threads);
 
     detail::row_major_floats c(M, N);
     if (stats != nullptr) {
@@ -124,7 +158,14 @@ void gemm(const Eigen::MatrixBase<DA>& A, const Eigen::MatrixBase<DB>& B, Eigen:
         const Eigen::MatrixXf b = b_rows;
         detail::exact_gemm<false>(a, b, c, spec, nullptr);
     }
-    C = c.template cast<typename DC::Scalar>();
+    // Back in C's storage order and type, by rows split among threads as above.
+    const Eigen::Index pieces = std::max<Eigen::Index>(1, std::min<Eigen::Index>(threads, c.size() / 16384));
+    const Eigen::Index piece = (M + pieces - 1) / pieces;
+#pragma omp parallel for num_threads(int(pieces)) schedule(static)
+    for (Eigen::Index t = 0; t < pieces; ++t) {
+        const Eigen::Index first = std::min(M, t * piece), count = std::min(M, first + piece) - first;
+        if (count > 0) C.derived().middleRows(first, count) = c.middleRows(first, count).template cast<typename DC::Scalar>();
+    }
 }
 
 template <class DA, class DB>
