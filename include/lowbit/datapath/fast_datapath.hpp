@@ -97,11 +97,17 @@ struct product_range<false> {  // overflow to infinity or NaN, as the mode and s
     }
 };
 
-template <rounding Mode>
-struct round_full {  // the full rounding kernel, for products and accumulators
+// The rounding kernel of the format, for products and accumulators: the full one, or (where every
+// non-zero value is a normal float, that is a multiple of 2^L with L >= -126, and the format is
+// signed) the shorter one without the steps for subnormal floats and unsigned formats.
+template <rounding Mode, kernel_inputs In = kernel_inputs{}>
+struct round_full {
     rounding_plan<float> plan;
-    [[gnu::always_inline]] float operator()(float x) const { return round_with_plan<Mode, float>(x, plan); }
+    [[gnu::always_inline]] float operator()(float x) const { return round_with_plan<Mode, float, In>(x, plan); }
 };
+inline constexpr kernel_inputs normal_values{.subnormals_of_T = false, .negative_to_zero = false};
+template <rounding Mode>
+using round_normal = round_full<Mode, normal_values>;
 
 struct sum_fp32 {  // fp32 nearest_even: the addition already rounded
     [[gnu::always_inline]] float operator()(float x) const { return x; }
@@ -137,7 +143,7 @@ struct round_flush_saturate {
         else if constexpr (Mode == rounding::nearest_away)
             rounded = (magnitude + ((below + 1) >> 1)) & ~below;
         else if constexpr (Mode == rounding::toward_zero)
-            rounded = magnitude & ~below;
+            rounded = bits & (~below & 0x7FFFFFFFu);  // (one mask for the sign and the dropped bits)
         else if constexpr (Mode == rounding::toward_positive)
             rounded = (magnitude + (sign != 0 ? 0u : below)) & ~below;
         else if constexpr (Mode == rounding::toward_negative)
@@ -148,7 +154,10 @@ struct round_flush_saturate {
         std::uint32_t up_bits = up_bits_positive;
         if constexpr (Mode == rounding::toward_positive || Mode == rounding::toward_negative)
             up_bits = sign != 0 ? up_bits_negative : up_bits_positive;
-        rounded = std::max(rounded, min_normal_bits) & (0u - std::uint32_t(magnitude >= up_bits));  // (a mask: see product_range)
+        // Truncation keeps |s| >= min_normal (= up_bits) exactly when it keeps rounded >= it, so it
+        // needs no separate magnitude.
+        const std::uint32_t compared = Mode == rounding::toward_zero ? rounded : magnitude;
+        rounded = std::max(rounded, min_normal_bits) & (0u - std::uint32_t(compared >= up_bits));  // (a mask: see product_range)
         return std::bit_cast<float>(rounded | sign);
     }
     friend bool operator==(const round_flush_saturate&, const round_flush_saturate&) = default;
@@ -179,37 +188,49 @@ template <class Inner>
     const float sum = x + y;
     const float y_part = sum - x, x_part = sum - y_part;
     const float error = (x - x_part) + (y - y_part);  // exact: x + y = sum + error
-    std::uint32_t bits = std::bit_cast<std::uint32_t>(sum);
+    const std::uint32_t bits = std::bit_cast<std::uint32_t>(sum);
     // (An infinite or NaN sum is exact as it stands; its TwoSum error is NaN, not a rounding.)
-    const bool finite = (bits & 0x7F800000u) != 0x7F800000u;
-    const bool inexact_even = finite && error != 0 && (bits & 1u) == 0;
-    const bool away_from_zero = ((std::bit_cast<std::uint32_t>(error) ^ bits) >> 31) == 0;
-    bits += inexact_even ? (away_from_zero ? 1u : 0xFFFFFFFFu) : 0u;
-    return op.inner(std::bit_cast<float>(bits));
+    // Written with 0/1 integers rather than bool logic and conditionals, which g++ turns into
+    // branches and leaves unvectorized.
+    const std::uint32_t finite = std::uint32_t((bits & 0x7F800000u) != 0x7F800000u);
+    const std::uint32_t inexact_even = finite & std::uint32_t(error != 0) & ~bits & 1u;
+    const std::uint32_t toward_zero = (std::bit_cast<std::uint32_t>(error) ^ bits) >> 31;  // error of the other sign
+    // one ulp away from zero (+1 on the magnitude's bits) or toward it (-1)
+    return op.inner(std::bit_cast<float>(bits + inexact_even - 2 * (inexact_even & toward_zero)));
 }
 
 // ---- the operations a call may choose ----
 
-using product_op = std::variant<product_exact, product_range<true>, product_range<false>,
-                                round_full<rounding::nearest_even>, round_full<rounding::nearest_away>,
-                                round_full<rounding::toward_zero>, round_full<rounding::toward_positive>,
-                                round_full<rounding::toward_negative>, round_full<rounding::odd>>;
-using accumulate_op =
-    std::variant<sum_fp32, sum_fp32_saturating, round_flush_saturate<rounding::nearest_even>, round_flush_saturate<rounding::nearest_away>,
-                 round_flush_saturate<rounding::toward_zero>, round_flush_saturate<rounding::toward_positive>,
-                 round_flush_saturate<rounding::toward_negative>, round_flush_saturate<rounding::odd>,
-                 round_full<rounding::nearest_even>, round_full<rounding::nearest_away>,
-                 round_full<rounding::toward_zero>, round_full<rounding::toward_positive>,
-                 round_full<rounding::toward_negative>, round_full<rounding::odd>,
-                 odd_sum<round_flush_saturate<rounding::nearest_even>>,
-                 odd_sum<round_flush_saturate<rounding::nearest_away>>,
-                 odd_sum<round_flush_saturate<rounding::toward_zero>>,
-                 odd_sum<round_flush_saturate<rounding::toward_positive>>,
-                 odd_sum<round_flush_saturate<rounding::toward_negative>>,
-                 odd_sum<round_flush_saturate<rounding::odd>>,
-                 odd_sum<round_full<rounding::nearest_even>>, odd_sum<round_full<rounding::nearest_away>>,
-                 odd_sum<round_full<rounding::toward_zero>>, odd_sum<round_full<rounding::toward_positive>>,
-                 odd_sum<round_full<rounding::toward_negative>>, odd_sum<round_full<rounding::odd>>>;
+// The variant of the operations of every list (each a types<...>).
+template <class... T>
+struct types {};
+template <class... Lists>
+struct variant_of;
+template <class... T>
+struct variant_of<types<T...>> {
+    using type = std::variant<T...>;
+};
+template <class... A, class... B, class... Rest>
+struct variant_of<types<A...>, types<B...>, Rest...> : variant_of<types<A..., B...>, Rest...> {};
+
+// An operation for each deterministic mode.
+template <template <rounding> class Op>
+using each_mode = types<Op<rounding::nearest_even>, Op<rounding::nearest_away>, Op<rounding::toward_zero>,
+                        Op<rounding::toward_positive>, Op<rounding::toward_negative>, Op<rounding::odd>>;
+template <rounding Mode>
+using round_any = round_full<Mode>;
+template <rounding Mode>
+using odd_flush_saturate = odd_sum<round_flush_saturate<Mode>>;
+template <rounding Mode>
+using odd_any = odd_sum<round_any<Mode>>;
+template <rounding Mode>
+using odd_normal = odd_sum<round_normal<Mode>>;
+
+using product_op = variant_of<types<product_exact, product_range<true>, product_range<false>>, each_mode<round_any>,
+                              each_mode<round_normal>>::type;
+using accumulate_op = variant_of<types<sum_fp32, sum_fp32_saturating>, each_mode<round_flush_saturate>,
+                                 each_mode<round_any>, each_mode<round_normal>, each_mode<odd_flush_saturate>,
+                                 each_mode<odd_any>, each_mode<odd_normal>>::type;
 
 template <class Op>
 constexpr bool is_odd_sum = false;
@@ -250,8 +271,8 @@ void fused_pass(const float* a, const float* b, std::ptrdiff_t ldb, int n, const
 template <class P, class A>
 void fused_chunks_pass(const float* a, const float* b, std::ptrdiff_t ldb, std::int64_t n, std::int64_t chunk,
                        const void* product, const void* accumulate, float* total_io) {
-    const P& prod = *static_cast<const P*>(product);
-    const A& step = *static_cast<const A*>(accumulate);
+    const P prod = *static_cast<const P*>(product);  // a local copy: stores cannot alias it
+    const A step = *static_cast<const A*>(accumulate);  // a local copy: stores cannot alias it
     float total[fast_lanes];
     for (int l = 0; l < fast_lanes; ++l) total[l] = total_io[l];
     for (std::int64_t start = 0; start < n; start += chunk) {
@@ -265,7 +286,7 @@ void fused_chunks_pass(const float* a, const float* b, std::ptrdiff_t ldb, std::
 // buf[t][l] = product(a[t] * b[t][l]) for t < n.
 template <class P>
 void product_pass(const float* a, const float* b, std::ptrdiff_t ldb, int n, const void* product, float* buf) {
-    const P& prod = *static_cast<const P*>(product);
+    const P prod = *static_cast<const P*>(product);  // a local copy: stores cannot alias it
     for (int t = 0; t < n; ++t) {
         const float at = a[t];
         const float* bt = b + t * ldb;
@@ -277,7 +298,7 @@ void product_pass(const float* a, const float* b, std::ptrdiff_t ldb, int n, con
 // acc[l] = accumulate(acc[l] + buf[t][l]) for t < n, in order.
 template <class A>
 void accumulate_pass(const float* buf, int n, float* acc_io, const void* accumulate) {
-    const A& step = *static_cast<const A*>(accumulate);
+    const A step = *static_cast<const A*>(accumulate);  // a local copy: stores cannot alias it
     float acc[fast_lanes];
     for (int l = 0; l < fast_lanes; ++l) acc[l] = acc_io[l];
     for (int t = 0; t < n; ++t) {
@@ -304,7 +325,7 @@ inline const void* address_of(const accumulate_op& v) {
 // here, so buf holds bit_ceil(n) rows); a chunk of one product is that product.
 template <class A>
 void tree_pass(float* buf, int n, float* acc_out, const void* accumulate) {
-    const A& step = *static_cast<const A*>(accumulate);
+    const A step = *static_cast<const A*>(accumulate);  // a local copy: stores cannot alias it
     const int width = int(std::bit_ceil(unsigned(n)));
     std::fill(buf + std::ptrdiff_t(n) * fast_lanes, buf + std::ptrdiff_t(width) * fast_lanes, 0.0f);
     for (int nodes = width / 2; nodes >= 1; nodes /= 2)
@@ -361,7 +382,7 @@ template <bool Floor>
 // acc_io: the running accumulator, carried from group to group within a chunk.
 template <class A, bool Floor>
 void aligned_pass(const float* buf, int n, int group, int window, float* acc_io, const void* accumulate) {
-    const A& step = *static_cast<const A*>(accumulate);
+    const A step = *static_cast<const A*>(accumulate);  // a local copy: stores cannot alias it
     float acc[fast_lanes];
     for (int l = 0; l < fast_lanes; ++l) acc[l] = acc_io[l];
     for (int g0 = 0; g0 < n; g0 += group) {
@@ -477,10 +498,21 @@ inline std::optional<accumulate_op> choose_accumulator(const quantizer& q, const
         });
     }
     const auto plan = rounding_plan<float>::make(f, q.as_float()->on_overflow, q.as_float()->random_bits);
-    return dispatch_deterministic(mode, [&](auto m) -> accumulate_op { return summed(round_full<m()>{plan}); });
+    return dispatch_deterministic(mode, [&](auto m) -> accumulate_op {
+        if (lowest >= -126) return summed(round_normal<m()>{plan});
+        return summed(round_any<m()>{plan});
+    });
 }
 
 // ---- the driver ----
+
+// Whether no value is an infinity or a NaN, by their exponent field: a loop compilers vectorize
+// (Eigen's allFinite compares x - x with itself one element at a time).
+inline bool all_finite(const float* x, Eigen::Index n) {
+    std::uint32_t special = 0;
+    for (Eigen::Index i = 0; i < n; ++i) special |= std::uint32_t((std::bit_cast<std::uint32_t>(x[i]) & 0x7F800000u) == 0x7F800000u);
+    return special == 0;
+}
 
 // Fills c (row-major M x N) from quantized a (row-major M x K) and b (row-major K x N) when the
 // spec allows the fast path; returns false (c untouched) otherwise.
@@ -496,7 +528,7 @@ inline bool fast_gemm(const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic,
         grid_a->smallest_step + grid_b->smallest_step < -149 ||
         grid_a->max_magnitude * grid_b->max_magnitude > double(FLT_MAX))
         return false;
-    if (!a.allFinite() || !b.allFinite()) return false;
+    if (!all_finite(a.data(), a.size()) || !all_finite(b.data(), b.size())) return false;
 
     value_grid product{grid_a->smallest_step + grid_b->smallest_step,
                        grid_a->significand_bits + grid_b->significand_bits,
@@ -522,7 +554,10 @@ inline bool fast_gemm(const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic,
             else
                 prod = product_range<false>{max, up, down, plan.flush_below};
         } else {
-            prod = dispatch_deterministic(qp.mode, [&](auto m) -> product_op { return round_full<m()>{plan}; });
+            prod = dispatch_deterministic(qp.mode, [&](auto m) -> product_op {
+                if (product.smallest_step >= -126) return round_normal<m()>{plan};  // exact products: normal floats
+                return round_any<m()>{plan};
+            });
         }
         product = *grid_p;
     }

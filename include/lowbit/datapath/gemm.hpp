@@ -52,12 +52,27 @@ inline void quantize_input(const quantizer& q, gemm_role role, float* data, std:
     }
 }
 
+// dst(i, j) = src(i, j) for the rows [first, first + count), cast to dst's scalar, in tiles of
+// 32 x 32: a copy between storage orders then reads and writes whole cache lines (Eigen's
+// assignment walks one side with a stride of a whole column, missing the cache at every element).
+template <class S, class D>
+void copy_rows_tiled(const Eigen::MatrixBase<S>& src, Eigen::MatrixBase<D>& dst, Eigen::Index first, Eigen::Index count) {
+    using T = typename D::Scalar;
+    constexpr Eigen::Index tile = 32;
+    for (Eigen::Index r0 = first; r0 < first + count; r0 += tile)
+        for (Eigen::Index c0 = 0; c0 < src.cols(); c0 += tile) {
+            const Eigen::Index r1 = std::min(r0 + tile, first + count), c1 = std::min(c0 + tile, src.cols());
+            for (Eigen::Index r = r0; r < r1; ++r)
+                for (Eigen::Index c = c0; c < c1; ++c) dst.coeffRef(r, c) = T(src.coeff(r, c));
+        }
+}
+
 // The rows [first, first + count) of src, cast to float, into the same rows of dst (row-major),
 // then quantized: element e of dst has random index e, whatever the split of the rows.
 template <class D>
 void copy_quantized_rows(const Eigen::MatrixBase<D>& src, row_major_floats& dst, Eigen::Index first, Eigen::Index count,
                          const quantizer& q, gemm_role role) {
-    dst.middleRows(first, count) = src.middleRows(first, count).template cast<float>();
+    copy_rows_tiled(src, dst, first, count);
     const std::size_t begin = std::size_t(first * dst.cols()), n = std::size_t(count * dst.cols());
     float* data = dst.data() + begin;
     if (const auto* f = q.as_float()) {
@@ -164,7 +179,7 @@ void gemm(const Eigen::MatrixBase<DA>& A, const Eigen::MatrixBase<DB>& B, Eigen:
 #pragma omp parallel for num_threads(int(pieces)) schedule(static)
     for (Eigen::Index t = 0; t < pieces; ++t) {
         const Eigen::Index first = std::min(M, t * piece), count = std::min(M, first + piece) - first;
-        if (count > 0) C.derived().middleRows(first, count) = c.middleRows(first, count).template cast<typename DC::Scalar>();
+        if (count > 0) detail::copy_rows_tiled(c, C, first, count);
     }
 }
 
