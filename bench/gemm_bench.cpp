@@ -53,6 +53,21 @@ void bm_lowbit(benchmark::State& state, lowbit::rounding mode, lowbit::accumulat
     state.counters["MACs/s"] = benchmark::Counter(double(n * n * n), benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// The same with the events counted (gemm_stats): the vectorized path counts them for this setup.
+void bm_counted(benchmark::State& state, lowbit::rounding mode) {
+    const auto n = state.range(0);
+    const Eigen::MatrixXf A = normal_matrix(n, n, 1), B = normal_matrix(n, n, 2);
+    Eigen::MatrixXf C(n, n);
+    const auto spec = paper_spec(mode, lowbit::accumulation::sequential, 1);
+    lowbit::gemm_stats stats;
+    lowbit_bench::timed(state, double(n * n * n), "eigen" + std::to_string(n), false, [&] {
+        lowbit::gemm(A, B, C, spec, &stats);
+        benchmark::DoNotOptimize(C.data());
+    });
+    state.counters["MACs/s"] = benchmark::Counter(double(n * n * n), benchmark::Counter::kIsIterationInvariantRate);
+    state.counters["swamp_rate"] = double(stats.swamps) / double(stats.macs);
+}
+
 // Other accumulators (e4m3 inputs, exact products, nearest_even, chunk 16 in the same format):
 // IEEE-style formats take the general rounding kernel rather than the flush-and-saturate one.
 void bm_accumulator(benchmark::State& state, lowbit::float_format accumulator) {
@@ -81,6 +96,8 @@ BENCHMARK_CAPTURE(bm_lowbit, fma_toward_zero_1t, rounding::toward_zero, accumula
 BENCHMARK_CAPTURE(bm_lowbit, pairwise_toward_zero_1t, rounding::toward_zero, accumulation::pairwise, 1)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_lowbit, fused_toward_zero_1t, rounding::toward_zero, accumulation::fused, 1)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_lowbit, aligned_toward_zero_1t, rounding::toward_zero, accumulation::aligned, 1)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_counted, seq_nearest_even_stats_1t, rounding::nearest_even)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_counted, seq_toward_zero_flush_stats_1t, rounding::toward_zero)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_accumulator, fp16_acc_1t, lowbit::fp16)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_accumulator, bf16_acc_1t, lowbit::bf16)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_accumulator, m10e5_acc_1t, lowbit::float_format{.exp_bits = 5, .man_bits = 10, .bias = 26, .subnormals = false, .specials = lowbit::special_values::none})->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);

@@ -30,6 +30,19 @@ bool same_bits(const Eigen::MatrixXf& a, const Eigen::MatrixXf& b) {
     return true;
 }
 
+// The exact path's result and events: gemm takes it when per-product records are asked for.
+Eigen::MatrixXf exact_gemm(const Eigen::MatrixXf& A, const Eigen::MatrixXf& B, lowbit::gemm_spec spec,
+                           lowbit::gemm_stats& stats) {
+    spec.record_lost = true;
+    return lowbit::gemm(A, B, spec, &stats);
+}
+
+bool same_events(const lowbit::gemm_stats& a, const lowbit::gemm_stats& b) {
+    return a.macs == b.macs && a.zero_operand == b.zero_operand && a.product_overflows == b.product_overflows &&
+           a.product_underflows == b.product_underflows && a.accumulator_overflows == b.accumulator_overflows &&
+           a.swamps == b.swamps && a.inexact_additions == b.inexact_additions;
+}
+
 const rounding deterministic[] = {rounding::nearest_even, rounding::nearest_away, rounding::toward_zero,
                                   rounding::toward_positive, rounding::toward_negative, rounding::odd};
 
@@ -50,7 +63,7 @@ TEST_CASE("fast path equals the exact path: the paper's M7E4 setup, every mode a
                     spec.threads = N == 128 ? 2 : 1;
                     const auto A = scaled_normal(7, 131, gen, 6), B = scaled_normal(131, N, gen, 6);
                     lowbit::gemm_stats stats;
-                    const Eigen::MatrixXf exact = lowbit::gemm(A, B, spec, &stats);
+                    const Eigen::MatrixXf exact = exact_gemm(A, B, spec, stats);
                     const Eigen::MatrixXf fast = lowbit::gemm(A, B, spec);
                     INFO("mode " << lowbit::to_string(mode) << " chunk " << chunk << " model " << lowbit::to_string(model)
                                  << " N " << N);
@@ -93,7 +106,7 @@ TEST_CASE("fast path equals the exact path: pairwise, fused and aligned models")
                                 INFO(lowbit::to_string(model) << " " << lowbit::to_string(mode) << " chunk " << chunk
                                                               << " " << lowbit::to_string(acc_format) << " window " << window
                                                               << " group " << group << " cut " << int(cut));
-                                CHECK(same_bits(lowbit::gemm(A, B, spec, &stats), lowbit::gemm(A, B, spec)));
+                                CHECK(same_bits(exact_gemm(A, B, spec, stats), lowbit::gemm(A, B, spec)));
                                 lowbit::detail::row_major_floats a = A, b = B, c(A.rows(), B.cols());
                                 lowbit::detail::quantize_input(spec.input_a, lowbit::gemm_role::input_a, a.data(), std::size_t(a.size()));
                                 lowbit::detail::quantize_input(spec.input_b, lowbit::gemm_role::input_b, b.data(), std::size_t(b.size()));
@@ -124,7 +137,7 @@ TEST_CASE("fast path equals the exact path: other accumulators and overflow poli
                     lowbit::gemm_stats stats;
                     INFO(lowbit::to_string(acc_format) << " / " << lowbit::to_string(prod_format) << " / "
                                                        << lowbit::to_string(mode) << " / " << lowbit::to_string(policy));
-                    CHECK(same_bits(lowbit::gemm(A, B, spec, &stats), lowbit::gemm(A, B, spec)));
+                    CHECK(same_bits(exact_gemm(A, B, spec, stats), lowbit::gemm(A, B, spec)));
                 }
 }
 
@@ -155,11 +168,60 @@ TEST_CASE("fast path equals the exact path: accumulators wider than fp32's exact
                         INFO(lowbit::to_string(acc_format) << " / " << lowbit::to_string(mode) << " / "
                                                            << lowbit::to_string(model));
                         lowbit::gemm_stats stats;
-                        CHECK(same_bits(lowbit::gemm(A, B, spec, &stats), lowbit::gemm(A, B, spec)));
+                        CHECK(same_bits(exact_gemm(A, B, spec, stats), lowbit::gemm(A, B, spec)));
                         // and the fast path did take it
                         Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> a = A, b = B, c(4, 67);
                         lowbit::detail::quantize_input(spec.input_a, lowbit::gemm_role::input_a, a.data(), std::size_t(a.size()));
                         lowbit::detail::quantize_input(spec.input_b, lowbit::gemm_role::input_b, b.data(), std::size_t(b.size()));
                         CHECK(lowbit::detail::fast_gemm(a, b, c, spec));
                     }
+}
+
+TEST_CASE("fast path counts the same events as the exact path: M7E4 and MxE5 accumulators") {
+    // Data scaled by up to 2^6 either way (finite in e4m3): products overflow and underflow, sums
+    // swamp, overflow and round. MxE5 accumulators take the round-to-odd sums.
+    std::mt19937 gen(31);
+    const lowbit::float_quantizer e4m3{.format = lowbit::fp8_e4m3};
+    const lowbit::float_format m10e5{.exp_bits = 5, .man_bits = 10, .bias = 26, .subnormals = false,
+                                     .specials = lowbit::special_values::none};
+    const lowbit::float_format m10e5_prod{.exp_bits = 5, .man_bits = 10, .bias = 28, .subnormals = false,
+                                          .specials = lowbit::special_values::none};
+    const std::pair<lowbit::float_format, lowbit::float_format> setups[] = {
+        {lowbit::lba_m7e4_prod, lowbit::lba_m7e4_acc}, {m10e5_prod, m10e5}};
+    lowbit::gemm_stats all;
+    for (const auto& [prod_format, acc_format] : setups)
+        for (const rounding mode : deterministic)
+            for (const int chunk : {0, 1, 16, 128})
+                for (const auto model : {lowbit::accumulation::sequential, lowbit::accumulation::fma})
+                    for (const Eigen::Index N : {37, 128}) {
+                        const lowbit::float_quantizer prod{.format = prod_format, .mode = mode,
+                                                           .on_overflow = lowbit::overflow::saturate};
+                        const lowbit::float_quantizer acc{.format = acc_format, .mode = mode,
+                                                          .on_overflow = lowbit::overflow::saturate};
+                        lowbit::gemm_spec spec{.input_a = e4m3, .input_b = e4m3, .product = prod, .accumulator = acc,
+                                               .model = model, .chunk = chunk, .chunk_accumulator = acc};
+                        spec.threads = N == 128 ? 2 : 1;
+                        const auto A = scaled_normal(5, 150, gen, 6), B = scaled_normal(150, N, gen, 6);
+                        lowbit::gemm_stats exact_stats, fast_stats;
+                        const Eigen::MatrixXf exact = exact_gemm(A, B, spec, exact_stats);
+                        const Eigen::MatrixXf fast = lowbit::gemm(A, B, spec, &fast_stats);
+                        INFO(lowbit::to_string(acc_format) << " / " << lowbit::to_string(mode) << " chunk " << chunk
+                                                           << " " << lowbit::to_string(model) << " N " << N);
+                        CHECK(same_bits(exact, fast));
+                        CHECK(same_events(exact_stats, fast_stats));
+                        all += exact_stats;
+                        // ... and the vectorized path counted them
+                        lowbit::detail::row_major_floats a = A, b = B, c(A.rows(), B.cols());
+                        lowbit::detail::quantize_input(spec.input_a, lowbit::gemm_role::input_a, a.data(), std::size_t(a.size()));
+                        lowbit::detail::quantize_input(spec.input_b, lowbit::gemm_role::input_b, b.data(), std::size_t(b.size()));
+                        lowbit::gemm_stats counted;
+                        CHECK(lowbit::detail::fast_gemm(a, b, c, spec, &counted));
+                    }
+    // every kind of event happened somewhere
+    CHECK(all.zero_operand > 0);
+    CHECK(all.product_overflows > 0);
+    CHECK(all.product_underflows > 0);
+    CHECK(all.accumulator_overflows > 0);
+    CHECK(all.swamps > 0);
+    CHECK(all.inexact_additions > 0);
 }

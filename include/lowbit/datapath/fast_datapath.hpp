@@ -31,10 +31,14 @@
 //     group's cut sum that fits 24 bits).
 // For an accumulator without subnormals that saturates (the paper's M7E4), the rounding itself
 // is specialised: a constant shift for normal sums and one comparison for the flush region.
-// Stochastic rounding, integer quantizers and event counting take the exact path.
+// Events (gemm_stats) are counted here for exact or saturating range-checked products and
+// flush-and-saturate accumulators (counts_events), in sequential or fma chains whose chunk
+// accumulator is the accumulator, without per-product records. Stochastic rounding, integer
+// quantizers and the other event counts take the exact path.
 #pragma once
 
 #include <lowbit/datapath/gemm_spec.hpp>
+#include <lowbit/datapath/gemm_stats.hpp>
 #include <lowbit/datapath/thread_count.hpp>
 #include <lowbit/rounding/rounding_plan.hpp>
 
@@ -63,8 +67,15 @@ constexpr int fast_panel = 32;  // k per product buffer (8 KiB: stays in L1)
 
 // ---- the operations, each on one lane ----
 
+// Each operation also has a counted form that reports its events as 0/1 integers, so that
+// counting them vectorizes too (only for the operations where counts_events holds, below).
+
 struct product_exact {  // unset product quantizer
     [[gnu::always_inline]] float operator()(float x) const { return x; }
+    [[gnu::always_inline]] float counted(float x, std::uint32_t& overflowed, std::uint32_t& underflowed) const {
+        overflowed = underflowed = 0;
+        return x;
+    }
 };
 
 // A product already on the format's grid: only overflow and flush can change it. Saturating
@@ -77,11 +88,19 @@ template <>
 struct product_range<true> {
     std::uint32_t max_finite_bits, flush_below_bits;  // of magnitudes
     [[gnu::always_inline]] float operator()(float x) const {
+        std::uint32_t overflowed, underflowed;
+        return counted(x, overflowed, underflowed);
+    }
+    // (x is on the grid: it overflows when beyond the largest finite value, and underflows when
+    // non-zero and flushed)
+    [[gnu::always_inline]] float counted(float x, std::uint32_t& overflowed, std::uint32_t& underflowed) const {
         const std::uint32_t bits = std::bit_cast<std::uint32_t>(x);
         const std::uint32_t sign = bits & 0x80000000u, magnitude = bits ^ sign;
         // (a mask rather than a conditional, which g++ turns into a branch and does not vectorize)
         const std::uint32_t keep = 0u - std::uint32_t(magnitude >= flush_below_bits);
         const std::uint32_t kept = std::min(magnitude, max_finite_bits) & keep;
+        overflowed = std::uint32_t(magnitude > max_finite_bits);
+        underflowed = std::uint32_t(magnitude != 0) & ~keep & 1u;
         return std::bit_cast<float>(kept | sign);
     }
 };
@@ -135,6 +154,12 @@ struct round_flush_saturate {
     std::uint32_t up_bits_positive;  // |s|'s bits >= this: up to min_normal (for s > 0) ...
     std::uint32_t up_bits_negative;  // ... and for s < 0
     [[gnu::always_inline]] float operator()(float s) const {
+        std::uint32_t overflowed;
+        return counted(s, overflowed);
+    }
+    // `overflowed`: the rounding without an upper limit went beyond the largest finite value
+    // (rounding is monotone and that value is on the grid, so only sums beyond it can).
+    [[gnu::always_inline]] float counted(float s, std::uint32_t& overflowed) const {
         const std::uint32_t bits = std::bit_cast<std::uint32_t>(s);
         const std::uint32_t sign = bits & 0x80000000u, magnitude = bits ^ sign;
         std::uint32_t rounded;
@@ -150,6 +175,7 @@ struct round_flush_saturate {
             rounded = (magnitude + (sign != 0 ? below : 0u)) & ~below;
         else
             rounded = (magnitude & ~below) | ((magnitude & below) != 0 ? below + 1 : 0u);
+        overflowed = std::uint32_t(rounded > max_finite_bits);
         rounded = std::min(rounded, max_finite_bits);
         std::uint32_t up_bits = up_bits_positive;
         if constexpr (Mode == rounding::toward_positive || Mode == rounding::toward_negative)
@@ -183,8 +209,8 @@ struct odd_sum {
     friend bool operator==(const odd_sum&, const odd_sum&) = default;
 };
 
-template <class Inner>
-[[gnu::always_inline]] inline float add_then(const odd_sum<Inner>& op, float x, float y) {
+// x + y rounded to odd in fp32, and whether that was inexact (0/1).
+[[gnu::always_inline]] inline float sum_round_odd(float x, float y, std::uint32_t& inexact) {
     const float sum = x + y;
     const float y_part = sum - x, x_part = sum - y_part;
     const float error = (x - x_part) + (y - y_part);  // exact: x + y = sum + error
@@ -193,10 +219,37 @@ template <class Inner>
     // Written with 0/1 integers rather than bool logic and conditionals, which g++ turns into
     // branches and leaves unvectorized.
     const std::uint32_t finite = std::uint32_t((bits & 0x7F800000u) != 0x7F800000u);
-    const std::uint32_t inexact_even = finite & std::uint32_t(error != 0) & ~bits & 1u;
+    inexact = finite & std::uint32_t(error != 0);
+    const std::uint32_t inexact_even = inexact & ~bits & 1u;
     const std::uint32_t toward_zero = (std::bit_cast<std::uint32_t>(error) ^ bits) >> 31;  // error of the other sign
     // one ulp away from zero (+1 on the magnitude's bits) or toward it (-1)
-    return op.inner(std::bit_cast<float>(bits + inexact_even - 2 * (inexact_even & toward_zero)));
+    return std::bit_cast<float>(bits + inexact_even - 2 * (inexact_even & toward_zero));
+}
+
+template <class Inner>
+[[gnu::always_inline]] inline float add_then(const odd_sum<Inner>& op, float x, float y) {
+    std::uint32_t inexact;
+    return op.inner(sum_round_odd(x, y, inexact));
+}
+
+// The counted forms, for finite sums: `inexact` when the result is not the exact sum. (An exact
+// fp32 sum is compared as it is; a sum that fp32 rounded is not a float, so no result equals it.)
+template <class A>
+[[gnu::always_inline]] inline float add_then_counted(const A& step, float x, float y, std::uint32_t& overflowed,
+                                                     std::uint32_t& inexact) {
+    const float sum = x + y;
+    const float r = step.counted(sum, overflowed);
+    inexact = std::uint32_t(r != sum);
+    return r;
+}
+template <class Inner>
+[[gnu::always_inline]] inline float add_then_counted(const odd_sum<Inner>& op, float x, float y,
+                                                     std::uint32_t& overflowed, std::uint32_t& inexact) {
+    std::uint32_t rounded_in_fp32;
+    const float sum = sum_round_odd(x, y, rounded_in_fp32);
+    const float r = op.inner.counted(sum, overflowed);
+    inexact = rounded_in_fp32 | std::uint32_t(r != sum);
+    return r;
 }
 
 // ---- the operations a call may choose ----
@@ -237,6 +290,48 @@ constexpr bool is_odd_sum = false;
 template <class Inner>
 constexpr bool is_odd_sum<odd_sum<Inner>> = true;
 
+template <class Op>
+constexpr bool is_flush_saturate = false;
+template <rounding Mode>
+constexpr bool is_flush_saturate<round_flush_saturate<Mode>> = true;
+template <rounding Mode>
+constexpr bool is_flush_saturate<odd_sum<round_flush_saturate<Mode>>> = true;
+
+// Where the vectorized path counts events (gemm_stats): exact or range-checked saturating
+// products, and a flush-and-saturate accumulator (the paper's setups). Every value then stays
+// finite, and each event is a comparison. Other operations count on the exact path.
+template <class P, class A>
+constexpr bool counts_events =
+    (std::is_same_v<P, product_exact> || std::is_same_v<P, product_range<true>>) && is_flush_saturate<A>;
+
+// Events per lane of a block of outputs, added into a gemm_stats once the block is done.
+struct lane_events {
+    std::uint32_t zero_operand[fast_lanes] = {}, product_overflows[fast_lanes] = {},
+                  product_underflows[fast_lanes] = {}, accumulator_overflows[fast_lanes] = {},
+                  swamps[fast_lanes] = {}, inexact_additions[fast_lanes] = {};
+
+    // acc + term rounded to r, with the step's overflow and inexact flags (the exact path's
+    // event_sink::addition and its swamp rule: term != 0 lost entirely).
+    [[gnu::always_inline]] void addition(int l, float acc, float term, float r, std::uint32_t overflowed,
+                                         std::uint32_t inexact) {
+        accumulator_overflows[l] += overflowed;
+        inexact_additions[l] += inexact;
+        swamps[l] += std::uint32_t(term != 0) & std::uint32_t(r == acc);
+    }
+
+    void add_to(gemm_stats& stats) const {
+        for (int l = 0; l < fast_lanes; ++l) {
+            stats.zero_operand += zero_operand[l];
+            stats.product_overflows += product_overflows[l];
+            stats.product_underflows += product_underflows[l];
+            stats.accumulator_overflows += accumulator_overflows[l];
+            stats.swamps += swamps[l];
+            stats.inexact_additions += inexact_additions[l];
+        }
+    }
+};
+struct no_events {};
+
 // Operations short enough to run in one loop with the accumulator chain.
 template <class Op>
 constexpr bool is_light = !requires { Op::plan; } && !requires { Op::inner.plan; };
@@ -244,14 +339,28 @@ constexpr bool is_light = !requires { Op::plan; } && !requires { Op::inner.plan;
 // ---- the passes ----
 
 // acc[l] = accumulate(acc[l] + product(a[t] * b[t][l])) for t < n, b row t at b + t * ldb: one
-// loop, the products never stored.
-template <class P, class A>
+// loop, the products never stored; with the events counted when Events is lane_events.
+template <class P, class A, class Events>
 [[gnu::always_inline]] inline void fused_chain(const float* a, const float* b, std::ptrdiff_t ldb, int n, const P& prod,
-                                               const A& step, float (&acc)[fast_lanes]) {
+                                               const A& step, float (&acc)[fast_lanes], Events& events) {
     for (int t = 0; t < n; ++t) {
         const float at = a[t];
         const float* bt = b + t * ldb;
-        for (int l = 0; l < fast_lanes; ++l) acc[l] = add_then(step, acc[l], prod(at * bt[l]));
+        if constexpr (std::is_same_v<Events, lane_events>) {
+            for (int l = 0; l < fast_lanes; ++l) {
+                const float x = at * bt[l];  // exact
+                std::uint32_t product_overflowed, product_underflowed, overflowed, inexact;
+                const float p = prod.counted(x, product_overflowed, product_underflowed);
+                const float y = add_then_counted(step, acc[l], p, overflowed, inexact);
+                events.zero_operand[l] += std::uint32_t(x == 0);  // (exact products of non-zero floats are not 0)
+                events.product_overflows[l] += product_overflowed;
+                events.product_underflows[l] += product_underflowed;
+                events.addition(l, acc[l], p, y, overflowed, inexact);
+                acc[l] = y;
+            }
+        } else {
+            for (int l = 0; l < fast_lanes; ++l) acc[l] = add_then(step, acc[l], prod(at * bt[l]));
+        }
     }
 }
 
@@ -259,28 +368,43 @@ template <class P, class A>
 template <class P, class A>
 void fused_pass(const float* a, const float* b, std::ptrdiff_t ldb, int n, const void* product, const void* accumulate,
                 float* acc_io) {
+    const P prod = *static_cast<const P*>(product);  // local copies: stores cannot alias them
+    const A step = *static_cast<const A*>(accumulate);
     float acc[fast_lanes];
     for (int l = 0; l < fast_lanes; ++l) acc[l] = acc_io[l];
-    fused_chain(a, b, ldb, n, *static_cast<const P*>(product), *static_cast<const A*>(accumulate), acc);
+    no_events none;
+    fused_chain(a, b, ldb, n, prod, step, acc, none);
     for (int l = 0; l < fast_lanes; ++l) acc_io[l] = acc[l];
 }
 
 // All of a row's chunks when the chunk accumulator is the accumulator's own operation (the
 // paper's setup): each chunk from 0, total = accumulate(total + chunk) after each. One call per
-// row keeps the operation's constants in registers across chunks.
-template <class P, class A>
+// row keeps the operation's constants in registers across chunks. With Count, the events go
+// into *stats.
+template <class P, class A, bool Count>
 void fused_chunks_pass(const float* a, const float* b, std::ptrdiff_t ldb, std::int64_t n, std::int64_t chunk,
-                       const void* product, const void* accumulate, float* total_io) {
-    const P prod = *static_cast<const P*>(product);  // a local copy: stores cannot alias it
-    const A step = *static_cast<const A*>(accumulate);  // a local copy: stores cannot alias it
+                       const void* product, const void* accumulate, float* total_io, gemm_stats* stats) {
+    const P prod = *static_cast<const P*>(product);  // local copies: stores cannot alias them
+    const A step = *static_cast<const A*>(accumulate);
+    std::conditional_t<Count, lane_events, no_events> events;
     float total[fast_lanes];
     for (int l = 0; l < fast_lanes; ++l) total[l] = total_io[l];
     for (std::int64_t start = 0; start < n; start += chunk) {
         float acc[fast_lanes] = {};
-        fused_chain(a + start, b + start * ldb, ldb, int(std::min(chunk, n - start)), prod, step, acc);
-        for (int l = 0; l < fast_lanes; ++l) total[l] = add_then(step, total[l], acc[l]);
+        fused_chain(a + start, b + start * ldb, ldb, int(std::min(chunk, n - start)), prod, step, acc, events);
+        for (int l = 0; l < fast_lanes; ++l) {
+            if constexpr (Count) {
+                std::uint32_t overflowed, inexact;
+                const float y = add_then_counted(step, total[l], acc[l], overflowed, inexact);
+                events.addition(l, total[l], acc[l], y, overflowed, inexact);
+                total[l] = y;
+            } else {
+                total[l] = add_then(step, total[l], acc[l]);
+            }
+        }
     }
     for (int l = 0; l < fast_lanes; ++l) total_io[l] = total[l];
+    if constexpr (Count) events.add_to(*stats);
 }
 
 // buf[t][l] = product(a[t] * b[t][l]) for t < n.
@@ -310,7 +434,7 @@ void accumulate_pass(const float* buf, int n, float* acc_io, const void* accumul
 
 using fused_pass_fn = void (*)(const float*, const float*, std::ptrdiff_t, int, const void*, const void*, float*);
 using fused_chunks_pass_fn = void (*)(const float*, const float*, std::ptrdiff_t, std::int64_t, std::int64_t, const void*,
-                                      const void*, float*);
+                                      const void*, float*, gemm_stats*);
 using product_pass_fn = void (*)(const float*, const float*, std::ptrdiff_t, int, const void*, float*);
 using accumulate_pass_fn = void (*)(const float*, int, float*, const void*);
 
@@ -515,10 +639,12 @@ inline bool all_finite(const float* x, Eigen::Index n) {
 }
 
 // Fills c (row-major M x N) from quantized a (row-major M x K) and b (row-major K x N) when the
-// spec allows the fast path; returns false (c untouched) otherwise.
+// spec allows the fast path; returns false (c and stats untouched) otherwise. With stats, adds
+// the events (not the MACs) to *stats where this path can count them (counts_events).
 inline bool fast_gemm(const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>& a,
                       const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>& b,
-                      Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>& c, const gemm_spec& spec) {
+                      Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>& c, const gemm_spec& spec,
+                      gemm_stats* stats = nullptr) {
     const std::int64_t M = a.rows(), K = a.cols(), N = b.cols();
     if (K == 0) return false;
     const auto grid_a = float_grid(spec.input_a), grid_b = float_grid(spec.input_b);
@@ -591,10 +717,21 @@ inline bool fast_gemm(const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic,
         [](const auto& p, const auto& a) -> fused_chunks_pass_fn {
             using P = std::decay_t<decltype(p)>;
             using A = std::decay_t<decltype(a)>;
-            if constexpr (is_light<P> && is_light<A>) return &fused_chunks_pass<P, A>;
+            if constexpr (is_light<P> && is_light<A>) return &fused_chunks_pass<P, A, false>;
             else return nullptr;
         },
         prod, *accumulate);
+    // Events are counted here only on that path, for the operations of counts_events, and without
+    // per-product records; otherwise the caller takes the exact path.
+    const fused_chunks_pass_fn counted_chunks = stats == nullptr || fused_chunks == nullptr ? nullptr : std::visit(
+        [](const auto& p, const auto& a) -> fused_chunks_pass_fn {
+            using P = std::decay_t<decltype(p)>;
+            using A = std::decay_t<decltype(a)>;
+            if constexpr (counts_events<P, A>) return &fused_chunks_pass<P, A, true>;
+            else return nullptr;
+        },
+        prod, *accumulate);
+    if (stats != nullptr && (counted_chunks == nullptr || spec.record_lost)) return false;
     const product_pass_fn product_only = std::visit(
         [](const auto& p) -> product_pass_fn { return &product_pass<std::decay_t<decltype(p)>>; }, prod);
     const auto accumulate_fn = [](const accumulate_op& v) {
@@ -667,6 +804,7 @@ inline bool fast_gemm(const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic,
     {
         std::vector<float> scratch(std::size_t(rows * fast_lanes));
         float* const buf = scratch.data();
+        gemm_stats events;  // this thread's
         // Blocks of columns outermost: one block's K x lanes panel of B stays in cache across rows.
 #pragma omp for schedule(static) collapse(2)
         for (std::int64_t block = 0; block < blocks; ++block) {
@@ -676,8 +814,10 @@ inline bool fast_gemm(const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic,
                 alignas(64) double sums[fast_lanes];
                 const float* a_row = a.data() + i * K;
                 const float* b_block = b_data + block * fast_lanes;
-                if (fused_chunks != nullptr) {
-                    fused_chunks(a_row, b_block, ldb, K, chunk, prod_address, accumulate_address, total);
+                if (stats != nullptr) {
+                    counted_chunks(a_row, b_block, ldb, K, chunk, prod_address, accumulate_address, total, &events);
+                } else if (fused_chunks != nullptr) {
+                    fused_chunks(a_row, b_block, ldb, K, chunk, prod_address, accumulate_address, total, nullptr);
                 } else {
                     for (std::int64_t start = 0; start < K; start += chunk) {
                         const std::int64_t end = std::min(start + chunk, K);
@@ -725,7 +865,13 @@ inline bool fast_gemm(const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic,
                 for (std::int64_t l = 0; l < width; ++l) c(i, block * fast_lanes + l) = total[l];
             }
         }
+        if (stats != nullptr) {
+#pragma omp critical(lowbit_fast_gemm_stats)
+            *stats += events;  // integer sums: the order of the threads does not matter
+        }
     }
+    // The padding columns of B (zero products: no other event) counted zero operands.
+    if (stats != nullptr) stats->zero_operand -= std::uint64_t(M) * std::uint64_t(K) * std::uint64_t(blocks * fast_lanes - N);
     return true;
 }
 
