@@ -186,8 +186,12 @@ TEST_CASE("fast path counts the same events as the exact path: M7E4 and MxE5 acc
                                      .specials = lowbit::special_values::none};
     const lowbit::float_format m10e5_prod{.exp_bits = 5, .man_bits = 10, .bias = 28, .subnormals = false,
                                           .specials = lowbit::special_values::none};
+    // M7E4 products with bias 9 are not on the grid of e4m3 products (their smallest step is
+    // larger): the product rounding runs in full.
+    const lowbit::float_format m7e4_prod_bias9{.exp_bits = 4, .man_bits = 7, .bias = 9, .subnormals = false,
+                                               .specials = lowbit::special_values::none};
     const std::pair<lowbit::float_format, lowbit::float_format> setups[] = {
-        {lowbit::lba_m7e4_prod, lowbit::lba_m7e4_acc}, {m10e5_prod, m10e5}};
+        {lowbit::lba_m7e4_prod, lowbit::lba_m7e4_acc}, {m10e5_prod, m10e5}, {m7e4_prod_bias9, lowbit::lba_m7e4_acc}};
     lowbit::gemm_stats all;
     for (const auto& [prod_format, acc_format] : setups)
         for (const rounding mode : deterministic)

@@ -31,7 +31,7 @@
 //     group's cut sum that fits 24 bits).
 // For an accumulator without subnormals that saturates (the paper's M7E4), the rounding itself
 // is specialised: a constant shift for normal sums and one comparison for the flush region.
-// Events (gemm_stats) are counted here for exact or saturating range-checked products and
+// Events (gemm_stats) are counted here for exact, saturating range-checked or rounded products and
 // flush-and-saturate accumulators (counts_events), in sequential or fma chains whose chunk
 // accumulator is the accumulator, without per-product records. Stochastic rounding, integer
 // quantizers and the other event counts take the exact path.
@@ -122,7 +122,21 @@ struct product_range<false> {  // overflow to infinity or NaN, as the mode and s
 template <rounding Mode, kernel_inputs In = kernel_inputs{}>
 struct round_full {
     rounding_plan<float> plan;
+    rounding_plan<float> unbounded;  // the same without an upper limit: tells overflow apart
+
+    explicit round_full(const rounding_plan<float>& p) : plan(p), unbounded(p) {
+        unbounded.max_finite = std::numeric_limits<float>::infinity();
+    }
     [[gnu::always_inline]] float operator()(float x) const { return round_with_plan<Mode, float, In>(x, plan); }
+    // As a product rounding (x exact and finite): it overflows when x and its rounding without
+    // an upper limit are beyond the largest finite value, and underflows when x != 0 becomes 0.
+    [[gnu::always_inline]] float counted(float x, std::uint32_t& overflowed, std::uint32_t& underflowed) const {
+        const float r = round_with_plan<Mode, float, In>(x, plan);
+        const float beyond = round_with_plan<Mode, float, In>(x, unbounded);
+        overflowed = std::uint32_t(std::fabs(x) > plan.max_finite) & std::uint32_t(std::fabs(beyond) > plan.max_finite);
+        underflowed = std::uint32_t(x != 0) & std::uint32_t(r == 0);
+        return r;
+    }
 };
 inline constexpr kernel_inputs normal_values{.subnormals_of_T = false, .negative_to_zero = false};
 template <rounding Mode>
@@ -297,12 +311,19 @@ constexpr bool is_flush_saturate<round_flush_saturate<Mode>> = true;
 template <rounding Mode>
 constexpr bool is_flush_saturate<odd_sum<round_flush_saturate<Mode>>> = true;
 
-// Where the vectorized path counts events (gemm_stats): exact or range-checked saturating
+// Where the vectorized path counts events (gemm_stats): exact, range-checked saturating or rounded
 // products, and a flush-and-saturate accumulator (the paper's setups). Every value then stays
-// finite, and each event is a comparison. Other operations count on the exact path.
+// finite (the accumulator is chosen only for finite products), and each event is a comparison.
+// Other operations count on the exact path.
+template <class Op>
+constexpr bool is_round_full = false;
+template <rounding Mode, kernel_inputs In>
+constexpr bool is_round_full<round_full<Mode, In>> = true;
+
 template <class P, class A>
 constexpr bool counts_events =
-    (std::is_same_v<P, product_exact> || std::is_same_v<P, product_range<true>>) && is_flush_saturate<A>;
+    (std::is_same_v<P, product_exact> || std::is_same_v<P, product_range<true>> || is_round_full<P>) &&
+    is_flush_saturate<A>;
 
 // Events per lane of a block of outputs, added into a gemm_stats once the block is done.
 struct lane_events {
@@ -723,7 +744,7 @@ inline bool fast_gemm(const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic,
         prod, *accumulate);
     // Events are counted here only on that path, for the operations of counts_events, and without
     // per-product records; otherwise the caller takes the exact path.
-    const fused_chunks_pass_fn counted_chunks = stats == nullptr || fused_chunks == nullptr ? nullptr : std::visit(
+    const fused_chunks_pass_fn counted_chunks = stats == nullptr || !chunk_same || !chained ? nullptr : std::visit(
         [](const auto& p, const auto& a) -> fused_chunks_pass_fn {
             using P = std::decay_t<decltype(p)>;
             using A = std::decay_t<decltype(a)>;
