@@ -31,24 +31,29 @@ namespace detail {
 
 using row_major_floats = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
-// Applies an input quantizer to a row-major array whose element e has random index e, split
-// among threads (each element's rounding depends only on its index, so the split changes nothing).
-inline void quantize_input(const quantizer& q, gemm_role role, float* data, std::size_t n, int threads = 1) {
-    const std::int64_t pieces = std::max<std::int64_t>(1, std::min<std::int64_t>(threads, std::int64_t(n / 4096)));
-    const std::size_t piece = (n + std::size_t(pieces) - 1) / std::size_t(pieces);
+// Applies an input quantizer to the n elements at data, which are elements first.. of an array
+// whose element e has random index e (each element's rounding depends only on its index, so any
+// split of the array gives the same values).
+inline void quantize_piece(const quantizer& q, gemm_role role, float* data, std::size_t first, std::size_t n) {
     if (const auto* f = q.as_float()) {
         float_quantizer keyed = *f;
         keyed.seed = gemm_random_key(f->seed, role);
-#pragma omp parallel for num_threads(int(pieces)) schedule(static)
-        for (std::int64_t t = 0; t < pieces; ++t) {
-            const std::size_t begin = std::size_t(t) * piece, end = std::min(n, begin + piece);
-            if (begin < end) keyed(std::span<float>(data + begin, end - begin), begin);
-        }
+        keyed(std::span<float>(data, n), first);
     } else if (const auto* i = q.as_int()) {
         int_quantizer keyed = *i;
         keyed.seed = gemm_random_key(i->seed, role);
+        for (std::size_t e = 0; e < n; ++e) data[e] = float(keyed(double(data[e]), std::uint64_t(first + e)));
+    }
+}
+
+// The same on a whole array, split among threads.
+inline void quantize_input(const quantizer& q, gemm_role role, float* data, std::size_t n, int threads = 1) {
+    const std::int64_t pieces = std::max<std::int64_t>(1, std::min<std::int64_t>(threads, std::int64_t(n / 4096)));
+    const std::size_t piece = (n + std::size_t(pieces) - 1) / std::size_t(pieces);
 #pragma omp parallel for num_threads(int(pieces)) schedule(static)
-        for (std::int64_t e = 0; e < std::int64_t(n); ++e) data[e] = float(keyed(double(data[e]), std::uint64_t(e)));
+    for (std::int64_t t = 0; t < pieces; ++t) {
+        const std::size_t begin = std::size_t(t) * piece, end = std::min(n, begin + piece);
+        if (begin < end) quantize_piece(q, role, data + begin, begin, end - begin);
     }
 }
 
@@ -73,16 +78,20 @@ template <class D>
 void copy_quantized_rows(const Eigen::MatrixBase<D>& src, row_major_floats& dst, Eigen::Index first, Eigen::Index count,
                          const quantizer& q, gemm_role role) {
     copy_rows_tiled(src, dst, first, count);
-    const std::size_t begin = std::size_t(first * dst.cols()), n = std::size_t(count * dst.cols());
-    float* data = dst.data() + begin;
-    if (const auto* f = q.as_float()) {
-        float_quantizer keyed = *f;
-        keyed.seed = gemm_random_key(f->seed, role);
-        keyed(std::span<float>(data, n), begin);
-    } else if (const auto* i = q.as_int()) {
-        int_quantizer keyed = *i;
-        keyed.seed = gemm_random_key(i->seed, role);
-        for (std::size_t e = 0; e < n; ++e) data[e] = float(keyed(double(data[e]), std::uint64_t(begin + e)));
+    const std::size_t begin = std::size_t(first * dst.cols());
+    quantize_piece(q, role, dst.data() + begin, begin, std::size_t(count * dst.cols()));
+}
+
+// f(first, count) for pieces of the rows [0, rows) of a matrix of `size` elements, split among up
+// to `threads` threads (one piece for small matrices, where threads cost more than they save).
+template <class F>
+void for_row_pieces(Eigen::Index rows, Eigen::Index size, int threads, F&& f) {
+    const Eigen::Index pieces = std::max<Eigen::Index>(1, std::min<Eigen::Index>(threads, size / 16384));
+    const Eigen::Index piece = (rows + pieces - 1) / pieces;
+#pragma omp parallel for num_threads(int(pieces)) schedule(static)
+    for (Eigen::Index t = 0; t < pieces; ++t) {
+        const Eigen::Index first = std::min(rows, t * piece), count = std::min(rows, first + piece) - first;
+        if (count > 0) f(first, count);
     }
 }
 
@@ -92,14 +101,9 @@ void copy_quantized_rows(const Eigen::MatrixBase<D>& src, row_major_floats& dst,
 template <class D>
 row_major_floats quantized_rows(const Eigen::MatrixBase<D>& src, const quantizer& q, gemm_role role, int threads) {
     row_major_floats dst(src.rows(), src.cols());
-    const Eigen::Index rows = src.rows();
-    const Eigen::Index pieces = std::max<Eigen::Index>(1, std::min<Eigen::Index>(threads, src.size() / 16384));
-    const Eigen::Index piece = (rows + pieces - 1) / pieces;
-#pragma omp parallel for num_threads(int(pieces)) schedule(static)
-    for (Eigen::Index t = 0; t < pieces; ++t) {
-        const Eigen::Index first = t * piece, count = std::min(rows, first + piece) - std::min(rows, first);
-        if (count > 0) copy_quantized_rows(src, dst, first, count, q, role);
-    }
+    for_row_pieces(src.rows(), src.size(), threads, [&](Eigen::Index first, Eigen::Index count) {
+        copy_quantized_rows(src, dst, first, count, q, role);
+    });
     return dst;
 }
 
@@ -178,13 +182,9 @@ void gemm(const Eigen::MatrixBase<DA>& A, const Eigen::MatrixBase<DB>& B, Eigen:
         detail::exact_gemm<false>(a, b, c, spec, nullptr);
     }
     // Back in C's storage order and type, by rows split among threads as above.
-    const Eigen::Index pieces = std::max<Eigen::Index>(1, std::min<Eigen::Index>(threads, c.size() / 16384));
-    const Eigen::Index piece = (M + pieces - 1) / pieces;
-#pragma omp parallel for num_threads(int(pieces)) schedule(static)
-    for (Eigen::Index t = 0; t < pieces; ++t) {
-        const Eigen::Index first = std::min(M, t * piece), count = std::min(M, first + piece) - first;
-        if (count > 0) detail::copy_rows_tiled(c, C, first, count);
-    }
+    detail::for_row_pieces(M, c.size(), threads, [&](Eigen::Index first, Eigen::Index count) {
+        detail::copy_rows_tiled(c, C, first, count);
+    });
 }
 
 template <class DA, class DB>
