@@ -2,6 +2,7 @@
 // the same binary. x_eigen = Eigen's time / this time (so 1/x_eigen is "times slower than
 // Eigen"). The operands are quantized once, outside the timed loop: the GEMM is what is timed.
 #include "bench_support.hpp"
+#include "eigen_baseline.hpp"
 
 #include <lowbit/datapath/block_scaled_gemm.hpp>
 
@@ -24,15 +25,8 @@ std::vector<float> heavy_tailed(std::size_t count, unsigned seed) {
 void bm_eigen(benchmark::State& state) {
     const auto n = state.range(0);
     const auto a = heavy_tailed(std::size_t(n * n), 1), b = heavy_tailed(std::size_t(n * n), 2);
-    const Eigen::MatrixXf A = Eigen::Map<const Eigen::MatrixXf>(a.data(), n, n);
-    const Eigen::MatrixXf B = Eigen::Map<const Eigen::MatrixXf>(b.data(), n, n);
-    Eigen::MatrixXf C(n, n);
-    Eigen::setNbThreads(1);
-    lowbit_bench::timed(state, double(n * n * n), "eigen" + std::to_string(n), true, [&] {
-        C.noalias() = A * B;
-        benchmark::DoNotOptimize(C.data());
-    });
-    state.counters["MACs/s"] = benchmark::Counter(double(n * n * n), benchmark::Counter::kIsIterationInvariantRate);
+    lowbit_bench::eigen_gemm_baseline(state, Eigen::Map<const Eigen::MatrixXf>(a.data(), n, n),
+                                      Eigen::Map<const Eigen::MatrixXf>(b.data(), n, n));
 }
 
 // The accumulators benchmarked: fp32 (nearest even), the paper's M7E4 (bias 10, no subnormals,

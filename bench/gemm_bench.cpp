@@ -1,6 +1,7 @@
 // The simulated GEMM beside Eigen's float GEMM in the same binary.
 // x_eigen = Eigen's time / this time (so 1/x_eigen is "times slower than Eigen").
 #include "bench_support.hpp"
+#include "eigen_baseline.hpp"
 
 #include <lowbit/datapath/gemm.hpp>
 
@@ -31,58 +32,41 @@ lowbit::gemm_spec paper_spec(lowbit::rounding mode, lowbit::accumulation model, 
 
 void bm_eigen(benchmark::State& state) {
     const auto n = state.range(0);
+    lowbit_bench::eigen_gemm_baseline(state, normal_matrix(n, n, 1), normal_matrix(n, n, 2));
+}
+
+// lowbit::gemm of two n x n N(0,1) matrices on `spec`, timed beside Eigen's; events counted into
+// *stats when given.
+void time_gemm(benchmark::State& state, const lowbit::gemm_spec& spec, lowbit::gemm_stats* stats = nullptr) {
+    const auto n = state.range(0);
     const Eigen::MatrixXf A = normal_matrix(n, n, 1), B = normal_matrix(n, n, 2);
     Eigen::MatrixXf C(n, n);
-    Eigen::setNbThreads(1);
-    lowbit_bench::timed(state, double(n * n * n), "eigen" + std::to_string(n), true, [&] {
-        C.noalias() = A * B;
+    lowbit_bench::timed(state, double(n * n * n), "eigen" + std::to_string(n), false, [&] {
+        lowbit::gemm(A, B, C, spec, stats);
         benchmark::DoNotOptimize(C.data());
     });
     state.counters["MACs/s"] = benchmark::Counter(double(n * n * n), benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void bm_lowbit(benchmark::State& state, lowbit::rounding mode, lowbit::accumulation model, int threads) {
-    const auto n = state.range(0);
-    const Eigen::MatrixXf A = normal_matrix(n, n, 1), B = normal_matrix(n, n, 2);
-    Eigen::MatrixXf C(n, n);
-    const auto spec = paper_spec(mode, model, threads);
-    lowbit_bench::timed(state, double(n * n * n), "eigen" + std::to_string(n), false, [&] {
-        lowbit::gemm(A, B, C, spec);
-        benchmark::DoNotOptimize(C.data());
-    });
-    state.counters["MACs/s"] = benchmark::Counter(double(n * n * n), benchmark::Counter::kIsIterationInvariantRate);
+    time_gemm(state, paper_spec(mode, model, threads));
 }
 
 // The same with the events counted (gemm_stats): the vectorized path counts them for this setup.
 void bm_counted(benchmark::State& state, lowbit::rounding mode) {
-    const auto n = state.range(0);
-    const Eigen::MatrixXf A = normal_matrix(n, n, 1), B = normal_matrix(n, n, 2);
-    Eigen::MatrixXf C(n, n);
-    const auto spec = paper_spec(mode, lowbit::accumulation::sequential, 1);
     lowbit::gemm_stats stats;
-    lowbit_bench::timed(state, double(n * n * n), "eigen" + std::to_string(n), false, [&] {
-        lowbit::gemm(A, B, C, spec, &stats);
-        benchmark::DoNotOptimize(C.data());
-    });
-    state.counters["MACs/s"] = benchmark::Counter(double(n * n * n), benchmark::Counter::kIsIterationInvariantRate);
+    time_gemm(state, paper_spec(mode, lowbit::accumulation::sequential, 1), &stats);
     state.counters["swamp_rate"] = double(stats.swamps) / double(stats.macs);
 }
 
 // Other accumulators (e4m3 inputs, exact products, nearest_even, chunk 16 in the same format):
 // IEEE-style formats take the general rounding kernel rather than the flush-and-saturate one.
 void bm_accumulator(benchmark::State& state, lowbit::float_format accumulator) {
-    const auto n = state.range(0);
-    const Eigen::MatrixXf A = normal_matrix(n, n, 1), B = normal_matrix(n, n, 2);
-    Eigen::MatrixXf C(n, n);
     const lowbit::float_quantizer e4m3{.format = lowbit::fp8_e4m3};
     const lowbit::float_quantizer acc{.format = accumulator};
     lowbit::gemm_spec spec{.input_a = e4m3, .input_b = e4m3, .accumulator = acc, .chunk = 16, .chunk_accumulator = acc};
     spec.threads = 1;
-    lowbit_bench::timed(state, double(n * n * n), "eigen" + std::to_string(n), false, [&] {
-        lowbit::gemm(A, B, C, spec);
-        benchmark::DoNotOptimize(C.data());
-    });
-    state.counters["MACs/s"] = benchmark::Counter(double(n * n * n), benchmark::Counter::kIsIterationInvariantRate);
+    time_gemm(state, spec);
 }
 
 using lowbit::accumulation;
