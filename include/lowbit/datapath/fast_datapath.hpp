@@ -30,7 +30,9 @@
 //     rounded once); aligned (terms that are normal floats or zero, cut on their bits, and a
 //     group's cut sum that fits 24 bits).
 // For an accumulator without subnormals that saturates (the paper's M7E4), the rounding itself
-// is specialised: a constant shift for normal sums and one comparison for the flush region.
+// is specialised: a constant shift for normal sums and one comparison for the flush region. On
+// AVX-512, such chains in toward_zero, or in nearest_even with 7 mantissa bits, run in the
+// hand-written kernel of scaled_chain.hpp (two to three times faster), where it applies.
 // Events (gemm_stats) are counted here for exact, saturating range-checked or rounded products and
 // flush-and-saturate accumulators (counts_events), in sequential or fma chains whose chunk
 // accumulator is the accumulator, without per-product records. Stochastic rounding, integer
@@ -39,6 +41,8 @@
 
 #include <lowbit/datapath/gemm_spec.hpp>
 #include <lowbit/datapath/gemm_stats.hpp>
+#include <lowbit/datapath/reused_buffer.hpp>
+#include <lowbit/datapath/scaled_chain.hpp>
 #include <lowbit/datapath/thread_count.hpp>
 #include <lowbit/rounding/rounding_plan.hpp>
 
@@ -649,6 +653,69 @@ inline std::optional<accumulate_op> choose_accumulator(const quantizer& q, const
     });
 }
 
+// The AVX-512 chain of scaled_chain.hpp for these operations, where it applies: a
+// flush-and-saturate accumulator (with exact fp32 sums) in toward_zero, or in nearest_even with 7
+// mantissa bits, after exact or saturating range-checked products. The scale puts the product
+// format's smallest normal at fp32's (the multiply's flush to zero flushes below it), or, with no
+// products to flush, the accumulator's smallest normal at 2^-125 or the smallest product at
+// 2^-126, whichever is higher; either way it must keep
+//   - the accumulator's smallest normal at or above 2^-125, so that the sums that round up to it
+//     are normal floats;
+//   - every non-zero element of B, and every product not to be flushed, a normal float;
+//   - every value, and the sum of two, below fp32's largest.
+template <class P, class A>
+constexpr bool scaled_chain_applies =
+    has_scaled_chain && (std::is_same_v<P, product_exact> || std::is_same_v<P, product_range<true>>) &&
+    (std::is_same_v<A, round_flush_saturate<rounding::toward_zero>> ||
+     (std::is_same_v<A, round_flush_saturate<rounding::nearest_even>> && has_bf16_rounding));
+
+template <class P, class A>
+    requires scaled_chain_applies<P, A>
+std::optional<scaled_chain> scaled_chain_for(const P& prod, const A& step, const value_grid& a, const value_grid& b) {
+    constexpr bool range_checked = std::is_same_v<P, product_range<true>>;
+    constexpr bool nearest = std::is_same_v<A, round_flush_saturate<rounding::nearest_even>>;
+    if (nearest && step.shift != 16) return {};  // (bf16's 8 significant bits only)
+    const auto value = [](std::uint32_t bits) { return std::bit_cast<float>(bits); };
+    const float min_normal = value(step.min_normal_bits);
+    bool flushes_products = false;
+    // (without a flush, the smallest products must stay normal floats)
+    int scale = std::max(-125 - std::ilogb(min_normal), -126 - a.smallest_step - b.smallest_step);
+    double largest_product = a.max_magnitude * b.max_magnitude;
+    if constexpr (range_checked) {
+        largest_product = value(prod.max_finite_bits);
+        flushes_products = prod.flush_below_bits != 0;
+        if (flushes_products) {
+            const float flush_below = value(prod.flush_below_bits);
+            if (flush_below != std::ldexp(1.0f, std::ilogb(flush_below))) return {};
+            scale = -126 - std::ilogb(flush_below);
+        }
+    }
+    const bool fits = std::abs(scale) <= 126 && std::ilogb(min_normal) + scale >= -125 &&
+                      b.smallest_step + scale >= -126 &&
+                      (flushes_products || a.smallest_step + b.smallest_step + scale >= -126) &&
+                      std::ldexp(b.max_magnitude * std::max(1.0, a.max_magnitude), scale) < 0x1p125 &&
+                      std::ldexp(std::max(double(value(step.max_finite_bits)), largest_product), scale) < 0x1p125;
+    if (!fits) return {};
+    scaled_chain chain;
+    chain.scale = scale;
+    if constexpr (range_checked) {
+        chain.product_saturates = true;
+        chain.product_limit = value(prod.max_finite_bits);
+        chain.product_max = std::ldexp(value(prod.max_finite_bits), scale);
+    }
+    chain.accumulator_max = std::ldexp(value(step.max_finite_bits), scale);
+    chain.accumulator_limit = value(step.max_finite_bits);
+    chain.min_normal = min_normal;
+    const float kept_from = std::ldexp(nearest ? value(step.up_bits_positive) : min_normal, scale);
+    chain.kept_from_shifted = std::bit_cast<std::uint32_t>(kept_from) << 1;
+    chain.raised_to = std::ldexp(min_normal, scale) * (1.0f - 0x1p-9f);  // the tie below min_normal
+    chain.cut = ~step.below;
+    return chain;
+}
+
+using scaled_pass_fn = void (*)(const float*, std::ptrdiff_t, const float*, std::ptrdiff_t, std::int64_t, std::int64_t,
+                                const scaled_chain&, const panel_bounds&, float*, std::uint64_t*);
+
 // ---- the driver ----
 
 // Whether no value is an infinity or a NaN, by their exponent field: a loop compilers vectorize
@@ -662,10 +729,13 @@ inline bool all_finite(const float* x, Eigen::Index n) {
 // Fills c (row-major M x N) from quantized a (row-major M x K) and b (row-major K x N) when the
 // spec allows the fast path; returns false (c and stats untouched) otherwise. With stats, adds
 // the events (not the MACs) to *stats where this path can count them (counts_events).
-inline bool fast_gemm(const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>& a,
-                      const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>& b,
-                      Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>& c, const gemm_spec& spec,
-                      gemm_stats* stats = nullptr) {
+// (a, b, c: row-major float matrices or maps, stored contiguously.) *kernel, when given, tells
+// which kernel ran.
+enum class fast_kernel { vectorized, scaled_avx512 };
+template <class MA, class MB, class MC>
+bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stats* stats = nullptr,
+               fast_kernel* kernel = nullptr) {
+    static_assert(MA::IsRowMajor && MB::IsRowMajor && MC::IsRowMajor, "fast_gemm takes row-major matrices");
     const std::int64_t M = a.rows(), K = a.cols(), N = b.cols();
     if (K == 0) return false;
     const auto grid_a = float_grid(spec.input_a), grid_b = float_grid(spec.input_b);
@@ -817,6 +887,90 @@ inline bool fast_gemm(const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic,
     const float* const b_data = N % fast_lanes == 0 ? b.data() : b_padded.data();
     const std::ptrdiff_t ldb = blocks * fast_lanes;
     [[maybe_unused]] const int threads = thread_count(spec.threads);  // (unused without OpenMP)
+
+    // The AVX-512 chain (scaled_chain.hpp) where it applies, two rows of A at a time. It runs
+    // where fused_chunks does (the general chain, which recomputes its zero results), and counts
+    // no events.
+    std::optional<scaled_chain> scaled;
+    scaled_pass_fn scaled_pass[2] = {};  // for 1 and 2 rows
+    bool in_pairs = false;               // nearest_even: B laid out for its lane order
+    if (stats == nullptr && fused_chunks != nullptr)
+        std::visit(
+            [&](const auto& p, const auto& step) {
+                using P = std::decay_t<decltype(p)>;
+                using A = std::decay_t<decltype(step)>;
+                if constexpr (scaled_chain_applies<P, A>) {
+                    scaled = scaled_chain_for(p, step, *grid_a, *grid_b);
+                    constexpr bool nearest = std::is_same_v<A, round_flush_saturate<rounding::nearest_even>>;
+                    constexpr rounding mode = nearest ? rounding::nearest_even : rounding::toward_zero;
+                    scaled_pass[0] = &scaled_chunks_pass<mode, 1>;
+                    scaled_pass[1] = &scaled_chunks_pass<mode, 2>;
+                    in_pairs = nearest;
+                }
+            },
+            prod, *accumulate);
+    if (kernel != nullptr) *kernel = scaled ? fast_kernel::scaled_avx512 : fast_kernel::vectorized;
+    if (scaled) {
+        float* const b_scaled = reused_buffer(buffer_slot::layout_b, std::size_t(K * ldb));
+        // The largest magnitudes per panel of k of each row of A and each block of B, and the sums
+        // of A's (in double, and then a margin up: bounds).
+        const std::int64_t panels = (K + saturation_panel - 1) / saturation_panel;
+        std::vector<float> a_largest(std::size_t(M * panels)), a_sum(std::size_t(M * panels)),
+            b_largest(std::size_t(blocks * panels));
+        const std::int64_t pairs = (M + 1) / 2;
+#pragma omp parallel num_threads(threads)
+        {
+#pragma omp for schedule(static)
+            for (std::int64_t k = 0; k < K; ++k)
+                lay_out_scaled(b_data, ldb, k, k + 1, K, chunk, std::ldexp(1.0f, scaled->scale), in_pairs, b_scaled);
+#pragma omp for schedule(static)
+            for (std::int64_t i = 0; i < M; ++i)
+                for (std::int64_t panel = 0; panel < panels; ++panel) {
+                    float largest = 0;
+                    double sum = 0;
+                    for (std::int64_t k = panel * saturation_panel; k < std::min(K, (panel + 1) * saturation_panel); ++k) {
+                        largest = std::max(largest, std::fabs(a(i, k)));
+                        sum += std::fabs(a(i, k));
+                    }
+                    a_largest[std::size_t(i * panels + panel)] = largest;
+                    a_sum[std::size_t(i * panels + panel)] = float(sum) * (1 + 0x1p-20f);
+                }
+#pragma omp for schedule(static)
+            for (std::int64_t block = 0; block < blocks; ++block)
+                for (std::int64_t k = 0; k < K; ++k) {
+                    float& m = b_largest[std::size_t(block * panels + k / saturation_panel)];
+                    for (std::int64_t l = 0; l < fast_lanes; ++l)
+                        m = std::max(m, std::fabs(b_data[k * ldb + block * fast_lanes + l]));
+                }
+#pragma omp for schedule(static) collapse(2)
+            for (std::int64_t block = 0; block < blocks; ++block) {
+                for (std::int64_t pair = 0; pair < pairs; ++pair) {
+                    const std::int64_t i = 2 * pair, count = std::min<std::int64_t>(2, M - i);
+                    alignas(64) float out[2 * fast_lanes];
+                    const panel_bounds bounds{a_largest.data() + i * panels, a_sum.data() + i * panels, panels,
+                                              b_largest.data() + block * panels};
+                    std::uint64_t unknown[2];
+                    scaled_pass[count - 1](a.data() + i * K, K, b_scaled + block * fast_lanes, ldb, K, chunk, *scaled,
+                                           bounds, out, unknown);
+                    const std::int64_t width = std::min<std::int64_t>(fast_lanes, N - block * fast_lanes);
+                    for (std::int64_t r = 0; r < count; ++r) {
+                        float* const row = out + r * fast_lanes;
+                        const std::uint64_t columns = width == 64 ? ~std::uint64_t(0) : (std::uint64_t(1) << width) - 1;
+                        if ((unknown[r] & columns) != 0) {  // a zero of unknown sign: see scaled_chain.hpp
+                            alignas(64) float total[fast_lanes] = {};
+                            fused_chunks(a.data() + (i + r) * K, b_data + block * fast_lanes, ldb, K, chunk, prod_address,
+                                         accumulate_address, total, nullptr);
+                            for (std::int64_t l = 0; l < width; ++l)
+                                if ((unknown[r] >> l) & 1u) row[l] = total[l];
+                        }
+                        for (std::int64_t l = 0; l < width; ++l) c(i + r, block * fast_lanes + l) = row[l];
+                    }
+                }
+            }
+        }
+        return true;
+    }
+
     // Rows of products a thread keeps: a panel, a whole chunk's tree, or an aligned group.
     const std::int64_t rows = spec.model == accumulation::pairwise ? std::int64_t(std::bit_ceil(std::uint64_t(chunk)))
                               : spec.model == accumulation::aligned ? std::max<std::int64_t>(spec.group, fast_panel)

@@ -15,6 +15,7 @@
 #include <lowbit/datapath/gemm_spec.hpp>
 #include <lowbit/datapath/gemm_stats.hpp>
 #include <lowbit/datapath/quantizer.hpp>
+#include <lowbit/datapath/reused_buffer.hpp>
 #include <lowbit/datapath/thread_count.hpp>
 
 #include <Eigen/Core>
@@ -30,6 +31,7 @@ namespace lowbit {
 namespace detail {
 
 using row_major_floats = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using row_major_view = Eigen::Map<row_major_floats>;  // over a reused_buffer
 
 // Applies an input quantizer to the n elements at data, which are elements first.. of an array
 // whose element e has random index e (each element's rounding depends only on its index, so any
@@ -75,7 +77,7 @@ void copy_rows_tiled(const Eigen::MatrixBase<S>& src, Eigen::MatrixBase<D>& dst,
 // The rows [first, first + count) of src, cast to float, into the same rows of dst (row-major),
 // then quantized: element e of dst has random index e, whatever the split of the rows.
 template <class D>
-void copy_quantized_rows(const Eigen::MatrixBase<D>& src, row_major_floats& dst, Eigen::Index first, Eigen::Index count,
+void copy_quantized_rows(const Eigen::MatrixBase<D>& src, row_major_view& dst, Eigen::Index first, Eigen::Index count,
                          const quantizer& q, gemm_role role) {
     copy_rows_tiled(src, dst, first, count);
     const std::size_t begin = std::size_t(first * dst.cols());
@@ -95,12 +97,13 @@ void for_row_pieces(Eigen::Index rows, Eigen::Index size, int threads, F&& f) {
     }
 }
 
-// src cast to float, quantized, as a row-major matrix: a transposing copy for column-major src,
-// which like the rounding is split among threads by rows (a serial copy would cap the speed-up
-// of the whole GEMM).
+// src cast to float, quantized, as a row-major matrix in the slot's buffer: a transposing copy for
+// column-major src, which like the rounding is split among threads by rows (a serial copy would cap
+// the speed-up of the whole GEMM).
 template <class D>
-row_major_floats quantized_rows(const Eigen::MatrixBase<D>& src, const quantizer& q, gemm_role role, int threads) {
-    row_major_floats dst(src.rows(), src.cols());
+row_major_view quantized_rows(const Eigen::MatrixBase<D>& src, const quantizer& q, gemm_role role, int threads,
+                              buffer_slot slot) {
+    row_major_view dst(reused_buffer(slot, std::size_t(src.size())), src.rows(), src.cols());
     for_row_pieces(src.rows(), src.size(), threads, [&](Eigen::Index first, Eigen::Index count) {
         copy_quantized_rows(src, dst, first, count, q, role);
     });
@@ -118,7 +121,7 @@ inline void check_accumulator_format(const quantizer& q, const char* field) {
 // C (row-major M x N) from quantized A (row-major M x K) and B (column-major: column j of B
 // contiguous), on the exact path.
 template <bool Count>
-void exact_gemm(const row_major_floats& a, const Eigen::MatrixXf& b, row_major_floats& c, const gemm_spec& spec,
+void exact_gemm(const row_major_view& a, const Eigen::MatrixXf& b, row_major_view& c, const gemm_spec& spec,
                 gemm_stats* stats) {
     const std::int64_t M = a.rows(), K = a.cols(), N = b.cols();
     const exact_datapath path{spec, N, K};
@@ -164,10 +167,12 @@ void gemm(const Eigen::MatrixBase<DA>& A, const Eigen::MatrixBase<DB>& B, Eigen:
         throw std::invalid_argument("lowbit::gemm: record_lost = true needs a gemm_stats to record into");
 
     const int threads = detail::thread_count(spec.threads);
-    const detail::row_major_floats a = detail::quantized_rows(A, spec.input_a, gemm_role::input_a, threads);
-    const detail::row_major_floats b_rows = detail::quantized_rows(B, spec.input_b, gemm_role::input_b, threads);
+    using detail::buffer_slot;
+    const detail::row_major_view a = detail::quantized_rows(A, spec.input_a, gemm_role::input_a, threads, buffer_slot::input_a);
+    const detail::row_major_view b_rows =
+        detail::quantized_rows(B, spec.input_b, gemm_role::input_b, threads, buffer_slot::input_b);
 
-    detail::row_major_floats c(M, N);
+    detail::row_major_view c(detail::reused_buffer(buffer_slot::output, std::size_t(M * N)), M, N);
     if (stats != nullptr) {
         stats->macs += std::uint64_t(M) * std::uint64_t(N) * std::uint64_t(K);
         if (spec.record_lost) stats->lost.assign(std::size_t(M * N * K), 0);

@@ -1,0 +1,267 @@
+// lowbit/datapath/scaled_chain.hpp: the sequential chain of fast_datapath.hpp written in AVX-512
+// instructions, for the paper's kind of accumulator (no subnormals, saturating: the
+// round_flush_saturate operation) in nearest_even with 7 mantissa bits or in toward_zero, with
+// exact or range-checked products.
+//
+// The auto-vectorized chain spends 16 vector instructions per 16 MACs in nearest_even (11 in
+// toward_zero), most of them on the magnitude's bits: abs, clamp, flush, the sign put back. Here
+// it spends 8.5 (7):
+//   - values run scaled by 2^scale, chosen so that the product format's smallest normal is fp32's
+//     2^-126: the multiply flushes smaller products itself, with MXCSR's flush-to-zero bit, set
+//     for the call. (Products and sums are otherwise exact, so nothing else depends on MXCSR.)
+//   - saturation, and the raise of sums that round up to the smallest normal, are vrangeps: the
+//     smaller or larger magnitude, with the first operand's sign. The flush is that vrangeps
+//     zeroing the lanes whose magnitude fails one compare of its bits.
+//   - nearest_even to 8 significant bits is vcvtne2ps2bf16, which is that rounding, of two
+//     vectors at once (on normal floats; a subnormal input gives 0, and is flushed anyway).
+//     Its result interleaves the two vectors' lanes. Rather than undo that at every step, the
+//     rows of B are laid out in the lane order that each step's accumulators have (pair_column),
+//     and the totals are put back in order once at the end.
+// A flush here gives +0 where the format gives a zero of the sum's sign. Zeros of either sign add
+// alike to anything non-zero, so every result that is not zero is the same as the general
+// chain's, and so is every sum before a rounding. A result that is zero takes the sign of the last
+// sum (of the total and the last chunk's result) when that is not zero, is +0 when the two cancel
+// out, and when both are zero (whose signs are not known) the caller recomputes the output on the
+// general chain.
+#pragma once
+
+#include <lowbit/rounding/modes.hpp>
+
+#include <cmath>
+#include <cstddef>
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+#include <immintrin.h>
+#endif
+
+namespace lowbit::detail {
+
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+inline constexpr bool has_scaled_chain = true;
+#else
+inline constexpr bool has_scaled_chain = false;
+#endif
+#if defined(__AVX512F__) && defined(__AVX512DQ__) && defined(__AVX512BF16__)
+inline constexpr bool has_bf16_rounding = true;
+#else
+inline constexpr bool has_bf16_rounding = false;
+#endif
+
+// What the chain needs, every value already scaled by 2^scale.
+struct scaled_chain {
+    int scale = 0;  // B's elements are scaled (exactly: they stay normal floats) by 2^scale
+    bool product_saturates = false;
+    double product_limit = 0, accumulator_limit = 0, min_normal = 0;  // unscaled (see panel_bounds)
+    float product_max = 0, accumulator_max = 0;
+    // A sum is kept (not flushed) when its magnitude's bits are >= kept_from's bits: compared as
+    // the bits shifted left by one, which drops the sign.
+    std::uint32_t kept_from_shifted = 0;
+    float raised_to = 0;     // nearest_even: a kept sum's magnitude is raised to at least this ...
+    std::uint32_t cut = 0;   // toward_zero: the bits a sum keeps (sign, exponent, kept fraction)
+};
+
+// nearest_even's lane order: vcvtne2ps2bf16 of a pair of vectors (lanes 0-15 and 16-31 of a
+// 32-lane group) moves the value at position p to position (p >> 1) | ((p & 1) << 4), a rotation
+// of p's five bits by one to the right. After e roundings, position q therefore holds the value
+// that started at position pair_column(e, q): q rotated left e times (the order repeats every 5).
+constexpr int pair_column(std::int64_t e, int q) {
+    const int r = int(((e % 5) + 5) % 5);
+    return ((q << r) | (q >> (5 - r))) & 31;
+}
+// Its inverse: the position of the value that started at position `column`.
+constexpr int pair_position(std::int64_t e, int column) { return pair_column(-e, column); }
+
+// The number of roundings after which row k of a chunked chain meets its accumulators, counted so
+// that a chunk's result reaches the total in the total's order: chunk c (of n_c rows) starts
+// c - n_c roundings into the sequence, its last rounding leaves it at c, and the total's own
+// rounding after chunk c brings it to c + 1.
+constexpr std::int64_t pair_layout(std::int64_t k, std::int64_t n, std::int64_t chunk) {
+    const std::int64_t c = k / chunk, start = c * chunk;
+    const std::int64_t rows = (start + chunk < n ? start + chunk : n) - start;
+    return c - rows + (k - start);
+}
+
+// Rows [first, last) of dst (K rows of ld floats, groups of 32 lanes) = b's rows scaled by `scale`
+// (a power of two), each group in the lane order that row's step expects when in_pairs
+// (nearest_even).
+inline void lay_out_scaled(const float* b, std::ptrdiff_t ld, std::int64_t first, std::int64_t last, std::int64_t n,
+                           std::int64_t chunk, float scale, bool in_pairs, float* dst) {
+    int columns[5][32];
+    for (int e = 0; e < 5; ++e)
+        for (int q = 0; q < 32; ++q) columns[e][q] = pair_column(e, q);
+    for (std::int64_t k = first; k < last; ++k) {
+        const int* column = columns[in_pairs ? ((pair_layout(k, n, chunk) % 5) + 5) % 5 : 0];
+        const float* from = b + k * ld;
+        float* to = dst + k * ld;
+        for (std::ptrdiff_t g = 0; g < ld; g += 32)
+            for (int q = 0; q < 32; ++q) to[g + q] = from[g + column[q]] * scale;
+    }
+}
+
+// What lets a panel of 16 k leave out saturations that cannot change anything (its vrangeps are
+// a large part of the chain's cost), from A's and B's largest magnitudes in each panel and the sum
+// of A's (all unscaled):
+//   - the products' saturation, where the largest |a| times the largest |b| is at most the
+//     largest product;
+//   - the accumulator's, where no |acc| within the chunk can pass the largest value. A step
+//     makes |acc| at most (|acc| + |p|) u + min_normal, u = 1 + 2^-7 (rounding adds less than
+//     2^-8 of a magnitude, the raise to min_normal less than min_normal), so m steps from a bound
+//     B at most (B + sum |p| + m min_normal) u^m. The chunks' totals are always saturated.
+constexpr std::int64_t saturation_panel = 16;
+struct panel_bounds {
+    const float* a_largest = nullptr;  // row r's panels at a_largest + r * stride ...
+    const float* a_sum = nullptr;      // ... and at a_sum + r * stride
+    std::ptrdiff_t stride = 0;
+    const float* b_largest = nullptr;  // the block's panels
+};
+
+// Rows rows of A (a, lda) times a block of 64 columns of B (b, ldb; laid out by lay_out_scaled),
+// over n = K elements in chunks of `chunk`: out[r * 64 + l] = output l of row r, unscaled, in
+// column order, with a zero's sign as above. unknown[r] gets the columns (bit l for column l) of
+// row r whose zero's sign is not known, to recompute.
+template <rounding Mode, int Rows>
+void scaled_chunks_pass(const float* a, std::ptrdiff_t lda, const float* b, std::ptrdiff_t ldb, std::int64_t n,
+                        std::int64_t chunk, const scaled_chain& op, const panel_bounds& bounds, float* out,
+                        std::uint64_t* unknown);
+
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+
+template <rounding Mode, int Rows>
+void scaled_chunks_pass(const float* a, std::ptrdiff_t lda, const float* b, std::ptrdiff_t ldb, std::int64_t n,
+                        std::int64_t chunk, const scaled_chain& op, const panel_bounds& bounds, float* out,
+                        std::uint64_t* unknown) {
+    static_assert(Mode == rounding::toward_zero || (Mode == rounding::nearest_even && has_bf16_rounding));
+    const unsigned saved_csr = _mm_getcsr();
+    _mm_setcsr(0x9F80u);  // every exception masked, round to nearest, flush to zero, no denormals-are-zero
+    const __m512 product_max = _mm512_set1_ps(op.product_max), accumulator_max = _mm512_set1_ps(op.accumulator_max);
+    const __m512 raised_to = _mm512_set1_ps(op.raised_to);
+    const __m512i kept_from = _mm512_set1_epi32(int(op.kept_from_shifted)), cut = _mm512_set1_epi32(int(op.cut));
+    constexpr int min_magnitude = 0x02, max_magnitude = 0x03;  // vrangeps: with the first operand's sign
+
+    // acc = the accumulator's rounding of s, for a row's four vectors, saturated or not.
+    const auto round = [&](auto saturates, __m512(&s)[4], __m512(&acc)[4]) {
+        constexpr bool saturate = decltype(saturates)::value;
+        for (int v = 0; v < 4; ++v) {
+            const __mmask16 kept = _mm512_cmpge_epu32_mask(_mm512_slli_epi32(_mm512_castps_si512(s[v]), 1), kept_from);
+            if constexpr (Mode == rounding::toward_zero) {
+                const __m512 cut_sum = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(s[v]), cut));
+                acc[v] = saturate ? _mm512_maskz_range_ps(kept, cut_sum, accumulator_max, min_magnitude)
+                                  : _mm512_maskz_mov_ps(kept, cut_sum);
+            } else {
+                // A sum that rounds up to the smallest normal is raised to the tie below it,
+                // which rounds there. Saturating before the rounding gives the same as after:
+                // the largest value is on the grid.
+                s[v] = _mm512_maskz_range_ps(kept, s[v], raised_to, max_magnitude);
+                if constexpr (saturate) s[v] = _mm512_range_ps(s[v], accumulator_max, min_magnitude);
+            }
+        }
+        if constexpr (Mode == rounding::nearest_even) {
+#if defined(__AVX512BF16__)
+            const __m512i high_half = _mm512_set1_epi32(int(0xFFFF0000u));
+            for (int v = 0; v < 4; v += 2) {
+                const __m512i rounded = __m512i(_mm512_cvtne2ps_pbh(s[v + 1], s[v]));
+                acc[v] = _mm512_castsi512_ps(_mm512_slli_epi32(rounded, 16));
+                acc[v + 1] = _mm512_castsi512_ps(_mm512_and_si512(rounded, high_half));
+            }
+#endif
+        }
+    };
+
+    // acc = the chain over k in [k0, k1), with or without the two saturations
+    __m512 acc[Rows][4];
+    const auto chain = [&](auto products_saturate, auto accumulator_saturates, std::int64_t k0, std::int64_t k1) {
+        for (std::int64_t k = k0; k < k1; ++k) {
+            const float* bk = b + k * ldb;
+            const __m512 bv[4] = {_mm512_loadu_ps(bk), _mm512_loadu_ps(bk + 16), _mm512_loadu_ps(bk + 32),
+                                  _mm512_loadu_ps(bk + 48)};
+            for (int r = 0; r < Rows; ++r) {
+                const __m512 ak = _mm512_set1_ps(a[r * lda + k]);
+                __m512 s[4];
+                for (int v = 0; v < 4; ++v) {
+                    __m512 p = _mm512_mul_ps(ak, bv[v]);  // exact, or flushed below 2^-126
+                    // (the compiler must not fuse the multiply and the add into an FMA, which
+                    // would not flush the product)
+                    __asm__("" : "+v"(p));
+                    if constexpr (decltype(products_saturate)::value) p = _mm512_range_ps(p, product_max, min_magnitude);
+                    s[v] = _mm512_add_ps(acc[r][v], p);  // exact (see fast_gemm)
+                }
+                round(accumulator_saturates, s, acc[r]);
+            }
+        }
+    };
+
+    double growth[saturation_panel + 1];  // u^m
+    growth[0] = 1;
+    for (int m = 1; m <= saturation_panel; ++m) growth[m] = growth[m - 1] * (1 + 0x1p-7);
+
+    __m512 total[Rows][4], last_total[Rows][4];
+    for (auto& row : total)
+        for (auto& v : row) v = _mm512_setzero_ps();
+    std::int64_t chunks = 0;
+    for (std::int64_t start = 0; start < n; start += chunk, ++chunks) {
+        const std::int64_t end = start + chunk < n ? start + chunk : n;
+        for (auto& row : acc)
+            for (auto& v : row) v = _mm512_setzero_ps();
+        double bound = 0;  // on |acc| (see panel_bounds)
+        for (std::int64_t k0 = start; k0 < end;) {  // the chunk's part in each panel
+            const std::int64_t panel = k0 / saturation_panel;
+            const std::int64_t k1 = std::min(end, (panel + 1) * saturation_panel);
+            double a_largest = 0, a_sum = 0;
+            for (int r = 0; r < Rows; ++r) {
+                a_largest = std::max(a_largest, double(bounds.a_largest[r * bounds.stride + panel]));
+                a_sum = std::max(a_sum, double(bounds.a_sum[r * bounds.stride + panel]));
+            }
+            const double b_largest = bounds.b_largest[panel], steps = double(k1 - k0);
+            const bool products_saturate = op.product_saturates && a_largest * b_largest > op.product_limit;
+            const double products = products_saturate ? std::min(a_sum * b_largest, steps * op.product_limit)
+                                                      : a_sum * b_largest;
+            bound = (bound + products + steps * op.min_normal) * growth[k1 - k0];
+            const bool accumulator_saturates = bound > op.accumulator_limit;
+            if (products_saturate) {
+                if (accumulator_saturates) chain(std::true_type{}, std::true_type{}, k0, k1);
+                else chain(std::true_type{}, std::false_type{}, k0, k1);
+            } else {
+                if (accumulator_saturates) chain(std::false_type{}, std::true_type{}, k0, k1);
+                else chain(std::false_type{}, std::false_type{}, k0, k1);
+            }
+            k0 = k1;
+        }
+        for (int r = 0; r < Rows; ++r) {
+            __m512 s[4];
+            for (int v = 0; v < 4; ++v) {
+                last_total[r][v] = total[r][v];
+                s[v] = _mm512_add_ps(total[r][v], acc[r][v]);
+            }
+            round(std::true_type{}, s, total[r]);
+        }
+    }
+    _mm_setcsr(saved_csr);
+
+    const float unscale = std::ldexp(1.0f, -op.scale);  // (within fp32's normal range: exact)
+    for (int r = 0; r < Rows; ++r) {
+        unknown[r] = 0;
+        alignas(64) float lanes[64], totals[64], chunk_results[64];
+        for (int v = 0; v < 4; ++v) {
+            _mm512_store_ps(lanes + 16 * v, _mm512_mul_ps(total[r][v], _mm512_set1_ps(unscale)));
+            _mm512_store_ps(totals + 16 * v, last_total[r][v]);
+            _mm512_store_ps(chunk_results + 16 * v, acc[r][v]);
+        }
+        for (int g = 0; g < 64; g += 32)
+            for (int q = 0; q < 32; ++q) {
+                // (the last sum is one rounding behind the total)
+                const bool pairs = Mode == rounding::nearest_even;
+                const int column = pairs ? pair_column(chunks, q) : q;
+                const int last = g + (pairs ? pair_position(chunks - 1, column) : q);
+                const float x = lanes[g + q], sum = totals[last] + chunk_results[last];  // (exact)
+                out[r * 64 + g + column] = x != 0 ? x : std::copysign(0.0f, sum != 0 ? sum : 1.0f);  // (x - x = +0)
+                if (x == 0 && totals[last] == 0 && chunk_results[last] == 0) unknown[r] |= std::uint64_t(1) << (g + column);
+            }
+    }
+}
+
+#endif
+
+}  // namespace lowbit::detail

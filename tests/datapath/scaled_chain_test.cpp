@@ -1,0 +1,254 @@
+// The AVX-512 chain (scaled_chain.hpp) against the exact path: bit-identical results, zeros'
+// signs included, wherever fast_gemm chooses it; and the two hardware facts it rests on:
+// vcvtne2ps2bf16 rounds to nearest even on 8 significant bits, and moves lanes as pair_column says.
+#include <lowbit/datapath/gemm.hpp>
+#include <lowbit/datapath/scaled_chain.hpp>
+#include <lowbit/rounding/quantize.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+
+#if defined(__SSE__)
+#include <immintrin.h>
+#endif
+
+namespace {
+
+using lowbit::accumulation;
+using lowbit::rounding;
+
+bool same_bits(const Eigen::MatrixXf& a, const Eigen::MatrixXf& b) {
+    return a.rows() == b.rows() && a.cols() == b.cols() &&
+           std::memcmp(a.data(), b.data(), sizeof(float) * std::size_t(a.size())) == 0;
+}
+
+// The exact path's result: gemm takes it when per-product records are asked for.
+Eigen::MatrixXf exact_gemm(const Eigen::MatrixXf& A, const Eigen::MatrixXf& B, lowbit::gemm_spec spec) {
+    spec.record_lost = true;
+    lowbit::gemm_stats stats;
+    return lowbit::gemm(A, B, spec, &stats);
+}
+
+// Which kernel fast_gemm runs for the spec and data (none: the exact path).
+std::string kernel_for(const Eigen::MatrixXf& A, const Eigen::MatrixXf& B, const lowbit::gemm_spec& spec) {
+    lowbit::detail::row_major_floats a = A, b = B, c(A.rows(), B.cols());
+    lowbit::detail::quantize_input(spec.input_a, lowbit::gemm_role::input_a, a.data(), std::size_t(a.size()));
+    lowbit::detail::quantize_input(spec.input_b, lowbit::gemm_role::input_b, b.data(), std::size_t(b.size()));
+    lowbit::detail::fast_kernel kernel{};
+    if (!lowbit::detail::fast_gemm(a, b, c, spec, nullptr, &kernel)) return "none";
+    return kernel == lowbit::detail::fast_kernel::scaled_avx512 ? "scaled" : "vectorized";
+}
+
+// Data of several kinds, each a test of something the chain does:
+enum class data { wide, small, tiny, cancelling, zero_rows };
+Eigen::MatrixXf make(Eigen::Index rows, Eigen::Index cols, data kind, std::mt19937& gen) {
+    std::normal_distribution<float> normal;
+    std::uniform_int_distribution<int> shift(-6, 6);
+    Eigen::MatrixXf m(rows, cols);
+    for (Eigen::Index i = 0; i < m.size(); ++i) {
+        switch (kind) {
+            case data::wide:  // products saturate and flush; sums saturate, flush and round up to min_normal
+                m.data()[i] = std::ldexp(normal(gen), shift(gen));
+                break;
+            case data::small:  // nothing saturates (the saturations are left out), much flushes
+                m.data()[i] = std::ldexp(normal(gen), shift(gen) / 2 - 4);
+                break;
+            case data::tiny:  // most products flush: many outputs are zeros, of either sign
+                m.data()[i] = std::ldexp(normal(gen), -5 + shift(gen) / 3);
+                break;
+            case data::cancelling:  // small integers: sums cancel to exact zeros
+                m.data()[i] = float(std::uniform_int_distribution<int>(-2, 2)(gen));
+                break;
+            case data::zero_rows:  // zero or negative-zero rows and columns among normal ones
+                m.data()[i] = normal(gen);
+                break;
+        }
+    }
+    if (kind == data::zero_rows) {
+        for (Eigen::Index i = 0; i < rows; i += 3) m.row(i).setConstant(i % 2 == 0 ? 0.0f : -0.0f);
+        for (Eigen::Index j = 1; j < cols; j += 4) m.col(j).setConstant(-0.0f);
+    }
+    return m;
+}
+
+const lowbit::float_format m7e4_prod_subnormal{.exp_bits = 4, .man_bits = 7, .bias = 12, .subnormals = true,
+                                               .specials = lowbit::special_values::none};
+const lowbit::float_format m3e4_acc{.exp_bits = 4, .man_bits = 3, .bias = 10, .subnormals = false,
+                                    .specials = lowbit::special_values::none};
+const lowbit::float_format m7e3_acc{.exp_bits = 3, .man_bits = 7, .bias = 3, .subnormals = false,
+                                    .specials = lowbit::special_values::none};
+
+}  // namespace
+
+TEST_CASE("vcvtne2ps2bf16 rounds to nearest even on 8 significant bits, and moves lanes as pair_column says") {
+    if constexpr (!lowbit::detail::has_bf16_rounding) {
+        SUCCEED("no AVX512-BF16 on this build: nearest_even takes the general chain");
+    } else {
+#if defined(__AVX512BF16__)
+        // Every 257th float, and the floats around each rounding boundary: the kept bits
+        // even/odd, the dropped bits just below, at and above half.
+        std::vector<float> xs;
+        for (std::uint64_t bits = 0; bits < (std::uint64_t(1) << 32); bits += 257) xs.push_back(std::bit_cast<float>(std::uint32_t(bits)));
+        for (std::uint32_t top = 0; top < (1u << 16); top += 3)
+            for (const std::uint32_t low : {0x0000u, 0x0001u, 0x7FFFu, 0x8000u, 0x8001u, 0xFFFFu})
+                xs.push_back(std::bit_cast<float>((top << 16) | low));
+        const lowbit::float_quantizer bf16{.format = lowbit::bf16, .mode = rounding::nearest_even};
+        std::uint64_t checked = 0;
+        for (std::size_t i = 0; i + 32 <= xs.size(); i += 32) {
+            const __m512 lo = _mm512_loadu_ps(&xs[i]), hi = _mm512_loadu_ps(&xs[i + 16]);
+            alignas(64) std::uint32_t words[16];
+            _mm512_store_si512(words, __m512i(_mm512_cvtne2ps_pbh(hi, lo)));
+            for (int j = 0; j < 32; ++j) {
+                const float x = xs[i + std::size_t(j)];
+                if (std::isnan(x) || std::isinf(x)) continue;
+                const std::uint32_t word = (words[j / 2] >> (16 * (j % 2))) & 0xFFFFu;
+                const float got = std::bit_cast<float>(word << 16);
+                // The chain feeds it normal floats (a subnormal one becomes a zero of its sign).
+                const float expected = std::fpclassify(x) == FP_SUBNORMAL ? std::copysign(0.0f, x) : bf16(x);
+                if (std::bit_cast<std::uint32_t>(got) != std::bit_cast<std::uint32_t>(expected)) {
+                    INFO("x = " << x << " bits " << std::bit_cast<std::uint32_t>(x));
+                    CHECK(got == expected);
+                }
+                ++checked;
+            }
+        }
+        CHECK(checked > 16'000'000);
+
+        // Lanes: round the pair (position p holds p) e times; position q then holds pair_column(e, q).
+        __m512 lo = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        __m512 hi = _mm512_add_ps(lo, _mm512_set1_ps(16));
+        for (int e = 1; e <= 10; ++e) {
+            const __m512i r = __m512i(_mm512_cvtne2ps_pbh(hi, lo));
+            lo = _mm512_castsi512_ps(_mm512_slli_epi32(r, 16));
+            hi = _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32(int(0xFFFF0000u))));
+            alignas(64) float held[32];
+            _mm512_store_ps(held, lo);
+            _mm512_store_ps(held + 16, hi);
+            for (int q = 0; q < 32; ++q) {
+                INFO("after " << e << " roundings, position " << q);
+                CHECK(held[q] == float(lowbit::detail::pair_column(e, q)));
+                CHECK(lowbit::detail::pair_position(e, lowbit::detail::pair_column(e, q)) == q);
+            }
+        }
+#endif
+    }
+}
+
+TEST_CASE("the AVX-512 chain equals the exact path: formats, modes, models, chunking, shapes and data") {
+    std::mt19937 gen(41);
+    const lowbit::float_quantizer e4m3{.format = lowbit::fp8_e4m3};
+    struct setup {
+        lowbit::float_format product, accumulator;
+        bool product_set;
+    };
+    const setup setups[] = {
+        {lowbit::lba_m7e4_prod, lowbit::lba_m7e4_acc, true},  // the paper's: products flushed and saturated
+        {m7e4_prod_subnormal, lowbit::lba_m7e4_acc, true},    // products only saturated
+        {lowbit::lba_m7e4_prod, lowbit::lba_m7e4_acc, false}, // exact products
+        {lowbit::lba_m7e4_prod, m3e4_acc, true},              // toward_zero only: 3 mantissa bits
+        {lowbit::lba_m7e4_prod, m7e3_acc, true},              // a narrow accumulator: saturates often
+    };
+    int scaled_runs = 0;
+    for (const auto& [product_format, acc_format, product_set] : setups)
+        for (const rounding mode : {rounding::nearest_even, rounding::toward_zero})
+            for (const auto model : {accumulation::sequential, accumulation::fma})
+                for (const int chunk : {0, 1, 5, 16, 17})
+                    for (const data kind : {data::wide, data::small, data::tiny, data::cancelling, data::zero_rows}) {
+                        const lowbit::float_quantizer prod{.format = product_format, .mode = mode};
+                        const lowbit::float_quantizer acc{.format = acc_format, .mode = mode};
+                        lowbit::gemm_spec spec{.input_a = e4m3, .input_b = e4m3, .model = model, .chunk = chunk};
+                        if (product_set) spec.product = prod;
+                        spec.accumulator = acc;
+                        spec.chunk_accumulator = acc;
+                        // M odd (a last single row), K past a panel of 16 and not a multiple of the chunk,
+                        // N padded to a block of 64 and more than one block; two threads for some
+                        const Eigen::Index M = 5, K = chunk == 17 ? 75 : 131, N = chunk == 5 ? 128 : 70;
+                        spec.threads = chunk == 16 ? 2 : 1;
+                        const Eigen::MatrixXf A = make(M, K, kind, gen), B = make(K, N, kind, gen);
+                        INFO(lowbit::to_string(product_format) << (product_set ? "" : " (unset)") << " / "
+                                                               << lowbit::to_string(acc_format) << " / "
+                                                               << lowbit::to_string(mode) << " / "
+                                                               << lowbit::to_string(model) << " chunk " << chunk
+                                                               << " data " << int(kind));
+                        const std::string kernel = kernel_for(A, B, spec);
+                        CHECK(kernel != "none");
+                        scaled_runs += kernel == "scaled";
+                        CHECK(same_bits(exact_gemm(A, B, spec), lowbit::gemm(A, B, spec)));
+                    }
+    // The chain ran wherever this build has it (nearest_even only for the 7-bit accumulators).
+    if constexpr (lowbit::detail::has_scaled_chain) CHECK(scaled_runs >= (lowbit::detail::has_bf16_rounding ? 360 : 200));
+}
+
+TEST_CASE("the AVX-512 chain gives zeros their signs: flushed sums, cancelling sums, zero products") {
+    // Rows of signed zeros, of small values whose products or sums are flushed, and of values that
+    // cancel, against columns of either sign: outputs are zeros of both signs, from every rule.
+    const lowbit::float_quantizer e4m3{.format = lowbit::fp8_e4m3};
+    // (With M7E4, 2^-8 - 1.125 * 2^-8 = -2^-11 is flushed to -0: the last rounding of the total
+    // makes a -0 output; earlier ones are undone by a later +0 + -0 = +0.)
+    const float x = 0x1p-4f, y = -1.125f * 0x1p-4f;
+    const float rows[][6] = {{-0.0f, -0.0f, -0.0f, -0.0f, -0.0f, -0.0f}, {0.0f, -0.0f, 0.0f, -0.0f, 0.0f, -0.0f},
+                             {0.5f, -0.5f, 0.25f, -0.25f, 0.0f, -0.0f},  {-0x1p-6f, -0.0f, -0.0f, -0.0f, -0.0f, -0.0f},
+                             {0x1p-6f, -0x1p-6f, 0.0f, -0.0f, 0.0f, -0.0f}, {-0x1p-8f, 0x1p-9f, -0x1p-9f, 0, 0, 0},
+                             {x, 0, 0, 0, y, 0},        {0, 0, 0, 0, x, y},
+                             {x, -0.0f, 0, y, -0.0f, -0.0f}, {-x, 0, 0, 0, -y, 0}};
+    const float columns[] = {1.0f, -1.0f, 0.0625f, -0.0625f, 0.0f, -0.0f, 0.125f};
+    constexpr int row_count = sizeof(rows) / sizeof(rows[0]);
+    Eigen::MatrixXf A(row_count, 6), B(6, 7);
+    for (int i = 0; i < row_count; ++i)
+        for (int k = 0; k < 6; ++k) A(i, k) = rows[i][k];
+    for (int k = 0; k < 6; ++k)
+        for (int j = 0; j < 7; ++j) B(k, j) = columns[j];
+    B(0, 6) = -B(0, 6);
+    int negative_zeros = 0, positive_zeros = 0;
+    for (const rounding mode : {rounding::nearest_even, rounding::toward_zero})
+        for (const int chunk : {0, 1, 2, 4})
+            for (const auto model : {accumulation::sequential, accumulation::fma}) {
+                const lowbit::float_quantizer prod{.format = lowbit::lba_m7e4_prod, .mode = mode};
+                const lowbit::float_quantizer acc{.format = lowbit::lba_m7e4_acc, .mode = mode};
+                const lowbit::gemm_spec spec{.input_a = e4m3, .input_b = e4m3, .product = prod, .accumulator = acc,
+                                             .model = model, .chunk = chunk, .chunk_accumulator = acc};
+                INFO(lowbit::to_string(mode) << " chunk " << chunk << " " << lowbit::to_string(model));
+                if constexpr (lowbit::detail::has_bf16_rounding) CHECK(kernel_for(A, B, spec) == "scaled");
+                const Eigen::MatrixXf expected = exact_gemm(A, B, spec);
+                CHECK(same_bits(expected, lowbit::gemm(A, B, spec)));
+                for (Eigen::Index i = 0; i < expected.size(); ++i)
+                    if (expected.data()[i] == 0) (std::signbit(expected.data()[i]) ? negative_zeros : positive_zeros)++;
+            }
+    INFO(negative_zeros << " negative and " << positive_zeros << " positive zeros");
+    CHECK(negative_zeros >= 10);
+    CHECK(positive_zeros >= 10);
+}
+
+TEST_CASE("the AVX-512 chain neither depends on nor changes the caller's MXCSR") {
+#if defined(__SSE__)
+    std::mt19937 gen(43);
+    const lowbit::float_quantizer e4m3{.format = lowbit::fp8_e4m3};
+    for (const rounding mode : {rounding::nearest_even, rounding::toward_zero}) {
+        const lowbit::float_quantizer prod{.format = lowbit::lba_m7e4_prod, .mode = mode};
+        const lowbit::float_quantizer acc{.format = lowbit::lba_m7e4_acc, .mode = mode};
+        const lowbit::gemm_spec spec{.input_a = e4m3, .input_b = e4m3, .product = prod, .accumulator = acc,
+                                     .chunk = 16, .chunk_accumulator = acc};
+        const Eigen::MatrixXf A = make(6, 90, data::wide, gen), B = make(90, 70, data::wide, gen);
+        const Eigen::MatrixXf expected = exact_gemm(A, B, spec);
+        const unsigned saved = _mm_getcsr();
+        // flush-to-zero and denormals-are-zero on; round toward zero; toward plus infinity
+        for (const unsigned csr : {0x9FC0u, 0x7F80u, 0x5F80u}) {
+            _mm_setcsr(csr);
+            const Eigen::MatrixXf got = lowbit::gemm(A, B, spec);
+            const unsigned after = _mm_getcsr() & ~0x3Fu;  // (the status flags may change)
+            _mm_setcsr(saved);
+            INFO(lowbit::to_string(mode) << " MXCSR " << csr);
+            CHECK(same_bits(expected, got));
+            CHECK(after == (csr & ~0x3Fu));
+        }
+    }
+#else
+    SUCCEED("not x86");
+#endif
+}
