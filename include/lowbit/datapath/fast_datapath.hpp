@@ -499,9 +499,47 @@ struct round_double {
     rounding_plan<double> plan;
 };
 
+// A finite double d within float's range, a multiple of 2^-126 or 0, rounded to odd in float: a
+// float bracketing it (float(d), in any rounding mode), moved to the other one when inexact and
+// even. As for odd_sum, rounding that to at most 22 significant bits is rounding d.
+[[gnu::always_inline]] inline float double_to_float_odd(double d) {
+    const float f = float(d);
+    const double back = double(f);
+    const std::uint32_t bits = std::bit_cast<std::uint32_t>(f);
+    const std::uint32_t inexact_even = std::uint32_t(back != d) & ~bits & 1u;
+    const std::uint32_t toward_zero = std::uint32_t(std::fabs(back) > std::fabs(d));  // f beyond d
+    return std::bit_cast<float>(bits + inexact_even - 2 * (inexact_even & toward_zero));
+}
+
+// The rounding of an accumulator operation alone (for odd_sum, its inner one), for values already
+// summed; and whether it keeps at most 22 significant bits.
+template <class A>
+const auto& float_rounding(const A& op) {
+    if constexpr (is_odd_sum<A>) return op.inner;
+    else return op;
+}
+template <class A>
+constexpr bool has_float_rounding = !std::is_same_v<A, sum_fp32> && !std::is_same_v<A, sum_fp32_saturating>;
+template <rounding Mode>
+bool keeps_at_most_22_bits(const round_flush_saturate<Mode>& op) { return op.shift >= 2; }
+template <rounding Mode, kernel_inputs In>
+bool keeps_at_most_22_bits(const round_full<Mode, In>& op) { return op.plan.man_bits <= 21; }
+template <class Inner>
+bool keeps_at_most_22_bits(const odd_sum<Inner>& op) { return keeps_at_most_22_bits(op.inner); }
+
+// Fused, where the sums are normal floats or 0 and the accumulator keeps at most 22 bits: each
+// sum rounded to odd in float and then by the accumulator's own rounding (this loop vectorizes;
+// the rounding of doubles below does not).
+template <class A>
+void fused_round_float_pass(const double* sums, float* acc_out, const void* accumulate) {
+    const A step = *static_cast<const A*>(accumulate);  // a local copy: stores cannot alias it
+    const auto& rounding = float_rounding(step);
+    for (int l = 0; l < fast_lanes; ++l) acc_out[l] = rounding(double_to_float_odd(sums[l]));
+}
+
 template <class R>
 void fused_round_pass(const double* sums, float* acc_out, const void* op) {
-    const R& r = *static_cast<const R*>(op);
+    const R r = *static_cast<const R*>(op);  // a local copy: stores cannot alias it (the loop vectorizes)
     for (int l = 0; l < fast_lanes; ++l)  // the result lies on a float format's grid: exact
         acc_out[l] = float(round_with_plan<R::mode, double>(sums[l], r.plan));
 }
@@ -558,6 +596,47 @@ void aligned_pass(const float* buf, int n, int group, int window, float* acc_io,
     }
     for (int l = 0; l < fast_lanes; ++l) acc_io[l] = acc[l];
 }
+
+#if defined(__AVX512F__)
+// The same with each cut as three instructions rather than a dozen: x scaled by 2^-q (vscalefps),
+// rounded to an integer toward zero or minus infinity (vrndscaleps), scaled back. Exact where no
+// x * 2^-q falls below fp32's normal range (aligned_scalef_fits); a cut to zero may be -0 here,
+// which adds like +0 to the cut sum, started at +0.
+template <class A, bool Floor>
+void aligned_pass_scalef(const float* buf, int n, int group, int window, float* acc_io, const void* accumulate) {
+    const A step = *static_cast<const A*>(accumulate);  // a local copy: stores cannot alias it
+    constexpr int to_integer = (Floor ? _MM_FROUND_TO_NEG_INF : _MM_FROUND_TO_ZERO) | _MM_FROUND_NO_EXC;
+    const __m512i exponent = _mm512_set1_epi32(0x7F800000), zero = _mm512_setzero_si512();
+    const __m512i bias = _mm512_set1_epi32(127 + window);
+    alignas(64) float acc[fast_lanes];
+    for (int l = 0; l < fast_lanes; ++l) acc[l] = acc_io[l];
+    for (int g0 = 0; g0 < n; g0 += group) {
+        const int g1 = std::min(g0 + group, n);
+        alignas(64) float summed[fast_lanes];
+        for (int l = 0; l < fast_lanes; l += 16) {
+            const __m512 a = _mm512_load_ps(acc + l);
+            __m512i top = _mm512_and_si512(_mm512_castps_si512(a), exponent);  // the largest exponent field, << 23
+            for (int t = g0; t < g1; ++t)
+                top = _mm512_max_epu32(top, _mm512_and_si512(_mm512_castps_si512(_mm512_loadu_ps(buf + t * fast_lanes + l)), exponent));
+            const __m512 q = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_srli_epi32(top, 23), bias));
+            const __m512 minus_q = _mm512_sub_ps(_mm512_setzero_ps(), q);
+            const auto cut = [&](__m512 x) {
+                return _mm512_scalef_ps(_mm512_roundscale_ps(_mm512_scalef_ps(x, minus_q), to_integer), q);
+            };
+            __m512 cut_sum = _mm512_add_ps(_mm512_setzero_ps(), cut(a)), plain_sum = a;  // plain: every term zero
+            for (int t = g0; t < g1; ++t) {
+                const __m512 p = _mm512_loadu_ps(buf + t * fast_lanes + l);
+                cut_sum = _mm512_add_ps(cut_sum, cut(p));  // exact: see fast_gemm
+                plain_sum = _mm512_add_ps(plain_sum, p);
+            }
+            const __mmask16 all_zero = _mm512_cmpeq_epi32_mask(top, zero);
+            _mm512_store_ps(summed + l, _mm512_mask_blend_ps(all_zero, cut_sum, plain_sum));
+        }
+        for (int l = 0; l < fast_lanes; ++l) acc[l] = step(summed[l]);
+    }
+    for (int l = 0; l < fast_lanes; ++l) acc_io[l] = acc[l];
+}
+#endif
 
 using tree_pass_fn = void (*)(float*, int, float*, const void*);
 using fused_round_fn = void (*)(const double*, float*, const void*);
@@ -841,6 +920,7 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
     tree_pass_fn tree = nullptr;
     fused_round_fn fused_round = nullptr;
     std::optional<fused_round_op> fused_rounding;
+    const void* fused_round_address = nullptr;
     aligned_pass_fn aligned = nullptr;
     if (spec.model == accumulation::pairwise) {
         tree = std::visit([](const auto& op) -> tree_pass_fn { return &tree_pass<std::decay_t<decltype(op)>>; },
@@ -853,11 +933,25 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
             top - product.smallest_step > 53)
             return false;
         const float_quantizer& qa = *spec.accumulator.as_float();
-        const auto plan = rounding_plan<double>::make(qa.format, qa.on_overflow, qa.random_bits);
-        fused_rounding = dispatch_deterministic(qa.mode, [&](auto m) -> fused_round_op { return round_double<m()>{plan}; });
-        fused_round = std::visit(
-            [](const auto& op) -> fused_round_fn { return &fused_round_pass<std::decay_t<decltype(op)>>; },
-            *fused_rounding);
+        if (top <= 127 && product.smallest_step >= -126)
+            fused_round = std::visit(
+                [](const auto& op) -> fused_round_fn {
+                    using A = std::decay_t<decltype(op)>;
+                    if constexpr (has_float_rounding<A>)
+                        if (keeps_at_most_22_bits(op)) return &fused_round_float_pass<A>;
+                    return nullptr;
+                },
+                *accumulate);
+        if (fused_round != nullptr) {
+            fused_round_address = accumulate_address;
+        } else {
+            const auto plan = rounding_plan<double>::make(qa.format, qa.on_overflow, qa.random_bits);
+            fused_rounding = dispatch_deterministic(qa.mode, [&](auto m) -> fused_round_op { return round_double<m()>{plan}; });
+            fused_round = std::visit(
+                [](const auto& op) -> fused_round_fn { return &fused_round_pass<std::decay_t<decltype(op)>>; },
+                *fused_rounding);
+            fused_round_address = address_of(*fused_rounding);
+        }
     } else if (spec.model == accumulation::aligned) {
         // Terms are normal floats or zero (their exponent field is their exponent), and the sum
         // of the accumulator and `group` terms cut to `window` bits below the largest fits 24 bits.
@@ -866,12 +960,25 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
             acc_grid->smallest_step < -126 ||
             spec.window + 1 + int(std::bit_width(std::uint64_t(spec.group))) > 24)
             return false;
+        // (aligned_pass_scalef: no term scaled by 2^-q below 2^-126, the lowest q being the
+        // largest value's exponent - window)
+        const int largest_exponent = std::max(std::ilogb(product.max_magnitude), std::ilogb(acc_grid->max_magnitude));
+        [[maybe_unused]] const bool scalef_fits =
+            largest_exponent - spec.window - std::min(product.smallest_step, acc_grid->smallest_step) <= 126;
         aligned = std::visit(
             [&](const auto& op) -> aligned_pass_fn {
                 using A = std::decay_t<decltype(op)>;
                 // the aligned adder rounds its exact cut sum: no odd_sum in it
-                if constexpr (is_odd_sum<A>) return nullptr;
-                else return spec.cut == alignment_cut::toward_zero ? &aligned_pass<A, false> : &aligned_pass<A, true>;
+                if constexpr (is_odd_sum<A>) {
+                    return nullptr;
+                } else {
+#if defined(__AVX512F__)
+                    if (scalef_fits)
+                        return spec.cut == alignment_cut::toward_zero ? &aligned_pass_scalef<A, false>
+                                                                      : &aligned_pass_scalef<A, true>;
+#endif
+                    return spec.cut == alignment_cut::toward_zero ? &aligned_pass<A, false> : &aligned_pass<A, true>;
+                }
             },
             *accumulate);
         if (aligned == nullptr) return false;
@@ -888,13 +995,72 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
     const std::ptrdiff_t ldb = blocks * fast_lanes;
     [[maybe_unused]] const int threads = thread_count(spec.threads);  // (unused without OpenMP)
 
+    // Rows of products a thread keeps: a panel, a whole chunk's tree, or an aligned group.
+    const std::int64_t rows = spec.model == accumulation::pairwise ? std::int64_t(std::bit_ceil(std::uint64_t(chunk)))
+                              : spec.model == accumulation::aligned ? std::max<std::int64_t>(spec.group, fast_panel)
+                                                                    : fast_panel;
+    // Row i's block of outputs on the passes above, without events, into total (zeroed); buf:
+    // rows x lanes floats of scratch.
+    const auto general_row = [&](std::int64_t i, std::int64_t block, float* buf, float* total) {
+        alignas(64) float acc[fast_lanes];
+        alignas(64) double sums[fast_lanes];
+        const float* a_row = a.data() + i * K;
+        const float* b_block = b_data + block * fast_lanes;
+        if (fused_chunks != nullptr) {
+            fused_chunks(a_row, b_block, ldb, K, chunk, prod_address, accumulate_address, total, nullptr);
+            return;
+        }
+        for (std::int64_t start = 0; start < K; start += chunk) {
+            const std::int64_t end = std::min(start + chunk, K);
+            const int n = int(end - start);
+            std::fill(acc, acc + fast_lanes, 0.0f);
+            switch (spec.model) {  // once per chunk, outside the loops over k
+                case accumulation::sequential:
+                case accumulation::fma:
+                    if (fused != nullptr) {
+                        fused(a_row + start, b_block + start * ldb, ldb, n, prod_address, accumulate_address, acc);
+                    } else {
+                        for (std::int64_t k = start; k < end; k += fast_panel) {
+                            const int m = int(std::min<std::int64_t>(fast_panel, end - k));
+                            product_only(a_row + k, b_block + k * ldb, ldb, m, prod_address, buf);
+                            accumulate_only(buf, m, acc, accumulate_address);
+                        }
+                    }
+                    break;
+                case accumulation::pairwise:
+                    product_only(a_row + start, b_block + start * ldb, ldb, n, prod_address, buf);
+                    tree(buf, n, acc, accumulate_address);
+                    break;
+                case accumulation::fused:
+                    std::fill(sums, sums + fast_lanes, 0.0);
+                    for (std::int64_t k = start; k < end; k += fast_panel) {
+                        const int m = int(std::min<std::int64_t>(fast_panel, end - k));
+                        product_only(a_row + k, b_block + k * ldb, ldb, m, prod_address, buf);
+                        sum_pass(buf, m, sums);
+                    }
+                    fused_round(sums, acc, fused_round_address);
+                    break;
+                case accumulation::aligned:
+                    // whole groups of products at a time (groups restart with each chunk)
+                    for (std::int64_t k = start; k < end; k += spec.group) {
+                        const int m = int(std::min<std::int64_t>(spec.group, end - k));
+                        product_only(a_row + k, b_block + k * ldb, ldb, m, prod_address, buf);
+                        aligned(buf, m, spec.group, spec.window, acc, accumulate_address);
+                    }
+                    break;
+            }
+            chunk_only(acc, 1, total, chunk_address);  // total = chunk_acc(total + acc)
+        }
+    };
+
     // The AVX-512 chain (scaled_chain.hpp) where it applies, two rows of A at a time. It runs
     // where fused_chunks does (the general chain, which recomputes its zero results), and counts
     // no events.
     std::optional<scaled_chain> scaled;
     scaled_pass_fn scaled_pass[2] = {};  // for 1 and 2 rows
     bool in_pairs = false;               // nearest_even: B laid out for its lane order
-    if (stats == nullptr && fused_chunks != nullptr)
+    const bool pairwise = spec.model == accumulation::pairwise;
+    if (stats == nullptr && chunk_same && (chained || (pairwise && std::bit_ceil(std::uint64_t(chunk)) <= 64)))
         std::visit(
             [&](const auto& p, const auto& step) {
                 using P = std::decay_t<decltype(p)>;
@@ -903,8 +1069,9 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
                     scaled = scaled_chain_for(p, step, *grid_a, *grid_b);
                     constexpr bool nearest = std::is_same_v<A, round_flush_saturate<rounding::nearest_even>>;
                     constexpr rounding mode = nearest ? rounding::nearest_even : rounding::toward_zero;
-                    scaled_pass[0] = &scaled_chunks_pass<mode, 1>;
-                    scaled_pass[1] = &scaled_chunks_pass<mode, 2>;
+                    scaled_pass[0] = pairwise ? &scaled_chunks_pass<mode, true, 1> : &scaled_chunks_pass<mode, false, 1>;
+                    // (a tree keeps more values at once: one row at a time)
+                    scaled_pass[1] = pairwise ? nullptr : &scaled_chunks_pass<mode, false, 2>;
                     in_pairs = nearest;
                 }
             },
@@ -917,12 +1084,13 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
         const std::int64_t panels = (K + saturation_panel - 1) / saturation_panel;
         std::vector<float> a_largest(std::size_t(M * panels)), a_sum(std::size_t(M * panels)),
             b_largest(std::size_t(blocks * panels));
-        const std::int64_t pairs = (M + 1) / 2;
+        const std::int64_t rows_at_once = pairwise ? 1 : 2, pairs = (M + rows_at_once - 1) / rows_at_once;
 #pragma omp parallel num_threads(threads)
         {
 #pragma omp for schedule(static)
             for (std::int64_t k = 0; k < K; ++k)
-                lay_out_scaled(b_data, ldb, k, k + 1, K, chunk, std::ldexp(1.0f, scaled->scale), in_pairs, b_scaled);
+                lay_out_scaled(b_data, ldb, k, k + 1, K, chunk, pairwise, std::ldexp(1.0f, scaled->scale), in_pairs,
+                               b_scaled);
 #pragma omp for schedule(static)
             for (std::int64_t i = 0; i < M; ++i)
                 for (std::int64_t panel = 0; panel < panels; ++panel) {
@@ -945,7 +1113,7 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
 #pragma omp for schedule(static) collapse(2)
             for (std::int64_t block = 0; block < blocks; ++block) {
                 for (std::int64_t pair = 0; pair < pairs; ++pair) {
-                    const std::int64_t i = 2 * pair, count = std::min<std::int64_t>(2, M - i);
+                    const std::int64_t i = rows_at_once * pair, count = std::min<std::int64_t>(rows_at_once, M - i);
                     alignas(64) float out[2 * fast_lanes];
                     const panel_bounds bounds{a_largest.data() + i * panels, a_sum.data() + i * panels, panels,
                                               b_largest.data() + block * panels};
@@ -958,8 +1126,8 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
                         const std::uint64_t columns = width == 64 ? ~std::uint64_t(0) : (std::uint64_t(1) << width) - 1;
                         if ((unknown[r] & columns) != 0) {  // a zero of unknown sign: see scaled_chain.hpp
                             alignas(64) float total[fast_lanes] = {};
-                            fused_chunks(a.data() + (i + r) * K, b_data + block * fast_lanes, ldb, K, chunk, prod_address,
-                                         accumulate_address, total, nullptr);
+                            std::vector<float> scratch(std::size_t(rows * fast_lanes));
+                            general_row(i + r, block, scratch.data(), total);
                             for (std::int64_t l = 0; l < width; ++l)
                                 if ((unknown[r] >> l) & 1u) row[l] = total[l];
                         }
@@ -971,10 +1139,6 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
         return true;
     }
 
-    // Rows of products a thread keeps: a panel, a whole chunk's tree, or an aligned group.
-    const std::int64_t rows = spec.model == accumulation::pairwise ? std::int64_t(std::bit_ceil(std::uint64_t(chunk)))
-                              : spec.model == accumulation::aligned ? std::max<std::int64_t>(spec.group, fast_panel)
-                                                                    : fast_panel;
 #pragma omp parallel num_threads(threads)
     {
         std::vector<float> scratch(std::size_t(rows * fast_lanes));
@@ -984,58 +1148,12 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
 #pragma omp for schedule(static) collapse(2)
         for (std::int64_t block = 0; block < blocks; ++block) {
             for (std::int64_t i = 0; i < M; ++i) {
-                alignas(64) float acc[fast_lanes];
                 alignas(64) float total[fast_lanes] = {};
-                alignas(64) double sums[fast_lanes];
-                const float* a_row = a.data() + i * K;
-                const float* b_block = b_data + block * fast_lanes;
-                if (stats != nullptr) {
-                    counted_chunks(a_row, b_block, ldb, K, chunk, prod_address, accumulate_address, total, &events);
-                } else if (fused_chunks != nullptr) {
-                    fused_chunks(a_row, b_block, ldb, K, chunk, prod_address, accumulate_address, total, nullptr);
-                } else {
-                    for (std::int64_t start = 0; start < K; start += chunk) {
-                        const std::int64_t end = std::min(start + chunk, K);
-                        const int n = int(end - start);
-                        std::fill(acc, acc + fast_lanes, 0.0f);
-                        switch (spec.model) {  // once per chunk, outside the loops over k
-                            case accumulation::sequential:
-                            case accumulation::fma:
-                                if (fused != nullptr) {
-                                    fused(a_row + start, b_block + start * ldb, ldb, n, prod_address, accumulate_address, acc);
-                                } else {
-                                    for (std::int64_t k = start; k < end; k += fast_panel) {
-                                        const int m = int(std::min<std::int64_t>(fast_panel, end - k));
-                                        product_only(a_row + k, b_block + k * ldb, ldb, m, prod_address, buf);
-                                        accumulate_only(buf, m, acc, accumulate_address);
-                                    }
-                                }
-                                break;
-                            case accumulation::pairwise:
-                                product_only(a_row + start, b_block + start * ldb, ldb, n, prod_address, buf);
-                                tree(buf, n, acc, accumulate_address);
-                                break;
-                            case accumulation::fused:
-                                std::fill(sums, sums + fast_lanes, 0.0);
-                                for (std::int64_t k = start; k < end; k += fast_panel) {
-                                    const int m = int(std::min<std::int64_t>(fast_panel, end - k));
-                                    product_only(a_row + k, b_block + k * ldb, ldb, m, prod_address, buf);
-                                    sum_pass(buf, m, sums);
-                                }
-                                fused_round(sums, acc, address_of(*fused_rounding));
-                                break;
-                            case accumulation::aligned:
-                                // whole groups of products at a time (groups restart with each chunk)
-                                for (std::int64_t k = start; k < end; k += spec.group) {
-                                    const int m = int(std::min<std::int64_t>(spec.group, end - k));
-                                    product_only(a_row + k, b_block + k * ldb, ldb, m, prod_address, buf);
-                                    aligned(buf, m, spec.group, spec.window, acc, accumulate_address);
-                                }
-                                break;
-                        }
-                        chunk_only(acc, 1, total, chunk_address);  // total = chunk_acc(total + acc)
-                    }
-                }
+                if (stats != nullptr)
+                    counted_chunks(a.data() + i * K, b_data + block * fast_lanes, ldb, K, chunk, prod_address,
+                                   accumulate_address, total, &events);
+                else
+                    general_row(i, block, buf, total);
                 const std::int64_t width = std::min<std::int64_t>(fast_lanes, N - block * fast_lanes);
                 for (std::int64_t l = 0; l < width; ++l) c(i, block * fast_lanes + l) = total[l];
             }

@@ -30,6 +30,7 @@
 #include <cmath>
 #include <cstddef>
 #include <algorithm>
+#include <bit>
 #include <cstdint>
 #include <type_traits>
 
@@ -77,23 +78,24 @@ constexpr int pair_position(std::int64_t e, int column) { return pair_column(-e,
 // The number of roundings after which row k of a chunked chain meets its accumulators, counted so
 // that a chunk's result reaches the total in the total's order: chunk c (of n_c rows) starts
 // c - n_c roundings into the sequence, its last rounding leaves it at c, and the total's own
-// rounding after chunk c brings it to c + 1.
-constexpr std::int64_t pair_layout(std::int64_t k, std::int64_t n, std::int64_t chunk) {
+// rounding after chunk c brings it to c + 1. In a pairwise tree every product is a leaf: the
+// chunk's leaves start c - depth roundings in, depth = ceil(log2 n_c) levels below the root.
+constexpr std::int64_t pair_layout(std::int64_t k, std::int64_t n, std::int64_t chunk, bool pairwise) {
     const std::int64_t c = k / chunk, start = c * chunk;
     const std::int64_t rows = (start + chunk < n ? start + chunk : n) - start;
-    return c - rows + (k - start);
+    return pairwise ? c - std::int64_t(std::bit_width(std::uint64_t(rows - 1))) : c - rows + (k - start);
 }
 
 // Rows [first, last) of dst (K rows of ld floats, groups of 32 lanes) = b's rows scaled by `scale`
 // (a power of two), each group in the lane order that row's step expects when in_pairs
 // (nearest_even).
 inline void lay_out_scaled(const float* b, std::ptrdiff_t ld, std::int64_t first, std::int64_t last, std::int64_t n,
-                           std::int64_t chunk, float scale, bool in_pairs, float* dst) {
+                           std::int64_t chunk, bool pairwise, float scale, bool in_pairs, float* dst) {
     int columns[5][32];
     for (int e = 0; e < 5; ++e)
         for (int q = 0; q < 32; ++q) columns[e][q] = pair_column(e, q);
     for (std::int64_t k = first; k < last; ++k) {
-        const int* column = columns[in_pairs ? ((pair_layout(k, n, chunk) % 5) + 5) % 5 : 0];
+        const int* column = columns[in_pairs ? ((pair_layout(k, n, chunk, pairwise) % 5) + 5) % 5 : 0];
         const float* from = b + k * ld;
         float* to = dst + k * ld;
         for (std::ptrdiff_t g = 0; g < ld; g += 32)
@@ -119,17 +121,19 @@ struct panel_bounds {
 };
 
 // Rows rows of A (a, lda) times a block of 64 columns of B (b, ldb; laid out by lay_out_scaled),
-// over n = K elements in chunks of `chunk`: out[r * 64 + l] = output l of row r, unscaled, in
+// over n = K elements in chunks of `chunk` (each a sequential chain, or with Pairwise an adder
+// tree of at most 64 leaves), the chunks' results accumulated in order by the same rounding
+// (the paper's setup): out[r * 64 + l] = output l of row r, unscaled, in
 // column order, with a zero's sign as above. unknown[r] gets the columns (bit l for column l) of
 // row r whose zero's sign is not known, to recompute.
-template <rounding Mode, int Rows>
+template <rounding Mode, bool Pairwise, int Rows>
 void scaled_chunks_pass(const float* a, std::ptrdiff_t lda, const float* b, std::ptrdiff_t ldb, std::int64_t n,
                         std::int64_t chunk, const scaled_chain& op, const panel_bounds& bounds, float* out,
                         std::uint64_t* unknown);
 
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
 
-template <rounding Mode, int Rows>
+template <rounding Mode, bool Pairwise, int Rows>
 void scaled_chunks_pass(const float* a, std::ptrdiff_t lda, const float* b, std::ptrdiff_t ldb, std::int64_t n,
                         std::int64_t chunk, const scaled_chain& op, const panel_bounds& bounds, float* out,
                         std::uint64_t* unknown) {
@@ -201,11 +205,76 @@ void scaled_chunks_pass(const float* a, std::ptrdiff_t lda, const float* b, std:
     for (auto& row : total)
         for (auto& v : row) v = _mm512_setzero_ps();
     std::int64_t chunks = 0;
+    // Pairwise: acc = the tree over k in [k0, k1), of width leaves (those past k1 zero), every
+    // sum rounded and saturated.
+    struct node {
+        __m512 v[Rows][4];
+    };
+    node acc_node;
+    const auto leaf = [&](auto products_saturate, std::int64_t k, std::int64_t k1) {
+        node x;
+        for (int r = 0; r < Rows; ++r)
+            for (int v = 0; v < 4; ++v) {
+                if (k < k1) {
+                    __m512 p = _mm512_mul_ps(_mm512_set1_ps(a[r * lda + k]), _mm512_loadu_ps(b + k * ldb + 16 * v));
+                    __asm__("" : "+v"(p));  // (no FMA: see chain)
+                    if constexpr (decltype(products_saturate)::value) p = _mm512_range_ps(p, product_max, min_magnitude);
+                    x.v[r][v] = p;
+                } else {
+                    x.v[r][v] = _mm512_setzero_ps();
+                }
+            }
+        return x;
+    };
+    const auto merge = [&](const node& x, const node& y) {
+        node z;
+        for (int r = 0; r < Rows; ++r) {
+            __m512 s[4];
+            for (int v = 0; v < 4; ++v) s[v] = _mm512_add_ps(x.v[r][v], y.v[r][v]);  // exact
+            round(std::true_type{}, s, z.v[r]);
+        }
+        return z;
+    };
+    // A whole tree of Width leaves, unrolled (its values stay in registers), ...
+    const auto full_tree = [&](auto self, auto products_saturate, auto width, std::int64_t k) -> node {
+        if constexpr (decltype(width)::value == 1) {
+            return leaf(products_saturate, k, k + 1);
+        } else {
+            constexpr std::int64_t half = decltype(width)::value / 2;
+            const node left = self(self, products_saturate, std::integral_constant<std::int64_t, half>{}, k);
+            return merge(left, self(self, products_saturate, std::integral_constant<std::int64_t, half>{}, k + half));
+        }
+    };
+    // ... or any, as a binary counter: a stack holds a node per level, and a new node merges with
+    // the one of its level below it, which keeps the tree's pairs.
+    const auto tree = [&](auto products_saturate, std::int64_t k0, std::int64_t k1, std::int64_t width) {
+        using std::integral_constant;
+        if (k1 - k0 == width) {
+            switch (width) {
+                case 8: acc_node = full_tree(full_tree, products_saturate, integral_constant<std::int64_t, 8>{}, k0); return;
+                case 16: acc_node = full_tree(full_tree, products_saturate, integral_constant<std::int64_t, 16>{}, k0); return;
+                default: break;
+            }
+        }
+        constexpr int max_levels = 7;  // (width <= 64)
+        node stack[max_levels];
+        int level_of[max_levels], height = 0;
+        for (std::int64_t t = 0; t < width; ++t) {
+            node x = leaf(products_saturate, k0 + t, k1);
+            int level = 0;
+            for (; height > 0 && level_of[height - 1] == level; ++level) x = merge(stack[--height], x);
+            stack[height] = x;
+            level_of[height++] = level;
+        }
+        acc_node = stack[0];
+    };
+
     for (std::int64_t start = 0; start < n; start += chunk, ++chunks) {
         const std::int64_t end = start + chunk < n ? start + chunk : n;
         for (auto& row : acc)
             for (auto& v : row) v = _mm512_setzero_ps();
         double bound = 0;  // on |acc| (see panel_bounds)
+        bool any_products_saturate = false;
         for (std::int64_t k0 = start; k0 < end;) {  // the chunk's part in each panel
             const std::int64_t panel = k0 / saturation_panel;
             const std::int64_t k1 = std::min(end, (panel + 1) * saturation_panel);
@@ -216,18 +285,28 @@ void scaled_chunks_pass(const float* a, std::ptrdiff_t lda, const float* b, std:
             }
             const double b_largest = bounds.b_largest[panel], steps = double(k1 - k0);
             const bool products_saturate = op.product_saturates && a_largest * b_largest > op.product_limit;
+            any_products_saturate = any_products_saturate || products_saturate;
             const double products = products_saturate ? std::min(a_sum * b_largest, steps * op.product_limit)
                                                       : a_sum * b_largest;
             bound = (bound + products + steps * op.min_normal) * growth[k1 - k0];
             const bool accumulator_saturates = bound > op.accumulator_limit;
-            if (products_saturate) {
-                if (accumulator_saturates) chain(std::true_type{}, std::true_type{}, k0, k1);
-                else chain(std::true_type{}, std::false_type{}, k0, k1);
-            } else {
-                if (accumulator_saturates) chain(std::false_type{}, std::true_type{}, k0, k1);
-                else chain(std::false_type{}, std::false_type{}, k0, k1);
+            if constexpr (!Pairwise) {
+                if (products_saturate) {
+                    if (accumulator_saturates) chain(std::true_type{}, std::true_type{}, k0, k1);
+                    else chain(std::true_type{}, std::false_type{}, k0, k1);
+                } else {
+                    if (accumulator_saturates) chain(std::false_type{}, std::true_type{}, k0, k1);
+                    else chain(std::false_type{}, std::false_type{}, k0, k1);
+                }
             }
             k0 = k1;
+        }
+        if constexpr (Pairwise) {
+            const auto width = std::int64_t(std::bit_ceil(std::uint64_t(end - start)));
+            if (any_products_saturate) tree(std::true_type{}, start, end, width);
+            else tree(std::false_type{}, start, end, width);
+            for (int r = 0; r < Rows; ++r)
+                for (int v = 0; v < 4; ++v) acc[r][v] = acc_node.v[r][v];
         }
         for (int r = 0; r < Rows; ++r) {
             __m512 s[4];
