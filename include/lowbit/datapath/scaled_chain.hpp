@@ -1,11 +1,11 @@
-// lowbit/datapath/scaled_chain.hpp: the sequential chain of fast_datapath.hpp written in AVX-512
-// instructions, for the paper's kind of accumulator (no subnormals, saturating: the
-// round_flush_saturate operation) in nearest_even with 7 mantissa bits or in toward_zero, with
+// lowbit/datapath/scaled_chain.hpp: the sequential chain (and pairwise tree) of fast_datapath.hpp
+// written in AVX-512 instructions, for the paper's kind of accumulator (no subnormals, saturating:
+// the round_flush_saturate operation) in nearest_even with 7 mantissa bits or in toward_zero, with
 // exact or range-checked products.
 //
 // The auto-vectorized chain spends 16 vector instructions per 16 MACs in nearest_even (11 in
 // toward_zero), most of them on the magnitude's bits: abs, clamp, flush, the sign put back. Here
-// it spends 8.5 (7):
+// it spends 8.5 (7), and 7.5 (6) where bounds show the saturations cannot act (panel_bounds):
 //   - values run scaled by 2^scale, chosen so that the product format's smallest normal is fp32's
 //     2^-126: the multiply flushes smaller products itself, with MXCSR's flush-to-zero bit, set
 //     for the call. (Products and sums are otherwise exact, so nothing else depends on MXCSR.)
@@ -27,10 +27,10 @@
 
 #include <lowbit/rounding/modes.hpp>
 
-#include <cmath>
-#include <cstddef>
 #include <algorithm>
 #include <bit>
+#include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <type_traits>
 
