@@ -539,7 +539,7 @@ void fused_round_float_pass(const double* sums, float* acc_out, const void* accu
 
 template <class R>
 void fused_round_pass(const double* sums, float* acc_out, const void* op) {
-    const R r = *static_cast<const R*>(op);  // a local copy: stores cannot alias it (the loop vectorizes)
+    const R r = *static_cast<const R*>(op);  // a local copy: stores cannot alias it
     for (int l = 0; l < fast_lanes; ++l)  // the result lies on a float format's grid: exact
         acc_out[l] = float(round_with_plan<R::mode, double>(sums[l], r.plan));
 }
@@ -600,7 +600,7 @@ void aligned_pass(const float* buf, int n, int group, int window, float* acc_io,
 #if defined(__AVX512F__)
 // The same with each cut as three instructions rather than a dozen: x scaled by 2^-q (vscalefps),
 // rounded to an integer toward zero or minus infinity (vrndscaleps), scaled back. Exact where no
-// x * 2^-q falls below fp32's normal range (aligned_scalef_fits); a cut to zero may be -0 here,
+// x * 2^-q falls below fp32's normal range (scalef_fits in fast_gemm); a cut to zero may be -0 here,
 // which adds like +0 to the cut sum, started at +0.
 template <class A, bool Floor>
 void aligned_pass_scalef(const float* buf, int n, int group, int window, float* acc_io, const void* accumulate) {
