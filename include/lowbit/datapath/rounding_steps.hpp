@@ -127,12 +127,15 @@ struct int_step {
         const std::uint64_t magnitude_low = d.whole_low64 + (up ? 1 : 0);
         const double scale = std::ldexp(1.0, -q.fraction_bits);
         const double lo = q.format.min_value(), hi = q.format.max_value();
-        // |n| below 2^53 is exact in double; larger ones are out of every range (<= 53 bits).
+        // Below 2^60 (with room for the round-to-odd estimate and the step up), magnitude_low is
+        // the whole |n|. Every range lies within [-2^53, 2^53], so a magnitude in range is exact
+        // in double, and one that converts (rounded) to a double beyond the range is beyond it.
         const double approx = std::fabs(s.to_double_round_odd()) * std::ldexp(1.0, q.fraction_bits);
-        if (approx < 0x1p52) {
-            const double n = negative ? -double(magnitude_low) : double(magnitude_low);
-            overflowed = n < lo || n > hi;
-            return q.overflow(n) * scale;
+        if (approx < 0x1p60) {
+            const double m = double(magnitude_low);
+            overflowed = negative ? m > -lo : m > hi;
+            if (!overflowed) return (negative ? -m : m) * scale;
+            if (q.on_overflow == int_overflow::saturate) return (negative ? lo : hi) * scale;
         }
         overflowed = true;
         if (q.on_overflow == int_overflow::saturate) return (negative ? lo : hi) * scale;
