@@ -636,6 +636,36 @@ TEST_CASE("hand: 8-bit integer accumulator wraps and saturates 100 + 100", "[gem
     CHECK(lowbit::gemm(A3, B3, s)(0, 0) == 27.0f);
 }
 
+TEST_CASE("hand: 53-bit integer accumulators hold their whole range", "[gemm][hand][int]") {
+    // Unsigned 53 bits: [0, 2^53 - 1]. 2^52 + 2^51 + 1 is in range: no overflow, and C is that
+    // sum rounded to float, 2^52 + 2^51. Signed 53 bits: [-2^52, 2^52 - 1]; -2^52 is in range,
+    // -2^52 - 1 is not (saturate: -2^52; wrap: 2^52 - 1). Products of 2^26-scale operands are
+    // beyond the integer chain's 2^31: this is the exact path.
+    Eigen::MatrixXf A(1, 3), B(3, 1);
+    A << 0x1p26f, 0x1p26f, 1.0f;
+    B << 0x1p26f, 0x1p25f, 1.0f;
+    for (int_overflow o : {int_overflow::wrap, int_overflow::saturate}) {
+        gemm_spec s;
+        s.accumulator = int_quantizer{.format = {.bits = 53, .is_signed = false}, .on_overflow = o};
+        gemm_stats st;
+        CHECK(lowbit::gemm(A, B, s, &st)(0, 0) == 0x1.8p52f);
+        CHECK(st.accumulator_overflows == 0);
+        CHECK(lowbit_test::reference_gemm(A, B, s)(0, 0) == 0x1.8p52f);
+    }
+    Eigen::MatrixXf A2(1, 2), B2(2, 1);
+    A2 << -0x1p26f, -1.0f;
+    B2 << 0x1p26f, 1.0f;
+    for (int_overflow o : {int_overflow::wrap, int_overflow::saturate}) {
+        gemm_spec s;
+        s.accumulator = int_quantizer{.format = {.bits = 53}, .on_overflow = o};
+        gemm_stats st;
+        const float expected = o == int_overflow::wrap ? 0x1p52f : -0x1p52f;  // (2^52 - 1 rounds to 2^52)
+        CHECK(lowbit::gemm(A2, B2, s, &st)(0, 0) == expected);
+        CHECK(st.accumulator_overflows == 1);  // the second addition only
+        CHECK(lowbit_test::reference_gemm(A2, B2, s)(0, 0) == expected);
+    }
+}
+
 TEST_CASE("hand: product underflows in M7E4 (flush below 2^-11)", "[gemm][hand]") {
     // M7E4 product, bias 12: emin = -11, no subnormals. Products (B = ones except where noted):
     //   2^-6 * 2^-6 = 2^-12          below 2^-11: flushes -> underflow
