@@ -8,6 +8,7 @@
 #include <Eigen/Core>
 
 #include <random>
+#include <span>
 #include <string>
 
 namespace {
@@ -69,6 +70,35 @@ void bm_accumulator(benchmark::State& state, lowbit::float_format accumulator) {
     time_gemm(state, spec);
 }
 
+// The headline setup on inputs the caller quantized to e4m3 beforehand, the spec's input formats
+// unset: the kernels read the data's grid (a scan) instead of the declared one.
+void bm_undeclared(benchmark::State& state, lowbit::rounding mode) {
+    lowbit::gemm_spec spec = paper_spec(mode, lowbit::accumulation::sequential, 1);
+    const auto n = state.range(0);
+    Eigen::MatrixXf A = normal_matrix(n, n, 1), B = normal_matrix(n, n, 2);
+    const lowbit::float_quantizer e4m3{.format = lowbit::fp8_e4m3};
+    e4m3(std::span<float>(A.data(), std::size_t(A.size())));
+    e4m3(std::span<float>(B.data(), std::size_t(B.size())));
+    spec.input_a = spec.input_b = lowbit::quantizer{};
+    Eigen::MatrixXf C(n, n);
+    lowbit_bench::timed(state, double(n * n * n), "eigen" + std::to_string(n), false, [&] {
+        lowbit::gemm(A, B, C, spec);
+        benchmark::DoNotOptimize(C.data());
+    });
+    state.counters["MACs/s"] = benchmark::Counter(double(n * n * n), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// int8 inputs (fixed point, 5 fraction bits), a 32-bit integer accumulator (10 fraction bits)
+// that wraps or saturates, chunk 16 in the same accumulator: the integer chain.
+void bm_integer(benchmark::State& state, lowbit::int_overflow on_overflow, bool counted) {
+    const lowbit::int_quantizer int8{.format = {.bits = 8}, .fraction_bits = 5};
+    const lowbit::int_quantizer acc{.format = {.bits = 32}, .on_overflow = on_overflow, .fraction_bits = 10};
+    lowbit::gemm_spec spec{.input_a = int8, .input_b = int8, .accumulator = acc, .chunk = 16, .chunk_accumulator = acc};
+    spec.threads = 1;
+    lowbit::gemm_stats stats;
+    time_gemm(state, spec, counted ? &stats : nullptr);
+}
+
 using lowbit::accumulation;
 using lowbit::rounding;
 BENCHMARK(bm_eigen)->Arg(256)->Arg(512)->UseManualTime()->Unit(benchmark::kMillisecond);
@@ -80,10 +110,14 @@ BENCHMARK_CAPTURE(bm_lowbit, fma_toward_zero_1t, rounding::toward_zero, accumula
 BENCHMARK_CAPTURE(bm_lowbit, pairwise_toward_zero_1t, rounding::toward_zero, accumulation::pairwise, 1)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_lowbit, fused_toward_zero_1t, rounding::toward_zero, accumulation::fused, 1)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_lowbit, aligned_toward_zero_1t, rounding::toward_zero, accumulation::aligned, 1)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(bm_counted, seq_nearest_even_stats_1t, rounding::nearest_even)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(bm_counted, seq_toward_zero_flush_stats_1t, rounding::toward_zero)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(bm_accumulator, fp16_acc_1t, lowbit::fp16)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(bm_accumulator, bf16_acc_1t, lowbit::bf16)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_counted, seq_nearest_even_stats_1t, rounding::nearest_even)->Arg(256)->Arg(512)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_counted, seq_toward_zero_flush_stats_1t, rounding::toward_zero)->Arg(256)->Arg(512)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_undeclared, seq_nearest_even_undeclared_1t, rounding::nearest_even)->Arg(256)->Arg(512)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_integer, int8_int32_wrap_1t, lowbit::int_overflow::wrap, false)->Arg(256)->Arg(512)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_integer, int8_int32_saturate_1t, lowbit::int_overflow::saturate, false)->Arg(256)->Arg(512)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_integer, int8_int32_wrap_stats_1t, lowbit::int_overflow::wrap, true)->Arg(256)->Arg(512)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_accumulator, fp16_acc_1t, lowbit::fp16)->Arg(256)->Arg(512)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_accumulator, bf16_acc_1t, lowbit::bf16)->Arg(256)->Arg(512)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_accumulator, m10e5_acc_1t, lowbit::float_format{.exp_bits = 5, .man_bits = 10, .bias = 26, .subnormals = false, .specials = lowbit::special_values::none})->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace

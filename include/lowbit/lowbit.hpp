@@ -15,6 +15,7 @@
 #include <lowbit/datapath/quantizer.hpp>
 #include <lowbit/datapath/gemm_spec.hpp>
 #include <lowbit/datapath/gemm_stats.hpp>
+#include <lowbit/datapath/gemm_report.hpp>
 #include <lowbit/datapath/gemm.hpp>
 #include <lowbit/scaling/calibration.hpp>
 #include <lowbit/scaling/clip_gradients.hpp>

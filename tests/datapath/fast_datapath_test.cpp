@@ -5,9 +5,12 @@
 
 #include <catch2/catch.hpp>
 
+#include <bit>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
+#include <vector>
 
 namespace {
 
@@ -228,4 +231,90 @@ TEST_CASE("fast path counts the same events as the exact path: M7E4 and MxE5 acc
     CHECK(all.accumulator_overflows > 0);
     CHECK(all.swamps > 0);
     CHECK(all.inexact_additions > 0);
+}
+
+TEST_CASE("scanned grid: the data's own grid, against a value-by-value reading") {
+    // floats of every kind: random bits (normal and subnormal), short significands, powers of two,
+    // zeros of both signs, the extremes
+    std::mt19937 gen(41);
+    std::uniform_int_distribution<std::uint32_t> bits;
+    std::uniform_int_distribution<int> length(1, 300), kind(0, 3);
+    for (int trial = 0; trial < 300; ++trial) {
+        std::vector<float> x(std::size_t(length(gen)));
+        for (auto& v : x) {
+            std::uint32_t b = bits(gen) & 0xFF7FFFFFu;  // (no inf or NaN)
+            switch (kind(gen)) {
+                case 0: break;
+                case 1: b &= 0x807FFFFFu; break;                         // subnormal
+                case 2: b &= 0xFFFF0000u; break;                         // short significand
+                default: b = trial % 7 == 0 ? 0x80000000u : 0x7F7FFFFFu; // -0 or the largest
+            }
+            v = std::bit_cast<float>(b);
+        }
+        int lowest = 1 << 20, widest = 1;
+        double largest = 0;
+        for (const float v : x) {
+            if (v == 0) continue;
+            int e = 200;  // the lowest set bit's weight: the largest e with v / 2^e an integer
+            while (std::ldexp(double(v), -e) != std::trunc(std::ldexp(double(v), -e))) --e;
+            lowest = std::min(lowest, e);
+            widest = std::max(widest, std::ilogb(v) - e + 1);
+            largest = std::max(largest, std::fabs(double(v)));
+        }
+        const auto grid = lowbit::detail::scanned_grid(x.data(), Eigen::Index(x.size()));
+        REQUIRE(grid);
+        if (largest == 0) {
+            CHECK(grid->max_magnitude == 0);
+            continue;
+        }
+        CHECK(grid->smallest_step == lowest);
+        CHECK(grid->significand_bits == widest);
+        CHECK(grid->max_magnitude == largest);
+    }
+    const float special[] = {1.0f, std::numeric_limits<float>::infinity()};
+    CHECK_FALSE(lowbit::detail::scanned_grid(special, 2));
+    const float nan[] = {std::numeric_limits<float>::quiet_NaN()};
+    CHECK_FALSE(lowbit::detail::scanned_grid(nan, 1));
+}
+
+TEST_CASE("fast path: inputs on a grid the spec does not declare take it too") {
+    // Data the caller quantized to e4m3 (or to integers) with the spec's inputs unset: the same
+    // kernels as with the format declared, and the exact path's bits and events.
+    std::mt19937 gen(43);
+    const lowbit::float_quantizer e4m3{.format = lowbit::fp8_e4m3};
+    for (const rounding mode : {rounding::nearest_even, rounding::toward_zero, rounding::nearest_away})
+        for (const bool integers : {false, true}) {
+            const lowbit::float_quantizer prod{.format = lowbit::lba_m7e4_prod, .mode = mode,
+                                               .on_overflow = lowbit::overflow::saturate};
+            const lowbit::float_quantizer acc{.format = lowbit::lba_m7e4_acc, .mode = mode,
+                                              .on_overflow = lowbit::overflow::saturate};
+            lowbit::gemm_spec declared{.input_a = e4m3, .input_b = e4m3, .product = prod, .accumulator = acc,
+                                       .chunk = 16, .chunk_accumulator = acc};
+            if (integers) declared.input_a = declared.input_b = lowbit::int_quantizer{.format = {.bits = 4}};
+            lowbit::gemm_spec undeclared = declared;
+            undeclared.input_a = undeclared.input_b = lowbit::quantizer{};
+            Eigen::MatrixXf A = scaled_normal(9, 131, gen, integers ? 2 : 5), B = scaled_normal(131, 70, gen, 2);
+            lowbit::detail::row_major_floats a = A, b = B;  // quantized by the caller
+            lowbit::detail::quantize_input(declared.input_a, lowbit::gemm_role::input_a, a.data(), std::size_t(a.size()));
+            lowbit::detail::quantize_input(declared.input_b, lowbit::gemm_role::input_b, b.data(), std::size_t(b.size()));
+            A = a;
+            B = b;
+            lowbit::gemm_stats exact_stats, stats;
+            const Eigen::MatrixXf exact = exact_gemm(A, B, undeclared, exact_stats);
+            lowbit::gemm_report with_format, without_format;
+            CHECK(same_bits(lowbit::gemm(A, B, declared, nullptr, &with_format), exact));
+            CHECK(same_bits(lowbit::gemm(A, B, undeclared, nullptr, &without_format), exact));
+            INFO(lowbit::to_string(mode) << (integers ? " integers" : " e4m3") << ": " << without_format.reason);
+            CHECK(without_format.kernel != lowbit::gemm_kernel::exact);
+            CHECK(without_format.kernel == with_format.kernel);
+            CHECK(same_bits(lowbit::gemm(A, B, undeclared, &stats, &without_format), exact));
+            CHECK(without_format.kernel == lowbit::gemm_kernel::vectorized_chain);
+            CHECK(same_events(stats, exact_stats));
+        }
+    // Unquantized N(0,1) data: products of 24-bit significands are not exact in fp32.
+    const auto A = scaled_normal(3, 10, gen, 0), B = scaled_normal(10, 3, gen, 0);
+    lowbit::gemm_report report;
+    lowbit::gemm(A, B, lowbit::gemm_spec{.accumulator = lowbit::bf16}, nullptr, &report);
+    CHECK(report.kernel == lowbit::gemm_kernel::exact);
+    CHECK_THAT(report.reason, Catch::Contains("not exact in fp32"));
 }

@@ -41,9 +41,9 @@ std::string kernel_for(const Eigen::MatrixXf& A, const Eigen::MatrixXf& B, const
     lowbit::detail::row_major_floats a = A, b = B, c(A.rows(), B.cols());
     lowbit::detail::quantize_input(spec.input_a, lowbit::gemm_role::input_a, a.data(), std::size_t(a.size()));
     lowbit::detail::quantize_input(spec.input_b, lowbit::gemm_role::input_b, b.data(), std::size_t(b.size()));
-    lowbit::detail::fast_kernel kernel{};
-    if (!lowbit::detail::fast_gemm(a, b, c, spec, nullptr, &kernel)) return "none";
-    return kernel == lowbit::detail::fast_kernel::scaled_avx512 ? "scaled" : "vectorized";
+    lowbit::gemm_report report;
+    if (!lowbit::detail::fast_gemm(a, b, c, spec, nullptr, &report)) return "none";
+    return report.kernel == lowbit::gemm_kernel::scaled_chain_avx512 ? "scaled" : "vectorized";
 }
 
 // Data of several kinds, each a test of something the chain does:

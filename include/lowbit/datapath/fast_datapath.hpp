@@ -39,9 +39,11 @@
 // quantizers and the other event counts take the exact path.
 #pragma once
 
+#include <lowbit/datapath/gemm_report.hpp>
 #include <lowbit/datapath/gemm_spec.hpp>
 #include <lowbit/datapath/gemm_stats.hpp>
 #include <lowbit/datapath/reused_buffer.hpp>
+#include <lowbit/formats/format_names.hpp>
 #include <lowbit/datapath/scaled_chain.hpp>
 #include <lowbit/datapath/thread_count.hpp>
 #include <lowbit/rounding/rounding_plan.hpp>
@@ -57,6 +59,8 @@
 #include <limits>
 #include <optional>
 #include <stdexcept>
+#include <string>
+#include <utility>
 #include <type_traits>
 #include <variant>
 #include <vector>
@@ -732,6 +736,18 @@ inline std::optional<accumulate_op> choose_accumulator(const quantizer& q, const
     });
 }
 
+// Why a quantizer cannot be a product or accumulator rounding in fp32 lanes.
+inline std::string lane_refusal(const quantizer& q, const std::string& role) {
+    const float_quantizer* f = q.as_float();
+    if (q.is_exact()) return role + ": exact (unrounded) sums of more than 24 bits";
+    if (q.as_int() != nullptr) return role + ": an integer quantizer whose sums are not exact integers";
+    if (f->mode == rounding::stochastic) return role + ": stochastic rounding";
+    if (!format_fits<float>(f->format) || !f->format.is_signed || !f->format.has_zero)
+        return role + ": " + to_string(f->format) + " is not a signed format with zero within fp32";
+    return role + ": sums of " + to_string(f->format) +
+           " span more than fp32's 24 bits and it keeps more than 22 (no round-to-odd sums)";
+}
+
 // The AVX-512 chain of scaled_chain.hpp for these operations, where it applies: a
 // flush-and-saturate accumulator (with exact fp32 sums) in toward_zero, or in nearest_even with 7
 // mantissa bits, after exact or saturating range-checked products. The scale puts the product
@@ -805,26 +821,108 @@ inline bool all_finite(const float* x, Eigen::Index n) {
     return special == 0;
 }
 
+// The grid of the n floats at x themselves, or nothing when one is an infinity or a NaN: every
+// non-zero value a multiple of 2^smallest_step with at most significand_bits significant bits,
+// and the largest magnitude. It serves inputs whose format the spec does not declare (quantized
+// by the caller, or integers), and is at least as tight as any declared grid. The bit positions
+// come from int-to-float conversions of powers of two and of significands below 2^24 (exact), so
+// the loop vectorizes like a copy.
+inline std::optional<value_grid> scanned_grid(const float* x, Eigen::Index n) {
+    const auto exponent = [](std::uint32_t v) {  // floor(log2 v) for 0 < v < 2^24
+        return std::int32_t(std::bit_cast<std::uint32_t>(float(std::int32_t(v))) >> 23) - 127;
+    };
+    std::uint32_t special = 0, largest = 0;
+    std::int32_t lowest = 1 << 20, widest = 0;
+    for (Eigen::Index i = 0; i < n; ++i) {
+        const std::uint32_t magnitude = std::bit_cast<std::uint32_t>(x[i]) & 0x7FFFFFFFu;
+        const std::uint32_t field = magnitude >> 23;
+        const std::uint32_t significand = field != 0 ? (magnitude & 0x7FFFFFu) | 0x800000u : magnitude;
+        const std::int32_t base = field != 0 ? std::int32_t(field) - 150 : -149;  // the weight of bit 0
+        const std::int32_t low = base + exponent(significand & (0u - significand));
+        const std::int32_t high = base + exponent(significand | (magnitude == 0));
+        special |= std::uint32_t(field == 255);
+        largest = std::max(largest, magnitude);
+        lowest = std::min(lowest, magnitude != 0 ? low : lowest);
+        widest = std::max(widest, magnitude != 0 ? high - low + 1 : 0);
+    }
+    if (special != 0) return {};
+    if (largest == 0) return value_grid{0, 1, 0.0, true};  // all zeros
+    return value_grid{lowest, widest, double(std::bit_cast<float>(largest)), true};
+}
+
+// Whether every product of a value of grid a and one of grid b is exact in fp32 (and neither
+// underflows nor overflows it).
+inline bool products_exact_in_float(const value_grid& a, const value_grid& b) {
+    return a.significand_bits + b.significand_bits <= 24 && a.smallest_step + b.smallest_step >= -149 &&
+           a.max_magnitude * b.max_magnitude <= double(FLT_MAX);
+}
+
+// The grids of a call's two inputs (rows x cols floats at a and b): the declared formats' where
+// they make every product exact in fp32, else the data's own; nothing when an input holds an
+// infinity or a NaN, or the products are not exact in fp32. `why` says which.
+inline std::optional<std::pair<value_grid, value_grid>> input_grids(const quantizer& qa, const float* a, Eigen::Index na,
+                                                                    const quantizer& qb, const float* b, Eigen::Index nb,
+                                                                    std::string& why) {
+    auto ga = float_grid(qa), gb = float_grid(qb);
+    if (ga && gb && products_exact_in_float(*ga, *gb)) {
+        if (!all_finite(a, na) || !all_finite(b, nb)) {
+            why = "inputs: an infinity or NaN";
+            return {};
+        }
+        return std::pair{*ga, *gb};
+    }
+    ga = scanned_grid(a, na);
+    gb = ga ? scanned_grid(b, nb) : ga;
+    if (!ga || !gb) {
+        why = "inputs: an infinity or NaN";
+        return {};
+    }
+    if (!products_exact_in_float(*ga, *gb)) {
+        why = "inputs: products of " + std::to_string(ga->significand_bits) + " and " +
+              std::to_string(gb->significand_bits) + " significant bits are not exact in fp32";
+        return {};
+    }
+    return std::pair{*ga, *gb};
+}
+
+// A row-major matrix with its columns padded with zeros to `width` (whole blocks of lanes; the
+// padding's results are discarded), or the matrix itself when it has that width already.
+class padded_columns {
+public:
+    template <class MB>
+    padded_columns(const MB& b, std::int64_t width) : data_(b.data()) {
+        if (b.cols() != width) {
+            copy_.setZero(b.rows(), width);
+            copy_.leftCols(b.cols()) = b;
+            data_ = copy_.data();
+        }
+    }
+    const float* data() const { return data_; }
+
+private:
+    Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> copy_;
+    const float* data_;
+};
+
 // Fills c (row-major M x N) from quantized a (row-major M x K) and b (row-major K x N) when the
 // spec allows the fast path; returns false (c and stats untouched) otherwise. With stats, adds
 // the events (not the MACs) to *stats where this path can count them (counts_events).
-// (a, b, c: row-major float matrices or maps, stored contiguously.) *kernel, when given, tells
-// which kernel ran.
-enum class fast_kernel { vectorized, scaled_avx512 };
+// (a, b, c: row-major float matrices or maps, stored contiguously.) *report, when given, is told
+// which kernel ran, or why none could.
 template <class MA, class MB, class MC>
 bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stats* stats = nullptr,
-               fast_kernel* kernel = nullptr) {
+               gemm_report* report = nullptr) {
     static_assert(MA::IsRowMajor && MB::IsRowMajor && MC::IsRowMajor, "fast_gemm takes row-major matrices");
     const std::int64_t M = a.rows(), K = a.cols(), N = b.cols();
-    if (K == 0) return false;
-    const auto grid_a = float_grid(spec.input_a), grid_b = float_grid(spec.input_b);
-    if (!grid_a || !grid_b) return false;
-    // Exact fp32 products of the inputs.
-    if (grid_a->significand_bits + grid_b->significand_bits > 24 ||
-        grid_a->smallest_step + grid_b->smallest_step < -149 ||
-        grid_a->max_magnitude * grid_b->max_magnitude > double(FLT_MAX))
+    std::string why_not;  // why this path does not apply, or why the scaled chain does not
+    const auto refuse = [&](std::string why) {
+        if (report != nullptr) report->reason = std::move(why);
         return false;
-    if (!all_finite(a.data(), a.size()) || !all_finite(b.data(), b.size())) return false;
+    };
+    if (K == 0) return refuse("K = 0");
+    const auto grids = input_grids(spec.input_a, a.data(), a.size(), spec.input_b, b.data(), b.size(), why_not);
+    if (!grids) return refuse(why_not);
+    const auto grid_a = &grids->first, grid_b = &grids->second;
 
     value_grid product{grid_a->smallest_step + grid_b->smallest_step,
                        grid_a->significand_bits + grid_b->significand_bits,
@@ -832,7 +930,7 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
     product_op prod = product_exact{};
     if (spec.model != accumulation::fma && !spec.product.is_exact()) {
         const auto grid_p = float_grid(spec.product);
-        if (!grid_p || !deterministic_float(spec.product)) return false;
+        if (!grid_p || !deterministic_float(spec.product)) return refuse(lane_refusal(spec.product, "product"));
         const float_quantizer& qp = *spec.product.as_float();
         const auto plan = rounding_plan<float>::make(qp.format, qp.on_overflow, qp.random_bits);
         const bool on_grid = product.significand_bits <= grid_p->significand_bits &&
@@ -858,12 +956,12 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
         product = *grid_p;
     }
     const auto accumulate = choose_accumulator(spec.accumulator, product, product.finite);
-    if (!accumulate) return false;
+    if (!accumulate) return refuse(lane_refusal(spec.accumulator, "accumulator"));
     const value_grid accumulated = is_fp32_nearest(spec.accumulator)
                                        ? value_grid{-149, 24, double(FLT_MAX), false}
                                        : *float_grid(spec.accumulator);
     const auto chunk_step = choose_accumulator(spec.chunk_accumulator, accumulated, accumulated.finite);
-    if (!chunk_step) return false;
+    if (!chunk_step) return refuse(lane_refusal(spec.chunk_accumulator, "chunk_accumulator"));
 
     // The passes for these operations: one fused loop when both are light, else two.
     const fused_pass_fn fused = std::visit(
@@ -901,7 +999,11 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
             else return nullptr;
         },
         prod, *accumulate);
-    if (stats != nullptr && (counted_chunks == nullptr || spec.record_lost)) return false;
+    if (stats != nullptr && spec.record_lost) return refuse("stats: per-product records (record_lost)");
+    if (stats != nullptr && counted_chunks == nullptr)
+        return refuse("stats: events are counted in fp32 lanes for sequential and fma chains with exact, "
+                      "range-checked or rounded products and a flush-and-saturate accumulator that is also "
+                      "the chunk accumulator");
     const product_pass_fn product_only = std::visit(
         [](const auto& p) -> product_pass_fn { return &product_pass<std::decay_t<decltype(p)>>; }, prod);
     const auto accumulate_fn = [](const accumulate_op& v) {
@@ -931,7 +1033,7 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
         const int top = std::ilogb(product.max_magnitude) + 1 + int(std::bit_width(std::uint64_t(chunk)));
         if (!deterministic_float(spec.accumulator) || !float_grid(spec.accumulator) ||
             top - product.smallest_step > 53)
-            return false;
+            return refuse("fused: a chunk's exact sum may need more than 53 bits");
         const float_quantizer& qa = *spec.accumulator.as_float();
         if (top <= 127 && product.smallest_step >= -126)
             fused_round = std::visit(
@@ -959,7 +1061,8 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
         if (!acc_grid || !acc_grid->finite || !product.finite || product.smallest_step < -126 ||
             acc_grid->smallest_step < -126 ||
             spec.window + 1 + int(std::bit_width(std::uint64_t(spec.group))) > 24)
-            return false;
+            return refuse("aligned: terms below fp32's normal range, a saturating accumulator needed, or a cut "
+                          "group sum wider than 24 bits (window + 1 + log2 group)");
         // (aligned_pass_scalef: no term scaled by 2^-q below 2^-126, the lowest q being the
         // largest value's exponent - window)
         const int largest_exponent = std::max(std::ilogb(product.max_magnitude), std::ilogb(acc_grid->max_magnitude));
@@ -981,17 +1084,12 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
                 }
             },
             *accumulate);
-        if (aligned == nullptr) return false;
+        if (aligned == nullptr) return refuse("aligned: an accumulator whose sums need round-to-odd");
     }
 
     const std::int64_t blocks = (N + fast_lanes - 1) / fast_lanes;
-    // B padded to whole blocks of lanes (zero columns, discarded), unless it is already.
-    Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> b_padded;
-    if (N % fast_lanes != 0) {
-        b_padded.setZero(K, blocks * fast_lanes);
-        b_padded.leftCols(N) = b;
-    }
-    const float* const b_data = N % fast_lanes == 0 ? b.data() : b_padded.data();
+    const padded_columns b_padded(b, blocks * fast_lanes);
+    const float* const b_data = b_padded.data();
     const std::ptrdiff_t ldb = blocks * fast_lanes;
     [[maybe_unused]] const int threads = thread_count(spec.threads);  // (unused without OpenMP)
 
@@ -1076,7 +1174,22 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
                 }
             },
             prod, *accumulate);
-    if (kernel != nullptr) *kernel = scaled ? fast_kernel::scaled_avx512 : fast_kernel::vectorized;
+    if (report != nullptr) {
+        report->kernel = scaled ? gemm_kernel::scaled_chain_avx512 : gemm_kernel::vectorized_chain;
+        report->reason.clear();
+        const bool applies = std::visit(
+            [](const auto& p, const auto& step) {
+                return scaled_chain_applies<std::decay_t<decltype(p)>, std::decay_t<decltype(step)>>;
+            },
+            prod, *accumulate);
+        if (!scaled && has_scaled_chain && applies)
+            report->reason = stats != nullptr ? "scaled_chain_avx512: counts no events"
+                             : !chunk_same    ? "scaled_chain_avx512: needs the chunk accumulator to be the accumulator"
+                             : !chained && !pairwise ? "scaled_chain_avx512: runs sequential, fma and pairwise chains"
+                             : !chained      ? "scaled_chain_avx512: pairwise trees of at most 64 leaves"
+                             : "scaled_chain_avx512: nearest_even keeps other than 7 mantissa bits, or the values "
+                               "do not fit fp32's normal range once scaled";
+    }
     if (scaled) {
         float* const b_scaled = reused_buffer(buffer_slot::layout_b, std::size_t(K * ldb));
         // The largest magnitudes per panel of k of each row of A and each block of B, and the sums

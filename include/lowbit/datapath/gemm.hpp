@@ -3,6 +3,8 @@
 //   lowbit::gemm_stats stats;
 //   Eigen::MatrixXf C = lowbit::gemm(A, B, spec, &stats);   // A: M x K, B: K x N, any storage
 //   lowbit::gemm(A, B, C, spec);                            // fills C (resized when it can be)
+//   lowbit::gemm(A, B, C, spec, &stats, &report);           // report: which kernel ran, and why
+//                                                           // no faster one (gemm_report.hpp)
 //   float d = lowbit::dot(a, b, spec);                      // spans of K floats
 //
 // Threads: spec.threads (0: OpenMP's default) split the rows of C; every output is computed by
@@ -12,8 +14,10 @@
 
 #include <lowbit/datapath/exact_datapath.hpp>
 #include <lowbit/datapath/fast_datapath.hpp>
+#include <lowbit/datapath/gemm_report.hpp>
 #include <lowbit/datapath/gemm_spec.hpp>
 #include <lowbit/datapath/gemm_stats.hpp>
+#include <lowbit/datapath/integer_chain.hpp>
 #include <lowbit/datapath/quantizer.hpp>
 #include <lowbit/datapath/reused_buffer.hpp>
 #include <lowbit/datapath/thread_count.hpp>
@@ -148,7 +152,7 @@ void exact_gemm(const row_major_view& a, const Eigen::MatrixXf& b, row_major_vie
 
 template <class DA, class DB, class DC>
 void gemm(const Eigen::MatrixBase<DA>& A, const Eigen::MatrixBase<DB>& B, Eigen::MatrixBase<DC>& C,
-          const gemm_spec& spec, gemm_stats* stats = nullptr) {
+          const gemm_spec& spec, gemm_stats* stats = nullptr, gemm_report* report = nullptr) {
     spec.validate();
     detail::check_accumulator_format(spec.accumulator, "accumulator");
     detail::check_accumulator_format(spec.chunk_accumulator, "chunk_accumulator");
@@ -173,18 +177,22 @@ void gemm(const Eigen::MatrixBase<DA>& A, const Eigen::MatrixBase<DB>& B, Eigen:
         detail::quantized_rows(B, spec.input_b, gemm_role::input_b, threads, buffer_slot::input_b);
 
     detail::row_major_view c(detail::reused_buffer(buffer_slot::output, std::size_t(M * N)), M, N);
+    if (report != nullptr) *report = gemm_report{};
     if (stats != nullptr) {
         stats->macs += std::uint64_t(M) * std::uint64_t(N) * std::uint64_t(K);
         if (spec.record_lost) stats->lost.assign(std::size_t(M * N * K), 0);
-        // The vectorized path counts events for the paper's setups (fast_datapath.hpp), else the
-        // exact path does.
-        if (spec.record_lost || !detail::fast_gemm(a, b_rows, c, spec, stats)) {
-            const Eigen::MatrixXf b = b_rows;  // column-major: each column's K values contiguous
+    }
+    // The integer chain for integer accumulators, the vectorized paths for float ones, where they
+    // apply (each says why not in the report); the exact path otherwise.
+    const bool fast = spec.accumulator.as_int() != nullptr ? detail::integer_gemm(a, b_rows, c, spec, stats, report)
+                                                           : detail::fast_gemm(a, b_rows, c, spec, stats, report);
+    if (!fast) {
+        const Eigen::MatrixXf b = b_rows;  // column-major: each column's K values contiguous
+        if (stats != nullptr)
             detail::exact_gemm<true>(a, b, c, spec, stats);
-        }
-    } else if (!detail::fast_gemm(a, b_rows, c, spec)) {
-        const Eigen::MatrixXf b = b_rows;
-        detail::exact_gemm<false>(a, b, c, spec, nullptr);
+        else
+            detail::exact_gemm<false>(a, b, c, spec, nullptr);
+        if (report != nullptr) report->kernel = gemm_kernel::exact;
     }
     // Back in C's storage order and type, by rows split among threads as above.
     detail::for_row_pieces(M, c.size(), threads, [&](Eigen::Index first, Eigen::Index count) {
@@ -194,17 +202,17 @@ void gemm(const Eigen::MatrixBase<DA>& A, const Eigen::MatrixBase<DB>& B, Eigen:
 
 template <class DA, class DB>
 Eigen::MatrixXf gemm(const Eigen::MatrixBase<DA>& A, const Eigen::MatrixBase<DB>& B, const gemm_spec& spec,
-                     gemm_stats* stats = nullptr) {
+                     gemm_stats* stats = nullptr, gemm_report* report = nullptr) {
     Eigen::MatrixXf C(A.rows(), B.cols());
-    gemm(A, B, C, spec, stats);
+    gemm(A, B, C, spec, stats, report);
     return C;
 }
 
 // Overload for an Eigen::Ref, a Map or a block passed as a temporary.
 template <class DA, class DB, class DC>
 void gemm(const Eigen::MatrixBase<DA>& A, const Eigen::MatrixBase<DB>& B, Eigen::MatrixBase<DC>&& C,
-          const gemm_spec& spec, gemm_stats* stats = nullptr) {
-    gemm(A, B, C, spec, stats);
+          const gemm_spec& spec, gemm_stats* stats = nullptr, gemm_report* report = nullptr) {
+    gemm(A, B, C, spec, stats, report);
 }
 
 // The dot product of a and b on the datapath: gemm of a 1 x K by a K x 1.

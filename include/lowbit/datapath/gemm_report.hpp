@@ -1,0 +1,57 @@
+// lowbit/datapath/gemm_report.hpp: which kernel a simulated GEMM ran, for which instruction set,
+// and why no faster one applied.
+//
+//   lowbit::gemm_report report;
+//   lowbit::gemm(A, B, C, spec, /*stats*/ nullptr, &report);
+//   report.kernel;   // lowbit::gemm_kernel::scaled_chain_avx512, vectorized_chain, integer_chain
+//                    // or exact
+//   report.isa;      // "avx512", "avx2", "sse2" or "scalar": what the caller's flags compiled
+//   report.reason;   // empty when the fastest kernel for the spec ran; otherwise why the faster
+//                    // one did not apply, e.g. "accumulator: stochastic rounding"
+//
+// Every kernel gives the same bits; the report only explains the speed. Filling it costs nothing
+// measurable (a few strings per call).
+#pragma once
+
+#include <string>
+
+namespace lowbit {
+
+enum class gemm_kernel {
+    exact,                // exact_datapath.hpp: one output at a time, any spec (the reference lane)
+    vectorized_chain,     // fast_datapath.hpp: 64 outputs per block in fp32 lanes
+    scaled_chain_avx512,  // scaled_chain.hpp: the paper's flush-and-saturate chain in AVX-512
+    integer_chain,        // integer_chain.hpp: integer accumulators in int64 lanes
+};
+
+constexpr const char* to_string(gemm_kernel k) {
+    switch (k) {
+        case gemm_kernel::exact: return "exact";
+        case gemm_kernel::vectorized_chain: return "vectorized_chain";
+        case gemm_kernel::scaled_chain_avx512: return "scaled_chain_avx512";
+        case gemm_kernel::integer_chain: return "integer_chain";
+    }
+    return "?";
+}
+
+// The vector instructions the including translation unit was compiled for (its -march), which
+// select the kernels: AVX-512 (F and DQ; BF16 for the nearest_even scaled chain), AVX2, SSE2.
+constexpr const char* compiled_isa() {
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+    return "avx512";
+#elif defined(__AVX2__)
+    return "avx2";
+#elif defined(__SSE2__)
+    return "sse2";
+#else
+    return "scalar";
+#endif
+}
+
+struct gemm_report {
+    gemm_kernel kernel = gemm_kernel::exact;
+    std::string isa = compiled_isa();
+    std::string reason;  // why a faster kernel did not run (empty: none would apply)
+};
+
+}  // namespace lowbit
