@@ -48,7 +48,7 @@ inline void quantize_piece(const quantizer& q, gemm_role role, float* data, std:
     } else if (const auto* i = q.as_int()) {
         int_quantizer keyed = *i;
         keyed.seed = gemm_random_key(i->seed, role);
-        for (std::size_t e = 0; e < n; ++e) data[e] = float(keyed(double(data[e]), std::uint64_t(first + e)));
+        keyed(std::span<float>(data, n), first);
     }
 }
 

@@ -27,31 +27,39 @@
 
 #include <algorithm>
 #include <bit>
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
 namespace lowbit::detail {
 
-// The overflow rules on the integers of a grid: op(s) for a sum s.
+// The overflow rules on the integers of a grid: op(s) for a sum s, in lanes of int64, or of
+// int32 where the plan shows every value and sum fits (lanes32 below).
 struct int_lane_wrap {  // s mod 2^bits into [lo, lo + 2^bits)
     std::int64_t lo;
     std::uint64_t mask;  // 2^bits - 1
     static constexpr bool commutes = true;
-    [[gnu::always_inline]] std::int64_t operator()(std::int64_t s) const {
-        return std::int64_t(std::uint64_t(s - lo) & mask) + lo;
+    // (in unsigned arithmetic, modulo 2^64 or 2^32: the result is in range, so it converts back)
+    template <class L>
+    [[gnu::always_inline]] L operator()(L s) const {
+        using U = std::make_unsigned_t<L>;
+        return L(U((U(s) - U(lo)) & U(mask)) + U(lo));
     }
 };
 struct int_lane_saturate {
     std::int64_t lo, hi;
     static constexpr bool commutes = false;
-    [[gnu::always_inline]] std::int64_t operator()(std::int64_t s) const { return std::min(std::max(s, lo), hi); }
+    template <class L>
+    [[gnu::always_inline]] L operator()(L s) const { return std::min(std::max(s, L(lo)), L(hi)); }
 };
 struct int_lane_exact {  // an unset chunk accumulator
     static constexpr bool commutes = true;
-    [[gnu::always_inline]] std::int64_t operator()(std::int64_t s) const { return s; }
+    template <class L>
+    [[gnu::always_inline]] L operator()(L s) const { return s; }
 };
 using int_lane_op = std::variant<int_lane_wrap, int_lane_saturate>;
 using int_chunk_op = std::variant<int_lane_wrap, int_lane_saturate, int_lane_exact>;
@@ -91,29 +99,43 @@ struct integer_plan {
     accumulation model;
     std::int64_t chunk;
     float scale;  // 2^f: a product a * b times it is its integer n
+    bool scale_a;  // a * 2^f is exact for every a: the scale is applied once per element of A
+    bool lanes32;  // without events, every lane value and sum of a chunk fits int32
     double unscale;  // 2^-f
     int_lane_op accumulate;
     int_chunk_op chunk_step;
 };
 
 // n[t][l] = int(a[t] * b[t][l] * 2^f) for t < n (exact: see the top), with zero operands counted.
-template <bool Count>
+template <class L, bool Count>
 [[gnu::always_inline]] inline void integer_products(const float* a, const float* b, std::ptrdiff_t ldb, int n,
-                                                    float scale, std::int64_t* out, int_lane_events* events) {
+                                                    const integer_plan& plan, L* out, int_lane_events* events) {
     for (int t = 0; t < n; ++t) {
-        const float x = a[t];
         const float* row = b + t * ldb;
-        std::int64_t* o = out + t * fast_lanes;
-        for (int l = 0; l < fast_lanes; ++l) o[l] = std::int64_t(std::int32_t((x * row[l]) * scale));
+        L* o = out + t * fast_lanes;
+        if (plan.scale_a) {
+            const float x = a[t] * plan.scale;
+            for (int l = 0; l < fast_lanes; ++l) o[l] = L(std::int32_t(x * row[l]));
+        } else {
+            const float x = a[t];
+            for (int l = 0; l < fast_lanes; ++l) o[l] = L(std::int32_t((x * row[l]) * plan.scale));
+        }
         if constexpr (Count)
-            for (int l = 0; l < fast_lanes; ++l) events->zero_operand[l] += std::uint64_t(x == 0 || row[l] == 0);
+            for (int l = 0; l < fast_lanes; ++l) events->zero_operand[l] += std::uint64_t(a[t] == 0 || row[l] == 0);
     }
 }
 
+// x + y in the lanes' type: exact in int64; in int32 lanes, modulo 2^32 (wrap: what the rule
+// does anyway; saturate: the plan keeps every sum within int32).
+template <class L>
+[[gnu::always_inline]] inline L sum(L x, L y) {
+    using U = std::make_unsigned_t<L>;
+    return L(U(x) + U(y));
+}
+
 // A pairwise chunk of n products (rows of buf) reduced by the tree of gemm_spec.hpp into acc.
-template <class Op, bool Count>
-void integer_tree(const std::int64_t* buf, int n, const Op& op, std::int64_t* acc, std::int64_t* tree,
-                  int_lane_events* events) {
+template <class L, class Op, bool Count>
+void integer_tree(const L* buf, int n, const Op& op, L* acc, L* tree, int_lane_events* events) {
     if (n == 1) {  // a chunk of one product is that product
         std::copy(buf, buf + fast_lanes, acc);
         return;
@@ -122,17 +144,17 @@ void integer_tree(const std::int64_t* buf, int n, const Op& op, std::int64_t* ac
     // level 1: the leaves (a missing neighbour is 0); then the levels above, in place
     for (int t = 0; t < width / 2; ++t)
         for (int l = 0; l < fast_lanes; ++l) {
-            const std::int64_t x = 2 * t < n ? buf[2 * t * fast_lanes + l] : 0;
-            const std::int64_t y = 2 * t + 1 < n ? buf[(2 * t + 1) * fast_lanes + l] : 0;
-            const std::int64_t s = x + y, r = op(s);
+            const L x = 2 * t < n ? buf[2 * t * fast_lanes + l] : 0;
+            const L y = 2 * t + 1 < n ? buf[(2 * t + 1) * fast_lanes + l] : 0;
+            const L s = sum(x, y), r = op(s);
             if constexpr (Count) events->template addition<true>(l, x, y, s, r);
             tree[t * fast_lanes + l] = r;
         }
     for (int nodes = width / 4; nodes >= 1; nodes /= 2)
         for (int t = 0; t < nodes; ++t)
             for (int l = 0; l < fast_lanes; ++l) {
-                const std::int64_t x = tree[2 * t * fast_lanes + l], y = tree[(2 * t + 1) * fast_lanes + l];
-                const std::int64_t s = x + y, r = op(s);
+                const L x = tree[2 * t * fast_lanes + l], y = tree[(2 * t + 1) * fast_lanes + l];
+                const L s = sum(x, y), r = op(s);
                 if constexpr (Count) events->template addition<true>(l, x, y, s, r);
                 tree[t * fast_lanes + l] = r;
             }
@@ -140,31 +162,32 @@ void integer_tree(const std::int64_t* buf, int n, const Op& op, std::int64_t* ac
 }
 
 // Row i's block of outputs: every chunk, then the chunk accumulator, into out (floats). buf holds
-// a panel of products, or a pairwise chunk's; tree half as many rows.
-template <class Op, class ChunkOp, bool Count>
+// a panel of products, or a pairwise chunk's; tree half as many rows. L: the lanes of a chunk
+// (int32 where the plan allows it); the total is int64.
+template <class L, class Op, class ChunkOp, bool Count>
 void integer_row(const float* a_row, const float* b_block, std::ptrdiff_t ldb, std::int64_t K, const integer_plan& plan,
-                 const Op& op, const ChunkOp& chunk_op, std::int64_t* buf, std::int64_t* tree, float* out,
-                 int_lane_events* events) {
-    alignas(64) std::int64_t total[fast_lanes] = {}, acc[fast_lanes];
+                 const Op& op, const ChunkOp& chunk_op, L* buf, L* tree, float* out, int_lane_events* events) {
+    alignas(64) std::int64_t total[fast_lanes] = {};
+    alignas(64) L acc[fast_lanes];
     // The rule once on the exact sum: fused, and wrap without events (the same as at every step).
     const bool summed = plan.model == accumulation::fused || (Op::commutes && !Count);
     for (std::int64_t start = 0; start < K; start += plan.chunk) {
         const int n = int(std::min(plan.chunk, K - start));
         if (plan.model == accumulation::pairwise) {
-            integer_products<Count>(a_row + start, b_block + start * ldb, ldb, n, plan.scale, buf, events);
-            integer_tree<Op, Count>(buf, n, op, acc, tree, events);
+            integer_products<L, Count>(a_row + start, b_block + start * ldb, ldb, n, plan, buf, events);
+            integer_tree<L, Op, Count>(buf, n, op, acc, tree, events);
         } else {
-            std::fill(acc, acc + fast_lanes, std::int64_t(0));
+            std::fill(acc, acc + fast_lanes, L(0));
             for (int k = 0; k < n; k += fast_panel) {
                 const int m = std::min(fast_panel, n - k);
-                integer_products<Count>(a_row + start + k, b_block + (start + k) * ldb, ldb, m, plan.scale, buf, events);
+                integer_products<L, Count>(a_row + start + k, b_block + (start + k) * ldb, ldb, m, plan, buf, events);
                 if (summed) {
                     for (int t = 0; t < m; ++t)
-                        for (int l = 0; l < fast_lanes; ++l) acc[l] += buf[t * fast_lanes + l];
+                        for (int l = 0; l < fast_lanes; ++l) acc[l] = sum(acc[l], buf[t * fast_lanes + l]);
                 } else {  // sequential and fma: the rule at every step
                     for (int t = 0; t < m; ++t)
                         for (int l = 0; l < fast_lanes; ++l) {
-                            const std::int64_t x = acc[l], y = buf[t * fast_lanes + l], s = x + y, r = op(s);
+                            const L x = acc[l], y = buf[t * fast_lanes + l], s = sum(x, y), r = op(s);
                             if constexpr (Count) events->addition(l, x, y, s, r);
                             acc[l] = r;
                         }
@@ -172,13 +195,13 @@ void integer_row(const float* a_row, const float* b_block, std::ptrdiff_t ldb, s
             }
             if (summed)
                 for (int l = 0; l < fast_lanes; ++l) {
-                    const std::int64_t s = acc[l], r = op(s);
+                    const L s = acc[l], r = op(s);
                     if constexpr (Count) events->overflows[l] += std::uint64_t(r != s);  // (fused only)
                     acc[l] = r;
                 }
         }
         for (int l = 0; l < fast_lanes; ++l) {
-            const std::int64_t x = total[l], y = acc[l], s = x + y, r = chunk_op(s);
+            const std::int64_t x = total[l], y = acc[l], s = x + y, r = chunk_op(s);  // (int64)
             if constexpr (Count && !std::is_same_v<ChunkOp, int_lane_exact>) events->addition(l, x, y, s, r);
             total[l] = r;
         }
@@ -231,8 +254,18 @@ inline std::optional<integer_plan> make_integer_plan(const gemm_spec& spec, cons
         why = "integer_chain: an exact total that may reach 2^62";
         return {};
     }
-    integer_plan plan{spec.model, chunk, float(std::ldexp(1.0, f)), std::ldexp(1.0, -f), int_lane_op_of(*acc),
-                      int_lane_exact{}};
+    // int32 lanes: wrap (the sums' low 32 bits decide) with a range within int32; saturate when
+    // every value and product is below 2^30, so that no sum of two leaves int32 (not fused,
+    // whose chunk sums are exact)
+    const double largest = std::max({-acc->format.min_value(), acc->format.max_value(),
+                                     std::ldexp(a.max_magnitude * b.max_magnitude, f)});
+    const bool range32 = acc->format.min_value() >= -0x1p31 && acc->format.max_value() < 0x1p31;
+    const bool lanes32 = acc->on_overflow == int_overflow::wrap
+                             ? range32
+                             : spec.model != accumulation::fused && largest < 0x1p30;
+    const bool scale_a = a.smallest_step + f >= -149 && std::ldexp(a.max_magnitude, f) <= double(FLT_MAX);
+    integer_plan plan{spec.model, chunk, float(std::ldexp(1.0, f)), scale_a, lanes32, std::ldexp(1.0, -f),
+                      int_lane_op_of(*acc), int_lane_exact{}};
     if (chunk_acc != nullptr) std::visit([&](const auto& op) { plan.chunk_step = op; }, int_lane_op_of(*chunk_acc));
     if (plan.scale == 0 || std::isinf(plan.scale)) {
         why = "integer_chain: 2^fraction_bits beyond fp32";
@@ -272,7 +305,9 @@ bool integer_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_s
                 const std::int64_t rows = plan->model == accumulation::pairwise
                                               ? std::int64_t(std::bit_ceil(std::uint64_t(plan->chunk)))
                                               : fast_panel;
-                std::vector<std::int64_t> scratch(std::size_t(2 * rows * fast_lanes));
+                const bool lanes32 = stats == nullptr && plan->lanes32;
+                std::vector<std::int64_t> scratch(lanes32 ? 0 : std::size_t(2 * rows * fast_lanes));
+                std::vector<std::int32_t> scratch32(lanes32 ? std::size_t(2 * rows * fast_lanes) : 0);
                 int_lane_events events;
                 alignas(64) float out[fast_lanes];
 #pragma omp for schedule(static) collapse(2)
@@ -280,14 +315,19 @@ bool integer_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_s
                     for (std::int64_t i = 0; i < M; ++i) {
                         const float* a_row = a.data() + i * K;
                         const float* b_block = b_padded.data() + block * fast_lanes;
-                        std::int64_t* buf = scratch.data();
-                        std::int64_t* tree = buf + rows * fast_lanes;
-                        if (stats != nullptr)
-                            integer_row<Op, ChunkOp, true>(a_row, b_block, ldb, K, *plan, op, chunk_op, buf, tree, out,
-                                                           &events);
-                        else
-                            integer_row<Op, ChunkOp, false>(a_row, b_block, ldb, K, *plan, op, chunk_op, buf, tree,
-                                                            out, nullptr);
+                        if (lanes32) {
+                            std::int32_t* const buf = scratch32.data();
+                            integer_row<std::int32_t, Op, ChunkOp, false>(a_row, b_block, ldb, K, *plan, op, chunk_op,
+                                                                          buf, buf + rows * fast_lanes, out, nullptr);
+                        } else if (stats != nullptr) {
+                            std::int64_t* const buf = scratch.data();
+                            integer_row<std::int64_t, Op, ChunkOp, true>(a_row, b_block, ldb, K, *plan, op, chunk_op,
+                                                                         buf, buf + rows * fast_lanes, out, &events);
+                        } else {
+                            std::int64_t* const buf = scratch.data();
+                            integer_row<std::int64_t, Op, ChunkOp, false>(a_row, b_block, ldb, K, *plan, op, chunk_op,
+                                                                          buf, buf + rows * fast_lanes, out, nullptr);
+                        }
                         const std::int64_t width = std::min<std::int64_t>(fast_lanes, N - block * fast_lanes);
                         for (std::int64_t l = 0; l < width; ++l) c(i, block * fast_lanes + l) = out[l];
                     }

@@ -2,6 +2,9 @@
 #pragma once
 
 #include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
 
 namespace lowbit {
 
@@ -38,5 +41,24 @@ constexpr const char* to_string(rounding m) {
 }
 
 constexpr const char* to_string(overflow o) { return o == overflow::infinity ? "infinity" : "saturate"; }
+
+// Calls f(std::integral_constant<rounding, Mode>) for the runtime mode: the one place where a
+// runtime mode becomes a compile-time one.
+template <class F>
+decltype(auto) dispatch_rounding(rounding mode, F&& f) {
+    using R = rounding;
+    switch (mode) {
+        case R::nearest_even: return f(std::integral_constant<R, R::nearest_even>{});
+        case R::nearest_away: return f(std::integral_constant<R, R::nearest_away>{});
+        case R::toward_zero: return f(std::integral_constant<R, R::toward_zero>{});
+        case R::toward_positive: return f(std::integral_constant<R, R::toward_positive>{});
+        case R::toward_negative: return f(std::integral_constant<R, R::toward_negative>{});
+        case R::stochastic: return f(std::integral_constant<R, R::stochastic>{});
+        case R::odd: return f(std::integral_constant<R, R::odd>{});
+    }
+    throw std::invalid_argument("lowbit: rounding mode " + std::to_string(int(mode)) +
+                                " is not a lowbit::rounding");
+}
+
 
 }  // namespace lowbit

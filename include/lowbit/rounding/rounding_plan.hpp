@@ -310,22 +310,4 @@ template <kernel_inputs In, class T>
     return full_kernel_key(x) < full_kernel_keys<In>(p);
 }
 
-// Calls f(std::integral_constant<rounding, Mode>) for the runtime mode: the one place where a
-// runtime mode becomes a compile-time one.
-template <class F>
-decltype(auto) dispatch_rounding(rounding mode, F&& f) {
-    using R = rounding;
-    switch (mode) {
-        case R::nearest_even: return f(std::integral_constant<R, R::nearest_even>{});
-        case R::nearest_away: return f(std::integral_constant<R, R::nearest_away>{});
-        case R::toward_zero: return f(std::integral_constant<R, R::toward_zero>{});
-        case R::toward_positive: return f(std::integral_constant<R, R::toward_positive>{});
-        case R::toward_negative: return f(std::integral_constant<R, R::toward_negative>{});
-        case R::stochastic: return f(std::integral_constant<R, R::stochastic>{});
-        case R::odd: return f(std::integral_constant<R, R::odd>{});
-    }
-    throw std::invalid_argument("lowbit: rounding mode " + std::to_string(int(mode)) +
-                                " is not a lowbit::rounding");
-}
-
 }  // namespace lowbit
