@@ -42,6 +42,28 @@ TEST_CASE("parse reads preset names, eXmY, the MxEy spelling and options") {
     CHECK(float_format::parse("e8m0,bias=127,subnormals=off,specials=fn,unsigned,nozero") == lowbit::ue8m0);
 }
 
+TEST_CASE("parse reads the PyTorch and ml_dtypes names; to_string keeps the preset names") {
+    // ml_dtypes: float8_e4m3fn (max 448, NaN only at 0x7F/0xFF), float8_e5m2 (IEEE: inf), the
+    // finite-only OCP MX element types, and the E8M0 scale (unsigned, no zero, NaN at 0xFF)
+    CHECK(float_format::parse("float8_e4m3fn") == lowbit::fp8_e4m3);
+    CHECK(float_format::parse("float8_e4m3fn").max_finite() == 448.0);
+    CHECK(float_format::parse("float8_e5m2") == lowbit::fp8_e5m2);
+    CHECK(float_format::parse("float8_e5m2").max_finite() == 57344.0);
+    CHECK(float_format::parse("float6_e2m3fn").max_finite() == 7.5);
+    CHECK(float_format::parse("float6_e3m2fn").max_finite() == 28.0);
+    CHECK(float_format::parse("float4_e2m1fn").max_finite() == 6.0);
+    CHECK(float_format::parse("float8_e8m0fnu") == lowbit::ue8m0);
+    CHECK(float_format::parse("bfloat16") == lowbit::bf16);
+    CHECK(float_format::parse("float16") == lowbit::fp16);
+    CHECK(float_format::parse("float32") == lowbit::fp32);
+    CHECK(float_format::parse("float8_e4m3fn,bias=8") == float_format::parse("e4m3,bias=8"));
+    CHECK(lowbit::to_string(float_format::parse("float8_e4m3fn")) == "fp8_e4m3");
+    CHECK(lowbit::to_string(float_format::parse("bfloat16")) == "bf16");
+    // fnuz formats are not modelled: the message says what to write for their finite values
+    CHECK_THROWS_WITH(float_format::parse("float8_e4m3fnuz"), Catch::Contains("e4m3,bias=8,specials=none"));
+    CHECK_THROWS_AS(float_format::parse("float8_e5m2fnuz"), std::invalid_argument);
+}
+
 TEST_CASE("to_string is read back by parse for every small format") {
     for (int e = 1; e <= 11; ++e)
         for (int m = 0; m <= 12; ++m)

@@ -824,25 +824,25 @@ inline bool all_finite(const float* x, Eigen::Index n) {
 // The grid of the n floats at x themselves, or nothing when one is an infinity or a NaN: every
 // non-zero value a multiple of 2^smallest_step with at most significand_bits significant bits,
 // and the largest magnitude. It serves inputs whose format the spec does not declare (quantized
-// by the caller, or integers), and is at least as tight as any declared grid. The bit positions
-// come from int-to-float conversions of powers of two and of significands below 2^24 (exact), so
-// the loop vectorizes like a copy.
+// by the caller, or integers), and is at least as tight as any declared grid. (One pass of
+// integer operations, which GCC 12 leaves scalar: under a nanosecond an element, against the N
+// or M multiply-accumulates each element takes part in.)
 inline std::optional<value_grid> scanned_grid(const float* x, Eigen::Index n) {
-    const auto exponent = [](std::uint32_t v) {  // floor(log2 v) for 0 < v < 2^24
-        return std::int32_t(std::bit_cast<std::uint32_t>(float(std::int32_t(v))) >> 23) - 127;
-    };
     std::uint32_t special = 0, largest = 0;
     std::int32_t lowest = 1 << 20, widest = 0;
     for (Eigen::Index i = 0; i < n; ++i) {
         const std::uint32_t magnitude = std::bit_cast<std::uint32_t>(x[i]) & 0x7FFFFFFFu;
         const std::uint32_t field = magnitude >> 23;
-        const std::uint32_t significand = field != 0 ? (magnitude & 0x7FFFFFu) | 0x800000u : magnitude;
+        // the significand as an integer (zero's made 1, so that its bit counts are defined: zeros
+        // are left out below; (magnitude - 1) >> 31 is 1 for zero only)
+        const std::uint32_t significand =
+            (field != 0 ? (magnitude & 0x7FFFFFu) | 0x800000u : magnitude) | ((magnitude - 1) >> 31);
         const std::int32_t base = field != 0 ? std::int32_t(field) - 150 : -149;  // the weight of bit 0
-        const std::int32_t low = base + exponent(significand & (0u - significand));
-        const std::int32_t high = base + exponent(significand | (magnitude == 0));
+        const std::int32_t low = base + std::countr_zero(significand);
+        const std::int32_t high = base + 31 - std::countl_zero(significand);
         special |= std::uint32_t(field == 255);
         largest = std::max(largest, magnitude);
-        lowest = std::min(lowest, magnitude != 0 ? low : lowest);
+        lowest = std::min(lowest, magnitude != 0 ? low : std::int32_t(1) << 20);
         widest = std::max(widest, magnitude != 0 ? high - low + 1 : 0);
     }
     if (special != 0) return {};

@@ -2,7 +2,9 @@
 //
 // Grammar (case-insensitive):  base [ "," option ]*
 //   base:   a preset name (fp32, tf32, bf16, fp16, fp8_e4m3, fp8_e5m2, fp6_e2m3, fp6_e3m2,
-//           fp4_e2m1, ue8m0, ue4m3, lba_m7e4_acc, lba_m7e4_prod),
+//           fp4_e2m1, ue8m0, ue4m3, lba_m7e4_acc, lba_m7e4_prod), or its PyTorch / ml_dtypes
+//           name (float32, bfloat16, float16, float8_e4m3fn, float8_e5m2, float6_e2m3fn,
+//           float6_e3m2fn, float4_e2m1fn, float8_e8m0fnu; the fnuz formats are not modelled),
 //           "eXmY" (X exponent bits, Y mantissa bits: IEEE-style defaults),
 //           "mYeX" (the MxEy spelling of Blumenfeld et al.: Y mantissa bits, X exponent bits),
 //           either with a leading "u" for an unsigned format.
@@ -31,7 +33,7 @@ struct named_format {
 };
 
 // Canonical names first: to_string prints the first name whose format matches.
-inline constexpr std::array<named_format, 18> format_names{{
+inline constexpr std::array<named_format, 27> format_names{{
     {"fp32", fp32},         {"tf32", tf32},           {"bf16", bf16},
     {"fp16", fp16},         {"fp8_e4m3", fp8_e4m3},   {"fp8_e5m2", fp8_e5m2},
     {"fp6_e2m3", fp6_e2m3}, {"fp6_e3m2", fp6_e3m2},   {"fp4_e2m1", fp4_e2m1},
@@ -40,6 +42,10 @@ inline constexpr std::array<named_format, 18> format_names{{
     // aliases: the OCP element formats by their short names
     {"e4m3", fp8_e4m3},     {"e5m2", fp8_e5m2},       {"e2m3", fp6_e2m3},
     {"e3m2", fp6_e3m2},     {"e2m1", fp4_e2m1},
+    // aliases: the names of PyTorch and ml_dtypes
+    {"float32", fp32},      {"bfloat16", bf16},       {"float16", fp16},
+    {"float8_e4m3fn", fp8_e4m3}, {"float8_e5m2", fp8_e5m2}, {"float6_e2m3fn", fp6_e2m3},
+    {"float6_e3m2fn", fp6_e3m2}, {"float4_e2m1fn", fp4_e2m1}, {"float8_e8m0fnu", ue8m0},
 }};
 
 [[noreturn]] inline void parse_error(std::string_view field, std::string_view text,
@@ -84,6 +90,11 @@ inline float_format parse_base(std::string_view base) {
             return f;
         }
     float_format f{};
+    if (base.size() > 4 && base.substr(base.size() - 4) == "fnuz")
+        parse_error("name", base,
+                    "is an fnuz format (no negative zero, NaN at the negative-zero code), which lowbit does not "
+                    "model yet; the same finite values: eXmY,bias=2^(X-1),specials=none (e.g. "
+                    "\"e4m3,bias=8,specials=none\" for float8_e4m3fnuz)");
     if (!parse_exp_man(rest, f.exp_bits, f.man_bits))
         parse_error("name", base,
                     "is not a preset name, eXmY (exponent, mantissa bits) or mYeX (MxEy)");
