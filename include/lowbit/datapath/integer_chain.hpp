@@ -1,4 +1,4 @@
-// lowbit/datapath/integer_chain.hpp: integer (fixed-point) accumulators in int64 lanes, used where
+// lowbit/datapath/integer_chain.hpp: integer (fixed-point) accumulators in integer lanes, used where
 // they provably equal the exact path (exact_datapath.hpp): an int8 x int8 -> int32 GEMM that wraps
 // or saturates (A2Q, WrapNet), on every model but aligned, with its events.
 //
@@ -14,8 +14,11 @@
 // accumulator the same way (an integer one with the same fraction_bits, or exact), and the total
 // becomes float rounded to nearest even, as on the exact path.
 //
-// Sixty-four outputs of a row of C are computed together, as in fast_datapath.hpp; the loops over
-// lanes vectorize at every x86-64 level (int64 adds, ands and compares).
+// Sixty-four outputs of a row of C are computed together, as in fast_datapath.hpp. Without events
+// the lanes are int32 where every value and sum of a chunk fits (a wrapping range within int32,
+// where sums modulo 2^32 decide; saturating values below 2^30), else int64 (also for events); the
+// total over chunks is int64. The scale 2^f is applied to A's element once per k where that is
+// exact, so a product is one multiply and one conversion.
 #pragma once
 
 #include <lowbit/datapath/fast_datapath.hpp>
