@@ -6,6 +6,8 @@
 #include <lowbit/datapath/scaled_chain.hpp>
 #include <lowbit/rounding/quantize.hpp>
 
+#include "support/stats_difference.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <bit>
@@ -36,14 +38,16 @@ Eigen::MatrixXf exact_gemm(const Eigen::MatrixXf& A, const Eigen::MatrixXf& B, l
     return lowbit::gemm(A, B, spec, &stats);
 }
 
-// Which kernel fast_gemm runs for the spec and data (none: the exact path).
-std::string kernel_for(const Eigen::MatrixXf& A, const Eigen::MatrixXf& B, const lowbit::gemm_spec& spec) {
-    lowbit::detail::row_major_floats a = A, b = B, c(A.rows(), B.cols());
-    lowbit::detail::quantize_input(spec.input_a, lowbit::gemm_role::input_a, a.data(), std::size_t(a.size()));
-    lowbit::detail::quantize_input(spec.input_b, lowbit::gemm_role::input_b, b.data(), std::size_t(b.size()));
+// Which kernel gemm runs for the spec and data (with stats when counted).
+std::string kernel_for(const Eigen::MatrixXf& A, const Eigen::MatrixXf& B, const lowbit::gemm_spec& spec,
+                       bool counted = false) {
     lowbit::gemm_report report;
-    if (!lowbit::detail::fast_gemm(a, b, c, spec, nullptr, &report)) return "none";
-    return report.kernel == lowbit::gemm_kernel::scaled_chain_avx512 ? "scaled" : "vectorized";
+    lowbit::gemm_stats stats;
+    Eigen::MatrixXf C(A.rows(), B.cols());
+    lowbit::gemm(A, B, C, spec, counted ? &stats : nullptr, &report);
+    return report.kernel == lowbit::gemm_kernel::scaled_chain_avx512 ? "scaled"
+           : report.kernel == lowbit::gemm_kernel::vectorized_chain  ? "vectorized"
+                                                                     : "none";
 }
 
 // Data of several kinds, each a test of something the chain does:
@@ -186,6 +190,56 @@ TEST_CASE("the AVX-512 chain equals the exact path: formats, modes, models, chun
                         CHECK(kernel_for(A, B, spec) == (in_chain ? "scaled" : "vectorized"));
                         CHECK(same_bits(exact_gemm(A, B, spec), lowbit::gemm(A, B, spec)));
                     }
+}
+
+TEST_CASE("the AVX-512 chain counts the exact path's events, and counting changes no result") {
+    // The exact path's events (it runs when per-product records are asked for) are the oracle.
+    std::mt19937 gen(47);
+    const lowbit::float_quantizer e4m3{.format = lowbit::fp8_e4m3};
+    const lowbit::float_format formats[][2] = {{lowbit::lba_m7e4_prod, lowbit::lba_m7e4_acc},
+                                               {m7e4_prod_subnormal, lowbit::lba_m7e4_acc},
+                                               {lowbit::lba_m7e4_prod, m3e4_acc},
+                                               {lowbit::lba_m7e4_prod, m7e3_acc}};
+    lowbit::gemm_stats all;
+    for (const auto& [product_format, acc_format] : formats)
+        for (const bool product_set : {true, false})
+            for (const rounding mode : {rounding::nearest_even, rounding::toward_zero})
+                for (const auto model : {accumulation::sequential, accumulation::fma})
+                    for (const int chunk : {0, 1, 5, 16})
+                        for (const data kind : {data::wide, data::small, data::tiny, data::cancelling, data::zero_rows}) {
+                            const lowbit::float_quantizer prod{.format = product_format, .mode = mode};
+                            const lowbit::float_quantizer acc{.format = acc_format, .mode = mode};
+                            lowbit::gemm_spec spec{.input_a = e4m3, .input_b = e4m3, .accumulator = acc, .model = model,
+                                                   .chunk = chunk, .chunk_accumulator = acc};
+                            if (product_set) spec.product = prod;
+                            spec.threads = chunk == 5 ? 2 : 1;
+                            const Eigen::Index M = 5, K = chunk == 5 ? 37 : 131, N = chunk == 1 ? 128 : 70;
+                            const Eigen::MatrixXf A = make(M, K, kind, gen), B = make(K, N, kind, gen);
+                            INFO(lowbit::to_string(product_format) << (product_set ? "" : " (unset)") << " / "
+                                                                   << lowbit::to_string(acc_format) << " / "
+                                                                   << lowbit::to_string(mode) << " / "
+                                                                   << lowbit::to_string(model) << " chunk " << chunk
+                                                                   << " data " << int(kind));
+                            const bool in_chain = lowbit::detail::has_scaled_chain &&
+                                                  (mode == rounding::toward_zero ||
+                                                   (lowbit::detail::has_bf16_rounding && acc_format.man_bits == 7));
+                            CHECK(kernel_for(A, B, spec, true) == (in_chain ? "scaled" : "vectorized"));
+                            lowbit::gemm_spec recorded = spec;
+                            recorded.record_lost = true;
+                            lowbit::gemm_stats expected, got;
+                            const Eigen::MatrixXf exact = lowbit::gemm(A, B, recorded, &expected);
+                            CHECK(same_bits(exact, lowbit::gemm(A, B, spec, &got)));
+                            INFO(lowbit_test::stats_difference(expected, got, false));
+                            CHECK(lowbit_test::stats_difference(expected, got, false).empty());
+                            all += expected;
+                        }
+    // Every kind of event happened.
+    CHECK(all.zero_operand > 0);
+    CHECK(all.product_overflows > 0);
+    CHECK(all.product_underflows > 0);
+    CHECK(all.accumulator_overflows > 0);
+    CHECK(all.swamps > 0);
+    CHECK(all.inexact_additions > 0);
 }
 
 TEST_CASE("the AVX-512 chain gives zeros their signs: flushed sums, cancelling sums, zero products") {

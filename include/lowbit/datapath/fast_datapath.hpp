@@ -766,7 +766,8 @@ constexpr bool scaled_chain_applies =
 
 template <class P, class A>
     requires scaled_chain_applies<P, A>
-std::optional<scaled_chain> scaled_chain_for(const P& prod, const A& step, const value_grid& a, const value_grid& b) {
+std::optional<scaled_chain> scaled_chain_for(const P& prod, const A& step, const value_grid& a, const value_grid& b,
+                                             bool counting = false) {
     constexpr bool range_checked = std::is_same_v<P, product_range<true>>;
     constexpr bool nearest = std::is_same_v<A, round_flush_saturate<rounding::nearest_even>>;
     if (nearest && step.shift != 16) return {};  // (bf16's 8 significant bits only)
@@ -785,14 +786,24 @@ std::optional<scaled_chain> scaled_chain_for(const P& prod, const A& step, const
             scale = -126 - std::ilogb(flush_below);
         }
     }
-    const bool fits = std::abs(scale) <= 126 && std::ilogb(min_normal) + scale >= -125 &&
-                      b.smallest_step + scale >= -126 &&
-                      (flushes_products || a.smallest_step + b.smallest_step + scale >= -126) &&
-                      std::ldexp(b.max_magnitude * std::max(1.0, a.max_magnitude), scale) < 0x1p125 &&
-                      std::ldexp(std::max(double(value(step.max_finite_bits)), largest_product), scale) < 0x1p125;
-    if (!fits) return {};
+    const auto fits = [&](int scale) {
+        return std::abs(scale) <= 126 && std::ilogb(min_normal) + scale >= -125 && b.smallest_step + scale >= -126 &&
+               (flushes_products || a.smallest_step + b.smallest_step + scale >= -126) &&
+               std::ldexp(b.max_magnitude * std::max(1.0, a.max_magnitude), scale) < 0x1p125 &&
+               std::ldexp(std::max(double(value(step.max_finite_bits)), largest_product), scale) < 0x1p125;
+    };
+    if (!fits(scale)) return {};
+    // The counted chain runs without flush-to-zero and flushes products with a compare: scaled
+    // further where that fits, so that no product is a subnormal float (each would cost the
+    // processor a slow assist).
+    if (const int unflushed = -126 - a.smallest_step - b.smallest_step; counting && unflushed > scale && fits(unflushed))
+        scale = unflushed;
     scaled_chain chain;
     chain.scale = scale;
+    chain.product_from_shifted = std::bit_cast<std::uint32_t>(0x1p-126f) << 1;
+    if constexpr (range_checked)
+        if (flushes_products)
+            chain.product_from_shifted = std::bit_cast<std::uint32_t>(std::ldexp(value(prod.flush_below_bits), scale)) << 1;
     if constexpr (range_checked) {
         chain.product_saturates = true;
         chain.product_limit = value(prod.max_finite_bits);
@@ -805,11 +816,40 @@ std::optional<scaled_chain> scaled_chain_for(const P& prod, const A& step, const
     chain.kept_from_shifted = std::bit_cast<std::uint32_t>(kept_from) << 1;
     chain.raised_to = std::ldexp(min_normal, scale) * (1.0f - 0x1p-9f);  // the tie below min_normal
     chain.cut = ~step.below;
+    // The smallest magnitude whose rounding without an upper limit passes the largest value (a
+    // search on bits: rounding is monotone), scaled like the rest: at most twice the largest
+    // value, so within fp32's normal range by `fits`.
+    std::uint32_t below = step.max_finite_bits, beyond = 0x7F800000u;  // overflowed: no, yes
+    while (beyond - below > 1) {
+        const std::uint32_t middle = below + (beyond - below) / 2;
+        std::uint32_t overflowed = 0;
+        step.counted(value(middle), overflowed);
+        (overflowed != 0 ? beyond : below) = middle;
+    }
+    chain.overflow_from_shifted = std::bit_cast<std::uint32_t>(std::ldexp(value(beyond), scale)) << 1;
     return chain;
 }
 
 using scaled_pass_fn = void (*)(const float*, std::ptrdiff_t, const float*, std::ptrdiff_t, std::int64_t, std::int64_t,
-                                const scaled_chain&, const panel_bounds&, float*, std::uint64_t*);
+                                const scaled_chain&, const panel_bounds&, float*, std::uint64_t*, scaled_events*);
+
+// The products with a zero operand in A (M x K) times B (K x N, row-major, ldb floats a row):
+// per k, the zeros of A's column times N plus those of B's row times M, less the pairs of both.
+template <class MA>
+std::uint64_t zero_operand_products(const MA& a, const float* b, std::ptrdiff_t ldb, std::int64_t N) {
+    const std::int64_t M = a.rows(), K = a.cols();
+    std::vector<std::uint64_t> zeros_a(std::size_t(K), 0);
+    for (std::int64_t i = 0; i < M; ++i)
+        for (std::int64_t k = 0; k < K; ++k) zeros_a[std::size_t(k)] += a(i, k) == 0;
+    std::uint64_t total = 0;
+    for (std::int64_t k = 0; k < K; ++k) {
+        std::uint64_t zeros_b = 0;
+        for (std::int64_t j = 0; j < N; ++j) zeros_b += b[k * ldb + j] == 0;
+        const std::uint64_t za = zeros_a[std::size_t(k)];
+        total += za * std::uint64_t(N) + zeros_b * std::uint64_t(M) - za * zeros_b;
+    }
+    return total;
+}
 
 // ---- the driver ----
 
@@ -1152,24 +1192,29 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
     };
 
     // The AVX-512 chain (scaled_chain.hpp) where it applies, two rows of A at a time. It runs
-    // where fused_chunks does (the general chain, which recomputes its zero results), and counts
-    // no events.
+    // where fused_chunks does (the general chain, which recomputes its zero results); it counts
+    // events on sequential and fma chains.
     std::optional<scaled_chain> scaled;
     scaled_pass_fn scaled_pass[2] = {};  // for 1 and 2 rows
     bool in_pairs = false;               // nearest_even: B laid out for its lane order
     const bool pairwise = spec.model == accumulation::pairwise;
-    if (stats == nullptr && chunk_same && (chained || (pairwise && std::bit_ceil(std::uint64_t(chunk)) <= 64)))
+    if (chunk_same && (chained || (stats == nullptr && pairwise && std::bit_ceil(std::uint64_t(chunk)) <= 64)))
         std::visit(
             [&](const auto& p, const auto& step) {
                 using P = std::decay_t<decltype(p)>;
                 using A = std::decay_t<decltype(step)>;
                 if constexpr (scaled_chain_applies<P, A>) {
-                    scaled = scaled_chain_for(p, step, *grid_a, *grid_b);
+                    scaled = scaled_chain_for(p, step, *grid_a, *grid_b, stats != nullptr);
                     constexpr bool nearest = std::is_same_v<A, round_flush_saturate<rounding::nearest_even>>;
                     constexpr rounding mode = nearest ? rounding::nearest_even : rounding::toward_zero;
-                    scaled_pass[0] = pairwise ? &scaled_chunks_pass<mode, true, 1> : &scaled_chunks_pass<mode, false, 1>;
-                    // (a tree keeps more values at once: one row at a time)
-                    scaled_pass[1] = pairwise ? nullptr : &scaled_chunks_pass<mode, false, 2>;
+                    if (stats != nullptr) {
+                        scaled_pass[0] = &scaled_chunks_pass<mode, false, 1, true>;
+                        scaled_pass[1] = &scaled_chunks_pass<mode, false, 2, true>;
+                    } else {
+                        scaled_pass[0] = pairwise ? &scaled_chunks_pass<mode, true, 1> : &scaled_chunks_pass<mode, false, 1>;
+                        // (a tree keeps more values at once: one row at a time)
+                        scaled_pass[1] = pairwise ? nullptr : &scaled_chunks_pass<mode, false, 2>;
+                    }
                     in_pairs = nearest;
                 }
             },
@@ -1183,9 +1228,9 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
             },
             prod, *accumulate);
         if (!scaled && has_scaled_chain && applies)
-            report->reason = stats != nullptr ? "scaled_chain_avx512: counts no events"
-                             : !chunk_same    ? "scaled_chain_avx512: needs the chunk accumulator to be the accumulator"
+            report->reason = !chunk_same ? "scaled_chain_avx512: needs the chunk accumulator to be the accumulator"
                              : !chained && !pairwise ? "scaled_chain_avx512: runs sequential, fma and pairwise chains"
+                             : !chained && stats != nullptr ? "scaled_chain_avx512: counts events on sequential and fma chains only"
                              : !chained      ? "scaled_chain_avx512: pairwise trees of at most 64 leaves"
                              : "scaled_chain_avx512: nearest_even keeps other than 7 mantissa bits, or the values "
                                "do not fit fp32's normal range once scaled";
@@ -1198,8 +1243,10 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
         std::vector<float> a_largest(std::size_t(M * panels)), a_sum(std::size_t(M * panels)),
             b_largest(std::size_t(blocks * panels));
         const std::int64_t rows_at_once = pairwise ? 1 : 2, pairs = (M + rows_at_once - 1) / rows_at_once;
+        scaled_events all_events;
 #pragma omp parallel num_threads(threads)
         {
+            scaled_events events;  // this thread's
 #pragma omp for schedule(static)
             for (std::int64_t k = 0; k < K; ++k)
                 lay_out_scaled(b_data, ldb, k, k + 1, K, chunk, pairwise, std::ldexp(1.0f, scaled->scale), in_pairs,
@@ -1232,7 +1279,7 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
                                               b_largest.data() + block * panels};
                     std::uint64_t unknown[2];
                     scaled_pass[count - 1](a.data() + i * K, K, b_scaled + block * fast_lanes, ldb, K, chunk, *scaled,
-                                           bounds, out, unknown);
+                                           bounds, out, unknown, &events);
                     const std::int64_t width = std::min<std::int64_t>(fast_lanes, N - block * fast_lanes);
                     for (std::int64_t r = 0; r < count; ++r) {
                         float* const row = out + r * fast_lanes;
@@ -1248,6 +1295,31 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
                     }
                 }
             }
+            if (stats != nullptr) {
+#pragma omp critical(lowbit_fast_gemm_stats)
+                {
+                    all_events.kept_products += events.kept_products;
+                    all_events.zero_chunk_results += events.zero_chunk_results;
+                    all_events.equal += events.equal;
+                    all_events.inexact += events.inexact;
+                    all_events.accumulator_overflows += events.accumulator_overflows;
+                    all_events.product_overflows += events.product_overflows;
+                }
+            }
+        }
+        if (stats != nullptr) {
+            // Every product (padding columns included) that is zero or flushed is a term of 0: an
+            // equal rounding but no swamp; those without a zero operand underflowed.
+            const std::uint64_t products = std::uint64_t(M) * std::uint64_t(K) * std::uint64_t(ldb);
+            const std::uint64_t zero_terms = products - all_events.kept_products;
+            const std::uint64_t zero_operands = zero_operand_products(a, b_data, ldb, N);
+            const std::uint64_t padding = std::uint64_t(M) * std::uint64_t(K) * std::uint64_t(ldb - N);
+            stats->zero_operand += zero_operands;
+            stats->product_overflows += all_events.product_overflows;
+            stats->product_underflows += zero_terms - zero_operands - padding;
+            stats->accumulator_overflows += all_events.accumulator_overflows;
+            stats->swamps += all_events.equal - zero_terms - all_events.zero_chunk_results;
+            stats->inexact_additions += all_events.inexact;
         }
         return true;
     }

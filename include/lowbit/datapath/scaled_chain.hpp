@@ -45,7 +45,7 @@ inline constexpr bool has_scaled_chain = true;
 #else
 inline constexpr bool has_scaled_chain = false;
 #endif
-#if defined(__AVX512F__) && defined(__AVX512DQ__) && defined(__AVX512BF16__)
+#if defined(__AVX512F__) && defined(__AVX512DQ__) && defined(__AVX512BF16__) && defined(__AVX512BW__)
 inline constexpr bool has_bf16_rounding = true;
 #else
 inline constexpr bool has_bf16_rounding = false;
@@ -62,6 +62,20 @@ struct scaled_chain {
     std::uint32_t kept_from_shifted = 0;
     float raised_to = 0;     // nearest_even: a kept sum's magnitude is raised to at least this ...
     std::uint32_t cut = 0;   // toward_zero: the bits a sum keeps (sign, exponent, kept fraction)
+    // Counting events: a sum overflows when its magnitude's bits are >= overflow_from's (the
+    // rounding without an upper limit would pass the largest value), shifted left by one as above.
+    std::uint32_t overflow_from_shifted = 0;
+    std::uint32_t product_from_shifted = 0;  // ... and a product is kept when its bits are >= these
+};
+
+// The events of one call, as the counted chain sees them (fast_gemm turns them into gemm_stats):
+// every rounding compares its result with the value it added to (equal) and its exact sum
+// (inexact), so a swamp is an equal result whose other addend was not zero.
+struct scaled_events {
+    std::uint64_t kept_products = 0;      // products neither zero nor flushed
+    std::uint64_t zero_chunk_results = 0; // chunk results that reached the total as zeros
+    std::uint64_t equal = 0;              // roundings whose result equals the running sum it added to
+    std::uint64_t inexact = 0, accumulator_overflows = 0, product_overflows = 0;
 };
 
 // nearest_even's lane order: vcvtne2ps2bf16 of a pair of vectors (lanes 0-15 and 16-31 of a
@@ -126,34 +140,73 @@ struct panel_bounds {
 // (the paper's setup): out[r * 64 + l] = output l of row r, unscaled, in
 // column order, with a zero's sign as above. unknown[r] gets the columns (bit l for column l) of
 // row r whose zero's sign is not known, to recompute.
-template <rounding Mode, bool Pairwise, int Rows>
+//
+// With Count (sequential chains), the events are added to *events. The counted chain runs without
+// flush-to-zero, so that every sum is exact, and flushes products with a compare (below
+// product_from): a sum that cancels to below 2^-126 must be seen as non-zero to be counted as an
+// inexact rounding.
+template <rounding Mode, bool Pairwise, int Rows, bool Count = false>
 void scaled_chunks_pass(const float* a, std::ptrdiff_t lda, const float* b, std::ptrdiff_t ldb, std::int64_t n,
                         std::int64_t chunk, const scaled_chain& op, const panel_bounds& bounds, float* out,
-                        std::uint64_t* unknown);
+                        std::uint64_t* unknown, scaled_events* events = nullptr);
 
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
 
-template <rounding Mode, bool Pairwise, int Rows>
+template <rounding Mode, bool Pairwise, int Rows, bool Count>
 void scaled_chunks_pass(const float* a, std::ptrdiff_t lda, const float* b, std::ptrdiff_t ldb, std::int64_t n,
                         std::int64_t chunk, const scaled_chain& op, const panel_bounds& bounds, float* out,
-                        std::uint64_t* unknown) {
+                        std::uint64_t* unknown, scaled_events* events) {
     static_assert(Mode == rounding::toward_zero || (Mode == rounding::nearest_even && has_bf16_rounding));
+    static_assert(!Count || !Pairwise, "events are counted on sequential chains");
     const unsigned saved_csr = _mm_getcsr();
-    _mm_setcsr(0x9F80u);  // every exception masked, round to nearest, flush to zero, no denormals-are-zero
+    // every exception masked, round to nearest, no denormals-are-zero; flush to zero where not
+    // counting (see above)
+    _mm_setcsr(Count ? 0x1F80u : 0x9F80u);
     const __m512 product_max = _mm512_set1_ps(op.product_max), accumulator_max = _mm512_set1_ps(op.accumulator_max);
     const __m512 raised_to = _mm512_set1_ps(op.raised_to);
     const __m512i kept_from = _mm512_set1_epi32(int(op.kept_from_shifted)), cut = _mm512_set1_epi32(int(op.cut));
     constexpr int min_magnitude = 0x02, max_magnitude = 0x03;  // vrangeps: with the first operand's sign
 
-    // acc = the accumulator's rounding of s, for a row's four vectors, saturated or not.
-    const auto round = [&](auto saturates, __m512(&s)[4], __m512(&acc)[4]) {
+    // The counted chain's counters, per lane (equal: per 16-bit lane in nearest_even, whose
+    // results are compared as bf16 pairs; moved into equal_wide after each panel).
+    const __m512i one = _mm512_set1_epi32(1);
+    const __m512i overflow_from = _mm512_set1_epi32(int(op.overflow_from_shifted));
+    const __m512i max_shifted = _mm512_set1_epi32(int(std::bit_cast<std::uint32_t>(op.accumulator_max) << 1));
+    const __m512i product_max_shifted = _mm512_set1_epi32(int(std::bit_cast<std::uint32_t>(op.product_max) << 1));
+    const __m512i product_from = _mm512_set1_epi32(int(op.product_from_shifted));
+    __m512i kept_products = _mm512_setzero_si512(), zero_chunk_results = kept_products, equal = kept_products,
+            equal_wide = kept_products, inexact = kept_products, accumulator_overflows = kept_products,
+            product_overflows = kept_products;
+    const auto count = [&](__m512i& counter, __mmask16 which) { counter = _mm512_mask_add_epi32(counter, which, counter, one); };
+
+    // acc = the accumulator's rounding of s, for a row's four vectors, saturated or not; with
+    // Count, its events, old being the running sums that s added to.
+    const auto round = [&](auto saturates, __m512(&s)[4], [[maybe_unused]] const __m512(&old)[4], __m512(&acc)[4]) {
         constexpr bool saturate = decltype(saturates)::value;
         for (int v = 0; v < 4; ++v) {
-            const __mmask16 kept = _mm512_cmpge_epu32_mask(_mm512_slli_epi32(_mm512_castps_si512(s[v]), 1), kept_from);
+            const __m512i shifted = _mm512_slli_epi32(_mm512_castps_si512(s[v]), 1);
+            const __mmask16 kept = _mm512_cmpge_epu32_mask(shifted, kept_from);
+            if constexpr (Count && saturate) count(accumulator_overflows, _mm512_cmpge_epu32_mask(shifted, overflow_from));
             if constexpr (Mode == rounding::toward_zero) {
                 const __m512 cut_sum = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(s[v]), cut));
                 acc[v] = saturate ? _mm512_maskz_range_ps(kept, cut_sum, accumulator_max, min_magnitude)
                                   : _mm512_maskz_mov_ps(kept, cut_sum);
+                if constexpr (Count) {
+                    count(inexact, _mm512_cmp_ps_mask(acc[v], s[v], _CMP_NEQ_UQ));
+                    count(equal, _mm512_cmp_ps_mask(acc[v], old[v], _CMP_EQ_OQ));
+                }
+            } else if constexpr (Count) {
+                // A flushed sum becomes the smallest subnormal where it is not zero: the bf16
+                // rounding gives it 0 all the same, and its low bits show that it changed, as
+                // they show every other inexact rounding but a saturation's.
+                const __m512 marked = _mm512_castsi512_ps(_mm512_min_epu32(shifted, one));
+                s[v] = _mm512_mask_range_ps(marked, kept, s[v], raised_to, max_magnitude);
+                __mmask16 changed = 0;
+                if constexpr (saturate) {
+                    changed = _mm512_cmpgt_epu32_mask(shifted, max_shifted);
+                    s[v] = _mm512_range_ps(s[v], accumulator_max, min_magnitude);
+                }
+                count(inexact, _kor_mask16(changed, _mm512_test_epi32_mask(_mm512_castps_si512(s[v]), _mm512_set1_epi32(0xFFFF))));
             } else {
                 // A sum that rounds up to the smallest normal is raised to the tie below it,
                 // which rounds there. Saturating before the rounding gives the same as after:
@@ -163,14 +216,27 @@ void scaled_chunks_pass(const float* a, std::ptrdiff_t lda, const float* b, std:
             }
         }
         if constexpr (Mode == rounding::nearest_even) {
-#if defined(__AVX512BF16__)
+#if defined(__AVX512BF16__) && defined(__AVX512BW__)
             const __m512i high_half = _mm512_set1_epi32(int(0xFFFF0000u));
             for (int v = 0; v < 4; v += 2) {
                 const __m512i rounded = __m512i(_mm512_cvtne2ps_pbh(s[v + 1], s[v]));
+                if constexpr (Count) {  // the running sums, in the same lanes (exact: on the grid)
+                    const __m512i before = __m512i(_mm512_cvtne2ps_pbh(old[v + 1], old[v]));
+                    equal = _mm512_mask_add_epi16(equal, _mm512_cmpeq_epi16_mask(rounded, before), equal,
+                                                  _mm512_set1_epi16(1));
+                }
                 acc[v] = _mm512_castsi512_ps(_mm512_slli_epi32(rounded, 16));
                 acc[v + 1] = _mm512_castsi512_ps(_mm512_and_si512(rounded, high_half));
             }
 #endif
+        }
+    };
+    // (16-bit counts reach at most 4 Rows a step: moved out after each panel of 16)
+    const auto widen_equal = [&] {
+        if constexpr (Count && Mode == rounding::nearest_even) {
+            equal_wide = _mm512_add_epi32(equal_wide, _mm512_cvtepu16_epi32(_mm512_castsi512_si256(equal)));
+            equal_wide = _mm512_add_epi32(equal_wide, _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(equal, 1)));
+            equal = _mm512_setzero_si512();
         }
     };
 
@@ -183,16 +249,25 @@ void scaled_chunks_pass(const float* a, std::ptrdiff_t lda, const float* b, std:
                                   _mm512_loadu_ps(bk + 48)};
             for (int r = 0; r < Rows; ++r) {
                 const __m512 ak = _mm512_set1_ps(a[r * lda + k]);
-                __m512 s[4];
+                __m512 s[4], old[4];
                 for (int v = 0; v < 4; ++v) {
                     __m512 p = _mm512_mul_ps(ak, bv[v]);  // exact, or flushed below 2^-126
                     // (the compiler must not fuse the multiply and the add into an FMA, which
                     // would not flush the product)
                     __asm__("" : "+v"(p));
+                    if constexpr (Count) {  // (no flush-to-zero: the compare flushes)
+                        const __m512i p_shifted = _mm512_slli_epi32(_mm512_castps_si512(p), 1);
+                        const __mmask16 kept_product = _mm512_cmpge_epu32_mask(p_shifted, product_from);
+                        count(kept_products, kept_product);
+                        if constexpr (decltype(products_saturate)::value)
+                            count(product_overflows, _mm512_cmpgt_epu32_mask(p_shifted, product_max_shifted));
+                        p = _mm512_maskz_mov_ps(kept_product, p);
+                    }
                     if constexpr (decltype(products_saturate)::value) p = _mm512_range_ps(p, product_max, min_magnitude);
+                    old[v] = acc[r][v];
                     s[v] = _mm512_add_ps(acc[r][v], p);  // exact (see fast_gemm)
                 }
-                round(accumulator_saturates, s, acc[r]);
+                round(accumulator_saturates, s, old, acc[r]);
             }
         }
     };
@@ -231,7 +306,7 @@ void scaled_chunks_pass(const float* a, std::ptrdiff_t lda, const float* b, std:
         for (int r = 0; r < Rows; ++r) {
             __m512 s[4];
             for (int v = 0; v < 4; ++v) s[v] = _mm512_add_ps(x.v[r][v], y.v[r][v]);  // exact
-            round(std::true_type{}, s, z.v[r]);
+            round(std::true_type{}, s, s, z.v[r]);
         }
         return z;
     };
@@ -298,6 +373,7 @@ void scaled_chunks_pass(const float* a, std::ptrdiff_t lda, const float* b, std:
                     if (accumulator_saturates) chain(std::false_type{}, std::true_type{}, k0, k1);
                     else chain(std::false_type{}, std::false_type{}, k0, k1);
                 }
+                widen_equal();
             }
             k0 = k1;
         }
@@ -313,11 +389,26 @@ void scaled_chunks_pass(const float* a, std::ptrdiff_t lda, const float* b, std:
             for (int v = 0; v < 4; ++v) {
                 last_total[r][v] = total[r][v];
                 s[v] = _mm512_add_ps(total[r][v], acc[r][v]);
+                if constexpr (Count) count(zero_chunk_results, _mm512_cmp_ps_mask(acc[r][v], _mm512_setzero_ps(), _CMP_EQ_OQ));
             }
-            round(std::true_type{}, s, total[r]);
+            round(std::true_type{}, s, last_total[r], total[r]);
         }
+        widen_equal();
     }
     _mm_setcsr(saved_csr);
+    if constexpr (Count) {
+        // (each lane's counts are at most 8 per step: 32 bits hold them for any practical K)
+        const auto sum = [](__m512i counter) {
+            return std::uint64_t(_mm512_reduce_add_epi64(_mm512_cvtepu32_epi64(_mm512_castsi512_si256(counter)))) +
+                   std::uint64_t(_mm512_reduce_add_epi64(_mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(counter, 1))));
+        };
+        events->kept_products += sum(kept_products);
+        events->zero_chunk_results += sum(zero_chunk_results);
+        events->equal += sum(Mode == rounding::nearest_even ? equal_wide : equal);
+        events->inexact += sum(inexact);
+        events->accumulator_overflows += sum(accumulator_overflows);
+        events->product_overflows += sum(product_overflows);
+    }
 
     const float unscale = std::ldexp(1.0f, -op.scale);  // (within fp32's normal range: exact)
     for (int r = 0; r < Rows; ++r) {
