@@ -93,7 +93,7 @@ int main(int argc, char** argv) {
             std::filesystem::create_directories(out);
             const std::string path = out + "/scnn_alexnet.csv";
             std::ofstream csv(path);
-            const char* extra = ",fragmentation,bank_stall,paper_speedup,paper_multiplier_utilization";
+            const char* extra = ",active_utilization,fragmentation,bank_stall,paper_speedup,paper_multiplier_utilization";
             csv << header << extra << '\n';
             std::printf("%s%s\n", header, extra);
             const auto started = std::chrono::steady_clock::now();
@@ -102,7 +102,7 @@ int main(int argc, char** argv) {
                     lowbit::scnn_model_synthetic(l.shape, l.weight_density, l.activation_density, seed, config);
                 std::ostringstream line;
                 // bank_stall: the fraction of PE-cycles in which a PE waited for its accumulator banks
-                line << row(l.name, r) << ',' << r.fragmentation() << ','
+                line << row(l.name, r) << ',' << r.active_utilization() << ',' << r.fragmentation() << ','
                      << double(r.bank_stall_cycles) / (double(r.scnn_cycles) * r.pes) << ',' << l.paper_speedup << ','
                      << l.paper_utilization;
                 std::printf("%s\n", line.str().c_str());

@@ -111,6 +111,7 @@ TEST_CASE("scnn: the barrier across PEs at each output-channel group") {
     CHECK(r.barrier_idle() == Approx(0.25));
     CHECK(r.multiplies == 8);
     CHECK(r.multiplier_utilization() == Approx(0.25));
+    CHECK(r.active_utilization() == Approx(8.0 / 24.0));  // 6 working PE-cycles x 4 multipliers
     CHECK(r.vector_pairs == 6);
     CHECK(r.fragmentation() == Approx(1.0 - 8.0 / 24.0));
     CHECK(r.dense_cycles == 2);

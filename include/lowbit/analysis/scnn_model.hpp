@@ -49,7 +49,8 @@
 //
 // multiplies counts the useful products: pairs (weight != 0, activation != 0) that meet at an
 // output inside the plane, the number zero_skipping.hpp counts on the im2col GEMM.
-// multiplier_utilization = multiplies / (scnn_cycles x PEs x F x I).
+// multiplier_utilization = multiplies / (scnn_cycles x PEs x F x I); active_utilization leaves the
+// PE-cycles spent at barriers out of the denominator.
 // barrier_idle = PE-cycles spent waiting at group barriers / (scnn_cycles x PEs).
 #pragma once
 
@@ -107,6 +108,11 @@ struct scnn_result {
 
     double multiplier_utilization() const {
         return scnn_cycles == 0 ? 0.0 : double(multiplies) / (double(scnn_cycles) * multipliers);
+    }
+    // Utilization over the PE-cycles not spent waiting at barriers (the multipliers of working PEs).
+    double active_utilization() const {
+        const double active = double(scnn_cycles) * pes - double(barrier_idle_pe_cycles);
+        return active <= 0 ? 0.0 : double(multiplies) / (active * (multipliers / pes));
     }
     double barrier_idle() const {
         return scnn_cycles == 0 ? 0.0 : double(barrier_idle_pe_cycles) / (double(scnn_cycles) * pes);
