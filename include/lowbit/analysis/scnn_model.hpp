@@ -197,7 +197,8 @@ inline scnn_result scnn_model(const sparse::conv_shape& shape, std::span<const s
                         }
         }
 
-    std::vector<std::vector<detail::scnn_tap>> taps(static_cast<std::size_t>(phases));  // one (group, c) block, by phase
+    // The non-zero weights of the current output-channel group: taps[cl * phases + phase].
+    std::vector<std::vector<detail::scnn_tap>> taps(static_cast<std::size_t>(cg) * static_cast<std::size_t>(phases));
     std::vector<std::int64_t> pe_time(std::size_t(config.pes()));
     std::vector<std::int64_t> bank_free(static_cast<std::size_t>(banks));
     for (int group = 0; group < shape.groups; ++group)
@@ -209,6 +210,16 @@ inline scnn_result scnn_model(const sparse::conv_shape& shape, std::span<const s
                 dense_group = std::max(dense_group, detail::ceil_div(g.dense_per_channel_filter * k_count * cg, lanes));
             result.dense_cycles += dense_group;
 
+            for (auto& v : taps) v.clear();
+            for (int cl = 0; cl < cg; ++cl)
+                for (int k = 0; k < k_count; ++k)
+                    for (int r = 0; r < shape.R; ++r)
+                        for (int s = 0; s < shape.S; ++s)
+                            if (weight_nonzero[((std::size_t(group * kg + k0 + k) * std::size_t(cg) + std::size_t(cl)) *
+                                                    std::size_t(shape.R) + std::size_t(r)) * std::size_t(shape.S) +
+                                               std::size_t(s)] != 0)
+                                taps[std::size_t(cl * phases + (r % st) * st + s % st)].push_back({k, r / st, s / st});
+
             std::fill(pe_time.begin(), pe_time.end(), 0);
             for (int p = 0; p < config.pes(); ++p) {
                 const pe_geometry& g = pe[std::size_t(p)];
@@ -217,17 +228,8 @@ inline scnn_result scnn_model(const sparse::conv_shape& shape, std::span<const s
                 std::int64_t t = 0, latest_free = 0;  // next issue cycle; the largest bank_free
                 for (int cl = 0; cl < cg; ++cl) {
                     const int c = group * cg + cl;
-                    // The weights of block (group, c), by phase. Rebuilt per PE: cheap next to the products.
-                    for (auto& v : taps) v.clear();
-                    for (int k = 0; k < k_count; ++k)
-                        for (int r = 0; r < shape.R; ++r)
-                            for (int s = 0; s < shape.S; ++s)
-                                if (weight_nonzero[((std::size_t(group * kg + k0 + k) * std::size_t(cg) + std::size_t(cl)) *
-                                                        std::size_t(shape.R) + std::size_t(r)) * std::size_t(shape.S) +
-                                                   std::size_t(s)] != 0)
-                                    taps[std::size_t((r % st) * st + s % st)].push_back({k, r / st, s / st});
                     for (int phase = 0; phase < phases; ++phase) {
-                        const auto& w = taps[std::size_t(phase)];
+                        const auto& w = taps[std::size_t(cl * phases + phase)];
                         const auto& a = pixels[(std::size_t(p) * std::size_t(shape.C) + std::size_t(c)) *
                                                    std::size_t(phases) + std::size_t(phase)];
                         if (w.empty() || a.empty()) continue;
