@@ -1,7 +1,8 @@
 // Tests of lowbit/sparse/zero_skipping.hpp: the non-zero product count against a naive count over
 // every (i, k, j), a convolution's count against the SCNN model's multiplies on the same tensors,
 // and skipping zero pairs against the dense datapath: lowbit::dot over each output's non-zero
-// pairs only equals lowbit::gemm's output bit for bit (signs of zero outputs: see the header).
+// pairs only equals lowbit::gemm's output bit for bit, zero outputs included (always +0, even
+// where IEEE adders would give -0).
 #include <lowbit/sparse/zero_skipping.hpp>
 
 #include <lowbit/analysis/scnn_model.hpp>
@@ -16,6 +17,7 @@
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -103,15 +105,30 @@ TEST_CASE("zero skipping: the dense datapath's outputs equal dot products over t
                         const float skipped = a.empty() ? 0.0f : lowbit::dot(a, b, spec);
                         INFO("model " << lowbit::to_string(model) << " mode " << int(mode) << " density " << density
                                       << " output " << i << "," << j << ": " << dense(i, j) << " vs " << skipped);
-                        if (dense(i, j) != 0) {
-                            CHECK(std::bit_cast<std::uint32_t>(dense(i, j)) == std::bit_cast<std::uint32_t>(skipped));
-                        } else {
-                            CHECK(skipped == 0.0f);  // the same value; the sign may differ (see the header)
-                            ++zero_outputs;
-                            if (mode != lowbit::rounding::toward_negative)
-                                CHECK(std::bit_cast<std::uint32_t>(dense(i, j)) == std::bit_cast<std::uint32_t>(skipped));
-                        }
+                        CHECK(std::bit_cast<std::uint32_t>(dense(i, j)) == std::bit_cast<std::uint32_t>(skipped));
+                        zero_outputs += dense(i, j) == 0;
                     }
             }
     CHECK(zero_outputs > 0);  // the sparse cases do reach the zero outputs
+}
+
+TEST_CASE("zero skipping: zero outputs of the datapath are +0, as the skipping datapath's are") {
+    // Where IEEE 754 adders under toward_negative would give -0 (+0 + -0, x + (-x)), and for -0
+    // operands and flushed negative underflows, lowbit's datapath gives +0: what skipping every
+    // zero product (no pair left: +0) gives too.
+    const std::vector<std::pair<std::vector<float>, std::vector<float>>> cases{
+        {{-1, 2}, {0, 0}}, {{-0.0f}, {1}}, {{-1e-30f}, {1e-30f}}, {{-1e-30f, -1}, {1e-30f, 0}}, {{1, -1}, {1, 1}},
+        {{1, -1, -1}, {1, 1, 0}}};
+    for (const auto mode : {lowbit::rounding::nearest_even, lowbit::rounding::toward_negative, lowbit::rounding::toward_zero,
+                            lowbit::rounding::toward_positive})
+        for (const auto model : {lowbit::accumulation::sequential, lowbit::accumulation::fma, lowbit::accumulation::fused}) {
+            lowbit::gemm_spec spec;
+            spec.product = lowbit::float_quantizer{.format = lowbit::lba_m7e4_prod, .mode = mode};
+            spec.accumulator = lowbit::float_quantizer{.format = lowbit::lba_m7e4_acc, .mode = mode};
+            spec.model = model;
+            for (const auto& [a, b] : cases) {
+                INFO("mode " << int(mode) << " model " << lowbit::to_string(model) << " a[0] " << a[0]);
+                CHECK(std::bit_cast<std::uint32_t>(lowbit::dot(a, b, spec)) == 0u);
+            }
+        }
 }

@@ -4,20 +4,21 @@
 // B its im2col matrix (padding contributes zeros, so taps over the padding are never counted).
 // Zero is compared arithmetically: -0 == 0 is skipped too; NaN is not zero.
 //
-// Skipping cannot change a result bit of the datapath except the sign of a zero output. Why: a
-// product with a zero operand is +-0 after any product rounding (zero is on every grid). Adding
-// +-0 to a running sum s != 0 gives exactly s, and rounding a value already on the accumulator's
-// grid returns it unchanged in every rounding mode (stochastic included: no bits are drawn for an
-// exact value). So in the sequential and fma models, and in any model where a skipped product
-// simply contributes nothing at its own position (chunks, adder trees and aligned groups keep their
-// positions: a hardware zero-skipper gates the multiplier, it does not renumber K), every non-zero
-// output is the same. Zeros: s = +0 plus a -0 product is +0 except under toward_negative, where
-// it is -0 (IEEE 754 sums of opposite-signed zeros), and a -0 partial sum (a flushed negative
-// underflow) plus a +0 product is +0 except under toward_negative. So an output equal to zero may
-// come out +0 on one run and -0 on the other; its value is the same. The test compares
-// lowbit::gemm with the zero pairs removed from K (each output's dot product over its non-zero
-// pairs only, which renumbers K: sequential, fma and fused models without chunks, deterministic
-// rounding) against the dense run, bit for bit on every non-zero output.
+// Skipping cannot change a result bit of the datapath. Why: a product with a zero operand is +-0
+// after any product rounding (zero is on every grid). Adding +-0 to a running sum s != 0 gives
+// exactly s, and rounding a value already on the accumulator's grid returns it unchanged in every
+// rounding mode (stochastic included: no bits are drawn for an exact value). So in the sequential
+// and fma models, and in any model where a skipped product simply contributes nothing at its own
+// position (chunks, adder trees and aligned groups keep their positions: a hardware zero-skipper
+// gates the multiplier, it does not renumber K), every non-zero output is the same.
+// Zero outputs (-0): IEEE 754 arithmetic would make +0 + (-0) = -0 under toward_negative, so a
+// datapath built from IEEE adders could return -0 where the skipping one returns +0. lowbit's
+// datapath sums exactly and returns +0 for every zero result (a -0 operand, a -0 product, a
+// flushed negative underflow, x + (-x), in every rounding mode: the test checks such cases), so
+// with lowbit skipping is bit-identical, zero signs included. The test compares lowbit::gemm with
+// the zero pairs removed from K (each output's dot product over its non-zero pairs only, which
+// renumbers K: sequential, fma and fused models without chunks, deterministic rounding modes)
+// against the dense run, bit for bit on every output.
 #pragma once
 
 #include <lowbit/datapath/conv.hpp>
