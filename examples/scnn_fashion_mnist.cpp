@@ -176,6 +176,7 @@ struct layer_figures {
     double weight_density = 0, activation_density = 0;
     std::int64_t dense_multiplies = 0, multiplies = 0, gemm_macs = 0;
     double compressed_bits = 0, dense_bits = 0;  // weights + one image's activations
+    double weight_bits_per_nonzero = 0, activation_bits_per_nonzero = 0;  // placeholders included
     std::int64_t dense_cycles = 0, scnn_cycles = 0, oracle_cycles = 0;
     double speedup() const { return scnn_cycles == 0 ? 0.0 : double(dense_cycles) / double(scnn_cycles); }
     double oracle_speedup() const { return oracle_cycles == 0 ? 0.0 : double(dense_cycles) / double(oracle_cycles); }
@@ -229,7 +230,7 @@ std::vector<layer_figures> measure_layers(nn::network& net, const nn::labeled_im
             f.gemm_macs = count.dense;
             const std::span<const float> wq(used.weights.data(), std::size_t(used.weights.size()));
             const auto weight_bits = sp::size_of(sp::encode_weights(wq, shape));
-            double activation_bits = 0, activation_dense_bits = 0, busy = 0;
+            double activation_bits = 0, activation_dense_bits = 0, activation_nonzeros = 0, busy = 0;
             for (Eigen::Index s = 0; s < n; ++s) {
                 const std::span<const float> a(activations.row(s).data(), std::size_t(activations.cols()));
                 const lowbit::scnn_result r = lowbit::scnn_model(shape, wq, a);
@@ -241,10 +242,13 @@ std::vector<layer_figures> measure_layers(nn::network& net, const nn::labeled_im
                 busy += double(r.multiplies);
                 const auto bits = sp::size_of(sp::encode_activations(a, shape));
                 activation_bits += double(bits.bits), activation_dense_bits += double(bits.dense_bits);
+                activation_nonzeros += double(bits.nonzeros);
             }
             f.utilization = f.scnn_cycles == 0 ? 0.0 : busy / (double(f.scnn_cycles) * 1024.0);
             f.compressed_bits = double(weight_bits.bits) + activation_bits / double(n);
             f.dense_bits = double(weight_bits.dense_bits) + activation_dense_bits / double(n);
+            f.weight_bits_per_nonzero = weight_bits.bits_per_nonzero();
+            f.activation_bits_per_nonzero = activation_nonzeros == 0 ? 0.0 : activation_bits / activation_nonzeros;
             if (count.nonzero != f.multiplies)
                 throw std::runtime_error("layer " + f.name + ": the datapath's zero-skipping count " +
                                          std::to_string(count.nonzero) + " differs from the SCNN model's " +
@@ -387,20 +391,21 @@ int main(int argc, char** argv) {
         const std::vector<layer_figures> layers = measure_layers(pruned, data.test, images, m7e4_datapath());
         std::printf("  measured in %.1f s; the GEMM's zero-skipping counts equal the SCNN model's multiplies\n",
                     seconds_since(started));
-        std::printf("\n%-6s %8s %8s %14s %14s %7s %12s %12s %11s %11s %8s %8s %7s\n", "layer", "w dens", "a dens",
-                    "dense mult", "multiplies", "x less", "comp. bits", "dense bits", "dense cyc", "scnn cyc", "speedup",
-                    "oracle", "util");
+        std::printf("\n%-6s %8s %8s %14s %14s %7s %12s %12s %7s %7s %11s %11s %8s %8s %7s\n", "layer", "w dens",
+                    "a dens", "dense mult", "multiplies", "x less", "comp. bits", "dense bits", "w b/nz", "a b/nz",
+                    "dense cyc", "scnn cyc", "speedup", "oracle", "util");
         std::ofstream csv(o.out + "/scnn_layers.csv");
         csv.precision(10);  // whole counts stay whole (no 3.2768e+06)
         csv << "layer,weight_density,activation_density,dense_multiplies,multiplies,compressed_bits,dense_bits,"
                "dense_cycles,scnn_cycles,speedup,multiplier_utilization\n";
         const double per_image = 1.0 / double(images);
         for (const auto& f : layers) {
-            std::printf("%-6s %8.3f %8.3f %14.0f %14.0f %7.2f %12.0f %12.0f %11.1f %11.1f %8.2f %8.2f %7.3f\n",
+            std::printf("%-6s %8.3f %8.3f %14.0f %14.0f %7.2f %12.0f %12.0f %7.2f %7.2f %11.1f %11.1f %8.2f %8.2f %7.3f\n",
                         f.name.c_str(), f.weight_density, f.activation_density, double(f.dense_multiplies) * per_image,
                         double(f.multiplies) * per_image,
                         f.multiplies == 0 ? 0.0 : double(f.dense_multiplies) / double(f.multiplies), f.compressed_bits,
-                        f.dense_bits, double(f.dense_cycles) * per_image, double(f.scnn_cycles) * per_image, f.speedup(),
+                        f.dense_bits, f.weight_bits_per_nonzero, f.activation_bits_per_nonzero,
+                        double(f.dense_cycles) * per_image, double(f.scnn_cycles) * per_image, f.speedup(),
                         f.oracle_speedup(), f.utilization);
             csv << f.name << ',' << f.weight_density << ',' << f.activation_density << ','
                 << double(f.dense_multiplies) * per_image << ',' << double(f.multiplies) * per_image << ','
@@ -409,7 +414,8 @@ int main(int argc, char** argv) {
         }
         csv.close();
         std::printf("(per image: multiplies and cycles are means over the %zu images; bits: the weights plus one "
-                    "image's activations, 16-bit values)\n",
+                    "image's activations, 16-bit values and 4-bit run indices; b/nz: bits per non-zero value, zero "
+                    "placeholders included)\n",
                     images);
         std::printf("\nTest accuracy (%s%zu images):\n  dense  fp32 %6.2f%%   M7E4 datapath %6.2f%%\n  pruned fp32 %6.2f%%   "
                     "M7E4 datapath %6.2f%%   (pruned - dense: %+.2f and %+.2f points)\n",
