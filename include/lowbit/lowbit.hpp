@@ -30,3 +30,8 @@
 #include <lowbit/datapath/lns_conversion.hpp>
 #include <lowbit/datapath/lns_gemm.hpp>
 #include <lowbit/nn/madam.hpp>
+#include <lowbit/sparse/conv_shape.hpp>
+#include <lowbit/sparse/planar_tiling.hpp>
+#include <lowbit/sparse/zero_run_encoding.hpp>
+#include <lowbit/sparse/zero_skipping.hpp>
+#include <lowbit/analysis/scnn_model.hpp>
