@@ -4,8 +4,9 @@
 //
 // Every LNS case starts from float matrices (lns8 with per-tensor scales, nearest_log), as
 // lowbit::gemm starts from floats and rounds them to e4m3:
-//   per_product  each product converted (exact table or Mitchell) and accumulated in fp32,
-//                sequentially, in chunks of 16 (an fp32 chunk accumulator)
+//   per_product  each product converted (exact table, a 16-bit table, or Mitchell) and
+//                accumulated in fp32 (or bf16), sequentially, in chunks of 16 (the same chunk
+//                accumulator); float products (Mitchell, the 16-bit table) take fp32 lanes
 //   bucketed     8 exact buckets, or 48-bit integer buckets that wrap: both take the 64-bit
 //                shortcut. (Saturating buckets take the path from the definition, 8 passes of
 //                exact_datapath::reduce over K: about 3000x slower, so not measured here.)
@@ -68,13 +69,15 @@ void bm_float_gemm(benchmark::State& state) {
 
 enum class bucket_kind { exact, int48_wrap };
 
+// table_bits: the table's constants (52: the exact table; <= 23: float products, which take fp32
+// lanes); bf16: a bf16 per-product accumulator instead of fp32.
 lowbit::lns_gemm_spec lns_spec(lowbit::lns_conversion method, lowbit::lns_accumulation how, bucket_kind buckets,
-                               int threads) {
-    lowbit::lns_gemm_spec spec{.conversion = {.method = method}, .accumulation = how};
+                               int threads, int table_bits = 52, bool bf16 = false) {
+    lowbit::lns_gemm_spec spec{.conversion = {.method = method, .table_bits = table_bits}, .accumulation = how};
     if (how == lowbit::lns_accumulation::per_product) {
-        spec.datapath.accumulator = lowbit::fp32;
+        spec.datapath.accumulator = bf16 ? lowbit::bf16 : lowbit::fp32;
         spec.datapath.chunk = 16;
-        spec.datapath.chunk_accumulator = lowbit::fp32;
+        spec.datapath.chunk_accumulator = spec.datapath.accumulator;
     } else if (buckets != bucket_kind::exact) {
         spec.datapath.accumulator = lowbit::int_quantizer{
             .format = {.bits = 48},
@@ -85,9 +88,9 @@ lowbit::lns_gemm_spec lns_spec(lowbit::lns_conversion method, lowbit::lns_accumu
 }
 
 void bm_lns(benchmark::State& state, const char* name, lowbit::lns_conversion method, lowbit::lns_accumulation how, bucket_kind buckets,
-            int threads) {
+            int threads, int table_bits = 52, bool bf16 = false) {
     const Eigen::MatrixXf A = normal_matrix(n, n, 1), B = normal_matrix(n, n, 2);
-    const lowbit::lns_gemm_spec spec = lns_spec(method, how, buckets, threads);
+    const lowbit::lns_gemm_spec spec = lns_spec(method, how, buckets, threads, table_bits, bf16);
     Eigen::MatrixXf C;
     timed_against_baselines(state, name, [&] {
         C = lowbit::lns_gemm(A, B, spec);
@@ -101,6 +104,10 @@ BENCHMARK(bm_eigen)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(bm_float_gemm)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_lns, per_product_table_fp32acc_1t, "per_product_table_fp32acc_1t", lns_conversion::table, lns_accumulation::per_product, bucket_kind::exact, 1)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_lns, per_product_mitchell_fp32acc_1t, "per_product_mitchell_fp32acc_1t", lns_conversion::mitchell, lns_accumulation::per_product, bucket_kind::exact, 1)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_lns, per_product_mitchell_bf16acc_1t, "per_product_mitchell_bf16acc_1t", lns_conversion::mitchell, lns_accumulation::per_product, bucket_kind::exact, 1, 52, true)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_lns, per_product_table16_fp32acc_1t, "per_product_table16_fp32acc_1t", lns_conversion::table, lns_accumulation::per_product, bucket_kind::exact, 1, 16)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_lns, per_product_table16_bf16acc_1t, "per_product_table16_bf16acc_1t", lns_conversion::table, lns_accumulation::per_product, bucket_kind::exact, 1, 16, true)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_lns, per_product_table16_fp32acc_2t, "per_product_table16_fp32acc_2t", lns_conversion::table, lns_accumulation::per_product, bucket_kind::exact, 2, 16)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_lns, bucketed_table_exact_1t, "bucketed_table_exact_1t", lns_conversion::table, lns_accumulation::bucketed, bucket_kind::exact, 1)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_lns, bucketed_mitchell_exact_1t, "bucketed_mitchell_exact_1t", lns_conversion::mitchell, lns_accumulation::bucketed, bucket_kind::exact, 1)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_lns, bucketed_table_int48_wrap_1t, "bucketed_table_int48_wrap_1t", lns_conversion::table, lns_accumulation::bucketed, bucket_kind::int48_wrap, 1)->UseManualTime()->Unit(benchmark::kMillisecond);

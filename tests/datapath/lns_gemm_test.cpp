@@ -308,6 +308,52 @@ TEST_CASE("per-product LNS GEMM equals the reference for every accumulator, mode
                             random_lns(9, 2, lowbit::lns16.scaled(-4000), rng), bf16_spec);
 }
 
+TEST_CASE("per-product LNS GEMM runs in fp32 lanes wherever the converted products are floats",
+          "[lns_gemm][reference][lanes]") {
+    // Mitchell's constants and tables of up to 23 fraction bits make float products: the
+    // vectorized reduction runs (float accumulators; sequential, fma, pairwise and fused models; the
+    // aligned model where its cut sums fit fp32, which these wide products do not), bit for bit the
+    // reference.
+    // 70 columns: a full block of 64 and a padded one; two threads for some.
+    std::mt19937_64 rng(13);
+    const lns_format lns8_low = lowbit::lns8.scaled(-40);
+    std::vector<gemm_spec> specs;
+    specs.push_back({.accumulator = lowbit::fp32, .chunk = 16, .chunk_accumulator = lowbit::fp32});
+    specs.push_back({.accumulator = lowbit::bf16, .chunk = 5, .chunk_accumulator = lowbit::fp32, .threads = 2});
+    specs.push_back({.accumulator = narrow_acc, .model = accumulation::pairwise, .chunk = 8, .chunk_accumulator = narrow_acc});
+    specs.push_back({.accumulator = float_quantizer{.format = lowbit::lba_m7e4_acc, .mode = rounding::toward_zero,
+                                                    .on_overflow = lowbit::overflow::saturate},
+                     .model = accumulation::fused,
+                     .chunk = 16,
+                     .chunk_accumulator = lowbit::lba_m7e4_acc});
+    specs.push_back({.accumulator = float_quantizer{.format = lowbit::fp16, .mode = rounding::toward_negative},
+                     .model = accumulation::fma,
+                     .chunk = 7,
+                     .chunk_accumulator = lowbit::bf16});
+    // (23-bit tables: the largest that are floats; their sums span too much for the fused model)
+    for (const gemm_spec& d : specs)
+        for (const int T : {0, 3, 12, 23}) {
+            if (T == 23 && d.model == accumulation::fused) continue;
+            const lns_converter conversion = T == 0 ? lns_converter{.method = lns_conversion::mitchell}
+                                                    : lns_converter{.method = lns_conversion::table, .table_bits = T};
+            const lns_gemm_spec spec{.conversion = conversion, .datapath = d};
+            INFO(describe(spec));
+            const lns_matrix A = random_lns(3, 37, lns8_low, rng), B = random_lns(37, 70, lns8_low, rng);
+            const Eigen::MatrixXf expected = reference_lns_gemm(A, B, spec, nullptr);
+            lowbit::gemm_report report;
+            const Eigen::MatrixXf got = lowbit::lns_gemm(A, B, spec, nullptr, &report);
+            INFO(report.reason);
+            CHECK(report.kernel == lowbit::gemm_kernel::vectorized_chain);
+            CHECK(differing(expected, got) == 0);
+        }
+    // Where the products are not floats, the exact path runs and says why.
+    const lns_gemm_spec table52{.datapath = {.accumulator = lowbit::fp32}};
+    lowbit::gemm_report report;
+    lowbit::lns_gemm(random_lns(2, 5, lns8_low, rng), random_lns(5, 3, lns8_low, rng), table52, nullptr, &report);
+    CHECK(report.kernel == lowbit::gemm_kernel::exact);
+    CHECK_THAT(report.reason, Catch::Contains("52 fraction bits"));
+}
+
 TEST_CASE("bucketed LNS GEMM equals its reference: integer buckets that wrap, saturate, truncate", "[lns_gemm][reference][bucketed]") {
     std::mt19937_64 rng(12);
     // lns8 products span q = -16 .. 15: unit terms up to 2^31.

@@ -292,6 +292,23 @@ TEST_CASE("floor_scaled_log2 is exact next to its thresholds") {
     }
 }
 
+TEST_CASE("floor_scaled_log2 is exact next to every threshold of its table (m <= 8)") {
+    // Every 2^(e + i / 2^m), i = 1 .. 2^m - 1, for exponents across double's normal range, and the
+    // doubles two ulps either side of it.
+    for (int m = 0; m <= lowbit::detail::table_log2_bits; ++m)
+        for (long long i = 1; i < (1LL << m); ++i)
+            for (const long long e : {-1021LL, -1LL, 0LL, 7LL, 1000LL}) {
+                mp t;
+                exp2_ratio(t.get(), e * (1LL << m) + i, m);
+                double x = mpfr_get_d(t.get(), MPFR_RNDD);
+                for (int j = 0; j < 2; ++j) x = std::nextafter(x, 0.0);
+                for (int step = 0; step < 5; ++step, x = std::nextafter(x, 1e308)) {
+                    INFO("m " << m << " i " << i << " x " << std::hexfloat << x);
+                    REQUIRE(lowbit::detail::floor_scaled_log2(x, m) == floor_scaled_log2(x, m));
+                }
+            }
+}
+
 TEST_CASE("every code of lns8 and lns16 round-trips") {
     for (const lns_format& f : {lowbit::lns8, lowbit::lns16}) {
         for (int k = f.k_min(); k <= f.k_max(); ++k) {

@@ -944,6 +944,189 @@ private:
     const float* data_;
 };
 
+// ---- the reduction stage ----
+
+// How the terms of a row become its outputs, for fast_lanes outputs at once: the accumulator,
+// model and chunks of a spec, compiled once per call for terms on a given grid. It knows nothing
+// of where the terms come from: the rounded products of fast_gemm and the converted products of
+// lns_gemm feed it alike.
+class lane_reduction {
+public:
+    // The reduction of `spec` for K terms a row on grid `terms`; nothing when fp32 lanes cannot
+    // carry it exactly (why_not says why).
+    static std::optional<lane_reduction> make(const gemm_spec& spec, std::int64_t K, const value_grid& terms,
+                                              std::string& why_not) {
+        lane_reduction r;
+        const auto refuse = [&](std::string why) {
+            why_not = std::move(why);
+            return std::optional<lane_reduction>{};
+        };
+        const auto accumulate = choose_accumulator(spec.accumulator, terms, terms.finite);
+        if (!accumulate) return refuse(lane_refusal(spec.accumulator, "accumulator"));
+        const value_grid accumulated = is_fp32_nearest(spec.accumulator) ? value_grid{-149, 24, double(FLT_MAX), false}
+                                                                         : *float_grid(spec.accumulator);
+        const auto chunk_step = choose_accumulator(spec.chunk_accumulator, accumulated, accumulated.finite);
+        if (!chunk_step) return refuse(lane_refusal(spec.chunk_accumulator, "chunk_accumulator"));
+        r.accumulate_ = *accumulate;
+        r.chunk_step_ = *chunk_step;
+        r.model_ = spec.model;
+        r.group_ = spec.group;
+        r.window_ = spec.window;
+        r.chunk_ = spec.chunk == 0 ? K : std::min<std::int64_t>(spec.chunk, K);
+        r.chunk_same_ = std::visit(
+            [](const auto& x, const auto& y) {
+                using X = std::decay_t<decltype(x)>;
+                if constexpr (std::is_same_v<X, std::decay_t<decltype(y)>> && std::equality_comparable<X>) return x == y;
+                else return false;
+            },
+            r.accumulate_, r.chunk_step_);
+        const auto accumulate_fn = [](const accumulate_op& v) {
+            return std::visit(
+                [](const auto& a) -> accumulate_pass_fn { return &accumulate_pass<std::decay_t<decltype(a)>>; }, v);
+        };
+        r.accumulate_only_ = accumulate_fn(r.accumulate_);
+        r.chunk_only_ = accumulate_fn(r.chunk_step_);
+
+        // The models other than the sequential chain, and what makes fp32 / double exact for them.
+        if (spec.model == accumulation::pairwise) {
+            r.tree_ = std::visit([](const auto& op) -> tree_pass_fn { return &tree_pass<std::decay_t<decltype(op)>>; },
+                                 r.accumulate_);
+        } else if (spec.model == accumulation::fused) {
+            // The sum of up to `chunk` terms, multiples of 2^smallest_step below 2^(e + 1) each,
+            // must fit double's 53 bits.
+            const int top = std::ilogb(terms.max_magnitude) + 1 + int(std::bit_width(std::uint64_t(r.chunk_)));
+            if (!deterministic_float(spec.accumulator) || !float_grid(spec.accumulator) ||
+                top - terms.smallest_step > 53)
+                return refuse("fused: a chunk's exact sum may need more than 53 bits");
+            const float_quantizer& qa = *spec.accumulator.as_float();
+            if (top <= 127 && terms.smallest_step >= -126)
+                r.fused_round_ = std::visit(
+                    [](const auto& op) -> fused_round_fn {
+                        using A = std::decay_t<decltype(op)>;
+                        if constexpr (has_float_rounding<A>)
+                            if (keeps_at_most_22_bits(op)) return &fused_round_float_pass<A>;
+                        return nullptr;
+                    },
+                    r.accumulate_);
+            if (r.fused_round_ == nullptr) {
+                const auto plan = rounding_plan<double>::make(qa.format, qa.on_overflow, qa.random_bits);
+                r.fused_rounding_ =
+                    dispatch_deterministic(qa.mode, [&](auto m) -> fused_round_op { return round_double<m()>{plan}; });
+                r.fused_round_ = std::visit(
+                    [](const auto& op) -> fused_round_fn { return &fused_round_pass<std::decay_t<decltype(op)>>; },
+                    *r.fused_rounding_);
+            }
+        } else if (spec.model == accumulation::aligned) {
+            // Terms are normal floats or zero (their exponent field is their exponent), and the sum
+            // of the accumulator and `group` terms cut to `window` bits below the largest fits 24 bits.
+            const auto acc_grid = float_grid(spec.accumulator);
+            if (!acc_grid || !acc_grid->finite || !terms.finite || terms.smallest_step < -126 ||
+                acc_grid->smallest_step < -126 || spec.window + 1 + int(std::bit_width(std::uint64_t(spec.group))) > 24)
+                return refuse("aligned: terms below fp32's normal range, a saturating accumulator needed, or a cut "
+                              "group sum wider than 24 bits (window + 1 + log2 group)");
+            // (aligned_pass_scalef: no term scaled by 2^-q below 2^-126, the lowest q being the
+            // largest value's exponent - window)
+            const int largest_exponent = std::max(std::ilogb(terms.max_magnitude), std::ilogb(acc_grid->max_magnitude));
+            [[maybe_unused]] const bool scalef_fits =
+                largest_exponent - spec.window - std::min(terms.smallest_step, acc_grid->smallest_step) <= 126;
+            r.aligned_ = std::visit(
+                [&](const auto& op) -> aligned_pass_fn {
+                    using A = std::decay_t<decltype(op)>;
+                    // the aligned adder rounds its exact cut sum: no odd_sum in it
+                    if constexpr (is_odd_sum<A>) {
+                        return nullptr;
+                    } else {
+#if defined(__AVX512F__)
+                        if (scalef_fits)
+                            return spec.cut == alignment_cut::toward_zero ? &aligned_pass_scalef<A, false>
+                                                                          : &aligned_pass_scalef<A, true>;
+#endif
+                        return spec.cut == alignment_cut::toward_zero ? &aligned_pass<A, false> : &aligned_pass<A, true>;
+                    }
+                },
+                r.accumulate_);
+            if (r.aligned_ == nullptr) return refuse("aligned: an accumulator whose sums need round-to-odd");
+        }
+        return r;
+    }
+
+    const accumulate_op& accumulate() const { return accumulate_; }
+    bool chunk_same() const { return chunk_same_; }  // the chunk accumulator is the accumulator's operation
+    bool chained() const { return model_ == accumulation::sequential || model_ == accumulation::fma; }
+    std::int64_t chunk() const { return chunk_; }
+    // Rows of terms that row() asks for at once (buf's size: that many rows of fast_lanes floats).
+    std::int64_t scratch_rows() const {
+        return model_ == accumulation::pairwise ? std::int64_t(std::bit_ceil(std::uint64_t(chunk_)))
+               : model_ == accumulation::aligned ? std::max<std::int64_t>(group_, fast_panel)
+                                                 : fast_panel;
+    }
+
+    // total (zeroed, or a sum to continue) = the outputs of a row of K terms. fill(k, m, buf) writes
+    // terms k .. k + m - 1 into buf (m rows of fast_lanes floats). A chained model first offers
+    // each chunk to fused(k, n, acc), which may accumulate its n terms into acc itself (and return
+    // true) where terms and accumulation run in one loop.
+    template <class Fill, class Fused>
+    void row(std::int64_t K, const Fill& fill, const Fused& fused, float* buf, float* total) const {
+        alignas(64) float acc[fast_lanes];
+        alignas(64) double sums[fast_lanes];
+        const void* const accumulate_address = address_of(accumulate_);
+        const void* const chunk_address = address_of(chunk_step_);
+        const void* const round_address = fused_rounding_ ? address_of(*fused_rounding_) : accumulate_address;
+        for (std::int64_t start = 0; start < K; start += chunk_) {
+            const std::int64_t end = std::min(start + chunk_, K);
+            const int n = int(end - start);
+            std::fill(acc, acc + fast_lanes, 0.0f);
+            switch (model_) {  // once per chunk, outside the loops over k
+                case accumulation::sequential:
+                case accumulation::fma:
+                    if (!fused(start, n, acc)) {
+                        for (std::int64_t k = start; k < end; k += fast_panel) {
+                            const int m = int(std::min<std::int64_t>(fast_panel, end - k));
+                            fill(k, m, buf);
+                            accumulate_only_(buf, m, acc, accumulate_address);
+                        }
+                    }
+                    break;
+                case accumulation::pairwise:
+                    fill(start, n, buf);
+                    tree_(buf, n, acc, accumulate_address);
+                    break;
+                case accumulation::fused:
+                    std::fill(sums, sums + fast_lanes, 0.0);
+                    for (std::int64_t k = start; k < end; k += fast_panel) {
+                        const int m = int(std::min<std::int64_t>(fast_panel, end - k));
+                        fill(k, m, buf);
+                        sum_pass(buf, m, sums);
+                    }
+                    fused_round_(sums, acc, round_address);
+                    break;
+                case accumulation::aligned:
+                    // whole groups of terms at a time (groups restart with each chunk)
+                    for (std::int64_t k = start; k < end; k += group_) {
+                        const int m = int(std::min<std::int64_t>(group_, end - k));
+                        fill(k, m, buf);
+                        aligned_(buf, m, group_, window_, acc, accumulate_address);
+                    }
+                    break;
+            }
+            chunk_only_(acc, 1, total, chunk_address);  // total = chunk_acc(total + acc)
+        }
+    }
+
+private:
+    lane_reduction() = default;
+    accumulate_op accumulate_, chunk_step_;
+    accumulation model_ = accumulation::sequential;
+    std::int64_t chunk_ = 0;
+    int group_ = 0, window_ = 0;
+    bool chunk_same_ = false;
+    accumulate_pass_fn accumulate_only_ = nullptr, chunk_only_ = nullptr;
+    tree_pass_fn tree_ = nullptr;
+    fused_round_fn fused_round_ = nullptr;
+    std::optional<fused_round_op> fused_rounding_;  // (where the sums round in double)
+    aligned_pass_fn aligned_ = nullptr;
+};
+
 // Fills c (row-major M x N) from quantized a (row-major M x K) and b (row-major K x N) when the
 // spec allows the fast path; returns false (c and stats untouched) otherwise. With stats, adds
 // the events (not the MACs) to *stats where this path can count them (counts_events).
@@ -995,15 +1178,13 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
         }
         product = *grid_p;
     }
-    const auto accumulate = choose_accumulator(spec.accumulator, product, product.finite);
-    if (!accumulate) return refuse(lane_refusal(spec.accumulator, "accumulator"));
-    const value_grid accumulated = is_fp32_nearest(spec.accumulator)
-                                       ? value_grid{-149, 24, double(FLT_MAX), false}
-                                       : *float_grid(spec.accumulator);
-    const auto chunk_step = choose_accumulator(spec.chunk_accumulator, accumulated, accumulated.finite);
-    if (!chunk_step) return refuse(lane_refusal(spec.chunk_accumulator, "chunk_accumulator"));
+    const auto reduction = lane_reduction::make(spec, K, product, why_not);
+    if (!reduction) return refuse(why_not);
+    const accumulate_op* const accumulate = &reduction->accumulate();
+    const bool chunk_same = reduction->chunk_same(), chained = reduction->chained();
+    const std::int64_t chunk = reduction->chunk();
 
-    // The passes for these operations: one fused loop when both are light, else two.
+    // The passes for these operations: one fused loop when both are light.
     const fused_pass_fn fused = std::visit(
         [](const auto& p, const auto& a) -> fused_pass_fn {
             using P = std::decay_t<decltype(p)>;
@@ -1012,15 +1193,6 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
             else return nullptr;
         },
         prod, *accumulate);
-    // The whole row in one call where the chunk accumulator is the accumulator's own operation.
-    const bool chunk_same = std::visit(
-        [](const auto& x, const auto& y) {
-            using X = std::decay_t<decltype(x)>;
-            if constexpr (std::is_same_v<X, std::decay_t<decltype(y)>> && std::equality_comparable<X>) return x == y;
-            else return false;
-        },
-        *accumulate, *chunk_step);
-    const bool chained = spec.model == accumulation::sequential || spec.model == accumulation::fma;
     const fused_chunks_pass_fn fused_chunks = !chunk_same || !chained || fused == nullptr ? nullptr : std::visit(
         [](const auto& p, const auto& a) -> fused_chunks_pass_fn {
             using P = std::decay_t<decltype(p)>;
@@ -1046,86 +1218,8 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
                       "the chunk accumulator");
     const product_pass_fn product_only = std::visit(
         [](const auto& p) -> product_pass_fn { return &product_pass<std::decay_t<decltype(p)>>; }, prod);
-    const auto accumulate_fn = [](const accumulate_op& v) {
-        return std::visit([](const auto& a) -> accumulate_pass_fn { return &accumulate_pass<std::decay_t<decltype(a)>>; },
-                          v);
-    };
-    const accumulate_pass_fn accumulate_only = accumulate_fn(*accumulate);
-    const accumulate_pass_fn chunk_only = accumulate_fn(*chunk_step);
     const void* const prod_address = address_of(prod);
     const void* const accumulate_address = address_of(*accumulate);
-    const void* const chunk_address = address_of(*chunk_step);
-
-    const std::int64_t chunk = spec.chunk == 0 ? K : std::min<std::int64_t>(spec.chunk, K);
-
-    // The models other than the sequential chain, and what makes fp32 / double exact for them.
-    tree_pass_fn tree = nullptr;
-    fused_round_fn fused_round = nullptr;
-    std::optional<fused_round_op> fused_rounding;
-    const void* fused_round_address = nullptr;
-    aligned_pass_fn aligned = nullptr;
-    if (spec.model == accumulation::pairwise) {
-        tree = std::visit([](const auto& op) -> tree_pass_fn { return &tree_pass<std::decay_t<decltype(op)>>; },
-                          *accumulate);
-    } else if (spec.model == accumulation::fused) {
-        // The sum of up to `chunk` products, multiples of 2^smallest_step below 2^(e + 1) each,
-        // must fit double's 53 bits.
-        const int top = std::ilogb(product.max_magnitude) + 1 + int(std::bit_width(std::uint64_t(chunk)));
-        if (!deterministic_float(spec.accumulator) || !float_grid(spec.accumulator) ||
-            top - product.smallest_step > 53)
-            return refuse("fused: a chunk's exact sum may need more than 53 bits");
-        const float_quantizer& qa = *spec.accumulator.as_float();
-        if (top <= 127 && product.smallest_step >= -126)
-            fused_round = std::visit(
-                [](const auto& op) -> fused_round_fn {
-                    using A = std::decay_t<decltype(op)>;
-                    if constexpr (has_float_rounding<A>)
-                        if (keeps_at_most_22_bits(op)) return &fused_round_float_pass<A>;
-                    return nullptr;
-                },
-                *accumulate);
-        if (fused_round != nullptr) {
-            fused_round_address = accumulate_address;
-        } else {
-            const auto plan = rounding_plan<double>::make(qa.format, qa.on_overflow, qa.random_bits);
-            fused_rounding = dispatch_deterministic(qa.mode, [&](auto m) -> fused_round_op { return round_double<m()>{plan}; });
-            fused_round = std::visit(
-                [](const auto& op) -> fused_round_fn { return &fused_round_pass<std::decay_t<decltype(op)>>; },
-                *fused_rounding);
-            fused_round_address = address_of(*fused_rounding);
-        }
-    } else if (spec.model == accumulation::aligned) {
-        // Terms are normal floats or zero (their exponent field is their exponent), and the sum
-        // of the accumulator and `group` terms cut to `window` bits below the largest fits 24 bits.
-        const auto acc_grid = float_grid(spec.accumulator);
-        if (!acc_grid || !acc_grid->finite || !product.finite || product.smallest_step < -126 ||
-            acc_grid->smallest_step < -126 ||
-            spec.window + 1 + int(std::bit_width(std::uint64_t(spec.group))) > 24)
-            return refuse("aligned: terms below fp32's normal range, a saturating accumulator needed, or a cut "
-                          "group sum wider than 24 bits (window + 1 + log2 group)");
-        // (aligned_pass_scalef: no term scaled by 2^-q below 2^-126, the lowest q being the
-        // largest value's exponent - window)
-        const int largest_exponent = std::max(std::ilogb(product.max_magnitude), std::ilogb(acc_grid->max_magnitude));
-        [[maybe_unused]] const bool scalef_fits =
-            largest_exponent - spec.window - std::min(product.smallest_step, acc_grid->smallest_step) <= 126;
-        aligned = std::visit(
-            [&](const auto& op) -> aligned_pass_fn {
-                using A = std::decay_t<decltype(op)>;
-                // the aligned adder rounds its exact cut sum: no odd_sum in it
-                if constexpr (is_odd_sum<A>) {
-                    return nullptr;
-                } else {
-#if defined(__AVX512F__)
-                    if (scalef_fits)
-                        return spec.cut == alignment_cut::toward_zero ? &aligned_pass_scalef<A, false>
-                                                                      : &aligned_pass_scalef<A, true>;
-#endif
-                    return spec.cut == alignment_cut::toward_zero ? &aligned_pass<A, false> : &aligned_pass<A, true>;
-                }
-            },
-            *accumulate);
-        if (aligned == nullptr) return refuse("aligned: an accumulator whose sums need round-to-odd");
-    }
 
     const std::int64_t blocks = (N + fast_lanes - 1) / fast_lanes;
     const padded_columns b_padded(b, blocks * fast_lanes);
@@ -1133,62 +1227,25 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
     const std::ptrdiff_t ldb = blocks * fast_lanes;
     [[maybe_unused]] const int threads = thread_count(spec.threads);  // (unused without OpenMP)
 
-    // Rows of products a thread keeps: a panel, a whole chunk's tree, or an aligned group.
-    const std::int64_t rows = spec.model == accumulation::pairwise ? std::int64_t(std::bit_ceil(std::uint64_t(chunk)))
-                              : spec.model == accumulation::aligned ? std::max<std::int64_t>(spec.group, fast_panel)
-                                                                    : fast_panel;
+    const std::int64_t rows = reduction->scratch_rows();  // of products a thread keeps
     // Row i's block of outputs on the passes above, without events, into total (zeroed); buf:
     // rows x lanes floats of scratch.
     const auto general_row = [&](std::int64_t i, std::int64_t block, float* buf, float* total) {
-        alignas(64) float acc[fast_lanes];
-        alignas(64) double sums[fast_lanes];
         const float* a_row = a.data() + i * K;
         const float* b_block = b_data + block * fast_lanes;
         if (fused_chunks != nullptr) {
             fused_chunks(a_row, b_block, ldb, K, chunk, prod_address, accumulate_address, total, nullptr);
             return;
         }
-        for (std::int64_t start = 0; start < K; start += chunk) {
-            const std::int64_t end = std::min(start + chunk, K);
-            const int n = int(end - start);
-            std::fill(acc, acc + fast_lanes, 0.0f);
-            switch (spec.model) {  // once per chunk, outside the loops over k
-                case accumulation::sequential:
-                case accumulation::fma:
-                    if (fused != nullptr) {
-                        fused(a_row + start, b_block + start * ldb, ldb, n, prod_address, accumulate_address, acc);
-                    } else {
-                        for (std::int64_t k = start; k < end; k += fast_panel) {
-                            const int m = int(std::min<std::int64_t>(fast_panel, end - k));
-                            product_only(a_row + k, b_block + k * ldb, ldb, m, prod_address, buf);
-                            accumulate_only(buf, m, acc, accumulate_address);
-                        }
-                    }
-                    break;
-                case accumulation::pairwise:
-                    product_only(a_row + start, b_block + start * ldb, ldb, n, prod_address, buf);
-                    tree(buf, n, acc, accumulate_address);
-                    break;
-                case accumulation::fused:
-                    std::fill(sums, sums + fast_lanes, 0.0);
-                    for (std::int64_t k = start; k < end; k += fast_panel) {
-                        const int m = int(std::min<std::int64_t>(fast_panel, end - k));
-                        product_only(a_row + k, b_block + k * ldb, ldb, m, prod_address, buf);
-                        sum_pass(buf, m, sums);
-                    }
-                    fused_round(sums, acc, fused_round_address);
-                    break;
-                case accumulation::aligned:
-                    // whole groups of products at a time (groups restart with each chunk)
-                    for (std::int64_t k = start; k < end; k += spec.group) {
-                        const int m = int(std::min<std::int64_t>(spec.group, end - k));
-                        product_only(a_row + k, b_block + k * ldb, ldb, m, prod_address, buf);
-                        aligned(buf, m, spec.group, spec.window, acc, accumulate_address);
-                    }
-                    break;
-            }
-            chunk_only(acc, 1, total, chunk_address);  // total = chunk_acc(total + acc)
-        }
+        reduction->row(
+            K,
+            [&](std::int64_t k, int m, float* out) { product_only(a_row + k, b_block + k * ldb, ldb, m, prod_address, out); },
+            [&](std::int64_t k, int n, float* acc) {
+                if (fused == nullptr) return false;
+                fused(a_row + k, b_block + k * ldb, ldb, n, prod_address, accumulate_address, acc);
+                return true;
+            },
+            buf, total);
     };
 
     // The AVX-512 chain (scaled_chain.hpp) where it applies, two rows of A at a time. It runs

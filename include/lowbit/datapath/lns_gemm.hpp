@@ -89,7 +89,9 @@
 
 #include <lowbit/datapath/exact_datapath.hpp>
 #include <lowbit/datapath/exact_sum.hpp>
+#include <lowbit/datapath/fast_datapath.hpp>
 #include <lowbit/datapath/gemm.hpp>
+#include <lowbit/datapath/gemm_report.hpp>
 #include <lowbit/datapath/gemm_spec.hpp>
 #include <lowbit/datapath/gemm_stats.hpp>
 #include <lowbit/datapath/lns_conversion.hpp>
@@ -624,6 +626,99 @@ public:
         });
     }
 
+    // Per-product accumulation in fp32 lanes (fast_datapath.hpp's reduction stage, every model),
+    // where each converted product is a float: constants of at most 24 significant bits
+    // (Mitchell's; tables of T <= 23 bits) and products within float's normal range. c = the
+    // outputs (row-major); false, with c untouched and why_not set, where it does not apply.
+    bool per_product_in_lanes(float* c, std::string& why_not) const {
+        const int T = spec_.conversion.method == lns_conversion::mitchell ? frac_bits_ : spec_.conversion.table_bits;
+        if (T > 23) {
+            why_not = "per_product: table constants of " + std::to_string(T) +
+                      " fraction bits are not floats (at most 23; 52 is the default)";
+            return false;
+        }
+        if (range_.q_min < -126 || range_.q_max > 126) {
+            why_not = "per_product: products span 2^" + std::to_string(range_.q_min) + " .. 2^" +
+                      std::to_string(range_.q_max + 1) + ", beyond float's normal range";
+            return false;
+        }
+        if (K_ == 0) {
+            why_not = "K = 0";
+            return false;
+        }
+        const value_grid terms{range_.q_min - T, T + 1, std::ldexp(1.0, range_.q_max + 1), true};
+        const auto reduction = lane_reduction::make(spec_.datapath, K_, terms, why_not);
+        if (!reduction) return false;
+
+        // Each product as one exact float multiply: A(i, k) = sign_a 2^(q_a gamma + r_a) is
+        // sign_a 2^q_a times the linear value of B(k, j) moved up by r_a, which is a float
+        // (sign_b 2^(q_b + carry) c_((r_a + r_b) mod gamma), carry = (r_a + r_b) >= gamma). So
+        // B is laid out once per r_a, by rows of k, padded to blocks of fast_lanes columns, as
+        // floats (+0 for zeros); A as sign_a 2^q_a, with r_a choosing the copy of B.
+        const int b = frac_bits_;
+        const std::int32_t gamma = std::int32_t(1) << b, mask = gamma - 1;
+        const std::int64_t blocks = (N_ + fast_lanes - 1) / fast_lanes, ld = blocks * fast_lanes;
+        const auto q_range = [&](const lns_operand_rows& x, std::int32_t carry) {
+            const auto [low, high] = std::minmax_element(x.k.begin(), x.k.end());
+            return low == x.k.end() || ((*low >> b) >= -126 && (*high >> b) + carry <= 126);
+        };
+        if (!q_range(a_, 0) || !q_range(b_, 1)) {
+            why_not = "per_product: an operand's powers of two beyond float's normal range";
+            return false;
+        }
+        if (double(gamma) * double(K_) * double(ld) > 0x1p26) {
+            why_not = "per_product: gamma copies of B (" + std::to_string(gamma) + ") would take more than 256 MB";
+            return false;
+        }
+        // (on the bits: q << 23 moves a float's exponent by q, within the range checked above)
+        std::vector<std::uint32_t> c_bits;  // c_0 .. c_(gamma-1), then 2 c_0 .. 2 c_(gamma-1): the carry
+        for (const int carry : {0, 1})
+            for (const double c_r : constants_)
+                c_bits.push_back(std::bit_cast<std::uint32_t>(std::ldexp(float(c_r), carry)));  // (exact: <= 24 bits)
+        const auto sign_bit = [](std::int8_t sign) { return sign < 0 ? 0x80000000u : 0u; };
+        std::vector<float> b_moved(std::size_t(gamma * K_ * ld), 0.0f);
+        for (std::int32_t r_a = 0; r_a < gamma; ++r_a)
+            for (std::int64_t j = 0; j < N_; ++j)
+                for (std::int64_t k = 0; k < K_; ++k) {
+                    const std::size_t from = std::size_t(j * K_ + k);
+                    if (b_.sign[from] == 0) continue;
+                    const std::uint32_t bits = c_bits[std::size_t(r_a + (b_.k[from] & mask))] +
+                                               (std::uint32_t(b_.k[from] >> b) << 23);
+                    b_moved[std::size_t((r_a * K_ + k) * ld + j)] = std::bit_cast<float>(bits | sign_bit(b_.sign[from]));
+                }
+        std::vector<float> a_power(a_.k.size(), 0.0f);
+        for (std::size_t t = 0; t < a_.k.size(); ++t)
+            if (a_.sign[t] != 0)
+                a_power[t] = std::bit_cast<float>((std::uint32_t((a_.k[t] >> b) + 127) << 23) | sign_bit(a_.sign[t]));
+        const int threads = thread_count(spec_.datapath.threads);
+#pragma omp parallel num_threads(threads)
+        {
+            std::vector<float> scratch(std::size_t(reduction->scratch_rows() * fast_lanes));
+#pragma omp for schedule(static) collapse(2)
+            for (std::int64_t block = 0; block < blocks; ++block)
+                for (std::int64_t i = 0; i < M_; ++i) {
+                    const std::int32_t* ka = a_.k.data() + i * K_;
+                    const float* pa = a_power.data() + i * K_;
+                    const std::int64_t j0 = block * fast_lanes;
+                    // terms k .. k + m - 1 of row i and this block (exact products)
+                    const auto fill = [&](std::int64_t k, int m, float* out) {
+                        for (int u = 0; u < m; ++u) {
+                            const float* row = b_moved.data() + ((ka[k + u] & mask) * K_ + k + u) * ld + j0;
+                            const float power = pa[k + u];
+                            float* o = out + std::ptrdiff_t(u) * fast_lanes;
+                            if (power == 0) std::fill(o, o + fast_lanes, 0.0f);  // (+0, as the exact path's)
+                            else for (int l = 0; l < fast_lanes; ++l) o[l] = power * row[l];
+                        }
+                    };
+                    alignas(64) float total[fast_lanes] = {};
+                    reduction->row(K_, fill, [](std::int64_t, int, float*) { return false; }, scratch.data(), total);
+                    for (std::int64_t l = 0; l < std::min<std::int64_t>(fast_lanes, N_ - j0); ++l)
+                        c[i * N_ + j0 + l] = total[l];
+                }
+        }
+        return true;
+    }
+
 private:
     const lns_gemm_spec& spec_;
     std::int64_t M_, N_, K_;
@@ -651,13 +746,24 @@ private:
 };
 
 template <bool Count>
-void lns_gemm_rows(const lns_kernel& kernel, const lns_gemm_spec& spec, float* c, gemm_stats* stats) {
+void lns_gemm_rows(const lns_kernel& kernel, const lns_gemm_spec& spec, float* c, gemm_stats* stats,
+                   gemm_report* report) {
     const std::int64_t M = kernel.rows(), N = kernel.cols(), K = kernel.depth();
     const bool bucketed = spec.accumulation == lns_accumulation::bucketed;
     // Exact per-product accumulation equals exact buckets (the identity of the header), so it
     // takes the bucket shortcut too.
     const bool exact_per_product = spec.datapath.accumulator.is_exact() && spec.datapath.chunk_accumulator.is_exact();
     const bool shortcut = !Count && (bucketed || exact_per_product) && kernel.bucket_shortcut_applies();
+    gemm_report ran;
+    ran.kernel = shortcut ? gemm_kernel::integer_buckets : gemm_kernel::exact;
+    if (Count) ran.reason = "stats: events are counted on the exact path for LNS";
+    else if (bucketed && !shortcut) ran.reason = "bucketed: accumulators other than exact or wrapping integers, the aligned model, or sums beyond 62 bits";
+    if (!Count && !shortcut && !bucketed && kernel.per_product_in_lanes(c, ran.reason)) {
+        ran.kernel = gemm_kernel::vectorized_chain;
+        ran.reason.clear();
+    }
+    if (report != nullptr) *report = ran;
+    if (ran.kernel == gemm_kernel::vectorized_chain) return;
     const int threads = thread_count(spec.datapath.threads);
     std::vector<gemm_stats> per_thread(std::size_t(threads), gemm_stats{});
 #pragma omp parallel for num_threads(threads) schedule(static)
@@ -686,9 +792,10 @@ void lns_gemm_rows(const lns_kernel& kernel, const lns_gemm_spec& spec, float* c
 
 }  // namespace detail
 
-// C = A B on the LNS datapath of `spec` (see the header). A: M x K, B: K x N, encoded.
+// C = A B on the LNS datapath of `spec` (see the header). A: M x K, B: K x N, encoded. *report,
+// when given, says which kernel ran (gemm_report.hpp).
 inline Eigen::MatrixXf lns_gemm(const lns_matrix& A, const lns_matrix& B, const lns_gemm_spec& spec,
-                                gemm_stats* stats = nullptr) {
+                                gemm_stats* stats = nullptr, gemm_report* report = nullptr) {
     spec.validate();
     const detail::lns_product_range range = detail::lns_check_operands(A, B, spec);
     if (spec.datapath.record_lost && stats == nullptr)
@@ -699,9 +806,9 @@ inline Eigen::MatrixXf lns_gemm(const lns_matrix& A, const lns_matrix& B, const 
     if (stats != nullptr) {
         stats->macs += std::uint64_t(M) * std::uint64_t(N) * std::uint64_t(K);
         if (spec.datapath.record_lost) stats->lost.assign(std::size_t(M * N * K), 0);
-        detail::lns_gemm_rows<true>(kernel, spec, c.data(), stats);
+        detail::lns_gemm_rows<true>(kernel, spec, c.data(), stats, report);
     } else {
-        detail::lns_gemm_rows<false>(kernel, spec, c.data(), nullptr);
+        detail::lns_gemm_rows<false>(kernel, spec, c.data(), nullptr, report);
     }
     return c;
 }
@@ -711,12 +818,12 @@ inline Eigen::MatrixXf lns_gemm(const lns_matrix& A, const lns_matrix& B, const 
 template <class DA, class DB>
     requires std::is_arithmetic_v<typename DA::Scalar> && std::is_arithmetic_v<typename DB::Scalar>
 Eigen::MatrixXf lns_gemm(const Eigen::MatrixBase<DA>& A, const Eigen::MatrixBase<DB>& B, const lns_gemm_spec& spec,
-                         gemm_stats* stats = nullptr) {
+                         gemm_stats* stats = nullptr, gemm_report* report = nullptr) {
     spec.validate();
     lns_quantizer qa = spec.input_a.quantizer, qb = spec.input_b.quantizer;
     qa.seed = gemm_random_key(qa.seed, gemm_role::input_a);
     qb.seed = gemm_random_key(qb.seed, gemm_role::input_b);
-    return lns_gemm(lns_encode(A, qa, spec.input_a.scale), lns_encode(B, qb, spec.input_b.scale), spec, stats);
+    return lns_gemm(lns_encode(A, qa, spec.input_a.scale), lns_encode(B, qb, spec.input_b.scale), spec, stats, report);
 }
 
 }  // namespace lowbit

@@ -57,6 +57,7 @@
 #include <lowbit/rounding/random_bits.hpp>
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cmath>
 #include <cstddef>
@@ -67,6 +68,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 namespace lowbit {
 
@@ -115,12 +117,36 @@ inline bool at_least_exp2(double s, std::int64_t h, int m) {
     return compare_with(scaled, exp2_dyadic(j, m)) >= 0;
 }
 
+// For m <= table_log2_bits: the smallest doubles at or above 2^(i / 2^m), i = 1 .. 2^m - 1 (no
+// double equals one of these irrational numbers, so f >= 2^(i / 2^m) exactly when f >= the entry),
+// found once with the exact predicate.
+inline constexpr int table_log2_bits = 8;
+inline const std::vector<double>& log2_thresholds(int m) {
+    static const auto tables = [] {
+        std::array<std::vector<double>, table_log2_bits + 1> t;
+        for (int bits = 0; bits <= table_log2_bits; ++bits)
+            for (std::int64_t i = 1; i < (std::int64_t(1) << bits); ++i) {
+                double x = std::nextafter(exp2_dyadic(std::uint64_t(i), bits).hi, 0.0);
+                while (!at_least_exp2(x, i, bits)) x = std::nextafter(x, 4.0);
+                t[std::size_t(bits)].push_back(x);
+            }
+        return t;
+    }();
+    return tables[std::size_t(m)];
+}
+
 // floor(2^m log2 s) for a positive finite double s (subnormals included), 0 <= m <= 52.
 inline std::int64_t floor_scaled_log2(double s, int m) {
+    const auto bits = std::bit_cast<std::uint64_t>(s);
+    if (m <= table_log2_bits && (bits >> 52) != 0) {  // normal s = f 2^e, f in [1, 2): count thresholds
+        const std::vector<double>& t = log2_thresholds(m);
+        const double f = std::bit_cast<double>((bits & ((std::uint64_t(1) << 52) - 1)) | (std::uint64_t(1023) << 52));
+        const auto below = std::upper_bound(t.begin(), t.end(), f) - t.begin();
+        return (std::int64_t(bits >> 52) - 1023) * (std::int64_t(1) << m) + below;
+    }
     // s = f 2^e with f in [1/2, 1): from the bits for normal s (std::frexp is a library call).
     int e = 0;
     double f = 0;
-    const auto bits = std::bit_cast<std::uint64_t>(s);
     if ((bits >> 52) != 0) {
         e = int(bits >> 52) - 1022;
         f = std::bit_cast<double>((bits & ((std::uint64_t(1) << 52) - 1)) | (std::uint64_t(1022) << 52));
