@@ -676,15 +676,23 @@ public:
             for (const double c_r : constants_)
                 c_bits.push_back(std::bit_cast<std::uint32_t>(std::ldexp(float(c_r), carry)));  // (exact: <= 24 bits)
         const auto sign_bit = [](std::int8_t sign) { return sign < 0 ? 0x80000000u : 0u; };
+        // (B by rows of k first, so that each copy is written in order)
+        std::vector<std::int32_t> b_k(std::size_t(K_ * N_));
+        std::vector<std::int8_t> b_sign(std::size_t(K_ * N_));
+        for (std::int64_t j = 0; j < N_; ++j)
+            for (std::int64_t k = 0; k < K_; ++k) {
+                b_k[std::size_t(k * N_ + j)] = b_.k[std::size_t(j * K_ + k)];
+                b_sign[std::size_t(k * N_ + j)] = b_.sign[std::size_t(j * K_ + k)];
+            }
         std::vector<float> b_moved(std::size_t(gamma * K_ * ld), 0.0f);
         for (std::int32_t r_a = 0; r_a < gamma; ++r_a)
-            for (std::int64_t j = 0; j < N_; ++j)
-                for (std::int64_t k = 0; k < K_; ++k) {
-                    const std::size_t from = std::size_t(j * K_ + k);
-                    if (b_.sign[from] == 0) continue;
-                    const std::uint32_t bits = c_bits[std::size_t(r_a + (b_.k[from] & mask))] +
-                                               (std::uint32_t(b_.k[from] >> b) << 23);
-                    b_moved[std::size_t((r_a * K_ + k) * ld + j)] = std::bit_cast<float>(bits | sign_bit(b_.sign[from]));
+            for (std::int64_t k = 0; k < K_; ++k)
+                for (std::int64_t j = 0; j < N_; ++j) {
+                    const std::size_t from = std::size_t(k * N_ + j);
+                    const std::uint32_t bits = c_bits[std::size_t(r_a + (b_k[from] & mask))] +
+                                               (std::uint32_t(b_k[from] >> b) << 23);
+                    b_moved[std::size_t((r_a * K_ + k) * ld + j)] =
+                        b_sign[from] == 0 ? 0.0f : std::bit_cast<float>(bits | sign_bit(b_sign[from]));
                 }
         std::vector<float> a_power(a_.k.size(), 0.0f);
         for (std::size_t t = 0; t < a_.k.size(); ++t)

@@ -141,7 +141,18 @@ inline std::int64_t floor_scaled_log2(double s, int m) {
     if (m <= table_log2_bits && (bits >> 52) != 0) {  // normal s = f 2^e, f in [1, 2): count thresholds
         const std::vector<double>& t = log2_thresholds(m);
         const double f = std::bit_cast<double>((bits & ((std::uint64_t(1) << 52) - 1)) | (std::uint64_t(1023) << 52));
-        const auto below = std::upper_bound(t.begin(), t.end(), f) - t.begin();
+        // the thresholds at or below f: a binary search without branches (f's position is
+        // random, so branches would mispredict)
+        std::int64_t below = 0;
+        if (!t.empty()) {
+            const double* base = t.data();
+            for (std::size_t n = t.size(); n > 1;) {
+                const std::size_t half = n / 2;
+                base = base[half] <= f ? base + half : base;
+                n -= half;
+            }
+            below = (base - t.data()) + (*base <= f ? 1 : 0);
+        }
         return (std::int64_t(bits >> 52) - 1023) * (std::int64_t(1) << m) + below;
     }
     // s = f 2^e with f in [1/2, 1): from the bits for normal s (std::frexp is a library call).
