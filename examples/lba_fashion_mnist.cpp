@@ -26,6 +26,8 @@
 #include <lowbit/nn/pooling.hpp>
 #include <lowbit/nn/relu.hpp>
 
+#include "fashion_mnist_cnn.hpp"
+
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -46,10 +48,11 @@
 namespace {
 
 namespace nn = lowbit::nn;
-using clock_type = std::chrono::steady_clock;
-
-double seconds_since(clock_type::time_point t) { return std::chrono::duration<double>(clock_type::now() - t).count(); }
-
+using lowbit_examples::clock_type;
+using lowbit_examples::evaluate;
+using lowbit_examples::images_of;
+using lowbit_examples::make_cnn;
+using lowbit_examples::seconds_since;
 struct options {
     bool quick = false;
     std::string out = "lba_fashion_mnist_out";
@@ -71,47 +74,6 @@ struct options {
     int threads = 0;
     std::size_t train_limit = 0, test_limit = 0;  // 0: all
 };
-
-// The CNN: two 3x3 convolutions (K = 9 and K = 32 * 9 = 288) with batch norm, ReLU and 2x2 max
-// pooling, then fully connected 3136 -> 128 (K = 3136) -> 10.
-nn::network make_cnn(std::uint64_t seed) {
-    nn::network net({1, 28, 28});
-    net.add("conv1", nn::conv2d({.channels = 1, .height = 28, .width = 28, .kernel = 3, .padding = 1}, 32, seed));
-    net.add("bn1", nn::batch_norm(32));
-    net.add("relu1", nn::relu{});
-    net.add("pool1", nn::max_pool2d({32, 28, 28}, 2));
-    net.add("conv2", nn::conv2d({.channels = 32, .height = 14, .width = 14, .kernel = 3, .padding = 1}, 64, seed + 1));
-    net.add("bn2", nn::batch_norm(64));
-    net.add("relu2", nn::relu{});
-    net.add("pool2", nn::max_pool2d({64, 14, 14}, 2));
-    net.add("flatten", nn::flatten{});
-    net.add("fc1", nn::linear(64 * 7 * 7, 128, seed + 2));
-    net.add("relu3", nn::relu{});
-    net.add("fc2", nn::linear(128, 10, seed + 3));
-    return net;
-}
-
-nn::tensor images_of(const nn::labeled_images& set, std::size_t begin, std::size_t end) {
-    return {set.images.middleRows(Eigen::Index(begin), Eigen::Index(end - begin)), {1, set.rows, set.cols}};
-}
-
-// Test-set accuracy, in batches of `batch`, with a progress line now and then.
-double evaluate(nn::network& net, const nn::labeled_images& set, std::size_t limit, const std::string& label) {
-    const std::size_t n = std::min(limit == 0 ? set.size() : limit, set.size());
-    const std::size_t batch = 500;
-    std::size_t correct = 0;
-    const auto started = clock_type::now();
-    for (std::size_t begin = 0; begin < n; begin += batch) {
-        const std::size_t end = std::min(n, begin + batch);
-        const nn::tensor out = net.forward(images_of(set, begin, end), nn::pass::inference);
-        correct += nn::correct_predictions(out.values, std::span(set.labels).subspan(begin, end - begin));
-        std::printf("\r  %-34s %6zu/%zu images  accuracy %6.2f%%  %5.1f s", label.c_str(), end, n,
-                    100.0 * double(correct) / double(end), seconds_since(started));
-        std::fflush(stdout);
-    }
-    std::printf("\n");
-    return 100.0 * double(correct) / double(n);
-}
 
 // A fixed number per stage name (FNV-1a), so each stage shuffles differently on every platform.
 std::uint64_t stage_salt(const std::string& stage) {

@@ -34,6 +34,8 @@
 #include <lowbit/sparse/zero_run_encoding.hpp>
 #include <lowbit/sparse/zero_skipping.hpp>
 
+#include "fashion_mnist_cnn.hpp"
+
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -52,11 +54,12 @@
 namespace {
 
 namespace nn = lowbit::nn;
+using lowbit_examples::clock_type;
+using lowbit_examples::evaluate;
+using lowbit_examples::images_of;
+using lowbit_examples::make_cnn;
+using lowbit_examples::seconds_since;
 namespace sp = lowbit::sparse;
-using clock_type = std::chrono::steady_clock;
-
-double seconds_since(clock_type::time_point t) { return std::chrono::duration<double>(clock_type::now() - t).count(); }
-
 struct options {
     bool quick = false;
     std::string out = "results";
@@ -73,25 +76,6 @@ struct options {
     int threads = 0;
     std::size_t train_limit = 0, test_limit = 0;
 };
-
-// The flagship's CNN (examples/lba_fashion_mnist.cpp): two 3x3 convolutions with batch norm, ReLU
-// and 2x2 max pooling, then fully connected 3136 -> 128 -> 10.
-nn::network make_cnn(std::uint64_t seed) {
-    nn::network net({1, 28, 28});
-    net.add("conv1", nn::conv2d({.channels = 1, .height = 28, .width = 28, .kernel = 3, .padding = 1}, 32, seed));
-    net.add("bn1", nn::batch_norm(32));
-    net.add("relu1", nn::relu{});
-    net.add("pool1", nn::max_pool2d({32, 28, 28}, 2));
-    net.add("conv2", nn::conv2d({.channels = 32, .height = 14, .width = 14, .kernel = 3, .padding = 1}, 64, seed + 1));
-    net.add("bn2", nn::batch_norm(64));
-    net.add("relu2", nn::relu{});
-    net.add("pool2", nn::max_pool2d({64, 14, 14}, 2));
-    net.add("flatten", nn::flatten{});
-    net.add("fc1", nn::linear(64 * 7 * 7, 128, seed + 2));
-    net.add("relu3", nn::relu{});
-    net.add("fc2", nn::linear(128, 10, seed + 3));
-    return net;
-}
 
 const std::vector<std::string> gemm_layers{"conv1", "conv2", "fc1", "fc2"};
 
@@ -111,26 +95,6 @@ nn::gemm_datapath m7e4_datapath() {
             .weights = nn::range_biased_float{},
             .activations = nn::range_biased_float{},
             .stats = nullptr};
-}
-
-nn::tensor images_of(const nn::labeled_images& set, std::size_t begin, std::size_t end) {
-    return {set.images.middleRows(Eigen::Index(begin), Eigen::Index(end - begin)), {1, set.rows, set.cols}};
-}
-
-double evaluate(nn::network& net, const nn::labeled_images& set, std::size_t limit, const std::string& label) {
-    const std::size_t n = std::min(limit == 0 ? set.size() : limit, set.size());
-    std::size_t correct = 0;
-    const auto started = clock_type::now();
-    for (std::size_t begin = 0; begin < n; begin += 500) {
-        const std::size_t end = std::min(n, begin + 500);
-        const nn::tensor out = net.forward(images_of(set, begin, end), nn::pass::inference);
-        correct += nn::correct_predictions(out.values, std::span(set.labels).subspan(begin, end - begin));
-        std::printf("\r  %-32s %6zu/%zu images  accuracy %6.2f%%  %5.1f s", label.c_str(), end, n,
-                    100.0 * double(correct) / double(end), seconds_since(started));
-        std::fflush(stdout);
-    }
-    std::printf("\n");
-    return 100.0 * double(correct) / double(n);
 }
 
 // Adam for `epochs` (fractional) over shuffled training data; after every step the pruner (if
