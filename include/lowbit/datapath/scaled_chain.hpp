@@ -17,6 +17,8 @@
 //     Its result interleaves the two vectors' lanes. Rather than undo that at every step, the
 //     rows of B are laid out in the lane order that each step's accumulators have (pair_column),
 //     and the totals are put back in order once at the end.
+// With Count, the sequential chain also counts the events of gemm_stats in vector lanes (see
+// scaled_events): about twice the uncounted time.
 // A flush here gives +0 where the format gives a zero of the sum's sign. Zeros of either sign add
 // alike to anything non-zero, so every result that is not zero is the same as the general
 // chain's, and so is every sum before a rounding. A result that is zero takes the sign of the last
