@@ -14,6 +14,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <exception>
+#include <filesystem>
 #include <cstdint>
 #include <cstdio>
 #include <span>
@@ -68,6 +70,20 @@ inline double evaluate(nn::network& net, const nn::labeled_images& set, std::siz
     }
     std::printf("\n");
     return 100.0 * double(correct) / double(n);
+}
+
+// Loads the cached fp32 weights into net unless retrain is set or the file is missing or unusable
+// (then says why); true when loaded.
+inline bool load_cached(nn::network& net, const std::string& cache, bool retrain) {
+    if (retrain || !std::filesystem::exists(cache)) return false;
+    try {
+        net.load(cache);
+        std::printf("\n1. fp32 training: loaded the cached weights %s (--retrain to train again)\n", cache.c_str());
+        return true;
+    } catch (const std::exception& e) {
+        std::printf("\n1. the cached weights cannot be used (%s): training\n", e.what());
+        return false;
+    }
 }
 
 }  // namespace lowbit_examples

@@ -51,6 +51,7 @@ namespace nn = lowbit::nn;
 using lowbit_examples::clock_type;
 using lowbit_examples::evaluate;
 using lowbit_examples::images_of;
+using lowbit_examples::load_cached;
 using lowbit_examples::make_cnn;
 using lowbit_examples::seconds_since;
 struct options {
@@ -374,17 +375,7 @@ int main(int argc, char** argv) {
                               (o.quick ? "_quick" : "") + ".weights";
     std::vector<curve_point> curve;
     double fp32_epoch_seconds = std::nan("");
-    bool trained = false;
-    if (!o.retrain && std::filesystem::exists(cache)) {
-        try {
-            net.load(cache);
-            trained = true;
-            std::printf("\n1. fp32 training: loaded the cached weights %s (--retrain to train again)\n", cache.c_str());
-        } catch (const std::exception& e) {
-            std::printf("\n1. the cached weights cannot be used (%s): training\n", e.what());
-        }
-    }
-    if (!trained) {
+    if (!load_cached(net, cache, o.retrain)) {
         std::printf("\n1. fp32 training: %d epochs, Adam, learning rate %g, batches of %d\n", o.epochs, o.learning_rate,
                     o.batch);
         nn::adam opt(net.parameters(true), {.learning_rate = o.learning_rate});

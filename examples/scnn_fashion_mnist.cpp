@@ -57,6 +57,7 @@ namespace nn = lowbit::nn;
 using lowbit_examples::clock_type;
 using lowbit_examples::evaluate;
 using lowbit_examples::images_of;
+using lowbit_examples::load_cached;
 using lowbit_examples::make_cnn;
 using lowbit_examples::seconds_since;
 namespace sp = lowbit::sparse;
@@ -300,17 +301,7 @@ int main(int argc, char** argv) {
         nn::network net = make_cnn(o.seed);
         const std::string cache = o.out + "/scnn_cnn_fp32_" + std::to_string(o.epochs) + "ep_seed" +
                                   std::to_string(o.seed) + (o.quick ? "_quick" : "") + ".weights";
-        bool trained = false;
-        if (!o.retrain && std::filesystem::exists(cache)) {
-            try {
-                net.load(cache);
-                trained = true;
-                std::printf("\n1. fp32 training: loaded %s (--retrain to train again)\n", cache.c_str());
-            } catch (const std::exception& e) {
-                std::printf("\n1. the cached weights cannot be used (%s): training\n", e.what());
-            }
-        }
-        if (!trained) {
+        if (!load_cached(net, cache, o.retrain)) {
             std::printf("\n1. fp32 training: %d epochs, Adam %g, batches of %d\n", o.epochs, o.learning_rate, o.batch);
             nn::adam opt(net.parameters(true), {.learning_rate = o.learning_rate});
             for (int e = 0; e < o.epochs; ++e) {
