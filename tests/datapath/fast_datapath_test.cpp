@@ -318,3 +318,132 @@ TEST_CASE("fast path: inputs on a grid the spec does not declare take it too") {
     CHECK(report.kernel == lowbit::gemm_kernel::exact);
     CHECK_THAT(report.reason, Catch::Contains("not exact in fp32"));
 }
+
+TEST_CASE("round_shift: the accumulator rounding of formats with subnormals equals the rounding core") {
+    // The lane operation chosen for fp16-, bf16- or e5m2-like accumulators, against
+    // round_with_plan (MPFR-checked in tests/rounding) on a sweep of every 4099th float bit pattern
+    // and on every point of the subnormal grid, the midpoints and their neighbours.
+    const lowbit::float_format formats[] = {
+        lowbit::fp16, lowbit::bf16, lowbit::fp8_e5m2,
+        {.exp_bits = 8, .man_bits = 1, .bias = 127},                            // g = -127: 2^-g is fp32's largest power
+        {.exp_bits = 6, .man_bits = 21, .bias = 20, .specials = lowbit::special_values::none},
+        {.exp_bits = 5, .man_bits = 3, .bias = 15, .specials = lowbit::special_values::fn}};  // overflow to NaN
+    const lowbit::detail::value_grid addends{.smallest_step = -149, .significand_bits = 24, .max_magnitude = FLT_MAX,
+                                             .finite = true};
+    for (const auto& format : formats)
+        for (const auto policy : {lowbit::overflow::infinity, lowbit::overflow::saturate})
+            for (const rounding mode : deterministic) {
+                const lowbit::float_quantizer q{.format = format, .mode = mode, .on_overflow = policy};
+                INFO(lowbit::to_string(format) << " / " << lowbit::to_string(mode) << " / " << lowbit::to_string(policy));
+                const auto op = lowbit::detail::choose_accumulator(q, addends, false);
+                REQUIRE(op);
+                const auto plan = lowbit::rounding_plan<float>::make(format, policy, 32);
+                std::visit(
+                    [&](const auto& chosen) {
+                        const auto& r = lowbit::detail::float_rounding(chosen);
+                        using R = std::decay_t<decltype(r)>;
+                        constexpr bool is_shift = requires(const R& x) { x.to_grid; };
+                        REQUIRE(is_shift);
+                        if constexpr (is_shift) {
+                            std::uint64_t mismatches = 0;
+                            float first = 0;
+                            const auto check = [&](float x) {
+                                const float expected =
+                                    lowbit::dispatch_rounding(mode, [&](auto m) { return lowbit::round_with_plan<m(), float>(x, plan); });
+                                const float got = r(x);
+                                const bool same = (std::isnan(expected) && std::isnan(got)) ||
+                                                  std::bit_cast<std::uint32_t>(expected) == std::bit_cast<std::uint32_t>(got);
+                                if (!same && mismatches++ == 0) first = x;
+                            };
+                            for (std::uint64_t b = 0; b < (std::uint64_t(1) << 32); b += 4099)
+                                check(std::bit_cast<float>(std::uint32_t(b)));
+                            const double step = format.min_normal() * format.epsilon();
+                            for (int k = 0; k <= (2 << format.man_bits) + 2; ++k)
+                                for (const double at : {k * step, (k + 0.5) * step})
+                                    for (const float sign : {1.0f, -1.0f}) {
+                                        const float x = sign * float(at);
+                                        check(x);
+                                        check(std::nextafter(x, 0.0f));
+                                        check(std::nextafter(x, 2 * x + sign));
+                                    }
+                            for (const double edge : {format.max_finite(), format.min_normal()})
+                                for (const float sign : {1.0f, -1.0f}) {
+                                    float x = sign * float(edge);
+                                    for (int i = 0; i < 64; ++i) x = std::nextafter(x, 0.0f);
+                                    for (int i = 0; i < 128 && std::isfinite(x); ++i, x = std::nextafter(x, 2 * x)) check(x);
+                                }
+                            INFO("first mismatch at " << first);
+                            CHECK(mismatches == 0);
+                            // An infinite sum is an overflow (an exact sum beyond fp32's range, or
+                            // an infinity the overflow made): it rounds as fp32's largest value does.
+                            for (const float sign : {1.0f, -1.0f}) {
+                                const float expected = lowbit::dispatch_rounding(mode, [&](auto m) {
+                                    return lowbit::round_with_plan<m(), float>(sign * FLT_MAX, plan);
+                                });
+                                CHECK(std::bit_cast<std::uint32_t>(r(sign * std::numeric_limits<float>::infinity())) ==
+                                      std::bit_cast<std::uint32_t>(expected));
+                            }
+                            if (format.specials != lowbit::special_values::none)
+                                CHECK(std::isnan(r(std::numeric_limits<float>::quiet_NaN())));
+                        }
+                    },
+                    *op);
+            }
+}
+
+TEST_CASE("fast path equals the exact path: sums beyond fp32's largest value (wide accumulators)") {
+    // bf16-range accumulators sum products near fp32's largest value: fp32's addition overflows
+    // to infinity where the exact sum is finite, which toward_zero rounds to the largest value.
+    std::mt19937 gen(31);
+    std::uniform_real_distribution<float> magnitude(1.0e19f, 1.8e19f);
+    std::bernoulli_distribution negative(0.3);
+    const lowbit::float_format accumulators[] = {lowbit::bf16, {.exp_bits = 8, .man_bits = 3, .bias = 127},
+                                                 {.exp_bits = 8, .man_bits = 3, .bias = 127, .subnormals = false}};
+    for (const auto& acc_format : accumulators)
+        for (const auto policy : {lowbit::overflow::infinity, lowbit::overflow::saturate})
+            for (const rounding mode : deterministic) {
+                const lowbit::float_quantizer in{.format = lowbit::bf16};
+                const lowbit::float_quantizer acc{.format = acc_format, .mode = mode, .on_overflow = policy};
+                const lowbit::gemm_spec spec{.input_a = in, .input_b = in, .accumulator = acc, .chunk = 4,
+                                             .chunk_accumulator = acc};
+                Eigen::MatrixXf A(3, 9), B(9, 70);
+                for (Eigen::Index i = 0; i < A.size(); ++i) A.data()[i] = magnitude(gen) * (negative(gen) ? -1.0f : 1.0f);
+                for (Eigen::Index i = 0; i < B.size(); ++i) B.data()[i] = magnitude(gen) * (negative(gen) ? -1.0f : 1.0f);
+                INFO(lowbit::to_string(acc_format) << " / " << lowbit::to_string(mode) << " / " << lowbit::to_string(policy));
+                lowbit::gemm_stats stats;
+                lowbit::gemm_report report;
+                Eigen::MatrixXf C(3, 70);
+                lowbit::gemm(A, B, C, spec, nullptr, &report);
+                if (acc_format.subnormals) CHECK(report.kernel != lowbit::gemm_kernel::exact);  // round_shift
+                CHECK(same_bits(exact_gemm(A, B, spec, stats), C));
+            }
+}
+
+TEST_CASE("fast path equals the exact path: accumulators with subnormals that also sum the chunks") {
+    // fp16, bf16, e5m2 and an MxE5 with subnormals as accumulator and chunk accumulator: on
+    // AVX-512 the chains of shift_rounding.hpp (fp16 in the hardware's modes by its conversion),
+    // elsewhere the auto-vectorized chain. Magnitudes spread wide, so that sums lose bits in fp32,
+    // reach the subnormals and overflow; ragged k against the chunk.
+    std::mt19937 gen(41);
+    const lowbit::float_format accumulators[] = {lowbit::fp16, lowbit::bf16, lowbit::fp8_e5m2,
+                                                 {.exp_bits = 5, .man_bits = 6, .bias = 20}};
+    const lowbit::float_quantizer in{.format = lowbit::fp8_e4m3, .on_overflow = lowbit::overflow::saturate};  // finite
+    for (const auto& acc_format : accumulators)
+        for (const auto policy : {lowbit::overflow::infinity, lowbit::overflow::saturate})
+            for (const rounding mode : deterministic)
+                for (const auto& [k, chunk] : {std::pair{1, 16}, {7, 16}, {45, 16}, {64, 16}, {50, 3}, {33, 64}}) {
+                    const lowbit::float_quantizer acc{.format = acc_format, .mode = mode, .on_overflow = policy};
+                    const lowbit::gemm_spec spec{.input_a = in, .input_b = in, .accumulator = acc, .chunk = chunk,
+                                                 .chunk_accumulator = acc};
+                    const auto A = scaled_normal(3, k, gen, 7), B = scaled_normal(k, 70, gen, 7);
+                    INFO(lowbit::to_string(acc_format) << " / " << lowbit::to_string(mode) << " / "
+                                                       << lowbit::to_string(policy) << " / k " << k << " / chunk " << chunk);
+                    lowbit::gemm_stats stats;
+                    lowbit::gemm_report report;
+                    Eigen::MatrixXf C(3, 70);
+                    lowbit::gemm(A, B, C, spec, nullptr, &report);
+                    INFO(report.reason);
+                    CHECK(report.kernel == lowbit::gemm_kernel::vectorized_chain);
+                    CHECK(same_bits(exact_gemm(A, B, spec, stats), C));
+                }
+}

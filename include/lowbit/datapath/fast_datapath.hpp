@@ -23,8 +23,9 @@
 //     binade 2^H need H - L <= 24 bits, and sums at or above 2^H overflow whether rounded or
 //     not. Or, for wider spans (MxE5 accumulators), formats of at most 21 mantissa bits whose
 //     values are floats: each fp32 sum is then rounded to odd before the format's rounding
-//     (odd_sum), which equals rounding the exact sum. Or fp32 itself in nearest_even, which is the
-//     hardware's own addition.
+//     (odd_sum), which equals rounding the exact sum; formats with subnormals (fp16, bf16, e5m2)
+//     then round on the sum's bits (round_shift, shift_rounding.hpp, which also holds their
+//     AVX-512 chain). Or fp32 itself in nearest_even, which is the hardware's own addition.
 //   - models: sequential and fma as above; pairwise (the same sums, as a tree over the chunk's
 //     products); fused (the chunk's products summed in double, exact when they fit 53 bits, then
 //     rounded once); aligned (terms that are normal floats or zero, cut on their bits, and a
@@ -45,6 +46,7 @@
 #include <lowbit/datapath/reused_buffer.hpp>
 #include <lowbit/formats/format_names.hpp>
 #include <lowbit/datapath/scaled_chain.hpp>
+#include <lowbit/datapath/shift_rounding.hpp>
 #include <lowbit/datapath/thread_count.hpp>
 #include <lowbit/rounding/rounding_plan.hpp>
 
@@ -184,19 +186,7 @@ struct round_flush_saturate {
     [[gnu::always_inline]] float counted(float s, std::uint32_t& overflowed) const {
         const std::uint32_t bits = std::bit_cast<std::uint32_t>(s);
         const std::uint32_t sign = bits & 0x80000000u, magnitude = bits ^ sign;
-        std::uint32_t rounded;
-        if constexpr (Mode == rounding::nearest_even)  // + half - 1, + 1 more when the kept lsb is odd
-            rounded = (magnitude + (below >> 1) + ((magnitude >> shift) & 1u)) & ~below;
-        else if constexpr (Mode == rounding::nearest_away)
-            rounded = (magnitude + ((below + 1) >> 1)) & ~below;
-        else if constexpr (Mode == rounding::toward_zero)
-            rounded = bits & (~below & 0x7FFFFFFFu);  // (one mask for the sign and the dropped bits)
-        else if constexpr (Mode == rounding::toward_positive)
-            rounded = (magnitude + (sign != 0 ? 0u : below)) & ~below;
-        else if constexpr (Mode == rounding::toward_negative)
-            rounded = (magnitude + (sign != 0 ? below : 0u)) & ~below;
-        else
-            rounded = (magnitude & ~below) | ((magnitude & below) != 0 ? below + 1 : 0u);
+        std::uint32_t rounded = shift_round<Mode>(bits, sign, magnitude, shift, below);
         overflowed = std::uint32_t(rounded > max_finite_bits);
         rounded = std::min(rounded, max_finite_bits);
         std::uint32_t up_bits = up_bits_positive;
@@ -231,7 +221,9 @@ struct odd_sum {
     friend bool operator==(const odd_sum&, const odd_sum&) = default;
 };
 
-// x + y rounded to odd in fp32, and whether that was inexact (0/1).
+// x + y rounded to odd in fp32, and whether that was inexact (0/1). A sum beyond fp32's largest
+// value is an infinity here, not the largest value; the accumulator's rounding takes an infinite
+// sum as an overflow (round_shift, choose_accumulator).
 [[gnu::always_inline]] inline float sum_round_odd(float x, float y, std::uint32_t& inexact) {
     const float sum = x + y;
     const float y_part = sum - x, x_part = sum - y_part;
@@ -299,18 +291,23 @@ using odd_flush_saturate = odd_sum<round_flush_saturate<Mode>>;
 template <rounding Mode>
 using odd_any = odd_sum<round_any<Mode>>;
 template <rounding Mode>
-using odd_normal = odd_sum<round_normal<Mode>>;
+using odd_shift = odd_sum<round_shift<Mode>>;
 
 using product_op = variant_of<types<product_exact, product_range<true>, product_range<false>>, each_mode<round_any>,
                               each_mode<round_normal>>::type;
 using accumulate_op = variant_of<types<sum_fp32, sum_fp32_saturating>, each_mode<round_flush_saturate>,
-                                 each_mode<round_any>, each_mode<round_normal>, each_mode<odd_flush_saturate>,
-                                 each_mode<odd_any>, each_mode<odd_normal>>::type;
+                                 each_mode<round_any>, each_mode<round_shift>, each_mode<odd_flush_saturate>,
+                                 each_mode<odd_any>, each_mode<odd_shift>>::type;
 
 template <class Op>
 constexpr bool is_odd_sum = false;
 template <class Inner>
 constexpr bool is_odd_sum<odd_sum<Inner>> = true;
+
+template <class Op>
+constexpr bool is_odd_shift = false;
+template <rounding Mode>
+constexpr bool is_odd_shift<odd_sum<round_shift<Mode>>> = true;
 
 template <class Op>
 constexpr bool is_flush_saturate = false;
@@ -413,6 +410,10 @@ void fused_pass(const float* a, const float* b, std::ptrdiff_t ldb, int n, const
 template <class P, class A, bool Count>
 void fused_chunks_pass(const float* a, const float* b, std::ptrdiff_t ldb, std::int64_t n, std::int64_t chunk,
                        const void* product, const void* accumulate, float* total_io, gemm_stats* stats) {
+#if defined(__AVX512F__)
+    if constexpr (!Count && std::is_same_v<P, product_exact> && is_odd_shift<A>)
+        return odd_shift_chunks(a, b, ldb, n, chunk, static_cast<const A*>(accumulate)->inner, total_io);
+#endif
     const P prod = *static_cast<const P*>(product);  // local copies: stores cannot alias them
     const A step = *static_cast<const A*>(accumulate);
     std::conditional_t<Count, lane_events, no_events> events;
@@ -526,6 +527,8 @@ template <class A>
 constexpr bool has_float_rounding = !std::is_same_v<A, sum_fp32> && !std::is_same_v<A, sum_fp32_saturating>;
 template <rounding Mode>
 bool keeps_at_most_22_bits(const round_flush_saturate<Mode>& op) { return op.shift >= 2; }
+template <rounding Mode>
+bool keeps_at_most_22_bits(const round_shift<Mode>& op) { return op.shift >= 2; }
 template <rounding Mode, kernel_inputs In>
 bool keeps_at_most_22_bits(const round_full<Mode, In>& op) { return op.plan.man_bits <= 21; }
 template <class Inner>
@@ -730,10 +733,47 @@ inline std::optional<accumulate_op> choose_accumulator(const quantizer& q, const
         });
     }
     const auto plan = rounding_plan<float>::make(f, q.as_float()->on_overflow, q.as_float()->random_bits);
-    return dispatch_deterministic(mode, [&](auto m) -> accumulate_op {
-        if (lowest >= -126) return summed(round_normal<m()>{plan});
-        return summed(round_any<m()>{plan});
-    });
+    // (2^-g, g the subnormals' step, must be a float for round_shift, unless the format's
+    // subnormals are fp32's: then the constant shift rounds them too, and no sum takes the other way)
+    const bool fp32_subnormals = f.emin() == -126;
+    if (f.subnormals && f.man_bits >= 1 && f.man_bits <= 22 && (fp32_subnormals || f.emin() - f.man_bits >= -127)) {
+        return dispatch_deterministic(mode, [&](auto m) -> accumulate_op {
+            constexpr rounding M = m();
+            const auto bits = [](float x) { return std::bit_cast<std::uint32_t>(x); };
+            // What the format's own rounding gives beyond its range (it is the same for every sum
+            // there: rounding is monotone and saturates), and for infinities.
+            const auto rounded = [&](float x) { return bits(round_with_plan<M, float>(x, plan)); };
+            round_shift<M> op{};
+            op.shift = std::uint32_t(23 - f.man_bits);
+            op.below = (std::uint32_t(1) << op.shift) - 1;
+            op.min_normal_bits = fp32_subnormals ? 0u : bits(float(f.min_normal()));
+            op.max_finite_bits = bits(float(f.max_finite()));
+            op.overflow_positive = rounded(FLT_MAX);
+            op.overflow_negative = rounded(-FLT_MAX);
+            op.not_a_number = rounded(std::numeric_limits<float>::quiet_NaN());
+            using conversion = typename round_shift<M>::conversion;
+            const bool ieee_overflow = q.as_float()->on_overflow == overflow::infinity;
+            if (f == fp16 && ieee_overflow && M != rounding::nearest_away && M != rounding::odd)
+                op.hardware = conversion::binary16;
+            // (sums of multiples of 2^-126 round to multiples of 2^-126 in bf16: none is subnormal)
+            if (f == bf16 && ieee_overflow && M == rounding::nearest_even && addend.smallest_step >= -126)
+                op.hardware = conversion::bfloat16;
+            op.to_grid = fp32_subnormals ? 1.0f : std::ldexp(1.0f, f.man_bits - f.emin());
+            op.from_grid = fp32_subnormals ? 1.0f : std::ldexp(1.0f, f.emin() - f.man_bits);
+            return summed(op);
+        });
+    }
+    // An odd sum beyond fp32's range is an infinity (sum_round_odd), which must round as the
+    // overflow it is.
+    if (!exact_sums && f.max_finite() + addend.max_magnitude >= double(FLT_MAX)) {
+        const bool same = dispatch_deterministic(mode, [&](auto m) {
+            const auto rounded = [&](float x) { return std::bit_cast<std::uint32_t>(round_with_plan<m(), float>(x, plan)); };
+            constexpr float inf = std::numeric_limits<float>::infinity();
+            return rounded(inf) == rounded(FLT_MAX) && rounded(-inf) == rounded(-FLT_MAX);
+        });
+        if (!same) return {};
+    }
+    return dispatch_deterministic(mode, [&](auto m) -> accumulate_op { return summed(round_any<m()>{plan}); });
 }
 
 // Why a quantizer cannot be a product or accumulator rounding in fp32 lanes.
