@@ -733,36 +733,10 @@ inline std::optional<accumulate_op> choose_accumulator(const quantizer& q, const
         });
     }
     const auto plan = rounding_plan<float>::make(f, q.as_float()->on_overflow, q.as_float()->random_bits);
-    // (2^-g, g the subnormals' step, must be a float for round_shift, unless the format's
-    // subnormals are fp32's: then the constant shift rounds them too, and no sum takes the other way)
-    const bool fp32_subnormals = f.emin() == -126;
-    if (f.subnormals && f.man_bits >= 1 && f.man_bits <= 22 && (fp32_subnormals || f.emin() - f.man_bits >= -127)) {
+    if (round_shift_applies(f))
         return dispatch_deterministic(mode, [&](auto m) -> accumulate_op {
-            constexpr rounding M = m();
-            const auto bits = [](float x) { return std::bit_cast<std::uint32_t>(x); };
-            // What the format's own rounding gives beyond its range (it is the same for every sum
-            // there: rounding is monotone and saturates), and for infinities.
-            const auto rounded = [&](float x) { return bits(round_with_plan<M, float>(x, plan)); };
-            round_shift<M> op{};
-            op.shift = std::uint32_t(23 - f.man_bits);
-            op.below = (std::uint32_t(1) << op.shift) - 1;
-            op.min_normal_bits = fp32_subnormals ? 0u : bits(float(f.min_normal()));
-            op.max_finite_bits = bits(float(f.max_finite()));
-            op.overflow_positive = rounded(FLT_MAX);
-            op.overflow_negative = rounded(-FLT_MAX);
-            op.not_a_number = rounded(std::numeric_limits<float>::quiet_NaN());
-            using conversion = typename round_shift<M>::conversion;
-            const bool ieee_overflow = q.as_float()->on_overflow == overflow::infinity;
-            if (f == fp16 && ieee_overflow && M != rounding::nearest_away && M != rounding::odd)
-                op.hardware = conversion::binary16;
-            // (sums of multiples of 2^-126 round to multiples of 2^-126 in bf16: none is subnormal)
-            if (f == bf16 && ieee_overflow && M == rounding::nearest_even && addend.smallest_step >= -126)
-                op.hardware = conversion::bfloat16;
-            op.to_grid = fp32_subnormals ? 1.0f : std::ldexp(1.0f, f.man_bits - f.emin());
-            op.from_grid = fp32_subnormals ? 1.0f : std::ldexp(1.0f, f.emin() - f.man_bits);
-            return summed(op);
+            return summed(make_round_shift<m()>(f, q.as_float()->on_overflow, addend.smallest_step));
         });
-    }
     // An odd sum beyond fp32's range is an infinity (sum_round_odd), which must round as the
     // overflow it is.
     if (!exact_sums && f.max_finite() + addend.max_magnitude >= double(FLT_MAX)) {

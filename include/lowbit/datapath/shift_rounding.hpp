@@ -13,12 +13,19 @@
 // eight chains, not four, hide the latency.
 #pragma once
 
+#include <lowbit/formats/float_format.hpp>
+#include <lowbit/formats/format_names.hpp>
 #include <lowbit/rounding/modes.hpp>
+#include <lowbit/rounding/rounding_plan.hpp>
 
 #include <algorithm>
 #include <bit>
+#include <cfloat>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
+#include <stdexcept>
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -112,6 +119,45 @@ struct round_shift {
     }
 };
 
+
+// Whether round_shift serves the format: signed, with zero and subnormals, 1 to 22 mantissa bits,
+// within fp32's range; and 2^-g a float (g the subnormals' step), unless its subnormals are fp32's:
+// then the constant shift rounds them too, and no sum takes the other way.
+inline bool round_shift_applies(const float_format& f) {
+    return format_fits<float>(f) && f.is_signed && f.has_zero && f.subnormals && f.man_bits >= 1 &&
+           f.man_bits <= 22 && (f.emin() == -126 || f.emin() - f.man_bits >= -127);
+}
+
+// The operation for such a format, its overflow policy and a chain whose addends are multiples of
+// 2^addend_step.
+template <rounding Mode>
+round_shift<Mode> make_round_shift(const float_format& f, overflow on_overflow, int addend_step) {
+    if (!round_shift_applies(f)) throw std::logic_error("lowbit: round_shift for " + to_string(f));
+    const auto plan = rounding_plan<float>::make(f, on_overflow, 32);
+    const auto bits = [](float x) { return std::bit_cast<std::uint32_t>(x); };
+    // What the format's own rounding gives beyond its range (the same for every sum there:
+    // rounding is monotone and saturates), and for NaN.
+    const auto rounded = [&](float x) { return bits(round_with_plan<Mode, float>(x, plan)); };
+    const bool fp32_subnormals = f.emin() == -126;
+    round_shift<Mode> op{};
+    op.shift = std::uint32_t(23 - f.man_bits);
+    op.below = (std::uint32_t(1) << op.shift) - 1;
+    op.min_normal_bits = fp32_subnormals ? 0u : bits(float(f.min_normal()));
+    op.max_finite_bits = bits(float(f.max_finite()));
+    op.overflow_positive = rounded(FLT_MAX);
+    op.overflow_negative = rounded(-FLT_MAX);
+    op.not_a_number = rounded(std::numeric_limits<float>::quiet_NaN());
+    op.to_grid = fp32_subnormals ? 1.0f : std::ldexp(1.0f, f.man_bits - f.emin());
+    op.from_grid = fp32_subnormals ? 1.0f : std::ldexp(1.0f, f.emin() - f.man_bits);
+    using conversion = typename round_shift<Mode>::conversion;
+    const bool ieee_overflow = on_overflow == overflow::infinity;
+    if (f == fp16 && ieee_overflow && Mode != rounding::nearest_away && Mode != rounding::odd)
+        op.hardware = conversion::binary16;
+    // (sums of multiples of 2^-126 round to multiples of 2^-126 in bf16: none is subnormal)
+    if (f == bf16 && ieee_overflow && Mode == rounding::nearest_even && addend_step >= -126)
+        op.hardware = conversion::bfloat16;
+    return op;
+}
 
 #if defined(__AVX512F__)
 // ---- AVX-512 ----
