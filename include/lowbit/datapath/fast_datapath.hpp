@@ -162,44 +162,6 @@ struct sum_fp32_saturating {  // the same, with infinities (overflowed or added)
     friend bool operator==(const sum_fp32_saturating&, const sum_fp32_saturating&) = default;
 };
 
-// An accumulator format without subnormals that saturates, for finite sums. On the bits of the
-// sum's magnitude: normal sums round by dropping a constant number of bits, and saturation is a
-// minimum. A sum below the smallest normal becomes a zero of its sign, or the smallest normal
-// where the mode rounds it up to that: |s| >= a threshold (per sign), at most min_normal. There
-// the constant-shift rounding gives at most min_normal (it rounds within the binade below), so a
-// maximum with min_normal gives it; above min_normal that maximum changes nothing. A mode that
-// never rounds such sums up has the threshold min_normal. (Integer minimum, maximum and select
-// on magnitudes are single vector instructions, which keeps this chain short.)
-template <rounding Mode>
-struct round_flush_saturate {
-    std::uint32_t shift;  // bits dropped from a normal sum: 23 - man_bits, >= 1
-    std::uint32_t below;  // those bits' mask
-    std::uint32_t min_normal_bits, max_finite_bits;
-    std::uint32_t up_bits_positive;  // |s|'s bits >= this: up to min_normal (for s > 0) ...
-    std::uint32_t up_bits_negative;  // ... and for s < 0
-    [[gnu::always_inline]] float operator()(float s) const {
-        std::uint32_t overflowed;
-        return counted(s, overflowed);
-    }
-    // `overflowed`: the rounding without an upper limit went beyond the largest finite value
-    // (rounding is monotone and that value is on the grid, so only sums beyond it can).
-    [[gnu::always_inline]] float counted(float s, std::uint32_t& overflowed) const {
-        const std::uint32_t bits = std::bit_cast<std::uint32_t>(s);
-        const std::uint32_t sign = bits & 0x80000000u, magnitude = bits ^ sign;
-        std::uint32_t rounded = shift_round<Mode>(bits, sign, magnitude, shift, below);
-        overflowed = std::uint32_t(rounded > max_finite_bits);
-        rounded = std::min(rounded, max_finite_bits);
-        std::uint32_t up_bits = up_bits_positive;
-        if constexpr (Mode == rounding::toward_positive || Mode == rounding::toward_negative)
-            up_bits = sign != 0 ? up_bits_negative : up_bits_positive;
-        // Truncation keeps |s| >= min_normal (= up_bits) exactly when it keeps rounded >= it, so it
-        // needs no separate magnitude.
-        const std::uint32_t compared = Mode == rounding::toward_zero ? rounded : magnitude;
-        rounded = std::max(rounded, min_normal_bits) & (0u - std::uint32_t(compared >= up_bits));  // (a mask: see product_range)
-        return std::bit_cast<float>(rounded | sign);
-    }
-    friend bool operator==(const round_flush_saturate&, const round_flush_saturate&) = default;
-};
 
 // x + y rounded by an accumulator operation. Where fp32's addition is exact for every pair of
 // values (see the top), that is all.
@@ -305,11 +267,6 @@ template <class Inner>
 constexpr bool is_odd_sum<odd_sum<Inner>> = true;
 
 template <class Op>
-constexpr bool is_odd_shift = false;
-template <rounding Mode>
-constexpr bool is_odd_shift<odd_sum<round_shift<Mode>>> = true;
-
-template <class Op>
 constexpr bool is_flush_saturate = false;
 template <rounding Mode>
 constexpr bool is_flush_saturate<round_flush_saturate<Mode>> = true;
@@ -411,8 +368,10 @@ template <class P, class A, bool Count>
 void fused_chunks_pass(const float* a, const float* b, std::ptrdiff_t ldb, std::int64_t n, std::int64_t chunk,
                        const void* product, const void* accumulate, float* total_io, gemm_stats* stats) {
 #if defined(__AVX512F__)
-    if constexpr (!Count && std::is_same_v<P, product_exact> && is_odd_shift<A>)
-        return odd_shift_chunks(a, b, ldb, n, chunk, static_cast<const A*>(accumulate)->inner, total_io);
+    // (accumulators of odd sums with a vector rounding: shift_rounding.hpp's chain)
+    if constexpr (!Count && std::is_same_v<P, product_exact> && is_odd_sum<A>)
+        if constexpr (has_odd_chain<decltype(A::inner)>)
+            return odd_chunks(a, b, ldb, n, chunk, static_cast<const A*>(accumulate)->inner, total_io);
 #endif
     const P prod = *static_cast<const P*>(product);  // local copies: stores cannot alias them
     const A step = *static_cast<const A*>(accumulate);

@@ -54,6 +54,45 @@ template <rounding Mode>
         return (magnitude & ~below) | ((magnitude & below) != 0 ? below + 1 : 0u);
 }
 
+// An accumulator format without subnormals that saturates, for finite sums. On the bits of the
+// sum's magnitude: normal sums round by dropping a constant number of bits, and saturation is a
+// minimum. A sum below the smallest normal becomes a zero of its sign, or the smallest normal
+// where the mode rounds it up to that: |s| >= a threshold (per sign), at most min_normal. There
+// the constant-shift rounding gives at most min_normal (it rounds within the binade below), so a
+// maximum with min_normal gives it; above min_normal that maximum changes nothing. A mode that
+// never rounds such sums up has the threshold min_normal. (Integer minimum, maximum and select
+// on magnitudes are single vector instructions, which keeps this chain short.)
+template <rounding Mode>
+struct round_flush_saturate {
+    std::uint32_t shift;  // bits dropped from a normal sum: 23 - man_bits, >= 1
+    std::uint32_t below;  // those bits' mask
+    std::uint32_t min_normal_bits, max_finite_bits;
+    std::uint32_t up_bits_positive;  // |s|'s bits >= this: up to min_normal (for s > 0) ...
+    std::uint32_t up_bits_negative;  // ... and for s < 0
+    [[gnu::always_inline]] float operator()(float s) const {
+        std::uint32_t overflowed;
+        return counted(s, overflowed);
+    }
+    // `overflowed`: the rounding without an upper limit went beyond the largest finite value
+    // (rounding is monotone and that value is on the grid, so only sums beyond it can).
+    [[gnu::always_inline]] float counted(float s, std::uint32_t& overflowed) const {
+        const std::uint32_t bits = std::bit_cast<std::uint32_t>(s);
+        const std::uint32_t sign = bits & 0x80000000u, magnitude = bits ^ sign;
+        std::uint32_t rounded = shift_round<Mode>(bits, sign, magnitude, shift, below);
+        overflowed = std::uint32_t(rounded > max_finite_bits);
+        rounded = std::min(rounded, max_finite_bits);
+        std::uint32_t up_bits = up_bits_positive;
+        if constexpr (Mode == rounding::toward_positive || Mode == rounding::toward_negative)
+            up_bits = sign != 0 ? up_bits_negative : up_bits_positive;
+        // Truncation keeps |s| >= min_normal (= up_bits) exactly when it keeps rounded >= it, so it
+        // needs no separate magnitude.
+        const std::uint32_t compared = Mode == rounding::toward_zero ? rounded : magnitude;
+        rounded = std::max(rounded, min_normal_bits) & (0u - std::uint32_t(compared >= up_bits));  // (a mask: see product_range)
+        return std::bit_cast<float>(rounded | sign);
+    }
+    friend bool operator==(const round_flush_saturate&, const round_flush_saturate&) = default;
+};
+
 // A signed accumulator format with subnormals whose smallest normal is at least fp32's (fp16,
 // bf16, e5m2, ...), for the sums of a chain of finite products. Normal sums round by dropping a
 // constant number of bits, as above; a sum beyond the largest finite value gives what the
@@ -174,6 +213,27 @@ round_shift<Mode> make_round_shift(const float_format& f, overflow on_overflow, 
     return _mm512_castsi512_ps(_mm512_mask_or_epi32(bits, inexact, bits, _mm512_set1_epi32(1)));
 }
 
+// shift_round in vector lanes, on magnitudes (negative: the lanes whose sign is set).
+template <rounding Mode>
+[[gnu::always_inline]] inline __m512i shift_round_vector(__m512i magnitude, __mmask16 negative, __m512i shift, __m512i below,
+                                                         __m512i not_below, __m512i half) {
+    if constexpr (Mode == rounding::nearest_even) {
+        const __m512i lsb = _mm512_and_si512(_mm512_srlv_epi32(magnitude, shift), _mm512_set1_epi32(1));
+        return _mm512_and_si512(_mm512_add_epi32(_mm512_add_epi32(magnitude, half), lsb), not_below);
+    } else if constexpr (Mode == rounding::nearest_away) {
+        return _mm512_and_si512(_mm512_add_epi32(_mm512_add_epi32(magnitude, half), _mm512_set1_epi32(1)), not_below);
+    } else if constexpr (Mode == rounding::toward_zero) {
+        return _mm512_and_si512(magnitude, not_below);
+    } else if constexpr (Mode == rounding::toward_positive || Mode == rounding::toward_negative) {
+        const __mmask16 up = Mode == rounding::toward_positive ? __mmask16(~negative) : negative;
+        return _mm512_and_si512(_mm512_mask_add_epi32(magnitude, up, magnitude, below), not_below);
+    } else {
+        const __mmask16 dropped = _mm512_test_epi32_mask(magnitude, below);
+        const __m512i kept = _mm512_and_si512(magnitude, not_below);
+        return _mm512_mask_or_epi32(kept, dropped, kept, _mm512_add_epi32(below, _mm512_set1_epi32(1)));
+    }
+}
+
 // How a round_shift runs in vector lanes: on bits alone where the format's subnormals are fp32's
 // (bf16; min_normal_bits = 0), with the subnormals' integer step, or as the hardware's conversion
 // to binary16 or bf16 and back (round_shift::hardware).
@@ -215,22 +275,7 @@ struct round_shift_vector {
             const __m512i sign_bit = _mm512_set1_epi32(int(0x80000000u));
             const __m512i sign = _mm512_and_si512(bits, sign_bit), magnitude = _mm512_andnot_si512(sign_bit, bits);
             const __mmask16 negative = _mm512_test_epi32_mask(bits, sign_bit);
-            __m512i rounded;  // shift_round, lane by lane
-            if constexpr (Mode == rounding::nearest_even) {
-                const __m512i lsb = _mm512_and_si512(_mm512_srlv_epi32(magnitude, shift), _mm512_set1_epi32(1));
-                rounded = _mm512_and_si512(_mm512_add_epi32(_mm512_add_epi32(magnitude, half), lsb), not_below);
-            } else if constexpr (Mode == rounding::nearest_away) {
-                rounded = _mm512_and_si512(_mm512_add_epi32(_mm512_add_epi32(magnitude, half), _mm512_set1_epi32(1)), not_below);
-            } else if constexpr (Mode == rounding::toward_zero) {
-                rounded = _mm512_and_si512(magnitude, not_below);
-            } else if constexpr (Mode == rounding::toward_positive || Mode == rounding::toward_negative) {
-                const __mmask16 up = Mode == rounding::toward_positive ? __mmask16(~negative) : negative;
-                rounded = _mm512_and_si512(_mm512_mask_add_epi32(magnitude, up, magnitude, below), not_below);
-            } else {
-                const __mmask16 dropped = _mm512_test_epi32_mask(magnitude, below);
-                const __m512i kept = _mm512_and_si512(magnitude, not_below);
-                rounded = _mm512_mask_or_epi32(kept, dropped, kept, _mm512_add_epi32(below, _mm512_set1_epi32(1)));
-            }
+            const __m512i rounded = shift_round_vector<Mode>(magnitude, negative, shift, below, not_below, half);
             __m512i result = _mm512_or_si512(rounded, sign);
             const __mmask16 beyond = _mm512_cmpgt_epu32_mask(rounded, max_finite);  // infinities too
             result = _mm512_mask_mov_epi32(result, beyond, _mm512_mask_mov_epi32(overflow_positive, negative, overflow_negative));
@@ -267,13 +312,40 @@ struct round_shift_vector {
     }
 };
 
-// All of a row's chunks, for exact products and an odd_sum<round_shift> accumulator that is also
-// the chunk accumulator (fused_chunks_pass's work): each chunk from +0, total = accumulate(total +
-// chunk) after each, in order. Chunks c and c + 1 run together (eight chains of 16 lanes).
-template <rounding Mode, shift_kind Kind>
-void odd_shift_chunks(const float* a, const float* b, std::ptrdiff_t ldb, std::int64_t n, std::int64_t chunk,
-                      const round_shift<Mode>& op, float* total_io) {
-    const round_shift_vector<Mode, Kind> round(op);
+// round_flush_saturate in vector lanes (the accumulators of MxE5 kind: no subnormals, saturating).
+template <rounding Mode>
+struct round_flush_saturate_vector {
+    __m512i shift, below, not_below, half, min_normal, max_finite, up_positive, up_negative;
+
+    explicit round_flush_saturate_vector(const round_flush_saturate<Mode>& op)
+        : shift(_mm512_set1_epi32(int(op.shift))), below(_mm512_set1_epi32(int(op.below))),
+          not_below(_mm512_set1_epi32(int(~op.below))), half(_mm512_set1_epi32(int(op.below >> 1))),
+          min_normal(_mm512_set1_epi32(int(op.min_normal_bits))), max_finite(_mm512_set1_epi32(int(op.max_finite_bits))),
+          up_positive(_mm512_set1_epi32(int(op.up_bits_positive))), up_negative(_mm512_set1_epi32(int(op.up_bits_negative))) {}
+
+    [[gnu::always_inline]] __m512 operator()(__m512 s) const {
+        const __m512i bits = _mm512_castps_si512(s);
+        const __m512i sign_bit = _mm512_set1_epi32(int(0x80000000u));
+        const __m512i sign = _mm512_and_si512(bits, sign_bit), magnitude = _mm512_andnot_si512(sign_bit, bits);
+        const __mmask16 negative = _mm512_test_epi32_mask(bits, sign_bit);
+        __m512i rounded = _mm512_min_epu32(shift_round_vector<Mode>(magnitude, negative, shift, below, not_below, half),
+                                           max_finite);
+        __m512i up = up_positive;
+        if constexpr (Mode == rounding::toward_positive || Mode == rounding::toward_negative)
+            up = _mm512_mask_mov_epi32(up_positive, negative, up_negative);
+        const __mmask16 kept = _mm512_cmpge_epu32_mask(Mode == rounding::toward_zero ? rounded : magnitude, up);
+        rounded = _mm512_maskz_mov_epi32(kept, _mm512_max_epu32(rounded, min_normal));
+        return _mm512_castsi512_ps(_mm512_or_si512(rounded, sign));
+    }
+};
+
+// All of a row's chunks, for exact products and an odd-sum accumulator whose rounding is `round`
+// (a vector form above) that is also the chunk accumulator (fused_chunks_pass's work): each chunk
+// from +0, total = accumulate(total + chunk) after each, in order. Chunks c and c + 1 run together
+// (eight chains of 16 lanes).
+template <class Round>
+void odd_chunks(const float* a, const float* b, std::ptrdiff_t ldb, std::int64_t n, std::int64_t chunk,
+                const Round& round, float* total_io) {
     const auto step = [&](__m512 x, __m512 y) { return round(sum_round_odd(x, y)); };
     __m512 total[4];
     for (int v = 0; v < 4; ++v) total[v] = _mm512_loadu_ps(total_io + 16 * v);
@@ -306,21 +378,35 @@ void odd_shift_chunks(const float* a, const float* b, std::ptrdiff_t ldb, std::i
     for (int v = 0; v < 4; ++v) _mm512_storeu_ps(total_io + 16 * v, total[v]);
 }
 
-// The kind for this operation, chosen once per row.
+// The roundings with a vector form, for which fused_chunks_pass runs odd_chunks.
+template <class Rounding>
+constexpr bool has_odd_chain = false;
 template <rounding Mode>
-void odd_shift_chunks(const float* a, const float* b, std::ptrdiff_t ldb, std::int64_t n, std::int64_t chunk,
-                      const round_shift<Mode>& op, float* total_io) {
+constexpr bool has_odd_chain<round_shift<Mode>> = true;
+template <rounding Mode>
+constexpr bool has_odd_chain<round_flush_saturate<Mode>> = true;
+
+// The vector form for this operation, chosen once per row.
+template <rounding Mode>
+void odd_chunks(const float* a, const float* b, std::ptrdiff_t ldb, std::int64_t n, std::int64_t chunk,
+                const round_shift<Mode>& op, float* total_io) {
     using conversion = typename round_shift<Mode>::conversion;
     if constexpr (Mode != rounding::nearest_away && Mode != rounding::odd)
         if (op.hardware == conversion::binary16)
-            return odd_shift_chunks<Mode, shift_kind::binary16>(a, b, ldb, n, chunk, op, total_io);
+            return odd_chunks(a, b, ldb, n, chunk, round_shift_vector<Mode, shift_kind::binary16>(op), total_io);
 #if defined(__AVX512BF16__) && defined(__AVX512BW__)
     if constexpr (Mode == rounding::nearest_even)
         if (op.hardware == conversion::bfloat16)
-            return odd_shift_chunks<Mode, shift_kind::bfloat16>(a, b, ldb, n, chunk, op, total_io);
+            return odd_chunks(a, b, ldb, n, chunk, round_shift_vector<Mode, shift_kind::bfloat16>(op), total_io);
 #endif
-    if (op.min_normal_bits == 0) return odd_shift_chunks<Mode, shift_kind::bits_only>(a, b, ldb, n, chunk, op, total_io);
-    odd_shift_chunks<Mode, shift_kind::subnormal_grid>(a, b, ldb, n, chunk, op, total_io);
+    if (op.min_normal_bits == 0)
+        return odd_chunks(a, b, ldb, n, chunk, round_shift_vector<Mode, shift_kind::bits_only>(op), total_io);
+    odd_chunks(a, b, ldb, n, chunk, round_shift_vector<Mode, shift_kind::subnormal_grid>(op), total_io);
+}
+template <rounding Mode>
+void odd_chunks(const float* a, const float* b, std::ptrdiff_t ldb, std::int64_t n, std::int64_t chunk,
+                const round_flush_saturate<Mode>& op, float* total_io) {
+    odd_chunks(a, b, ldb, n, chunk, round_flush_saturate_vector<Mode>(op), total_io);
 }
 #endif
 
