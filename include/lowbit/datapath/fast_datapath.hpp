@@ -126,6 +126,23 @@ struct product_range<false> {  // overflow to infinity or NaN, as the mode and s
     }
 };
 
+#if defined(__AVX512F__)
+// The product operations in vector lanes, for shift_rounding.hpp's chain (odd_chunks).
+inline auto product_vector(const product_exact&) {
+    return [](__m512 x) { return x; };
+}
+inline auto product_vector(const product_range<true>& op) {
+    return [max_finite = _mm512_set1_epi32(int(op.max_finite_bits)),
+            flush_below = _mm512_set1_epi32(int(op.flush_below_bits))](__m512 x) {
+        const __m512i bits = _mm512_castps_si512(x), sign_bit = _mm512_set1_epi32(int(0x80000000u));
+        const __m512i magnitude = _mm512_andnot_si512(sign_bit, bits);
+        const __mmask16 keep = _mm512_cmpge_epu32_mask(magnitude, flush_below);
+        const __m512i kept = _mm512_maskz_mov_epi32(keep, _mm512_min_epu32(magnitude, max_finite));
+        return _mm512_castsi512_ps(_mm512_or_si512(kept, _mm512_and_si512(bits, sign_bit)));
+    };
+}
+#endif
+
 // The rounding kernel of the format, for products and accumulators: the full one, or (where every
 // non-zero value is a normal float, that is a multiple of 2^L with L >= -126, and the format is
 // signed) the shorter one without the steps for subnormal floats and unsigned formats.
@@ -369,9 +386,10 @@ void fused_chunks_pass(const float* a, const float* b, std::ptrdiff_t ldb, std::
                        const void* product, const void* accumulate, float* total_io, gemm_stats* stats) {
 #if defined(__AVX512F__)
     // (accumulators of odd sums with a vector rounding: shift_rounding.hpp's chain)
-    if constexpr (!Count && std::is_same_v<P, product_exact> && is_odd_sum<A>)
+    if constexpr (!Count && is_odd_sum<A> && requires { product_vector(std::declval<P>()); })
         if constexpr (has_odd_chain<decltype(A::inner)>)
-            return odd_chunks(a, b, ldb, n, chunk, static_cast<const A*>(accumulate)->inner, total_io);
+            return odd_chunks(a, b, ldb, n, chunk, product_vector(*static_cast<const P*>(product)),
+                              static_cast<const A*>(accumulate)->inner, total_io);
 #endif
     const P prod = *static_cast<const P*>(product);  // local copies: stores cannot alias them
     const A step = *static_cast<const A*>(accumulate);

@@ -36,13 +36,27 @@
 //     chunk's tree (root 1, children of h: 2h and 2h+1; leaves are not rounded)
 //   accumulator of fused: (i*N + j)*K + chunk_start
 //   chunk accumulator: (i*N + j)*chunks + c
+//
+// Text form (to_string writes it, gemm_spec::parse reads it back; case-insensitive): fields
+// "name=value" separated by spaces, in any order, each at most once; a field left out keeps its
+// default. Quantizers as quantizer.hpp spells them, model and cut by their names:
+//   "input_a=fp8_e4m3 input_b=fp8_e4m3 product=lba_m7e4_prod:toward_zero
+//    accumulator=lba_m7e4_acc:toward_zero model=sequential chunk=16
+//    chunk_accumulator=lba_m7e4_acc:toward_zero"          (the flagship's datapath)
+// Fields: input_a, input_b, product, accumulator, chunk_accumulator, model, chunk, window, group,
+// cut, threads, record_lost (0 or 1). to_string writes the five quantizers, model and chunk
+// always, the others where they differ from the default.
 #pragma once
 
 #include <lowbit/datapath/quantizer.hpp>
 
+#include <algorithm>
+#include <cctype>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace lowbit {
 
@@ -56,6 +70,8 @@ constexpr std::uint64_t gemm_random_key(std::uint64_t seed, gemm_role role) {
 
 enum class accumulation : std::uint8_t { sequential, fma, pairwise, fused, aligned };
 enum class alignment_cut : std::uint8_t { toward_zero, toward_negative };
+
+constexpr const char* to_string(alignment_cut c) { return c == alignment_cut::toward_zero ? "toward_zero" : "toward_negative"; }
 
 constexpr const char* to_string(accumulation a) {
     switch (a) {
@@ -108,6 +124,98 @@ struct gemm_spec {
         if (int(model) > int(accumulation::aligned)) fail("model", int(model), "is not a lowbit::accumulation");
         if (int(cut) > int(alignment_cut::toward_negative)) fail("cut", int(cut), "is not a lowbit::alignment_cut");
     }
+
+    // The spec a text names (see the top), validated; std::invalid_argument naming what is wrong.
+    static gemm_spec parse(std::string_view text);
+
+    friend bool operator==(const gemm_spec&, const gemm_spec&) = default;
 };
+
+inline gemm_spec gemm_spec::parse(std::string_view text) {
+    gemm_spec spec;
+    std::vector<std::string> seen;
+    std::string_view rest = text;
+    const auto is_space = [](char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; };
+    while (true) {
+        while (!rest.empty() && is_space(rest.front())) rest.remove_prefix(1);
+        if (rest.empty()) break;
+        std::size_t end = 0;
+        while (end < rest.size() && !is_space(rest[end])) ++end;
+        const std::string_view field = rest.substr(0, end);
+        rest.remove_prefix(end);
+        const auto equals = field.find('=');
+        if (equals == std::string_view::npos || equals == 0)
+            detail::bad_text("gemm_spec", text, "has '" + std::string(field) + "', not name=value");
+        const std::string name = detail::lowercase(field.substr(0, equals));
+        const std::string_view value = field.substr(equals + 1);
+        if (std::find(seen.begin(), seen.end(), name) != seen.end())
+            detail::bad_text("gemm_spec", text, "gives " + name + " twice");
+        seen.push_back(name);
+        const auto quantizer_of = [&](quantizer& q) {
+            try {
+                q = quantizer::parse(value);
+            } catch (const std::invalid_argument& e) {
+                detail::bad_text("gemm_spec", text, name + ": " + e.what());
+            }
+        };
+        const auto number = [&](int& n) { n = detail::parse_count<int>("gemm_spec", text, value); };
+        const std::string lower = detail::lowercase(value);
+        if (name == "input_a") quantizer_of(spec.input_a);
+        else if (name == "input_b") quantizer_of(spec.input_b);
+        else if (name == "product") quantizer_of(spec.product);
+        else if (name == "accumulator") quantizer_of(spec.accumulator);
+        else if (name == "chunk_accumulator") quantizer_of(spec.chunk_accumulator);
+        else if (name == "chunk") number(spec.chunk);
+        else if (name == "window") number(spec.window);
+        else if (name == "group") number(spec.group);
+        else if (name == "threads") number(spec.threads);
+        else if (name == "model") {
+            bool found = false;
+            for (const accumulation a : {accumulation::sequential, accumulation::fma, accumulation::pairwise,
+                                         accumulation::fused, accumulation::aligned})
+                if (lower == to_string(a)) spec.model = a, found = true;
+            if (!found)
+                detail::bad_text("gemm_spec", text, "has model '" + std::string(value) +
+                                                        "' (sequential, fma, pairwise, fused or aligned)");
+        } else if (name == "cut") {
+            if (lower == "toward_zero") spec.cut = alignment_cut::toward_zero;
+            else if (lower == "toward_negative") spec.cut = alignment_cut::toward_negative;
+            else detail::bad_text("gemm_spec", text, "has cut '" + std::string(value) + "' (toward_zero or toward_negative)");
+        } else if (name == "record_lost") {
+            if (lower == "1" || lower == "true") spec.record_lost = true;
+            else if (lower == "0" || lower == "false") spec.record_lost = false;
+            else detail::bad_text("gemm_spec", text, "has record_lost '" + std::string(value) + "' (0 or 1)");
+        } else {
+            detail::bad_text("gemm_spec", text,
+                             "has an unknown field '" + name +
+                                 "' (input_a, input_b, product, accumulator, chunk_accumulator, model, chunk, window, "
+                                 "group, cut, threads, record_lost)");
+        }
+    }
+    spec.validate();
+    return spec;
+}
+
+inline std::string to_string(const gemm_spec& spec) {
+    const gemm_spec defaults;
+    std::string s;
+    const auto field = [&](const char* name, const std::string& value) {
+        if (!s.empty()) s += ' ';
+        ((s += name) += '=') += value;
+    };
+    field("input_a", to_string(spec.input_a));
+    field("input_b", to_string(spec.input_b));
+    field("product", to_string(spec.product));
+    field("accumulator", to_string(spec.accumulator));
+    field("model", to_string(spec.model));
+    field("chunk", std::to_string(spec.chunk));
+    field("chunk_accumulator", to_string(spec.chunk_accumulator));
+    if (spec.window != defaults.window) field("window", std::to_string(spec.window));
+    if (spec.group != defaults.group) field("group", std::to_string(spec.group));
+    if (spec.cut != defaults.cut) field("cut", to_string(spec.cut));
+    if (spec.threads != defaults.threads) field("threads", std::to_string(spec.threads));
+    if (spec.record_lost) field("record_lost", "1");
+    return s;
+}
 
 }  // namespace lowbit

@@ -339,13 +339,13 @@ struct round_flush_saturate_vector {
     }
 };
 
-// All of a row's chunks, for exact products and an odd-sum accumulator whose rounding is `round`
-// (a vector form above) that is also the chunk accumulator (fused_chunks_pass's work): each chunk
-// from +0, total = accumulate(total + chunk) after each, in order. Chunks c and c + 1 run together
-// (eight chains of 16 lanes).
-template <class Round>
+// All of a row's chunks, for products (exact in fp32) rounded by `product` and an odd-sum
+// accumulator whose rounding is `round` (a vector form above) that is also the chunk accumulator
+// (fused_chunks_pass's work): each chunk from +0, total = accumulate(total + chunk) after each,
+// in order. Chunks c and c + 1 run together (eight chains of 16 lanes).
+template <class Product, class Round>
 void odd_chunks(const float* a, const float* b, std::ptrdiff_t ldb, std::int64_t n, std::int64_t chunk,
-                const Round& round, float* total_io) {
+                const Product& product, const Round& round, float* total_io) {
     const auto step = [&](__m512 x, __m512 y) { return round(sum_round_odd(x, y)); };
     __m512 total[4];
     for (int v = 0; v < 4; ++v) total[v] = _mm512_loadu_ps(total_io + 16 * v);
@@ -362,14 +362,15 @@ void odd_chunks(const float* a, const float* b, std::ptrdiff_t ldb, std::int64_t
             const float* bt0 = b + (start + t) * ldb;
             const float* bt1 = b1 + t * ldb;
             for (int v = 0; v < 4; ++v) {
-                acc[0][v] = step(acc[0][v], _mm512_mul_ps(at0, _mm512_loadu_ps(bt0 + 16 * v)));  // exact products
-                acc[1][v] = step(acc[1][v], _mm512_mul_ps(at1, _mm512_loadu_ps(bt1 + 16 * v)));
+                acc[0][v] = step(acc[0][v], product(_mm512_mul_ps(at0, _mm512_loadu_ps(bt0 + 16 * v))));
+                acc[1][v] = step(acc[1][v], product(_mm512_mul_ps(at1, _mm512_loadu_ps(bt1 + 16 * v))));
             }
         }
         for (; t < first; ++t) {
             const __m512 at0 = _mm512_set1_ps(a[start + t]);
             const float* bt0 = b + (start + t) * ldb;
-            for (int v = 0; v < 4; ++v) acc[0][v] = step(acc[0][v], _mm512_mul_ps(at0, _mm512_loadu_ps(bt0 + 16 * v)));
+            for (int v = 0; v < 4; ++v)
+                acc[0][v] = step(acc[0][v], product(_mm512_mul_ps(at0, _mm512_loadu_ps(bt0 + 16 * v))));
         }
         for (int v = 0; v < 4; ++v) total[v] = step(total[v], acc[0][v]);
         if (second > 0)
@@ -387,26 +388,26 @@ template <rounding Mode>
 constexpr bool has_odd_chain<round_flush_saturate<Mode>> = true;
 
 // The vector form for this operation, chosen once per row.
-template <rounding Mode>
+template <rounding Mode, class Product>
 void odd_chunks(const float* a, const float* b, std::ptrdiff_t ldb, std::int64_t n, std::int64_t chunk,
-                const round_shift<Mode>& op, float* total_io) {
+                const Product& product, const round_shift<Mode>& op, float* total_io) {
     using conversion = typename round_shift<Mode>::conversion;
     if constexpr (Mode != rounding::nearest_away && Mode != rounding::odd)
         if (op.hardware == conversion::binary16)
-            return odd_chunks(a, b, ldb, n, chunk, round_shift_vector<Mode, shift_kind::binary16>(op), total_io);
+            return odd_chunks(a, b, ldb, n, chunk, product, round_shift_vector<Mode, shift_kind::binary16>(op), total_io);
 #if defined(__AVX512BF16__) && defined(__AVX512BW__)
     if constexpr (Mode == rounding::nearest_even)
         if (op.hardware == conversion::bfloat16)
-            return odd_chunks(a, b, ldb, n, chunk, round_shift_vector<Mode, shift_kind::bfloat16>(op), total_io);
+            return odd_chunks(a, b, ldb, n, chunk, product, round_shift_vector<Mode, shift_kind::bfloat16>(op), total_io);
 #endif
     if (op.min_normal_bits == 0)
-        return odd_chunks(a, b, ldb, n, chunk, round_shift_vector<Mode, shift_kind::bits_only>(op), total_io);
-    odd_chunks(a, b, ldb, n, chunk, round_shift_vector<Mode, shift_kind::subnormal_grid>(op), total_io);
+        return odd_chunks(a, b, ldb, n, chunk, product, round_shift_vector<Mode, shift_kind::bits_only>(op), total_io);
+    odd_chunks(a, b, ldb, n, chunk, product, round_shift_vector<Mode, shift_kind::subnormal_grid>(op), total_io);
 }
-template <rounding Mode>
+template <rounding Mode, class Product>
 void odd_chunks(const float* a, const float* b, std::ptrdiff_t ldb, std::int64_t n, std::int64_t chunk,
-                const round_flush_saturate<Mode>& op, float* total_io) {
-    odd_chunks(a, b, ldb, n, chunk, round_flush_saturate_vector<Mode>(op), total_io);
+                const Product& product, const round_flush_saturate<Mode>& op, float* total_io) {
+    odd_chunks(a, b, ldb, n, chunk, product, round_flush_saturate_vector<Mode>(op), total_io);
 }
 #endif
 
