@@ -388,8 +388,9 @@ void fused_chunks_pass(const float* a, const float* b, std::ptrdiff_t ldb, std::
     // (accumulators of odd sums with a vector rounding: shift_rounding.hpp's chain)
     if constexpr (!Count && is_odd_sum<A> && requires { product_vector(std::declval<P>()); })
         if constexpr (has_odd_chain<decltype(A::inner)>)
-            return odd_chunks(a, b, ldb, n, chunk, product_vector(*static_cast<const P*>(product)),
-                              static_cast<const A*>(accumulate)->inner, total_io);
+            return with_vector_rounding(static_cast<const A*>(accumulate)->inner, [&](const auto& round) {
+                odd_chunks(a, b, ldb, n, chunk, product_vector(*static_cast<const P*>(product)), round, total_io);
+            });
 #endif
     const P prod = *static_cast<const P*>(product);  // local copies: stores cannot alias them
     const A step = *static_cast<const A*>(accumulate);
@@ -429,6 +430,13 @@ void product_pass(const float* a, const float* b, std::ptrdiff_t ldb, int n, con
 // acc[l] = accumulate(acc[l] + buf[t][l]) for t < n, in order.
 template <class A>
 void accumulate_pass(const float* buf, int n, float* acc_io, const void* accumulate) {
+#if defined(__AVX512F__)
+    static_assert(fast_lanes == 64, "odd_accumulate runs 64 lanes");
+    if constexpr (is_odd_sum<A>)
+        if constexpr (has_odd_chain<decltype(A::inner)>)
+            return with_vector_rounding(static_cast<const A*>(accumulate)->inner,
+                                        [&](const auto& round) { odd_accumulate(buf, n, acc_io, round); });
+#endif
     const A step = *static_cast<const A*>(accumulate);  // a local copy: stores cannot alias it
     float acc[fast_lanes];
     for (int l = 0; l < fast_lanes; ++l) acc[l] = acc_io[l];

@@ -387,27 +387,34 @@ constexpr bool has_odd_chain<round_shift<Mode>> = true;
 template <rounding Mode>
 constexpr bool has_odd_chain<round_flush_saturate<Mode>> = true;
 
-// The vector form for this operation, chosen once per row.
-template <rounding Mode, class Product>
-void odd_chunks(const float* a, const float* b, std::ptrdiff_t ldb, std::int64_t n, std::int64_t chunk,
-                const Product& product, const round_shift<Mode>& op, float* total_io) {
+// f(the vector form of op), the form chosen once per call of f.
+template <rounding Mode, class F>
+decltype(auto) with_vector_rounding(const round_shift<Mode>& op, F&& f) {
     using conversion = typename round_shift<Mode>::conversion;
     if constexpr (Mode != rounding::nearest_away && Mode != rounding::odd)
-        if (op.hardware == conversion::binary16)
-            return odd_chunks(a, b, ldb, n, chunk, product, round_shift_vector<Mode, shift_kind::binary16>(op), total_io);
+        if (op.hardware == conversion::binary16) return f(round_shift_vector<Mode, shift_kind::binary16>(op));
 #if defined(__AVX512BF16__) && defined(__AVX512BW__)
     if constexpr (Mode == rounding::nearest_even)
-        if (op.hardware == conversion::bfloat16)
-            return odd_chunks(a, b, ldb, n, chunk, product, round_shift_vector<Mode, shift_kind::bfloat16>(op), total_io);
+        if (op.hardware == conversion::bfloat16) return f(round_shift_vector<Mode, shift_kind::bfloat16>(op));
 #endif
-    if (op.min_normal_bits == 0)
-        return odd_chunks(a, b, ldb, n, chunk, product, round_shift_vector<Mode, shift_kind::bits_only>(op), total_io);
-    odd_chunks(a, b, ldb, n, chunk, product, round_shift_vector<Mode, shift_kind::subnormal_grid>(op), total_io);
+    if (op.min_normal_bits == 0) return f(round_shift_vector<Mode, shift_kind::bits_only>(op));
+    return f(round_shift_vector<Mode, shift_kind::subnormal_grid>(op));
 }
-template <rounding Mode, class Product>
-void odd_chunks(const float* a, const float* b, std::ptrdiff_t ldb, std::int64_t n, std::int64_t chunk,
-                const Product& product, const round_flush_saturate<Mode>& op, float* total_io) {
-    odd_chunks(a, b, ldb, n, chunk, product, round_flush_saturate_vector<Mode>(op), total_io);
+template <rounding Mode, class F>
+decltype(auto) with_vector_rounding(const round_flush_saturate<Mode>& op, F&& f) {
+    return f(round_flush_saturate_vector<Mode>(op));
+}
+
+// acc[l] = round(acc[l] + buf[t][l]) (the sum rounded to odd first) for t < n, for 64 lanes
+// (rows of 64 terms in buf): the chain over a buffer of terms that another pass made (rounded
+// products, LNS conversions), four chains of 16 lanes.
+template <class Round>
+void odd_accumulate(const float* buf, int n, float* acc_io, const Round& round) {
+    __m512 acc[4];
+    for (int v = 0; v < 4; ++v) acc[v] = _mm512_loadu_ps(acc_io + 16 * v);
+    for (int t = 0; t < n; ++t)
+        for (int v = 0; v < 4; ++v) acc[v] = round(sum_round_odd(acc[v], _mm512_loadu_ps(buf + 64 * t + 16 * v)));
+    for (int v = 0; v < 4; ++v) _mm512_storeu_ps(acc_io + 16 * v, acc[v]);
 }
 #endif
 
