@@ -29,6 +29,7 @@
 #include <lowbit/nn/softmax.hpp>
 #include <lowbit/nn/token_pooling.hpp>
 #include <lowbit/nn/transformer_block.hpp>
+#include <lowbit/rounding/quantize.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -473,4 +474,25 @@ TEST_CASE("AdamW and the one-cycle schedule against PyTorch") {
         c.option("lr", 0.01).option("weight_decay", 0.05).tensor("w", start).tensor("grads", grads);
         check_close("AdamW weights after 5 steps", w.value, run_torch(c).at("w"));
     }
+}
+
+TEST_CASE("fp32 units (layer norm, GELU, softmax) round their outputs by `output`, gradients straight through") {
+    const nn::shape3 s = nn::token_shape(2, 2, 8);
+    const nn::tensor x{random_matrix(3, s.size(), 111, 2.0f), s};
+    const nn::tensor dy{random_matrix(3, s.size(), 112), s};
+    const auto check = [&](auto plain) {
+        auto rounded = plain;
+        rounded.output = lowbit::quantizer(lowbit::float_quantizer{.format = lowbit::bf16});
+        const nn::tensor y = plain.forward(x, nn::pass::training), yq = rounded.forward(x, nn::pass::training);
+        INFO(plain.describe());
+        int off_grid = 0;
+        for (Eigen::Index i = 0; i < y.values.size(); ++i)
+            off_grid += yq.values.data()[i] != lowbit::quantize(y.values.data()[i], lowbit::bf16);
+        CHECK(off_grid == 0);
+        CHECK(yq.values != y.values);  // bf16 did round something
+        CHECK(rounded.backward(dy).values == plain.backward(dy).values);
+    };
+    check(nn::layer_norm(8));
+    check(nn::gelu());
+    check(nn::softmax());
 }
