@@ -49,8 +49,8 @@ public:
         detail::check_input(*this, x, output_shape(x.shape));
         tensor y = x;
         softmax_rows(Eigen::Map<matrix>(y.values.data(), x.batch() * x.shape.tokens(), x.shape.channels));
+        if (p == pass::training) y_ = y.values;  // before `output`: the gradient passes straight through it
         detail::quantize_output(output, y.values);
-        if (p == pass::training) y_ = y.values;
         ready_ = p == pass::training;
         shape_ = x.shape;
         return y;
