@@ -26,6 +26,7 @@
 #include <lowbit/nn/pooling.hpp>
 #include <lowbit/nn/relu.hpp>
 
+#include "accumulator_formats.hpp"
 #include "fashion_mnist_cnn.hpp"
 
 #include <CLI/CLI.hpp>
@@ -49,6 +50,11 @@ namespace {
 
 namespace nn = lowbit::nn;
 using lowbit_examples::clock_type;
+using lowbit_examples::datapath_row;
+using lowbit_examples::event_rates;
+using lowbit_examples::measure_events;
+using lowbit_examples::paper_name;
+using lowbit_examples::without_underflow;
 using lowbit_examples::evaluate;
 using lowbit_examples::images_of;
 using lowbit_examples::load_cached;
@@ -143,94 +149,17 @@ double train(nn::network& net, Optimizer& opt, const nn::fashion_mnist_data& dat
     return (seconds_since(started) - evaluation_seconds) / (double(total) / double(batches_per_epoch));
 }
 
-lowbit::rounding rounding_named(const std::string& name) {
-    static const std::map<std::string, lowbit::rounding> modes{
-        {"nearest_even", lowbit::rounding::nearest_even},   {"nearest_away", lowbit::rounding::nearest_away},
-        {"toward_zero", lowbit::rounding::toward_zero},     {"toward_positive", lowbit::rounding::toward_positive},
-        {"toward_negative", lowbit::rounding::toward_negative}, {"stochastic", lowbit::rounding::stochastic},
-        {"odd", lowbit::rounding::odd}};
-    return modes.at(name);
+// The table's datapaths (accumulator_formats.hpp, shared with vit_fashion_mnist) from the options.
+lowbit_examples::datapath_settings settings_of(const options& o) {
+    return {.chunk = o.chunk, .rounding = o.rounding, .m7e4_product_bias = o.m7e4_product_bias,
+            .m7e4_accumulator_bias = o.m7e4_accumulator_bias, .e5_product_bias = o.e5_product_bias,
+            .e5_accumulator_bias = o.e5_accumulator_bias, .subnormals = o.subnormals, .seed = o.seed,
+            .threads = o.threads};
 }
-
-// One row of the table: the product and accumulator formats of an MxEy datapath.
-struct datapath_row {
-    std::string name;  // "M7E4"
-    lowbit::float_format product, accumulator;
-};
-
-datapath_row row_for(const std::string& spelling, const options& o) {
-    const lowbit::float_format parsed = lowbit::float_format::parse(spelling);
-    const bool m7e4 = parsed.exp_bits == 4 && parsed.man_bits == 7;
-    const bool e5 = parsed.exp_bits == 5;
-    const auto make = [&](int bias) {
-        return lowbit::float_format{.exp_bits = parsed.exp_bits, .man_bits = parsed.man_bits, .bias = bias,
-                                    .subnormals = o.subnormals, .specials = lowbit::special_values::none}
-            .validate();
-    };
-    // Other formats than the paper's keep M7E4's largest values: the same top exponent.
-    const auto same_top = [&](int m7e4_bias) { return m7e4_bias + (1 << parsed.exp_bits) - (1 << 4); };
-    const int product_bias = m7e4 ? o.m7e4_product_bias : e5 ? o.e5_product_bias : same_top(o.m7e4_product_bias);
-    const int accumulator_bias =
-        m7e4 ? o.m7e4_accumulator_bias : e5 ? o.e5_accumulator_bias : same_top(o.m7e4_accumulator_bias);
-    return {"M" + std::to_string(parsed.man_bits) + "E" + std::to_string(parsed.exp_bits), make(product_bias),
-            make(accumulator_bias)};
-}
-
-// The same mantissas with the exponent range unbounded below in practice (stage 1 of the
-// fine-tuning): seven exponent bits and a bias that keeps the largest value, so values reach down
-// to 2^-121 (products of the per-tensor-biased FP8 operands stay far above; the run counts the
-// underflows of this datapath to show it) while every value is still a float, which keeps the
-// simulation on lowbit's vectorized path.
-lowbit::float_format without_underflow(lowbit::float_format f) {
-    const int top = f.emax();
-    f.exp_bits = 7;
-    f.bias = (1 << 7) - 1 - top;
-    return f.validate();
-}
-
+datapath_row row_for(const std::string& spelling, const options& o) { return lowbit_examples::row_for(spelling, settings_of(o)); }
 nn::gemm_datapath datapath_for(const lowbit::float_format& product, const lowbit::float_format& accumulator,
-                               const options& o, lowbit::gemm_stats* stats = nullptr) {
-    const lowbit::rounding mode = rounding_named(o.rounding);
-    const lowbit::float_quantizer q_prod{.format = product, .mode = mode, .on_overflow = lowbit::overflow::saturate,
-                                         .seed = o.seed};
-    const lowbit::float_quantizer q_acc{.format = accumulator, .mode = mode, .on_overflow = lowbit::overflow::saturate,
-                                        .seed = o.seed + 1};
-    return {.spec = lowbit::gemm_spec{.product = q_prod, .accumulator = q_acc, .chunk = o.chunk,
-                                      .chunk_accumulator = q_acc, .threads = o.threads},
-            .weights = nn::range_biased_float{},
-            .activations = nn::range_biased_float{},
-            .stats = stats};
-}
-
-// "M7E4 bias 12": the paper's spelling with the bias (every format here flushes or has subnormals
-// as the run says, and saturates).
-std::string paper_name(const lowbit::float_format& f) {
-    return "M" + std::to_string(f.man_bits) + "E" + std::to_string(f.exp_bits) + " bias " +
-           std::to_string(f.exponent_bias());
-}
-
-struct event_rates {
-    double swamp = 0, underflow = 0, overflow = 0;
-};
-
-// Event rates over the first `samples` test images.
-event_rates measure_events(nn::network& net, const nn::labeled_images& test, nn::gemm_datapath d, int samples) {
-    lowbit::gemm_stats stats;
-    d.stats = &stats;
-    net.set_datapath(d);
-    const auto started = clock_type::now();
-    const std::size_t n = std::min<std::size_t>(std::size_t(samples), test.size());
-    const std::size_t batch = 10;
-    for (std::size_t begin = 0; begin < n; begin += batch) {
-        const std::size_t end = std::min(n, begin + batch);
-        net.forward(images_of(test, begin, end), nn::pass::inference);
-        std::printf("\r  counting events %6zu/%zu images  %5.1f s", end, n, seconds_since(started));
-        std::fflush(stdout);
-    }
-    std::printf("\n");
-    const double macs = double(std::max<std::uint64_t>(stats.macs, 1));
-    return {double(stats.swamps) / macs, double(stats.product_underflows) / macs,
-            double(stats.product_overflows + stats.accumulator_overflows) / macs};
+                               const options& o) {
+    return lowbit_examples::datapath_for(product, accumulator, settings_of(o));
 }
 
 struct result_row {

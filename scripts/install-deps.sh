@@ -3,7 +3,7 @@
 # with sudo when it is there). Does nothing when they are all present.
 set -euo pipefail
 packages=(g++ cmake make git pkg-config libeigen3-dev catch2 libbenchmark-dev libmpfr-dev libgmp-dev
-          librandom123-dev zlib1g-dev libcli11-dev gnuplot-nox dataset-fashion-mnist)
+          librandom123-dev zlib1g-dev libcli11-dev gnuplot-nox dataset-fashion-mnist python3-torch)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace lowbit::nn {
 
@@ -42,23 +43,25 @@ public:
 
     tensor forward(const tensor& x, pass p) override {
         detail::check_input(*this, x, input_shape());
-        const matrix cols = im2col(x.values, g_);
-        const matrix c = datapath_gemm(weight_.value, cols, datapath, p == pass::training ? &kept_ : nullptr);
+        const matrix c = gemm_forward(im2col(x.values, g_), p);  // bias included
         ready_ = p == pass::training;
         batch_ = x.batch();
-        const Eigen::Index positions = Eigen::Index(g_.out_height()) * g_.out_width();
-        tensor y{columns_to_images(c, batch_), {filters_, g_.out_height(), g_.out_width()}};
-        for (Eigen::Index f = 0; f < filters_; ++f)
-            y.values.middleCols(f * positions, positions).array() += bias_.value(0, f);
-        return y;
+        return {columns_to_images(c, batch_), {filters_, g_.out_height(), g_.out_width()}};
+    }
+
+    // The reduction indices (columns of the weights) of these input channels: what set_active
+    // takes to skip whole input channels.
+    std::vector<int> channel_columns(const std::vector<int>& channels) const {
+        std::vector<int> cols;
+        const int k2 = g_.kernel * g_.kernel;
+        for (const int c : channels)
+            for (int i = 0; i < k2; ++i) cols.push_back(c * k2 + i);
+        return cols;
     }
 
     tensor backward(const tensor& dy) override {
         detail::check_backward(*this, ready_, dy, {filters_, g_.out_height(), g_.out_width()}, batch_);
-        const matrix dc = images_to_columns(dy.values, filters_);  // filters x batch*positions
-        weight_.grad.noalias() += dc * kept_.activations.transpose();
-        bias_.grad += dc.rowwise().sum().transpose();
-        const matrix dcols = kept_.weights.transpose() * dc;
+        const matrix dcols = gemm_backward(images_to_columns(dy.values, filters_));  // dc: filters x batch*positions
         return {col2im(dcols, batch_, g_), input_shape()};
     }
 
@@ -71,7 +74,6 @@ private:
     conv_geometry g_;
     int filters_;
     parameter weight_, bias_;
-    gemm_operands kept_;
     Eigen::Index batch_ = 0;
     bool ready_ = false;
 };

@@ -9,6 +9,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace lowbit::nn {
@@ -32,7 +33,24 @@ public:
     virtual tensor backward(const tensor& grad_output) = 0;
     virtual std::vector<parameter*> parameters() { return {}; }
     virtual std::unique_ptr<layer> clone() const = 0;
+
+    // Layers made of layers (a residual block, attention's projections) name their parts, so that
+    // a network reaches every one (set_datapath) and names every parameter uniquely
+    // ("block1_attn.attn.qkv.weight").
+    virtual std::vector<layer*> sublayers() { return {}; }
+    virtual std::vector<std::pair<std::string, parameter*>> named_parameters() {
+        std::vector<std::pair<std::string, parameter*>> out;
+        for (parameter* p : parameters()) out.emplace_back(p->name, p);
+        return out;
+    }
 };
+
+// Calls f on l and on every layer inside it, depth first.
+template <class F>
+void visit_layers(layer& l, F&& f) {
+    f(l);
+    for (layer* inner : l.sublayers()) visit_layers(*inner, f);
+}
 
 namespace detail {
 // Throws when a layer is handed an input of the wrong shape, naming the layer and both shapes.

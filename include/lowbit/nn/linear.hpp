@@ -2,6 +2,9 @@
 //
 // The GEMM is C = W X^T (outputs x batch): A = the weights (input_a, Q_W), B = the activations
 // (input_b, Q_A), each output one dot product over the `inputs` features in order.
+// On tokens (a transformer's projections and MLP) it applies to every token, as PyTorch's Linear
+// does to the last dimension: X is then the (batch * tokens) x inputs matrix of all tokens, one
+// GEMM, and the output keeps the token grid.
 #pragma once
 
 #include <lowbit/nn/gemm_layer.hpp>
@@ -26,7 +29,16 @@ public:
     std::string describe() const override {
         return "linear " + std::to_string(inputs_) + "->" + std::to_string(outputs_);
     }
+    int inputs() const { return inputs_; }
+    int outputs() const { return outputs_; }
+
     shape3 output_shape(shape3 in) const override {
+        if (in.is_tokens()) {
+            if (in.channels != inputs_)
+                throw std::invalid_argument("lowbit::nn: " + describe() + ": input shape " + in.to_string() +
+                                            " does not have " + std::to_string(inputs_) + " features per token");
+            return token_shape(in.height, in.width, outputs_);
+        }
         if (in != shape3{inputs_, 1, 1})
             throw std::invalid_argument("lowbit::nn: " + describe() + ": input shape " + in.to_string() +
                                         " is not " + std::to_string(inputs_) + " x 1 x 1 (add a flatten before it)");
@@ -34,21 +46,28 @@ public:
     }
 
     tensor forward(const tensor& x, pass p) override {
-        detail::check_input(*this, x, {inputs_, 1, 1});
-        const matrix xt = x.values.transpose();  // inputs x batch
-        const matrix c = datapath_gemm(weight_.value, xt, datapath, p == pass::training ? &kept_ : nullptr);
+        detail::check_input(*this, x, x.shape.is_tokens() ? x.shape : shape3{inputs_, 1, 1});
+        const shape3 out = output_shape(x.shape);  // tokens: checks the features
+        const Eigen::Index rows = x.batch() * x.shape.tokens();  // one row per token (per sample)
+        const matrix xt = Eigen::Map<const matrix>(x.values.data(), rows, inputs_).transpose();  // inputs x rows
+        const matrix c = gemm_forward(xt, p);
         ready_ = p == pass::training;
-        tensor y{c.transpose(), {outputs_, 1, 1}};
-        y.values.rowwise() += bias_.value.row(0);
+        in_ = x.shape;
+        batch_ = x.batch();
+        tensor y{matrix(x.batch(), out.size()), out};
+        Eigen::Map<matrix>(y.values.data(), rows, outputs_) = c.transpose();
         return y;
     }
 
     tensor backward(const tensor& dy) override {
-        detail::check_backward(*this, ready_, dy, {outputs_, 1, 1}, kept_.activations.cols());
+        detail::check_backward(*this, ready_);
+        detail::check_backward(*this, ready_, dy, output_shape(in_), batch_);
         // dL/dW = dY^T X_q, dL/db = column sums of dY, dL/dX = dY W_q (straight-through).
-        weight_.grad.noalias() += dy.values.transpose() * kept_.activations.transpose();
-        bias_.grad += dy.values.colwise().sum();
-        return {dy.values * kept_.weights, {inputs_, 1, 1}};
+        const Eigen::Index rows = batch_ * in_.tokens();
+        const matrix dxt = gemm_backward(Eigen::Map<const matrix>(dy.values.data(), rows, outputs_).transpose());
+        tensor dx{matrix(batch_, in_.size()), in_};
+        Eigen::Map<matrix>(dx.values.data(), rows, inputs_) = dxt.transpose();
+        return dx;
     }
 
     std::vector<parameter*> parameters() override { return {&weight_, &bias_}; }
@@ -59,7 +78,8 @@ public:
 private:
     int inputs_, outputs_;
     parameter weight_, bias_;
-    gemm_operands kept_;
+    shape3 in_;
+    Eigen::Index batch_ = 0;
     bool ready_ = false;
 };
 

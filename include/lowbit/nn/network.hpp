@@ -61,6 +61,7 @@ public:
     shape3 output_shape() const { return output_; }
     std::size_t size() const { return layers_.size(); }
     layer& operator[](std::size_t i) { return *layers_.at(i); }
+    const layer& operator[](std::size_t i) const { return *layers_.at(i); }
     const std::string& name(std::size_t i) const { return names_.at(i); }
     layer& at(const std::string& name) {
         for (std::size_t i = 0; i < names_.size(); ++i)
@@ -89,10 +90,13 @@ public:
         for (parameter* p : parameters()) p->grad.setZero();
     }
 
-    // Every conv2d and linear layer runs on `d` (network::at(name) reaches one layer's datapath).
+    // Every layer with a datapath (conv2d, linear, attention's products, ...) runs on `d`, those
+    // inside residual blocks included (network::at(name) reaches one layer's datapath).
     void set_datapath(const gemm_datapath& d) {
         for (auto& l : layers_)
-            if (auto* g = dynamic_cast<gemm_layer*>(l.get())) g->datapath = d;
+            visit_layers(*l, [&](layer& inner) {
+                if (auto* g = dynamic_cast<datapath_layer*>(&inner)) g->datapath = d;
+            });
     }
 
     void save(const std::filesystem::path& path) {
@@ -115,7 +119,7 @@ public:
     std::vector<std::pair<std::string, parameter*>> named_parameters() {
         std::vector<std::pair<std::string, parameter*>> out;
         for (std::size_t i = 0; i < layers_.size(); ++i)
-            for (parameter* p : layers_[i]->parameters()) out.emplace_back(names_[i] + "." + p->name, p);
+            for (auto& [name, p] : layers_[i]->named_parameters()) out.emplace_back(names_[i] + "." + name, p);
         return out;
     }
 

@@ -67,9 +67,11 @@ struct adam_options {
     double learning_rate = 1e-3;
     double beta1 = 0.9, beta2 = 0.999;
     double eps = 1e-8;
+    double weight_decay = 0;  // decoupled (AdamW): w -= learning_rate * weight_decay * w before the step
 };
 
-// Adam (Kingma and Ba) with bias correction.
+// Adam (Kingma and Ba) with bias correction; AdamW (Loshchilov and Hutter) when weight_decay > 0,
+// as PyTorch's AdamW: the decay scales the weights, it is not added to the gradient.
 class adam {
 public:
     adam(std::vector<parameter*> params, adam_options options = {}) : params_(std::move(params)), o_(options) {
@@ -77,6 +79,9 @@ public:
         detail::check_unit(o_.beta1, "adam", "beta1");
         detail::check_unit(o_.beta2, "adam", "beta2");
         detail::check_rate(o_.eps, "adam", "eps");
+        if (!(o_.weight_decay >= 0 && std::isfinite(o_.weight_decay)))
+            throw std::invalid_argument("lowbit::nn::adam: weight_decay = " + std::to_string(o_.weight_decay) +
+                                        " must be >= 0");
         for (parameter* p : params_) {
             m_.push_back(matrix::Zero(p->value.rows(), p->value.cols()));
             v_.push_back(matrix::Zero(p->value.rows(), p->value.cols()));
@@ -90,6 +95,7 @@ public:
         const float b1 = float(o_.beta1), b2 = float(o_.beta2), lr = float(o_.learning_rate), eps = float(o_.eps);
         for (std::size_t i = 0; i < params_.size(); ++i) {
             parameter& p = *params_[i];
+            if (o_.weight_decay > 0) p.value *= float(1 - o_.learning_rate * o_.weight_decay);
             m_[i] = b1 * m_[i] + (1 - b1) * p.grad;
             v_[i] = b2 * v_[i] + (1 - b2) * p.grad.cwiseProduct(p.grad);
             p.value.array() -= lr * (m_[i].array() / c1) / ((v_[i].array() / c2).sqrt() + eps);
