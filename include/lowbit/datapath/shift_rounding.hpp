@@ -1,16 +1,18 @@
 // lowbit/datapath/shift_rounding.hpp: accumulator roundings on a float's bits, for the vectorized
-// GEMM path (fast_datapath.hpp): the constant-shift rounding of normal floats, round_shift for
-// formats with subnormals (fp16, bf16, e5m2, ...), and, on AVX-512, the chain of a row's chunks
-// with such an accumulator written in vector instructions.
+// GEMM path (fast_datapath.hpp): the constant-shift rounding of normal floats (shift_round),
+// round_flush_saturate for formats without subnormals that saturate (M7E4, MxE5), round_shift for
+// formats with subnormals (fp16, bf16, e5m2, ...), and, on AVX-512, their vector forms and the
+// chains of odd sums that use them (odd_chunks over a row's chunks, odd_accumulate over a buffer
+// of terms).
 //
 // Why a kernel of its own: these accumulators span more than fp32's 24 bits, so each fp32 sum is
 // first rounded to odd (see odd_sum in fast_datapath.hpp). Written for any vector unit that is a
 // TwoSum and a fix-up, a dependent chain of about 25 instructions per step, and the
 // auto-vectorized loop is bound by that latency (about 1.3 G MAC/s). AVX-512 adds with their own
 // rounding mode give it in three independent adds and a compare: the sum truncated, with its last
-// bit set where the sums rounded down and up differ (that is, where it was inexact). fp16 is then
-// the hardware's conversion to binary16 and back, in the mode; and two chunks run at once, so that
-// eight chains, not four, hide the latency.
+// bit set where the sums rounded down and up differ (that is, where it was inexact). fp16 (and
+// bf16 in nearest_even) is then the hardware's conversion and back; and two chunks run at once, so
+// that eight chains, not four, hide the latency.
 #pragma once
 
 #include <lowbit/formats/float_format.hpp>
