@@ -73,7 +73,7 @@ template <rounding Mode>
         up = trunc_to_integer(frac * scale) + u >= scale;  // frac * 2^R is exact
     }
     const double rounded = std::copysign(down + (up ? 1.0 : 0.0), x);
-    return (frac == 0.0) | !std::isfinite(x) ? x : rounded;
+    return ((frac == 0.0) | !std::isfinite(x)) ? x : rounded;
 }
 
 inline double round_to_integer(double x, rounding mode, std::uint32_t random, int random_bits) {
