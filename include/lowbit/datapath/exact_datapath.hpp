@@ -355,9 +355,21 @@ struct exact_datapath {
                 exact_products(a, b, K, first, step, products.data(), sink);
             });
         }
+        if constexpr (Count) count_off_grid(products.data(), sink);
         const exact_sum total = reduce(products.data(), out_index, tree, chunk_results, sink);
         // The result lands in float, rounded to nearest even (exact when it is a float already).
         return float(round_with_plan<rounding::nearest_even>(total.to_double_round_odd(), float_result_plan()));
+    }
+
+    // The products that an integer accumulator cannot hold exactly (gemm_stats::off_grid_products).
+    template <bool Count>
+    void count_off_grid(const double* p, const event_sink<Count>& sink) const {
+        const auto* acc = spec.accumulator.as_int();
+        if (acc == nullptr) return;
+        for (std::int64_t k = 0; k < K; ++k) {
+            const double n = std::ldexp(p[k], acc->fraction_bits);  // exact: a power-of-two scale
+            sink.stats->off_grid_products += std::isfinite(n) && n != std::trunc(n);
+        }
     }
 
     // The exact value that the chunks, the accumulation model and the chunk accumulator make of

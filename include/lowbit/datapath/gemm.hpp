@@ -24,10 +24,13 @@
 
 #include <Eigen/Core>
 
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace lowbit {
@@ -78,14 +81,55 @@ void copy_rows_tiled(const Eigen::MatrixBase<S>& src, Eigen::MatrixBase<D>& dst,
         }
 }
 
+// The largest magnitude that q never rounds beyond its range: only values above it can overflow.
+inline double overflow_free_limit(const quantizer& q) {
+    if (const auto* f = q.as_float()) return f->format.max_finite();
+    if (const auto* i = q.as_int())
+        return std::min(i->format.max_value(), -i->format.min_value()) * std::ldexp(1.0, -i->fraction_bits);
+    return std::numeric_limits<double>::infinity();
+}
+
+// The input events (gemm_stats.hpp) of n elements: `given` as the caller gave them (cast to
+// float), `rounded` what q made of them as elements first.. of its array. Whether a value beyond
+// the range overflowed depends on its rounding (toward zero may bring it back to the largest
+// value): the datapath's own rounding step decides, with the same random bits, for those few.
+inline void count_input_events(const quantizer& q, gemm_role role, const float* given, const float* rounded,
+                               std::size_t first, std::size_t n, gemm_stats& stats) {
+    const double limit = overflow_free_limit(q);
+    const std::uint64_t key = gemm_random_key(exact_datapath::seed_of(q), role);
+    for (std::size_t e = 0; e < n; ++e) {
+        const float x = given[e], y = rounded[e];
+        if (std::isnan(x)) { ++stats.input_nans; continue; }
+        if (std::isinf(x)) { ++stats.input_infinities; continue; }
+        stats.inexact_inputs += !(y == x);
+        stats.input_underflows += x != 0 && y == 0;
+        if (std::fabs(x) > limit)
+            with_step(q, key, [&](const auto& step) {
+                if constexpr (!std::decay_t<decltype(step)>::exact) {
+                    bool overflowed = false;
+                    step.round_value(double(x), first + e, overflowed);
+                    stats.input_overflows += overflowed;
+                }
+            });
+    }
+}
+
 // The rows [first, first + count) of src, cast to float, into the same rows of dst (row-major),
-// then quantized: element e of dst has random index e, whatever the split of the rows.
+// then quantized: element e of dst has random index e, whatever the split of the rows. With
+// `stats`, the piece's input events are added to it.
 template <class D>
 void copy_quantized_rows(const Eigen::MatrixBase<D>& src, row_major_view& dst, Eigen::Index first, Eigen::Index count,
-                         const quantizer& q, gemm_role role) {
+                         const quantizer& q, gemm_role role, gemm_stats* stats) {
     copy_rows_tiled(src, dst, first, count);
-    const std::size_t begin = std::size_t(first * dst.cols());
-    quantize_piece(q, role, dst.data() + begin, begin, std::size_t(count * dst.cols()));
+    const std::size_t begin = std::size_t(first * dst.cols()), n = std::size_t(count * dst.cols());
+    float* piece = dst.data() + begin;
+    if (stats == nullptr) return quantize_piece(q, role, piece, begin, n);
+    const std::vector<float> given(piece, piece + n);
+    quantize_piece(q, role, piece, begin, n);
+    gemm_stats local;
+    count_input_events(q, role, given.data(), piece, begin, n, local);
+#pragma omp critical(lowbit_input_events)
+    *stats += local;
 }
 
 // f(first, count) for pieces of the rows [0, rows) of a matrix of `size` elements, split among up
@@ -106,12 +150,34 @@ void for_row_pieces(Eigen::Index rows, Eigen::Index size, int threads, F&& f) {
 // the speed-up of the whole GEMM).
 template <class D>
 row_major_view quantized_rows(const Eigen::MatrixBase<D>& src, const quantizer& q, gemm_role role, int threads,
-                              buffer_slot slot) {
+                              buffer_slot slot, gemm_stats* stats = nullptr) {
     row_major_view dst(reused_buffer(slot, std::size_t(src.size())), src.rows(), src.cols());
     for_row_pieces(src.rows(), src.size(), threads, [&](Eigen::Index first, Eigen::Index count) {
-        copy_quantized_rows(src, dst, first, count, q, role);
+        copy_quantized_rows(src, dst, first, count, q, role, stats);
     });
     return dst;
+}
+
+// C resized to rows x cols where it can be (a dynamic Matrix or Array within its compile-time
+// bounds); a C of another shape that cannot be (fixed-size, or a Map, Block or Ref, which
+// Eigen's resize would only assert on) is refused with the shapes named.
+template <class D>
+void fit_output(Eigen::MatrixBase<D>& C, Eigen::Index rows, Eigen::Index cols, const char* function) {
+    if (C.rows() == rows && C.cols() == cols) return;
+    if constexpr (std::is_base_of_v<Eigen::PlainObjectBase<D>, D>) {
+        const auto fits = [](int fixed, int max, Eigen::Index n) {
+            return fixed == Eigen::Dynamic ? (max == Eigen::Dynamic || n <= max) : n == fixed;
+        };
+        if (fits(D::RowsAtCompileTime, D::MaxRowsAtCompileTime, rows) &&
+            fits(D::ColsAtCompileTime, D::MaxColsAtCompileTime, cols)) {
+            C.derived().resize(rows, cols);
+            return;
+        }
+    }
+    throw std::invalid_argument(std::string(function) + ": output shape: C is " + std::to_string(C.rows()) + " x " +
+                                std::to_string(C.cols()) + " and must be " + std::to_string(rows) + " x " +
+                                std::to_string(cols) +
+                                ", which it cannot be resized to (fixed-size, or a Map, Block or Ref)");
 }
 
 inline void check_accumulator_format(const quantizer& q, const char* field) {
@@ -161,20 +227,16 @@ void gemm(const Eigen::MatrixBase<DA>& A, const Eigen::MatrixBase<DB>& B, Eigen:
                                     std::to_string(A.cols()) + " and B is " + std::to_string(B.rows()) + " x " +
                                     std::to_string(B.cols()) + ": A's columns (K) must equal B's rows");
     const Eigen::Index M = A.rows(), K = A.cols(), N = B.cols();
-    if (C.rows() != M || C.cols() != N) {
-        C.derived().resize(M, N);  // asserts/throws for fixed-size or mapped C of the wrong size
-        if (C.rows() != M || C.cols() != N)
-            throw std::invalid_argument("lowbit::gemm: output shape: C must be " + std::to_string(M) + " x " +
-                                        std::to_string(N));
-    }
+    detail::fit_output(C, M, N, "lowbit::gemm");
     if (spec.record_lost && stats == nullptr)
         throw std::invalid_argument("lowbit::gemm: record_lost = true needs a gemm_stats to record into");
 
     const int threads = detail::thread_count(spec.threads);
     using detail::buffer_slot;
-    const detail::row_major_view a = detail::quantized_rows(A, spec.input_a, gemm_role::input_a, threads, buffer_slot::input_a);
+    const detail::row_major_view a =
+        detail::quantized_rows(A, spec.input_a, gemm_role::input_a, threads, buffer_slot::input_a, stats);
     const detail::row_major_view b_rows =
-        detail::quantized_rows(B, spec.input_b, gemm_role::input_b, threads, buffer_slot::input_b);
+        detail::quantized_rows(B, spec.input_b, gemm_role::input_b, threads, buffer_slot::input_b, stats);
 
     detail::row_major_view c(detail::reused_buffer(buffer_slot::output, std::size_t(M * N)), M, N);
     if (report != nullptr) *report = gemm_report{};
