@@ -120,6 +120,23 @@ TEST_CASE("parse errors name what was wrong") {
     CHECK(message_of([] { float_format::parse("e12m3"); }).find("exp_bits = 12") != std::string::npos);
 }
 
+TEST_CASE("parse refuses a setting made twice, naming both options") {
+    CHECK(message_of([] { float_format::parse("e4m3,bias=10,bias=11"); })
+              .find("option 'bias=11' sets what 'bias=10' already set") != std::string::npos);
+    CHECK(message_of([] { float_format::parse("e4m3,bias=7,bias=7"); }).find("bias=7") != std::string::npos);
+    CHECK(message_of([] { float_format::parse("e4m3,unsigned,signed"); })
+              .find("option 'signed' sets what 'unsigned' already set") != std::string::npos);
+    CHECK(message_of([] { float_format::parse("e5m2,subnormals=off,specials=fn,subnormals=on"); })
+              .find("'subnormals=off'") != std::string::npos);
+    CHECK(message_of([] { float_format::parse("e8m0,nozero,zero,subnormals=off"); }).find("'nozero'") !=
+          std::string::npos);
+    CHECK(message_of([] { float_format::parse("e5m2,specials=fn,specials=none"); }).find("'specials=fn'") !=
+          std::string::npos);
+    // Each setting once, in any order, is fine.
+    CHECK(float_format::parse("e4m3,specials=ieee,unsigned,bias=3,subnormals=off") ==
+          float_format{.exp_bits = 4, .man_bits = 3, .bias = 3, .subnormals = false, .is_signed = false});
+}
+
 TEST_CASE("a format is a structural template argument and a constexpr value") {
     STATIC_REQUIRE(bits_of<lowbit::fp8_e4m3>() == 8);
     STATIC_REQUIRE(bits_of<float_format{.exp_bits = 4, .man_bits = 7, .bias = 10}>() == 12);

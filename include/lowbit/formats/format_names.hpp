@@ -108,28 +108,40 @@ inline bool parse_switch(std::string_view field, std::string_view value) {
     parse_error(field, value, "is not on/off");
 }
 
-inline void apply_option(float_format& f, std::string_view option) {
+// The settings an option can make; each may be made once per format string.
+enum class format_setting { bias, subnormals, specials, sign, zero };
+
+// Applies one option to f and says which setting it made.
+inline format_setting apply_option(float_format& f, std::string_view option) {
     const auto eq = option.find('=');
     const std::string_view key = option.substr(0, eq);
     const std::string_view value = eq == std::string_view::npos ? std::string_view{} : option.substr(eq + 1);
     if (key == "bias" && eq != std::string_view::npos) {
         if (!parse_int(value, f.bias)) parse_error("bias", value, "is not an integer");
-    } else if (key == "subnormals" && eq != std::string_view::npos) {
+        return format_setting::bias;
+    }
+    if (key == "subnormals" && eq != std::string_view::npos) {
         f.subnormals = parse_switch("subnormals", value);
-    } else if (key == "specials" && eq != std::string_view::npos) {
+        return format_setting::subnormals;
+    }
+    if (key == "specials" && eq != std::string_view::npos) {
         if (value == "ieee") f.specials = special_values::ieee;
         else if (value == "fn") f.specials = special_values::fn;
         else if (value == "none") f.specials = special_values::none;
         else parse_error("specials", value, "is not ieee, fn or none");
-    } else if (option == "signed" || option == "unsigned") {
-        f.is_signed = option == "signed";
-    } else if (option == "zero" || option == "nozero") {
-        f.has_zero = option == "zero";
-    } else {
-        parse_error("option", option,
-                    "is not bias=N, subnormals=on|off, specials=ieee|fn|none, signed, unsigned, "
-                    "zero or nozero");
+        return format_setting::specials;
     }
+    if (option == "signed" || option == "unsigned") {
+        f.is_signed = option == "signed";
+        return format_setting::sign;
+    }
+    if (option == "zero" || option == "nozero") {
+        f.has_zero = option == "zero";
+        return format_setting::zero;
+    }
+    parse_error("option", option,
+                "is not bias=N, subnormals=on|off, specials=ieee|fn|none, signed, unsigned, "
+                "zero or nozero");
 }
 
 }  // namespace detail
@@ -143,12 +155,19 @@ inline float_format float_format::parse(std::string_view text) {
     std::string_view s = lower;
     auto comma = s.find(',');
     float_format f = detail::parse_base(s.substr(0, comma));
+    // A setting made twice ("bias=10,bias=11", "unsigned,signed") is a mistake, not a choice of
+    // the last one: refused, with both options named.
+    std::string_view made[5] = {};
     while (comma != std::string_view::npos) {
         s.remove_prefix(comma + 1);
         comma = s.find(',');
         const std::string_view option = s.substr(0, comma);
         if (option.empty()) detail::parse_error("option", "", "is empty (two commas in a row?)");
-        detail::apply_option(f, option);
+        std::string_view& earlier = made[int(detail::apply_option(f, option))];
+        if (!earlier.empty())
+            detail::parse_error("option", option,
+                                "sets what '" + std::string(earlier) + "' already set: give each setting once");
+        earlier = option;
     }
     f.validate();
     return f;
