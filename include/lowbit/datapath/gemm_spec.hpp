@@ -95,7 +95,8 @@ struct gemm_spec {
     int window = 14;                // aligned: bits kept below the largest exponent
     int group = 32;                 // aligned: products aligned together with the accumulator
     alignment_cut cut = alignment_cut::toward_zero;
-    int threads = 1;                // OpenMP threads; 0: OpenMP's default. Results do not depend on it.
+    int threads = 1;                // OpenMP threads, at most the processors present (more are
+                                    // capped to those); 0: OpenMP's default. Results do not depend on it.
     bool record_lost = false;       // gemm_stats::lost: which products' contributions were lost
 
     // Throws std::invalid_argument naming the field when the spec cannot be run.

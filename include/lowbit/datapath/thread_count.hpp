@@ -2,6 +2,8 @@
 // is running.
 #pragma once
 
+#include <algorithm>
+
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
@@ -9,9 +11,12 @@
 namespace lowbit::detail {
 
 // gemm_spec::threads: 0 means OpenMP's default; without OpenMP everything runs on one thread.
+// A request beyond the processors OpenMP sees (omp_get_num_procs) is capped to them: more
+// threads would only take turns on the same cores (and 1000 would start 1000), and results never
+// depend on the count.
 inline int thread_count(int requested) {
 #if defined(_OPENMP)
-    return requested == 0 ? omp_get_max_threads() : requested;
+    return requested == 0 ? omp_get_max_threads() : std::min(requested, omp_get_num_procs());
 #else
     return (void)requested, 1;
 #endif
