@@ -21,6 +21,7 @@
 #include <sstream>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 namespace {
 
@@ -429,4 +430,41 @@ TEST_CASE("numeric_limits of fp4_e2m1, bf16 and ue8m0") {
     static_assert(double(U::min()) == 0x1p-127 && double(U::lowest()) == 0x1p-127 && double(U::max()) == 0x1p127);
     static_assert(double(U::denorm_min()) == 0x1p-127 && double(U::epsilon()) == 1.0 && U::quiet_NaN().bits() == 0xFF);
     static_assert(U::digits == 1 && U::min_exponent == -126 && U::max_exponent == 128);
+}
+
+TEST_CASE("NaN into a format without a NaN code: +0 by default, counted by convert, or refused") {
+    using e2m1 = minifloat<lowbit::fp4_e2m1>;  // OCP FP4: every code finite, no NaN
+    using ue8m0 = minifloat<lowbit::ue8m0>;    // has a NaN code (0xFF)
+    constexpr double qnan = std::numeric_limits<double>::quiet_NaN();
+    // The constructor's documented default: +0, the code 0.
+    CHECK(e2m1(qnan).bits() == 0);
+    CHECK(e2m1::from(qnan, lowbit::nan_policy::zero).bits() == 0);
+    CHECK_THROWS_AS(e2m1::from(qnan, lowbit::nan_policy::raise), std::domain_error);
+    CHECK(double(e2m1::from(2.6, lowbit::nan_policy::raise)) == 3.0);  // other values round as usual
+    // Formats with a NaN code keep NaN under either policy.
+    CHECK(isnan(e4m3::from(qnan, lowbit::nan_policy::raise)));
+    CHECK(ue8m0::from(qnan, lowbit::nan_policy::raise).bits() == 0xFF);
+
+    const std::vector<float> in = {1.0f, std::numeric_limits<float>::quiet_NaN(), -0.7f,
+                                   std::numeric_limits<float>::quiet_NaN(), 9.0f};
+    std::vector<e2m1> out(in.size(), e2m1(4.0));
+    CHECK(lowbit::convert(in, out) == 2);  // two NaN stored as +0
+    const double expected[] = {1.0, 0.0, -0.5, 0.0, 6.0};  // e2m1: 0.7 -> 0.5, 9 -> 6 (its largest)
+    for (std::size_t i = 0; i < in.size(); ++i) CHECK(double(out[i]) == expected[i]);
+    // raise: the message names the first NaN, and nothing is written.
+    std::vector<e2m1> untouched(in.size(), e2m1(4.0));
+    try {
+        lowbit::convert(in, untouched, lowbit::nan_policy::raise);
+        FAIL("convert should have thrown");
+    } catch (const std::domain_error& e) {
+        CHECK(std::string(e.what()).find("in[1] is NaN") != std::string::npos);
+    }
+    for (const e2m1 m : untouched) CHECK(double(m) == 4.0);
+    // Where the format has NaN: nothing is lost.
+    std::vector<e4m3> out8(in.size());
+    CHECK(lowbit::convert(std::span<const float>(in), out8, lowbit::nan_policy::raise) == 0);
+    CHECK(isnan(out8[1]));
+    // Sizes must match.
+    std::vector<e4m3> short_out(2);
+    CHECK_THROWS_AS(lowbit::convert(in, short_out), std::invalid_argument);
 }

@@ -20,7 +20,9 @@
 //   - comparisons as IEEE: NaN is unordered and unequal to itself, -0 == +0.
 //   - default construction gives code 0: +0 (in a format without zero, its smallest value).
 //   - NaN results are the format's canonical NaN code; a format without NaN code stores them as
-//     +0 (see encoding.hpp: only 0/0-like operations produce them there).
+//     +0 (see encoding.hpp: only 0/0-like operations produce them there). Where that loss must
+//     not pass unseen, convert with a nan_policy: minifloat<F>::from(x, nan_policy::raise)
+//     throws, and lowbit::convert(in, out) over arrays returns how many NaN became +0.
 // std::numeric_limits is specialized below; Eigen::NumTraits in minifloat_eigen.hpp.
 #pragma once
 
@@ -36,6 +38,7 @@
 #include <cstdint>
 #include <iosfwd>
 #include <limits>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -84,6 +87,13 @@ constexpr int floor_log10(double x) {
 
 }  // namespace detail
 
+// What a conversion does with NaN where the format has no NaN code (specials none, or an ieee
+// format without mantissa bits).
+enum class nan_policy : std::uint8_t {
+    zero,   // store +0 (its smallest value without zero), as the constructor does
+    raise,  // throw std::domain_error
+};
+
 template <float_format F>
 class minifloat {
     static_assert(F.is_valid(),
@@ -105,6 +115,14 @@ public:
     template <std::integral I>
         requires(sizeof(I) <= 8)
     explicit minifloat(I i) : minifloat(detail::integer_round_odd(i)) {}
+
+    // x rounded to F as the constructor does, NaN as `policy` says (above).
+    static minifloat from(double x, nan_policy policy) {
+        if (policy == nan_policy::raise && !has_nan_code(F) && x != x)
+            throw std::domain_error("lowbit::minifloat: NaN has no code in this format (" + std::to_string(F.bits()) +
+                                    " bits, no NaN): it would be stored as " + (F.has_zero ? "+0" : "its smallest value"));
+        return minifloat(x);
+    }
 
     // The number whose code is `code`; throws std::invalid_argument if it has bits above bits().
     static constexpr minifloat from_bits(storage_type code) {
@@ -178,6 +196,46 @@ private:
 
     storage_type code_ = 0;
 };
+
+template <class T>
+inline constexpr bool is_minifloat = false;
+template <float_format F>
+inline constexpr bool is_minifloat<minifloat<F>> = true;
+
+// out[i] = minifloat<F>(in[i]) for contiguous arrays (std::vector, std::array, std::span, ...)
+// of float or double into minifloat<F>, NaN as `policy` says (raise: a std::domain_error naming
+// the first NaN's index, before anything is written). Returns the number of NaN stored as +0
+// (always 0 where F has a NaN code).
+template <class In, class Out>
+    requires requires(const In& in, Out& out) {
+        { std::span(in) };
+        { std::span(out) };
+    }
+std::size_t convert(const In& in, Out&& out, nan_policy policy = nan_policy::zero) {
+    const auto from = std::span(in);
+    const auto to = std::span(out);
+    using T = std::remove_cv_t<typename decltype(from)::element_type>;
+    using M = std::remove_cv_t<typename decltype(to)::element_type>;
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
+                  "lowbit::convert: the input holds float or double values");
+    static_assert(is_minifloat<M> && !std::is_const_v<typename decltype(to)::element_type>,
+                  "lowbit::convert: the output is a writable array of lowbit::minifloat<F>");
+    if (from.size() != to.size())
+        throw std::invalid_argument("lowbit::convert: output size " + std::to_string(to.size()) + " != input size " +
+                                    std::to_string(from.size()));
+    std::size_t lost = 0;
+    if constexpr (!has_nan_code(M::format)) {
+        for (std::size_t i = 0; i < from.size(); ++i)
+            if (from[i] != from[i]) {
+                if (policy == nan_policy::raise)
+                    throw std::domain_error("lowbit::convert: in[" + std::to_string(i) +
+                                            "] is NaN, which has no code in the output's format (no NaN)");
+                ++lost;
+            }
+    }
+    for (std::size_t i = 0; i < from.size(); ++i) to[i] = M(from[i]);
+    return lost;
+}
 
 }  // namespace lowbit
 
