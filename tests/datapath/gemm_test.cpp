@@ -834,10 +834,37 @@ TEST_CASE("gemm rejects invalid specs and shapes, naming the field", "[gemm][arg
     const std::string shape = message_of(gemm_spec{}, A, Eigen::MatrixXf::Ones(4, 2));
     CHECK((shape.find("shape") != std::string::npos || shape.find("K") != std::string::npos));
     CHECK(shape != "(no exception)");
-    // An output of the wrong fixed size.
+    // Outputs of the wrong shape that cannot be resized are refused, the shapes named (Eigen's
+    // own resize would only assert, or do nothing under NDEBUG): a Map, a fixed-size matrix, a
+    // block, a bounded dynamic matrix beyond its bound.
+    const auto output_message = [&](auto&& C) -> std::string {
+        try {
+            lowbit::gemm(A, B, C, gemm_spec{});
+        } catch (const std::invalid_argument& e) {
+            return e.what();
+        }
+        return "(no exception)";
+    };
     std::vector<float> storage(5);
     Eigen::Map<Eigen::MatrixXf> wrong(storage.data(), 1, 5);
-    CHECK_THROWS_AS(lowbit::gemm(A, B, wrong, gemm_spec{}), std::invalid_argument);
+    CHECK_THAT(output_message(wrong), Catch::Matchers::Contains("C is 1 x 5 and must be 2 x 2"));
+    Eigen::Matrix3f fixed3 = Eigen::Matrix3f::Constant(7.0f);
+    CHECK_THAT(output_message(fixed3), Catch::Matchers::Contains("C is 3 x 3 and must be 2 x 2"));
+    CHECK(fixed3 == Eigen::Matrix3f::Constant(7.0f));  // nothing written
+    Eigen::MatrixXf big = Eigen::MatrixXf::Zero(4, 4);
+    CHECK_THAT(output_message(big.topLeftCorner(2, 3)), Catch::Matchers::Contains("C is 2 x 3"));
+    Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, 0, 4, 1> bounded(1, 1);
+    CHECK_THAT(output_message(bounded), Catch::Matchers::Contains("must be 2 x 2"));
+    // What can take the shape does: fixed of the right size, a dynamic matrix, a block of it.
+    Eigen::Matrix2f fixed2;
+    CHECK(output_message(fixed2) == "(no exception)");
+    CHECK(fixed2 == Eigen::Matrix2f::Constant(3.0f));
+    Eigen::MatrixXf dynamic(7, 1);
+    CHECK(output_message(dynamic) == "(no exception)");
+    CHECK(dynamic == Eigen::MatrixXf::Constant(2, 2, 3.0f));
+    CHECK(output_message(big.topLeftCorner(2, 2)) == "(no exception)");
+    Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, 0, 2, 4> bounded_fit(1, 1);
+    CHECK(output_message(bounded_fit) == "(no exception)");
     // dot of different lengths
     const std::vector<float> x(3, 1.0f), y(4, 1.0f);
     CHECK_THROWS_AS(lowbit::dot(x, y, gemm_spec{}), std::invalid_argument);
@@ -930,7 +957,8 @@ TEST_CASE("gemm results do not depend on the thread count", "[gemm][threads]") {
         INFO("model " << lowbit::to_string(s.model));
         std::vector<Eigen::MatrixXf> results;
         std::vector<gemm_stats> stats;
-        for (int threads : {1, 2, 0}) {
+        // (1000 is capped to the processors present: the same results, not 1000 threads)
+        for (int threads : {1, 2, 0, 1000}) {
             s.threads = threads;
             gemm_stats st;
             results.push_back(lowbit::gemm(A, B, s, &st));
