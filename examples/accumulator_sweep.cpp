@@ -9,6 +9,7 @@
 //   accumulator_sweep [--rounding nearest_even|toward_zero|...] [--outputs 16] [--out DIR]
 #include <lowbit/lowbit.hpp>
 
+#include "example_cli.hpp"
 #include <CLI/CLI.hpp>
 
 #include <array>
@@ -52,17 +53,18 @@ Eigen::MatrixXf sample(Eigen::Index rows, Eigen::Index cols, bool heavy_tailed, 
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int run_example(int argc, char** argv) {
     CLI::App app{"Accumulator width sweep: error and swamping of low-precision dot products"};
     std::string rounding_name = "nearest_even";
     int outputs = 16;
-    std::string out_dir = ".";
+    std::string out_dir = "results";
     app.add_option("--rounding", rounding_name, "accumulator rounding: nearest_even, toward_zero, ...")
         ->check(CLI::IsMember({"nearest_even", "nearest_away", "toward_zero", "toward_positive", "toward_negative",
                                "odd", "stochastic"}));
     app.add_option("--outputs", outputs, "dot products per configuration are outputs x outputs")->check(CLI::Range(1, 256));
-    app.add_option("--out", out_dir, "directory for accumulator_sweep.csv and .png")->check(CLI::ExistingDirectory);
+    examples::add_out_option(app, out_dir, "accumulator_sweep.csv and .png");
     CLI11_PARSE(app, argc, argv);
+    examples::prepare_out(out_dir);
 
     const std::map<std::string, lowbit::rounding> modes{
         {"nearest_even", lowbit::rounding::nearest_even}, {"nearest_away", lowbit::rounding::nearest_away},
@@ -166,4 +168,9 @@ int main(int argc, char** argv) {
         return 1;
     }
     std::printf("\nwrote %s and %s/accumulator_sweep.png\n", csv_path.c_str(), out_dir.c_str());
+    return 0;
+}
+
+int main(int argc, char** argv) {
+    return examples::run("accumulator_sweep", [&] { return run_example(argc, argv); });
 }

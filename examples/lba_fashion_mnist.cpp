@@ -29,6 +29,7 @@
 #include "accumulator_formats.hpp"
 #include "fashion_mnist_cnn.hpp"
 
+#include "example_cli.hpp"
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -62,7 +63,8 @@ using lowbit_examples::make_cnn;
 using lowbit_examples::seconds_since;
 struct options {
     bool quick = false;
-    std::string out = "lba_fashion_mnist_out";
+    std::string out = "results";
+    std::string data = lowbit::nn::fashion_mnist_default_dir;
     int epochs = 4;
     int batch = 64;
     double learning_rate = 1e-3;
@@ -249,16 +251,17 @@ void write_plots(const std::string& out, const std::vector<result_row>& rows, do
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int run_example(int argc, char** argv) {
     options o;
     CLI::App app{"Low bit-width accumulators on Fashion-MNIST: fp32 training, zero-shot evaluation on MxEy "
                  "accumulators, fine-tuning on M7E4"};
     app.add_flag("--quick", o.quick, "a small subset and short training (for CI): 6000 training and 1000 test images");
-    app.add_option("--out", o.out, "output directory (weights cache, CSV, PNG)")
+    examples::add_out_option(app, o.out, "the weights cache, CSV files and plots")
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // scripts/demo.sh gives a default
+    examples::add_data_option(app, o.data);
     app.add_option("--epochs", o.epochs, "fp32 training epochs")->check(CLI::Range(1, 100));
     app.add_option("--batch", o.batch, "mini-batch size")->check(CLI::Range(1, 4096));
-    app.add_option("--lr", o.learning_rate, "fp32 training learning rate (Adam)")->check(CLI::PositiveNumber);
+    app.add_option("--lr", o.learning_rate, "fp32 training learning rate (Adam)")->check(examples::finite_positive);
     app.add_option("--seed", o.seed, "seed of initialisation, shuffling and stochastic rounding");
     app.add_flag("--retrain", o.retrain, "train even if cached weights exist");
     app.add_option("--formats", o.formats, "accumulator formats (MxEy), comma separated")->delimiter(',');
@@ -272,10 +275,10 @@ int main(int argc, char** argv) {
     app.add_option("--e5-acc-bias", o.e5_accumulator_bias, "exponent bias of MxE5 accumulators");
     app.add_flag("--subnormals", o.subnormals, "keep subnormals in products and accumulators (default: flush to zero)");
     app.add_option("--stats-samples", o.stats_samples, "test images on which events are counted")->check(CLI::Range(0, 10000));
-    app.add_option("--stage1-epochs", o.stage1_epochs, "fine-tuning stage 1 (no underflow), in epochs")->check(CLI::Range(0.0, 100.0));
-    app.add_option("--stage2-epochs", o.stage2_epochs, "fine-tuning stage 2 (real M7E4), in epochs")->check(CLI::Range(0.0, 100.0));
-    app.add_option("--finetune-lr", o.finetune_learning_rate, "fine-tuning stage 1 learning rate (Adam)")->check(CLI::PositiveNumber);
-    app.add_option("--stage2-lr", o.stage2_learning_rate, "fine-tuning stage 2 learning rate (Adam)")->check(CLI::PositiveNumber);
+    app.add_option("--stage1-epochs", o.stage1_epochs, "fine-tuning stage 1 (no underflow), in epochs")->check(examples::finite)->check(CLI::Range(0.0, 100.0));
+    app.add_option("--stage2-epochs", o.stage2_epochs, "fine-tuning stage 2 (real M7E4), in epochs")->check(examples::finite)->check(CLI::Range(0.0, 100.0));
+    app.add_option("--finetune-lr", o.finetune_learning_rate, "fine-tuning stage 1 learning rate (Adam)")->check(examples::finite_positive);
+    app.add_option("--stage2-lr", o.stage2_learning_rate, "fine-tuning stage 2 learning rate (Adam)")->check(examples::finite_positive);
     app.add_option("--threads", o.threads, "threads (0: all cores)")->check(CLI::Range(0, 1024));
     CLI11_PARSE(app, argc, argv);
     if (o.quick) {
@@ -287,13 +290,13 @@ int main(int argc, char** argv) {
     if (o.threads > 0) omp_set_num_threads(o.threads);  // Eigen's fp32 GEMM follows OpenMP
 #endif
     const auto run_started = clock_type::now();
-    std::filesystem::create_directories(o.out);
+    examples::prepare_out(o.out);
 
     std::vector<datapath_row> formats;
     for (const auto& f : o.formats) formats.push_back(row_for(f, o));
 
-    std::printf("Loading Fashion-MNIST from %s\n", nn::fashion_mnist_default_dir);
-    const nn::fashion_mnist_data data = nn::load_fashion_mnist();
+    std::printf("Loading Fashion-MNIST from %s\n", o.data.c_str());
+    const nn::fashion_mnist_data data = nn::load_fashion_mnist(o.data);
     std::printf("  %zu training and %zu test images%s\n", data.train.size(), data.test.size(),
                 o.quick ? " (--quick: 6000 and 1000 of them are used)" : "");
 
@@ -416,4 +419,9 @@ int main(int argc, char** argv) {
     if (!std::isnan(finetune_epoch_seconds)) std::printf("M7E4 fine-tuning: %.1f s per epoch\n", finetune_epoch_seconds);
     std::printf("Wrote %s/results.csv, training.csv, accuracy.png, training.png. Total time %.1f s\n", o.out.c_str(),
                 seconds_since(run_started));
+    return 0;
+}
+
+int main(int argc, char** argv) {
+    return examples::run("lba_fashion_mnist", [&] { return run_example(argc, argv); });
 }

@@ -15,6 +15,7 @@
 //   lns_tour [--samples 65536] [--depth 256] [--out DIR]
 #include <lowbit/lowbit.hpp>
 
+#include "example_cli.hpp"
 #include <CLI/CLI.hpp>
 
 #include <cmath>
@@ -108,15 +109,16 @@ std::vector<datapath_choice> datapaths(int depth) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int run_example(int argc, char** argv) {
     CLI::App app{"LNS tour: 8-bit LNS against FP8 and INT8, and the LNS GEMM datapath"};
     int samples = 1 << 16;
     int depth = 256;
-    std::string out_dir = ".";
+    std::string out_dir = "results";
     app.add_option("--samples", samples, "values per distribution for the quantization error")->check(CLI::Range(16, 1 << 24));
     app.add_option("--depth", depth, "K of the 64 x K by K x 64 GEMMs")->check(CLI::Range(1, 1 << 16));
-    app.add_option("--out", out_dir, "directory for the CSV files and lns_tour.png")->check(CLI::ExistingDirectory);
+    examples::add_out_option(app, out_dir, "the CSV files and lns_tour.png");
     CLI11_PARSE(app, argc, argv);
+    examples::prepare_out(out_dir);
 
     const std::vector<distribution> distributions{distribution::normal, distribution::laplace, distribution::log_normal};
     const std::string quant_csv = out_dir + "/lns_tour_quantization.csv", gemm_csv = out_dir + "/lns_tour_gemm.csv";
@@ -203,4 +205,9 @@ int main(int argc, char** argv) {
         return 1;
     }
     std::printf("\nwrote %s, %s and %s/lns_tour.png\n", quant_csv.c_str(), gemm_csv.c_str(), out_dir.c_str());
+    return 0;
+}
+
+int main(int argc, char** argv) {
+    return examples::run("lns_tour", [&] { return run_example(argc, argv); });
 }

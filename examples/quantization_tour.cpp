@@ -1,4 +1,5 @@
 // A ten-second tour of what lowbit does: the formats it knows, and how values land on them.
+#include "example_cli.hpp"
 #include <lowbit/lowbit.hpp>
 
 #include <array>
@@ -57,10 +58,15 @@ void print_roundings() {
 
 }  // namespace
 
-int main() {
+int run_example() {
     print_presets();
     print_roundings();
     std::printf("\nA classic trap: e4m3 nearest_even sends 1.0625 (a tie) to %g, the even neighbour,\n"
                 "not to 1.125.\n",
                 double(lowbit::quantize(1.0625f, lowbit::fp8_e4m3)));
+    return 0;
+}
+
+int main() {
+    return examples::run("quantization_tour", [&] { return run_example(); });
 }

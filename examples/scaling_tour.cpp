@@ -16,6 +16,7 @@
 #include <lowbit/lowbit.hpp>
 #include <lowbit/nn/weights_file.hpp>
 
+#include "example_cli.hpp"
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -76,22 +77,24 @@ struct result_row {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int run_example(int argc, char** argv) {
     CLI::App app{"Scale granularity at 4 and 8 bits: quantization and GEMM error of heavy-tailed data"};
     int rows = 256, depth = 1024, batch = 64;
     unsigned seed = 1;
-    std::string out_dir = ".";
+    std::string out_dir = "results";
     app.add_option("--rows", rows, "output channels of W (rows)")->check(CLI::Range(1, 4096));
     app.add_option("--depth", depth, "K, the reduction length")->check(CLI::Range(16, 16384));
     app.add_option("--batch", batch, "columns of X")->check(CLI::Range(1, 4096));
     app.add_option("--seed", seed, "random seed of the data");
-    app.add_option("--out", out_dir, "directory for scaling_tour.csv and .png")->check(CLI::ExistingDirectory);
+    examples::add_out_option(app, out_dir, "scaling_tour.csv and .png");
     std::string weights_file, tensor_name = "fc1.weight";
-    app.add_option("--weights", weights_file,
+    CLI::Option* weights_option = app.add_option("--weights", weights_file,
                    "a lowbit weights file (e.g. lba_fashion_mnist's cnn_fp32_*.weights) to take W from")
         ->check(CLI::ExistingFile);
-    app.add_option("--tensor", tensor_name, "the tensor of --weights (rows: output channels, columns: K)");
+    app.add_option("--tensor", tensor_name, "the tensor of --weights (rows: output channels, columns: K)")
+        ->needs(weights_option);
     CLI11_PARSE(app, argc, argv);
+    examples::prepare_out(out_dir);
 
     std::mt19937_64 gen(seed);
     row_major W;  // M x K, K along each row
@@ -190,4 +193,9 @@ int main(int argc, char** argv) {
         return 1;
     }
     std::printf("\nwrote %s and %s/scaling_tour.png\n", csv_path.c_str(), out_dir.c_str());
+    return 0;
+}
+
+int main(int argc, char** argv) {
+    return examples::run("scaling_tour", [&] { return run_example(argc, argv); });
 }

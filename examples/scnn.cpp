@@ -12,6 +12,7 @@
 #include <lowbit/analysis/scnn_model.hpp>
 #include <lowbit/sparse/conv_shape.hpp>
 
+#include "example_cli.hpp"
 #include <CLI/CLI.hpp>
 
 #include <chrono>
@@ -58,7 +59,7 @@ const std::vector<alexnet_layer>& alexnet() {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int run_example(int argc, char** argv) {
     CLI::App app{"SCNN cycle model of one convolution layer (PT-IS-CP-sparse vs dense vs oracle)"};
     std::string layer_text, name = "layer", out = "results";
     double weight_density = 1.0, activation_density = 1.0;
@@ -66,14 +67,15 @@ int main(int argc, char** argv) {
     bool run_alexnet = false;
     lowbit::scnn_config config;
     auto* layer_option = app.add_option("--layer", layer_text, "K,C,H,W,R,S,stride,pad[,groups]");
-    app.add_option("--weight-density", weight_density, "fraction of non-zero weights")->check(CLI::Range(0.0, 1.0));
+    app.add_option("--weight-density", weight_density, "fraction of non-zero weights")->check(examples::finite)->check(CLI::Range(0.0, 1.0));
     app.add_option("--activation-density", activation_density, "fraction of non-zero activations")
-        ->check(CLI::Range(0.0, 1.0));
+        ->check(examples::finite)->check(CLI::Range(0.0, 1.0));
     app.add_option("--seed", seed, "seed of the random zeros");
     app.add_option("--name", name, "the layer column's text");
-    app.add_flag("--alexnet", run_alexnet, "model AlexNet's five convolutions at the paper's densities")
-        ->excludes(layer_option);
-    app.add_option("--out", out, "directory for scnn_alexnet.csv (with --alexnet)");
+    CLI::Option* alexnet_option =
+        app.add_flag("--alexnet", run_alexnet, "model AlexNet's five convolutions at the paper's densities")
+            ->excludes(layer_option);
+    examples::add_out_option(app, out, "scnn_alexnet.csv (with --alexnet)")->needs(alexnet_option);
     app.add_option("--pe-rows", config.pe_rows, "PE grid rows")->check(CLI::Range(1, 1024));
     app.add_option("--pe-cols", config.pe_cols, "PE grid columns")->check(CLI::Range(1, 1024));
     app.add_option("--F", config.F, "weights per vector")->check(CLI::Range(1, 1024));
@@ -90,7 +92,7 @@ int main(int argc, char** argv) {
     }
     try {
         if (run_alexnet) {
-            std::filesystem::create_directories(out);
+            examples::prepare_out(out);
             const std::string path = out + "/scnn_alexnet.csv";
             std::ofstream csv(path);
             const char* extra = ",active_utilization,fragmentation,bank_stall,paper_speedup,paper_multiplier_utilization";
@@ -126,4 +128,9 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "scnn: %s\n", e.what());
         return 1;
     }
+    return 0;
+}
+
+int main(int argc, char** argv) {
+    return examples::run("scnn", [&] { return run_example(argc, argv); });
 }

@@ -36,6 +36,7 @@
 
 #include "fashion_mnist_cnn.hpp"
 
+#include "example_cli.hpp"
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -64,6 +65,7 @@ namespace sp = lowbit::sparse;
 struct options {
     bool quick = false;
     std::string out = "results";
+    std::string data = lowbit::nn::fashion_mnist_default_dir;
     int epochs = 4;
     int batch = 64;
     double learning_rate = 1e-3;
@@ -258,22 +260,23 @@ void write_plot(const std::string& out, const std::vector<layer_figures>& layers
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int run_example(int argc, char** argv) {
     options o;
     CLI::App app{"Pruned Fashion-MNIST CNN on the SCNN sparse accelerator model"};
     app.add_flag("--quick", o.quick, "a small subset and short training (for CI): 3000 training and 500 test images");
-    app.add_option("--out", o.out, "output directory (weights cache, CSV, PNG)");
+    examples::add_out_option(app, o.out, "the weights cache, CSV files and plots");
+    examples::add_data_option(app, o.data);
     app.add_option("--epochs", o.epochs, "fp32 training epochs")->check(CLI::Range(1, 100));
     app.add_option("--batch", o.batch, "mini-batch size")->check(CLI::Range(1, 4096));
-    app.add_option("--lr", o.learning_rate, "fp32 training learning rate (Adam)")->check(CLI::PositiveNumber);
-    app.add_option("--finetune-lr", o.finetune_learning_rate, "fine-tuning learning rate (Adam)")->check(CLI::PositiveNumber);
+    app.add_option("--lr", o.learning_rate, "fp32 training learning rate (Adam)")->check(examples::finite_positive);
+    app.add_option("--finetune-lr", o.finetune_learning_rate, "fine-tuning learning rate (Adam)")->check(examples::finite_positive);
     app.add_option("--prune-steps", o.prune_steps, "pruning steps toward the target densities")->check(CLI::Range(1, 100));
     app.add_option("--finetune-epochs", o.finetune_epochs, "fine-tuning after each pruning step, in epochs")
-        ->check(CLI::Range(0.0, 100.0));
+        ->check(examples::finite)->check(CLI::Range(0.0, 100.0));
     app.add_option("--densities", o.densities, "target weight densities of conv1,conv2,fc1,fc2")
         ->delimiter(',')
         ->expected(4)
-        ->check(CLI::Range(0.001, 1.0));
+        ->check(examples::finite)->check(CLI::Range(0.001, 1.0));
     app.add_option("--images", o.images, "test images for the per-layer figures")->check(CLI::Range(1, 10000));
     app.add_option("--seed", o.seed, "seed of initialisation and shuffling");
     app.add_flag("--retrain", o.retrain, "train even if cached weights exist");
@@ -292,9 +295,9 @@ int main(int argc, char** argv) {
     }
     try {
         const auto run_started = clock_type::now();
-        std::filesystem::create_directories(o.out);
-        std::printf("Loading Fashion-MNIST from %s\n", nn::fashion_mnist_default_dir);
-        const nn::fashion_mnist_data data = nn::load_fashion_mnist();
+        examples::prepare_out(o.out);
+        std::printf("Loading Fashion-MNIST from %s\n", o.data.c_str());
+        const nn::fashion_mnist_data data = nn::load_fashion_mnist(o.data);
         const std::size_t images = std::min<std::size_t>(std::size_t(o.images), data.test.size());
 
         // 1. fp32 training (or the cache), batch norm folded
@@ -383,4 +386,9 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "scnn_fashion_mnist: %s\n", e.what());
         return 1;
     }
+    return 0;
+}
+
+int main(int argc, char** argv) {
+    return examples::run("scnn_fashion_mnist", [&] { return run_example(argc, argv); });
 }

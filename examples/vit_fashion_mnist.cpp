@@ -39,6 +39,7 @@
 #include "accumulator_formats.hpp"
 #include "fashion_mnist_cnn.hpp"
 
+#include "example_cli.hpp"
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -67,6 +68,7 @@ using lowbit_examples::seconds_since;
 struct options {
     bool quick = false;
     std::string out = "results/";
+    std::string data = lowbit::nn::fashion_mnist_default_dir;
     int threads = 1;  // the GEMMs are small: on 2 busy cores a second OpenMP thread made training 10x slower
     std::uint64_t seed = 1;
     std::vector<int> groups{8, 16};
@@ -489,13 +491,14 @@ void write_budget_outputs(const std::string& out, const std::vector<budget_row>&
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int run_example(int argc, char** argv) {
     options o;
     std::string budgets_text;
     CLI::App app{"A vision transformer on Fashion-MNIST: fp32 training, the accumulator table on the simulated "
                  "datapath, and dynamic inference under a compute budget (ViT and CNN)"};
     app.add_flag("--quick", o.quick, "a small subset and short runs (for CI)");
-    app.add_option("--out", o.out, "output directory (weights cache, CSV, PNG)");
+    examples::add_out_option(app, o.out, "the weights cache, CSV files and plots");
+    examples::add_data_option(app, o.data);
     app.add_option("--threads", o.threads, "threads (0: all cores; default 1: the GEMMs are small)")->check(CLI::Range(0, 1024));
     app.add_option("--seed", o.seed, "seed of initialisation, shuffling, the calibration split and the path sampling");
     app.add_option("--group", o.groups, "group sizes G (the vector width), comma separated")
@@ -507,16 +510,16 @@ int main(int argc, char** argv) {
     app.add_flag("--retrain", o.retrain, "train even if cached weights exist");
     app.add_option("--epochs", o.epochs, "ViT fp32 training epochs")->check(CLI::Range(1, 100));
     app.add_option("--batch", o.batch, "mini-batch size")->check(CLI::Range(1, 4096));
-    app.add_option("--lr", o.learning_rate, "one-cycle peak learning rate (AdamW)")->check(CLI::PositiveNumber);
-    app.add_option("--weight-decay", o.weight_decay, "AdamW's decoupled weight decay")->check(CLI::Range(0.0, 1.0));
+    app.add_option("--lr", o.learning_rate, "one-cycle peak learning rate (AdamW)")->check(examples::finite_positive);
+    app.add_option("--weight-decay", o.weight_decay, "AdamW's decoupled weight decay")->check(examples::finite)->check(CLI::Range(0.0, 1.0));
     app.add_option("--cnn-epochs", o.cnn_epochs, "CNN fp32 training epochs (for the budget comparison)")->check(CLI::Range(0, 100));
     app.add_option("--formats", o.formats, "accumulator formats (MxEy), comma separated")->delimiter(',');
     app.add_option("--chunk", o.datapath.chunk, "chunk size of the accumulation (0: no chunks)")->check(CLI::Range(0, 1 << 20));
     app.add_option("--stats-samples", o.stats_samples, "test images on which events are counted")->check(CLI::Range(0, 10000));
-    app.add_option("--stage1-epochs", o.stage1_epochs, "M7E4 fine-tuning stage 1 (no underflow), in epochs")->check(CLI::Range(0.0, 100.0));
-    app.add_option("--stage2-epochs", o.stage2_epochs, "M7E4 fine-tuning stage 2 (real M7E4), in epochs")->check(CLI::Range(0.0, 100.0));
+    app.add_option("--stage1-epochs", o.stage1_epochs, "M7E4 fine-tuning stage 1 (no underflow), in epochs")->check(examples::finite)->check(CLI::Range(0.0, 100.0));
+    app.add_option("--stage2-epochs", o.stage2_epochs, "M7E4 fine-tuning stage 2 (real M7E4), in epochs")->check(examples::finite)->check(CLI::Range(0.0, 100.0));
     app.add_option("--budget-retrain-epochs", o.budget_retrain_epochs, "fine-tuning of the alternative paths, in epochs (0: none)")
-        ->check(CLI::Range(0.0, 100.0));
+        ->check(examples::finite)->check(CLI::Range(0.0, 100.0));
     CLI11_PARSE(app, argc, argv);
     o.datapath.seed = o.seed, o.datapath.threads = o.threads;
     if (o.quick) {
@@ -534,10 +537,10 @@ int main(int argc, char** argv) {
     if (o.threads > 0) omp_set_num_threads(o.threads);
 #endif
     const auto run_started = clock_type::now();
-    std::filesystem::create_directories(o.out);
+    examples::prepare_out(o.out);
 
-    std::printf("Loading Fashion-MNIST from %s\n", nn::fashion_mnist_default_dir);
-    const nn::fashion_mnist_data data = nn::load_fashion_mnist();
+    std::printf("Loading Fashion-MNIST from %s\n", o.data.c_str());
+    const nn::fashion_mnist_data data = nn::load_fashion_mnist(o.data);
     // The calibration split: 5,000 training images never trained on (nor the test set used for it).
     const std::vector<std::size_t> order = nn::shuffled_indices(data.train.size(), o.seed * 104729 + 17);
     const std::size_t held = std::min(o.calibration, data.train.size() / 2);
@@ -693,4 +696,9 @@ int main(int argc, char** argv) {
     if (!std::isnan(finetune_seconds)) std::printf("ViT M7E4 fine-tuning stage 1: %.1f s per epoch\n", finetune_seconds);
     std::printf("Wrote %s/vit_budget.csv, vit_budget.png, vit_accumulators.csv. Total time %.1f s\n", o.out.c_str(),
                 seconds_since(run_started));
+    return 0;
+}
+
+int main(int argc, char** argv) {
+    return examples::run("vit_fashion_mnist", [&] { return run_example(argc, argv); });
 }

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Installs the Debian packages lowbit's build, tests, benchmarks and examples need (as root, or
-# with sudo when it is there). Does nothing when they are all present.
+# Installs the Debian packages lowbit's build, tests, benchmarks and examples need, clang and its
+# runtimes included (the fuzz targets, ThreadSanitizer), as root or with sudo when it is there.
+# Does nothing when they are all present.
 set -euo pipefail
 packages=(g++ cmake make git pkg-config libeigen3-dev catch2 libbenchmark-dev libmpfr-dev libgmp-dev
-          librandom123-dev zlib1g-dev libcli11-dev gnuplot-nox dataset-fashion-mnist python3-torch)
+          librandom123-dev zlib1g-dev libcli11-dev gnuplot-nox dataset-fashion-mnist python3-torch
+          clang libclang-rt-14-dev libomp-14-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -24,7 +24,7 @@ case "$kind" in
     archer=$(clang++ -print-file-name=libarcher.so)
     if [[ ! -e $archer ]]; then archer=/usr/lib/llvm-14/lib/libarcher.so; fi
     export OMP_TOOL_LIBRARIES=$archer
-    export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
+    export TSAN_OPTIONS=${TSAN_OPTIONS:-ignore_noninstrumented_modules=1:halt_on_error=1:second_deadlock_stack=1}
     ;;
   *) echo "scripts/sanitize.sh: '$kind' is not address or thread" >&2; exit 2 ;;
 esac

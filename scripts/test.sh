@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds lowbit in Release and runs every test; then builds and runs the
-# datapath and rounding tests again for the other x86-64 levels, whose kernels differ (they are
-# chosen at compile time): AVX2 (x86-64-v3) and the SSE2 baseline (x86-64). Set
-# LOWBIT_TEST_LEVELS="" to skip those, or to a list of -march values to choose them.
+# Installs what is missing, builds lowbit in Release and runs every test. Then, for the other
+# x86-64 levels, whose kernels differ (they are chosen at compile time), builds and runs again:
+#   - AVX2 (x86-64-v3): the datapath and rounding tests, in Release;
+#   - the SSE2 baseline (x86-64): the datapath, rounding, formats, nn and types tests (the weights
+#     and IDX file readers included) under AddressSanitizer + UndefinedBehaviorSanitizer, which
+#     makes this build CI's sanitizer run too (scripts/sanitize.sh builds the others);
+# and last builds the libFuzzer targets (native kernels, ASan + UBSan) and runs each for
+# LOWBIT_FUZZ_SECONDS (default 30) on its seed corpus (scripts/fuzz.sh).
+# LOWBIT_TEST_LEVELS="" skips the other levels (or lists the -march values to build), and
+# LOWBIT_FUZZ_SECONDS=0 the fuzzers.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 "$root/scripts/install-deps.sh"
@@ -13,9 +19,22 @@ ctest --test-dir "$root/build/release" --output-on-failure -j "$(nproc)"
 levels=${LOWBIT_TEST_LEVELS-x86-64-v3 x86-64}
 if [[ $(uname -m) != x86_64 ]]; then levels=""; fi
 for level in $levels; do
-  echo "lowbit: datapath and rounding tests built with -march=$level"
-  cmake -S "$root" -B "$root/build/$level" -DCMAKE_BUILD_TYPE=Release -DLOWBIT_ARCH="$level" \
-        -DLOWBIT_TEST_FILTER='^(datapath|rounding)/' -DLOWBIT_BUILD_BENCHMARKS=OFF -DLOWBIT_BUILD_EXAMPLES=OFF
+  if [[ $level == x86-64 ]]; then
+    echo "lowbit: datapath, rounding, formats, nn and types tests built with -march=$level under ASan + UBSan"
+    options=(-DCMAKE_BUILD_TYPE=Debug -DLOWBIT_SANITIZE=address -DLOWBIT_TEST_FILTER='^(datapath|rounding|formats|nn|types)/')
+    export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
+    export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+  else
+    echo "lowbit: datapath and rounding tests built with -march=$level"
+    options=(-DCMAKE_BUILD_TYPE=Release -DLOWBIT_TEST_FILTER='^(datapath|rounding)/')
+  fi
+  cmake -S "$root" -B "$root/build/$level" -DLOWBIT_ARCH="$level" "${options[@]}" \
+        -DLOWBIT_BUILD_BENCHMARKS=OFF -DLOWBIT_BUILD_EXAMPLES=OFF
   cmake --build "$root/build/$level" -j "$(nproc)"
   ctest --test-dir "$root/build/$level" --output-on-failure -j "$(nproc)"
 done
+
+if [[ ${LOWBIT_FUZZ_SECONDS:-30} != 0 && -x "$root/scripts/fuzz.sh" ]]; then
+  echo "lowbit: fuzz targets, ${LOWBIT_FUZZ_SECONDS:-30} s each"
+  LOWBIT_FUZZ_SECONDS=${LOWBIT_FUZZ_SECONDS:-30} "$root/scripts/fuzz.sh"
+fi

@@ -1,0 +1,22 @@
+# cmake -DREGEX=... -P expect_error.cmake -- program args...: passes when the program ends with a
+# non-zero exit code (not a crash: a signal such as terminate's abort fails the test) and its
+# output matches REGEX. The examples' tests of bad options and inputs use it.
+set(command)
+set(seen_separator OFF)
+math(EXPR last "${CMAKE_ARGC} - 1")
+foreach(i RANGE ${last})
+  if(seen_separator)
+    list(APPEND command "${CMAKE_ARGV${i}}")
+  elseif("${CMAKE_ARGV${i}}" STREQUAL "--")
+    set(seen_separator ON)
+  endif()
+endforeach()
+execute_process(COMMAND ${command} RESULT_VARIABLE status OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT status MATCHES "^[0-9]+$")
+  message(FATAL_ERROR "${command}: ended by '${status}' instead of an error exit\n${out}${err}")
+elseif(status EQUAL 0)
+  message(FATAL_ERROR "${command}: succeeded, but should have refused its input\n${out}${err}")
+elseif(NOT "${out}${err}" MATCHES "${REGEX}")
+  message(FATAL_ERROR "${command}: exit ${status}, but the message does not match '${REGEX}':\n${out}${err}")
+endif()
+message(STATUS "exit ${status}: ${err}")
