@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora tests/fuzz/corpus/<target>/ of the fuzz targets (replacing them).
+
+Every seed is built here from the documented formats (the headers named in each target), so the
+corpus can be regenerated and reviewed: texts from the grammars, weights and IDX files from their
+byte layouts, and for the targets that draw typed values (FuzzedDataProvider) a text prefix
+where they take one, followed by deterministic pseudo-random bytes. Run it after changing a
+target's input layout; the fuzzers' own discoveries are not committed (scripts/fuzz.sh runs on a
+scratch copy).
+"""
+
+import gzip
+import pathlib
+import random
+import shutil
+import struct
+import zlib
+
+CORPUS = pathlib.Path(__file__).resolve().parent / "corpus"
+
+
+def target(name):
+    directory = CORPUS / name
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    count = 0
+
+    def write(data):
+        nonlocal count
+        (directory / f"seed-{count:03d}").write_bytes(bytes(data))
+        count += 1
+
+    return write
+
+
+def noise(seed, size):
+    rng = random.Random(seed)
+    return bytes(rng.randrange(256) for _ in range(size))
+
+
+# ---- spec_strings: first byte % 3 = type (float_format, quantizer, gemm_spec), / 3 % 2 = 1: value mode
+FORMATS = [
+    "e4m3", "fp8_e4m3", "m7e4,bias=10,subnormals=off,specials=none", "bf16", "e5m10", "ue8m0",
+    "float8_e4m3fn", "float8_e4m3fnuz", "e4m3,specials=ieee", "ufp16", "e8m0,bias=127,nozero,subnormals=off",
+    "E2M1 , unsigned", "e11m52", "e1m0", "e4m3,bias=+7", "e4m3,,bias=7",
+]
+QUANTIZERS = [
+    "exact", "int32:frac=10:saturate", "m7e4,bias=10:toward_zero:saturate", "bf16:stochastic:seed=42",
+    "uint4:odd:random_bits=3", "e5m2:stochastic:random_bits=33", "int8::wrap", "fp16:infinity:saturate",
+]
+SPECS = [
+    "input_a=e4m3 input_b=e4m3 accumulator=fp16:toward_zero chunk=16",
+    "input_a=fp8_e4m3 input_b=fp8_e4m3 product=lba_m7e4_prod:toward_zero accumulator=lba_m7e4_acc:toward_zero "
+    "model=sequential chunk=16 chunk_accumulator=lba_m7e4_acc:toward_zero",
+    "accumulator=int16:saturate model=pairwise chunk=4",
+    "model=aligned window=13 group=4 cut=toward_negative accumulator=bf16",
+    "threads=0 record_lost=1 model=fused",
+    "chunk=5 chunk=6",
+]
+
+
+def spec_strings():
+    write = target("spec_strings")
+    for kind, texts in enumerate([FORMATS, QUANTIZERS, SPECS]):
+        for text in texts:
+            write(bytes([kind]) + text.encode())
+        for seed in range(4):
+            write(bytes([3 + kind]) + noise(100 * kind + seed, 16 + 24 * seed))
+
+
+# ---- weights_file: an options byte (bit 0: fix the CRC, bit 1: by path, bits 2-3: load_weights
+# variant), then the file, in the layout at the top of lowbit/nn/weights_file.hpp
+def weights_file(tensors, count=None, version=1):
+    out = b"LOWBITW1" + struct.pack("<II", version, len(tensors) if count is None else count)
+    for name, shape, bits in tensors:
+        out += struct.pack("<I", len(name)) + name + struct.pack("<I", len(shape))
+        out += b"".join(struct.pack("<q", d) for d in shape)
+        out += b"".join(struct.pack("<I", b) for b in bits)
+    return out + struct.pack("<I", zlib.crc32(out))
+
+
+def weights():
+    write = target("weights_file")
+    rng = random.Random(7)
+    example = [(b"b", [2], [0x3F800000, 0xC0000000]), (b"s", [], [0x3F000000]), (b"e", [3, 0], [])]
+    conv = [(b"conv1.weight", [2, 1, 3, 3], [rng.getrandbits(32) for _ in range(18)]),
+            (b"conv1.bias", [2], [0x7FC12345, 0x80000001])]
+    good = [example, conv, [], [(b"caf\xc3\xa9", [1, 1], [0x7F800001])]]
+    for tensors in good:
+        for options in (0, 2, 2 | 4, 2 | 8, 2 | 12):
+            write(bytes([options]) + weights_file(tensors))
+    whole = weights_file(example)
+    for cut in (0, 7, 12, 16, 21, 29, 40, len(whole) - 1):
+        write(b"\x02" + whole[:cut])
+    bad = [
+        weights_file(example, version=2),
+        weights_file([(b"x", [1 << 40, 1 << 40, 4], [])]),  # absurd size
+        weights_file([(b"x", [-1], [])]),
+        weights_file([(b"x", [], [0]), (b"x", [], [0])]),  # repeated name
+        weights_file([(b"", [], [0])]),
+        weights_file(example, count=0xFFFFFFFF),
+        weights_file(example) + b"\x00",  # trailing byte
+        b"LOWBITW2" + whole[8:],
+    ]
+    for data in bad:
+        write(b"\x03" + data)
+
+
+if __name__ == "__main__":
+    spec_strings()
+    weights()
