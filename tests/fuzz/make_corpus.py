@@ -106,6 +106,37 @@ def weights():
         write(b"\x03" + data)
 
 
+# ---- idx_reader: an options byte (bit 0: gzip the images here, bit 1: the labels), a
+# little-endian u16 length of the image file, the image file, the label file (the IDX layout at
+# the top of lowbit/nn/fashion_mnist.hpp)
+def idx(magic, dims, data):
+    return struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in dims) + bytes(data)
+
+
+def idx_pair(options, images, labels):
+    return bytes([options]) + struct.pack("<H", len(images)) + images + labels
+
+
+def idx_reader():
+    write = target("idx_reader")
+    rng = random.Random(11)
+    pixels = [rng.randrange(256) for _ in range(2 * 3 * 4)]
+    images, labels = idx(2051, [2, 3, 4], pixels), idx(2049, [2], [7, 255])
+    for options in range(4):
+        write(idx_pair(options, images, labels))
+    write(idx_pair(0, idx(2051, [0, 28, 28], []), idx(2049, [0], [])))
+    write(idx_pair(0, gzip.compress(images, mtime=0), gzip.compress(labels, mtime=0)))
+    write(idx_pair(1, images[:-1], labels))  # truncated
+    write(idx_pair(2, images + b"\x00", labels))  # trailing garbage
+    write(idx_pair(0, images, idx(2049, [3], [1, 2, 3])))  # counts differ
+    write(idx_pair(0, idx(2051, [1, 0, 5], []), idx(2049, [1], [0])))  # empty images
+    write(idx_pair(0, idx(2051, [0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF], []), labels))  # absurd size
+    write(idx_pair(0, idx(2049, [2], [1, 2]), idx(2051, [2, 3, 4], pixels)))  # swapped
+    write(idx_pair(0, idx(0x0903, [2, 3, 4], pixels), labels))  # not unsigned bytes
+    write(idx_pair(0, gzip.compress(images, mtime=0)[:-9], labels))  # gzip cut short
+
+
 if __name__ == "__main__":
     spec_strings()
     weights()
+    idx_reader()
