@@ -385,6 +385,16 @@ TEST_CASE("VS-Quant on hand values") {
     const auto back = dequantized(mn);
     for (std::size_t i = 8; i < 12; ++i) CHECK(std::isnan(back[i]));
     CHECK(back[0] == 6.5625f);
+
+    // Data so small that gamma = amax / (qmax (2^M - 1)) underflows float (found by the
+    // block_scaled fuzz target): gamma is the smallest positive float, not 0, so that the vectors
+    // keep s_q >= 1 and their values. amax = 2^-142: s_q = round(2^-142 / (7 * 2^-149)) = 18 -> 15,
+    // codes round(x / (15 * 2^-149)) clipped to 7.
+    const std::vector<float> tiny{-0x1p-142f, 0x1p-145f, 0.0f, 0.0f};
+    const auto mt = lowbit::quantize_blocks(tiny.data(), 1, 4, vs, 1);
+    CHECK(mt.coarse_scales == std::vector<double>{double(std::numeric_limits<float>::denorm_min())});
+    CHECK(mt.block_scales == std::vector<double>{15});
+    CHECK(mt.elements == std::vector<float>{-7, 1, 0, 0});
 }
 
 TEST_CASE("VS-Quant at 4 bits beats per-channel 4-bit integers on heavy-tailed weights") {

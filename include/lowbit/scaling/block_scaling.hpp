@@ -40,7 +40,8 @@
 //   int_two_level (VS-Quant): N-bit signed integer elements in the symmetric range
 //     [-(2^(N-1) - 1), 2^(N-1) - 1] (qmax = 2^(N-1) - 1); per vector s_v = amax_v / qmax; per
 //     coarse unit (a line, or the whole tensor: block_format::coarse) the float
-//     gamma = max_v s_v / (2^M - 1); per vector the M-bit unsigned integer scale
+//     gamma = max_v s_v / (2^M - 1) (rounded to float; the smallest positive float where that
+//     underflows, so that only an all-zero unit has gamma = 0); per vector the M-bit unsigned integer scale
 //     s_q = round(s_v / gamma) (to nearest, ties to even, on the exact quotient
 //     amax_v / (qmax * gamma)), then clamped to [1, 2^M - 1] for a vector that is not all zero:
 //     s_q = 0 would throw the whole vector away although s_q = 1 keeps it on the grid of step
@@ -378,8 +379,14 @@ inline block_scaled_matrix quantize_blocks(const float* data, std::size_t rows, 
                     double& u = unit_amax[per_tensor ? 0 : line];
                     if (!std::isnan(a)) u = std::max(u, a);
                 }
-            for (std::size_t u = 0; u < unit_amax.size(); ++u)
-                m.coarse_scales[u] = double(float(unit_amax[u] / qmax / top));
+            for (std::size_t u = 0; u < unit_amax.size(); ++u) {
+                const float gamma = float(unit_amax[u] / qmax / top);
+                // A unit whose gamma underflows float (amax below about 2^-149 qmax (2^M - 1))
+                // gets the smallest positive float, as NVFP4's g does: gamma = 0 would make every
+                // vector's s_q 0, but a vector that is not all zero must keep s_q >= 1.
+                m.coarse_scales[u] = unit_amax[u] > 0 && gamma == 0 ? double(std::numeric_limits<float>::denorm_min())
+                                                                    : double(gamma);
+            }
             for (std::size_t line = 0; line < lines; ++line) {
                 const double gamma = m.coarse_scales[per_tensor ? 0 : line];
                 for (std::size_t b = 0; b < per_line; ++b) {
