@@ -450,6 +450,15 @@ TEST_CASE("block scaling: errors name the argument") {
     block_format vs_float = lowbit::vsquant(4, 4, 16);
     vs_float.element = lowbit::fp4_e2m1;
     CHECK_THROWS_WITH(vs_float.validate(), Contains("needs signed integer elements"));
+    // VS-Quant elements are symmetric integer codes (found by the block_scaled fuzz target: a
+    // fraction_bits of 57 made the elements 2^-57 codes clipped at 7 * 2^-57, so that every value
+    // came back 2^57 times too small, and the full two's complement range gave codes of -8).
+    block_format vs_fraction = lowbit::vsquant(4, 4, 16);
+    std::get<lowbit::int_element>(vs_fraction.element).fraction_bits = 57;
+    CHECK_THROWS_WITH(vs_fraction.validate(), Contains("element.fraction_bits = 57"));
+    block_format vs_full_range = lowbit::vsquant(4, 4, 16);
+    std::get<lowbit::int_element>(vs_full_range.element).narrow_range = false;
+    CHECK_THROWS_WITH(lowbit::quantize_blocks(x.data(), 1, 32, vs_full_range, 1), Contains("element.narrow_range"));
     block_format wide = lowbit::mxint8;
     wide.element = lowbit::int_element{.format = {.bits = 24, .is_signed = true}};
     CHECK_THROWS_WITH(wide.validate(), Contains("element.format.bits = 24"));

@@ -48,7 +48,9 @@
 //     gamma, which is always at least as close (rounding to 1 instead of 0 only happens for
 //     vectors whose amax is below gamma qmax / 2). An all-zero vector gets s_q = 0, and a unit
 //     that is all zero gets gamma = 0. Elements: clip(round(x / (s_q gamma)), -qmax, qmax),
-//     rounded to nearest, ties to even, on the exact quotient; stored as the integer codes.
+//     rounded to nearest, ties to even, on the exact quotient; stored as the integer codes. (So
+//     the element is an int_element with narrow_range and fraction_bits 0, as vsquant() makes it;
+//     validate() rejects others.)
 //
 // Elements are a float_format (any valid format with at most 23 mantissa bits) or an integer
 // (int_element: code * 2^-fraction_bits, codes of int_format, optionally without the most
@@ -225,6 +227,13 @@ inline const block_format& block_format::validate() const {
             if (e->format.bits > 16)
                 detail::bad_block_format("element.format.bits", std::to_string(e->format.bits),
                                          "int_two_level elements must have at most 16 bits");
+            // Its elements are the codes themselves, in [-qmax, qmax]: the scales carry the step.
+            if (e->fraction_bits != 0)
+                detail::bad_block_format("element.fraction_bits", std::to_string(e->fraction_bits),
+                                         "int_two_level (VS-Quant) elements are integer codes: must be 0");
+            if (!e->narrow_range)
+                detail::bad_block_format("element.narrow_range", "false",
+                                         "int_two_level (VS-Quant) codes are symmetric, [-qmax, qmax]: must be true");
             if (scale_bits < 1 || scale_bits > 16)
                 detail::bad_block_format("scale_bits", std::to_string(scale_bits), "must be in [1, 16]");
             if (coarse != coarse_scope::per_line && coarse != coarse_scope::per_tensor)
