@@ -20,15 +20,24 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <limits>
 #include <string>
 #include <type_traits>
 
 namespace lowbit_fuzz {
 
-// A wrong answer: says what, then aborts, so that libFuzzer keeps the input as a crash.
+// What the current input is, in words (a target sets it for each input; finding prints it).
+inline std::function<std::string()>& input_description() {
+    static std::function<std::string()> describe;
+    return describe;
+}
+
+// A wrong answer: says what, and for which input, then aborts, so that libFuzzer keeps the input
+// as a crash.
 [[noreturn]] inline void finding(const std::string& what) {
     std::fprintf(stderr, "\n*** lowbit fuzz finding: %s\n", what.c_str());
+    if (input_description()) std::fprintf(stderr, "*** input: %s\n", input_description()().c_str());
     std::fflush(stderr);
     std::abort();
 }

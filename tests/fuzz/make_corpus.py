@@ -6,13 +6,12 @@ corpus can be regenerated and reviewed: texts from the grammars, weights and IDX
 byte layouts, and for the targets that draw typed values (FuzzedDataProvider) a text prefix
 where they take one, followed by deterministic pseudo-random bytes. Run it after changing a
 target's input layout; the fuzzers' own discoveries are not committed (scripts/fuzz.sh runs on a
-scratch copy).
+scratch copy), except the inputs that found a bug, kept as regression-<what> beside the seeds.
 """
 
 import gzip
 import pathlib
 import random
-import shutil
 import struct
 import zlib
 
@@ -20,9 +19,12 @@ CORPUS = pathlib.Path(__file__).resolve().parent / "corpus"
 
 
 def target(name):
+    """A writer of seed-NNN files into the target's corpus, after removing the old ones (the
+    regression-* files, inputs that once found a bug, stay)."""
     directory = CORPUS / name
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.glob("seed-*"):
+        old.unlink()
     count = 0
 
     def write(data):
@@ -136,7 +138,27 @@ def idx_reader():
     write(idx_pair(0, gzip.compress(images, mtime=0)[:-9], labels))  # gzip cut short
 
 
+# ---- block_scaled: FuzzedDataProvider bytes; its first draw, from the last byte, picks the
+# format (0-6 the presets, 7 vsquant(...), 8-9 every field drawn)
+def block_scaled():
+    write = target("block_scaled")
+    for choice in range(10):
+        for seed in range(3):
+            write(noise(1000 + 10 * choice + seed, 40 + 150 * seed) + bytes([choice]))
+
+
+# ---- lns_codec: FuzzedDataProvider bytes; the last byte picks the format (0 lns8, 1 lns16, 2-3
+# drawn)
+def lns_codec():
+    write = target("lns_codec")
+    for choice in range(4):
+        for seed in range(4):
+            write(noise(2000 + 10 * choice + seed, 24 + 100 * seed) + bytes([choice]))
+
+
 if __name__ == "__main__":
     spec_strings()
     weights()
     idx_reader()
+    block_scaled()
+    lns_codec()
