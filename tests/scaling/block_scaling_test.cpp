@@ -459,6 +459,15 @@ TEST_CASE("block scaling: errors name the argument") {
     block_format vs_full_range = lowbit::vsquant(4, 4, 16);
     std::get<lowbit::int_element>(vs_full_range.element).narrow_range = false;
     CHECK_THROWS_WITH(lowbit::quantize_blocks(x.data(), 1, 32, vs_full_range, 1), Contains("element.narrow_range"));
+    // NVFP4 formats whose largest block value max_elem * max_scale is below 1 would need an fp32
+    // tensor scale g above FLT_MAX for large data (found by the block_scaled fuzz target: g became
+    // infinite and every block zero).
+    block_format tiny_scales = lowbit::nvfp4;
+    tiny_scales.block_scale_format = {.exp_bits = 4, .man_bits = 3, .bias = 20, .specials = lowbit::special_values::fn,
+                                      .is_signed = false};  // largest 448 * 2^-13: 6 times that is below 1
+    CHECK_THROWS_WITH(lowbit::quantize_blocks(x.data(), 1, 32, tiny_scales, 1), Contains("max_elem * max_scale must be >= 1"));
+    tiny_scales.block_scale_format.bias = 17;  // 6 * 448 * 2^-10 = 2.6: fine
+    CHECK_NOTHROW(tiny_scales.validate());
     block_format wide = lowbit::mxint8;
     wide.element = lowbit::int_element{.format = {.bits = 24, .is_signed = true}};
     CHECK_THROWS_WITH(wide.validate(), Contains("element.format.bits = 24"));

@@ -27,7 +27,8 @@
 //     the OCP conversion saturates.
 //
 //   float_two_level (NVFP4): a per-tensor fp32 scale g = amax_tensor / (max_elem * max_scale)
-//     (6 * 448 for fp4_e2m1 elements and ue4m3 block scales), and per block
+//     (6 * 448 for fp4_e2m1 elements and ue4m3 block scales; validate() requires
+//     max_elem * max_scale >= 1, so that g is a finite float for all float data), and per block
 //     s_b = quantize(amax_b / (max_elem * g), block_scale_format, nearest_even, saturate).
 //     Elements: quantize(x / (s_b * g), element format, nearest_even, saturate). amax_tensor = 0
 //     gives g = 1. A block whose s_b rounds to 0 (amax_b below about 2^-10 max_elem g) quantizes
@@ -216,9 +217,17 @@ inline const block_format& block_format::validate() const {
                 detail::bad_block_format("exponent_rule", std::to_string(int(exponent_rule)),
                                          "is not a scale_exponent_rule");
             break;
-        case block_scale_kind::float_two_level:
+        case block_scale_kind::float_two_level: {
             block_scale_format.validate();
+            // g = amax_tensor / (max_elem * max_scale) is an fp32 number: below 1, that product
+            // would make g infinite for large float data (and every block zero or NaN).
+            const double largest = detail::element_grid(*this).max_value * block_scale_format.max_finite();
+            if (!(largest >= 1))
+                detail::bad_block_format("block_scale_format", to_string(block_scale_format),
+                                         "times the element format gives a largest block value below 1, so that "
+                                         "the fp32 tensor scale g would overflow: max_elem * max_scale must be >= 1");
             break;
+        }
         case block_scale_kind::int_two_level: {
             const auto* e = std::get_if<int_element>(&element);
             if (e == nullptr || !e->format.is_signed)
