@@ -468,6 +468,15 @@ TEST_CASE("block scaling: errors name the argument") {
     CHECK_THROWS_WITH(lowbit::quantize_blocks(x.data(), 1, 32, tiny_scales, 1), Contains("max_elem * max_scale must be >= 1"));
     tiny_scales.block_scale_format.bias = 17;  // 6 * 448 * 2^-10 = 2.6: fine
     CHECK_NOTHROW(tiny_scales.validate());
+    // Elements are stored as floats, so their format's values must be floats (found by the
+    // block_scaled fuzz target: e10m11 elements of a block of 2^99 were 2^226, stored as inf).
+    block_format beyond_float = lowbit::mxfp8_e4m3;
+    beyond_float.element = lowbit::float_format{.exp_bits = 10, .man_bits = 11};
+    CHECK_THROWS_WITH(lowbit::quantize_blocks(x.data(), 1, 32, beyond_float, 1), Contains("beyond float's range"));
+    beyond_float.element = lowbit::float_format{.exp_bits = 8, .man_bits = 3, .bias = 137};  // steps down to 2^-139
+    CHECK_NOTHROW(beyond_float.validate());
+    beyond_float.element = lowbit::float_format{.exp_bits = 8, .man_bits = 3, .bias = 148};  // 2^-150: below float's
+    CHECK_THROWS_WITH(beyond_float.validate(), Contains("beyond float's range"));
     block_format wide = lowbit::mxint8;
     wide.element = lowbit::int_element{.format = {.bits = 24, .is_signed = true}};
     CHECK_THROWS_WITH(wide.validate(), Contains("element.format.bits = 24"));

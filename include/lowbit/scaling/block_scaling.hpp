@@ -53,7 +53,8 @@
 //     the element is an int_element with narrow_range and fraction_bits 0, as vsquant() makes it;
 //     validate() rejects others.)
 //
-// Elements are a float_format (any valid format with at most 23 mantissa bits) or an integer
+// Elements are a float_format (any valid format whose values are floats: at most 23 mantissa bits,
+// emax <= 127, emin - man_bits >= -149) or an integer
 // (int_element: code * 2^-fraction_bits, codes of int_format, optionally without the most
 // negative code). MXINT8 follows the OCP MX v1.0 INT8 element: 8-bit two's complement with an
 // implied scale of 2^-6 (values k / 64, k in [-128, 127], so [-2, 1.984375]) and emax_elem = 0;
@@ -199,6 +200,11 @@ inline const block_format& block_format::validate() const {
         if (f->man_bits > 23)
             detail::bad_block_format("element.man_bits", std::to_string(f->man_bits),
                                      "block elements must be at most float's precision (23)");
+        // Elements are stored as floats: every value of the format must be one.
+        if (f->emax() > 127 || f->emin() - f->man_bits < -149)
+            detail::bad_block_format("element", to_string(*f),
+                                     "has values beyond float's range (block elements are floats: emax <= 127 and "
+                                     "emin - man_bits >= -149)");
     } else {
         const int_element& e = std::get<int_element>(element);
         e.format.validate();
