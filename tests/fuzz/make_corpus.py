@@ -156,9 +156,60 @@ def lns_codec():
             write(noise(2000 + 10 * choice + seed, 24 + 100 * seed) + bytes([choice]))
 
 
+# ---- quantize_diff: bit 0 of the first byte set: a quantizer's text and a newline, then
+# FuzzedDataProvider bytes (the element type, the first index, the values)
+QUANTIZE_TEXTS = [
+    "fp8_e4m3", "e5m2:stochastic:seed=7", "e5m2:stochastic:random_bits=3", "bf16:toward_zero", "fp16:odd:saturate",
+    "ue8m0:toward_positive", "m7e4,bias=10,subnormals=off,specials=none:toward_zero", "e2m1:nearest_away",
+    "e8m23,subnormals=off", "e11m52:toward_negative", "e3m0,unsigned,nozero,subnormals=off", "e11m4,bias=1000",
+    "int8:frac=4", "int16:frac=-3:saturate:stochastic", "uint4:odd", "int32:frac=1000", "int53:frac=-1000:toward_positive",
+]
+
+
+def quantize_diff():
+    write = target("quantize_diff")
+    for i, text in enumerate(QUANTIZE_TEXTS):
+        write(b"\x01" + text.encode() + b"\n" + noise(3000 + i, 200 + 37 * i))
+    for seed in range(6):
+        write(b"\x00" + noise(3100 + seed, 100 + 300 * seed))
+
+
+# ---- gemm_diff: bit 0 of the first byte set: a gemm_spec's text and a newline, then
+# FuzzedDataProvider bytes (M, N, K, storage orders, a style, the values)
+GEMM_TEXTS = [
+    "input_a=fp8_e4m3 input_b=fp8_e4m3 product=lba_m7e4_prod:toward_zero accumulator=lba_m7e4_acc:toward_zero "
+    "model=sequential chunk=16 chunk_accumulator=lba_m7e4_acc:toward_zero",
+    "input_a=fp8_e4m3 input_b=fp8_e4m3 product=lba_m7e4_prod accumulator=lba_m7e4_acc chunk=5 "
+    "chunk_accumulator=lba_m7e4_acc",
+    "input_a=e4m3 input_b=e4m3 accumulator=fp16 chunk_accumulator=fp16 model=fma",
+    "input_a=e5m2 input_b=e5m2 accumulator=bf16:toward_zero chunk_accumulator=bf16:toward_zero",
+    "input_a=e4m3 input_b=e4m3 product=m7e4,bias=12,subnormals=off,specials=none accumulator=lba_m7e4_acc "
+    "chunk_accumulator=lba_m7e4_acc model=pairwise chunk=8",
+    "input_a=e4m3 input_b=e4m3 accumulator=lba_m7e4_acc chunk_accumulator=lba_m7e4_acc model=fused chunk=7",
+    "input_a=e4m3 input_b=e4m3 accumulator=fp32 chunk_accumulator=fp32 model=aligned window=13 group=4",
+    "input_a=e4m3 input_b=e4m3 accumulator=fp32 chunk_accumulator=fp32",
+    "input_a=e2m1 input_b=e2m1 accumulator=e5m2:saturate chunk_accumulator=e5m2:saturate",
+    "input_a=int8:frac=4 input_b=int8:frac=4 accumulator=int24:frac=8:saturate chunk_accumulator=int24:frac=8:saturate",
+    "input_a=int4 input_b=int4 accumulator=int12 chunk_accumulator=int16 chunk=4",
+    "input_a=bf16 input_b=bf16 accumulator=bf16:stochastic:seed=3 chunk_accumulator=fp32",
+    "accumulator=m3e4,subnormals=off,specials=none:toward_zero chunk_accumulator=m3e4,subnormals=off,specials=none:toward_zero",
+]
+
+
+def gemm_diff():
+    write = target("gemm_diff")
+    for i, text in enumerate(GEMM_TEXTS):
+        for size in (300, 2500):
+            write(b"\x01" + text.encode() + b"\n" + noise(4000 + 10 * i + size, size))
+    for seed in range(6):
+        write(b"\x00" + noise(4200 + seed, 200 + 500 * seed))
+
+
 if __name__ == "__main__":
     spec_strings()
     weights()
     idx_reader()
     block_scaled()
     lns_codec()
+    quantize_diff()
+    gemm_diff()
