@@ -229,6 +229,31 @@ TEST_CASE("weights_file: save then read and load give back every bit") {
     CHECK(file_bytes(path).size() == 8 + 4 + 4 + 4);
 }
 
+TEST_CASE("weights_file: the bytes in memory read and write as the file does") {
+    temporary_directory dir;
+    const auto path = dir / "net.bin";
+    lowbit::nn::save_weights(path, example_views());
+    const bytes whole = file_bytes(path);
+    CHECK(lowbit::nn::weights_file_bytes(example_views()) == whole);
+
+    const std::vector<named_tensor> from_file = lowbit::nn::read_weights(path);
+    const std::vector<named_tensor> from_memory = lowbit::nn::read_weights(whole, "net.bin");
+    REQUIRE(from_memory.size() == from_file.size());
+    for (std::size_t i = 0; i < from_file.size(); ++i) {
+        CAPTURE(i);
+        CHECK(from_memory[i].name == from_file[i].name);
+        CHECK(from_memory[i].shape == from_file[i].shape);
+        CHECK(bits_of(from_memory[i].values) == bits_of(from_file[i].values));
+    }
+
+    // Errors name what the caller calls the bytes, as they name a path.
+    const bytes cut(whole.begin(), whole.end() - 1);
+    CHECK_THROWS_WITH(lowbit::nn::read_weights(cut, "in memory"),
+                      Contains("weights file 'in memory'") && Contains("truncated"));
+    CHECK_THROWS_WITH(lowbit::nn::weights_file_bytes(std::vector<tensor_view>{{"", {}, example_s}}),
+                      Contains("weights_file_bytes") && Contains("empty name"));
+}
+
 TEST_CASE("weights_file: a file cut at any byte is rejected as truncated") {
     temporary_directory dir;
     const auto good = dir / "good.bin", cut = dir / "cut.bin";

@@ -16,7 +16,9 @@
 #include <bit>
 #include <cstdint>
 #include <cstring>
+#include <span>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -129,4 +131,22 @@ TEST_CASE("float arrays equal the scalar rounding for every fp16 and bf16 input 
 TEST_CASE("double arrays equal the scalar rounding for every fp16 and bf16 input and every kernel") {
     const std::vector<float> floats = every_half_and_bfloat();
     check_every_kernel(std::vector<double>(floats.begin(), floats.end()));
+}
+
+TEST_CASE("arrays reject invalid settings as the scalar rounding does, also when empty") {
+    // (Found by the quantize_diff fuzz target: float arrays of formats wider than float, which go
+    // through double block by block, made no rounding plan for an empty array and so accepted
+    // random_bits = 0.)
+    for (const float_format& f : {lowbit::bf16, lowbit::ue8m0, float_format{.exp_bits = 11, .man_bits = 52}})
+        for (int bits : {0, 33})
+            for (std::size_t n : {0, 3}) {
+                const lowbit::float_quantizer q{.format = f, .random_bits = bits};
+                std::vector<float> floats(n);
+                std::vector<double> doubles(n);
+                CAPTURE(lowbit::to_string(f), bits, n);
+                CHECK_THROWS_AS(lowbit::quantize(1.0f, f, rounding::nearest_even, overflow::infinity, 0u, bits),
+                                std::invalid_argument);
+                CHECK_THROWS_AS(q(std::span<const float>(floats), std::span<float>(floats)), std::invalid_argument);
+                CHECK_THROWS_AS(q(std::span<const double>(doubles), std::span<double>(doubles)), std::invalid_argument);
+            }
 }

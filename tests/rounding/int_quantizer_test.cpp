@@ -108,3 +108,28 @@ TEST_CASE("int_quantizer equals the reference, scalar and array, every mode and 
                     }
     CHECK(checked > 100000);
 }
+
+TEST_CASE("int_quantizer at the ends of fraction_bits, where x 2^f leaves double's range") {
+    // (Found by the quantize_diff fuzz target: with fraction_bits = 1000 a large x made x 2^f
+    // infinite, which wrapped to NaN instead of 0; with fraction_bits = -1000 a small x made it 0,
+    // which rounded to 0 instead of 1 toward +infinity, and to an even 0 instead of an odd 1.)
+    const rounding modes[] = {rounding::nearest_even, rounding::nearest_away, rounding::toward_zero,
+                              rounding::toward_positive, rounding::toward_negative, rounding::odd,
+                              rounding::stochastic};
+    const double xs[] = {3.0e38, -3.0e38, 1.0, -1.5, 0x1p-100, -0x1p-100, 0x1p-149, -0x1p-1074, 0x1p1023, 0.0, -0.0};
+    for (const int fraction : {-1000, -980, 980, 1000})
+        for (const int bits : {8, 53})
+            for (const bool is_signed : {true, false})
+                for (const int_overflow o : {int_overflow::wrap, int_overflow::saturate})
+                    for (const rounding mode : modes)
+                        for (const double x : xs) {
+                            const int_quantizer q{.format = {.bits = bits, .is_signed = is_signed}, .mode = mode,
+                                                  .on_overflow = o, .fraction_bits = fraction, .seed = 5};
+                            const std::uint32_t random =
+                                mode == rounding::stochastic ? lowbit::random_bits_at(q.seed, 7) : 0u;
+                            INFO("bits " << bits << (is_signed ? " signed " : " unsigned ")
+                                         << (o == int_overflow::wrap ? "wrap" : "saturate") << " fraction " << fraction
+                                         << " " << lowbit::to_string(mode) << " x = " << x);
+                            CHECK(same(q(x, 7), reference(x, q, random)));
+                        }
+}

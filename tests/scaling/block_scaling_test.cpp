@@ -385,6 +385,16 @@ TEST_CASE("VS-Quant on hand values") {
     const auto back = dequantized(mn);
     for (std::size_t i = 8; i < 12; ++i) CHECK(std::isnan(back[i]));
     CHECK(back[0] == 6.5625f);
+
+    // Data so small that gamma = amax / (qmax (2^M - 1)) underflows float (found by the
+    // block_scaled fuzz target): gamma is the smallest positive float, not 0, so that the vectors
+    // keep s_q >= 1 and their values. amax = 2^-142: s_q = round(2^-142 / (7 * 2^-149)) = 18 -> 15,
+    // codes round(x / (15 * 2^-149)) clipped to 7.
+    const std::vector<float> tiny{-0x1p-142f, 0x1p-145f, 0.0f, 0.0f};
+    const auto mt = lowbit::quantize_blocks(tiny.data(), 1, 4, vs, 1);
+    CHECK(mt.coarse_scales == std::vector<double>{double(std::numeric_limits<float>::denorm_min())});
+    CHECK(mt.block_scales == std::vector<double>{15});
+    CHECK(mt.elements == std::vector<float>{-7, 1, 0, 0});
 }
 
 TEST_CASE("VS-Quant at 4 bits beats per-channel 4-bit integers on heavy-tailed weights") {
@@ -440,6 +450,33 @@ TEST_CASE("block scaling: errors name the argument") {
     block_format vs_float = lowbit::vsquant(4, 4, 16);
     vs_float.element = lowbit::fp4_e2m1;
     CHECK_THROWS_WITH(vs_float.validate(), Contains("needs signed integer elements"));
+    // VS-Quant elements are symmetric integer codes (found by the block_scaled fuzz target: a
+    // fraction_bits of 57 made the elements 2^-57 codes clipped at 7 * 2^-57, so that every value
+    // came back 2^57 times too small, and the full two's complement range gave codes of -8).
+    block_format vs_fraction = lowbit::vsquant(4, 4, 16);
+    std::get<lowbit::int_element>(vs_fraction.element).fraction_bits = 57;
+    CHECK_THROWS_WITH(vs_fraction.validate(), Contains("element.fraction_bits = 57"));
+    block_format vs_full_range = lowbit::vsquant(4, 4, 16);
+    std::get<lowbit::int_element>(vs_full_range.element).narrow_range = false;
+    CHECK_THROWS_WITH(lowbit::quantize_blocks(x.data(), 1, 32, vs_full_range, 1), Contains("element.narrow_range"));
+    // NVFP4 formats whose largest block value max_elem * max_scale is below 1 would need an fp32
+    // tensor scale g above FLT_MAX for large data (found by the block_scaled fuzz target: g became
+    // infinite and every block zero).
+    block_format tiny_scales = lowbit::nvfp4;
+    tiny_scales.block_scale_format = {.exp_bits = 4, .man_bits = 3, .bias = 20, .specials = lowbit::special_values::fn,
+                                      .is_signed = false};  // largest 448 * 2^-13: 6 times that is below 1
+    CHECK_THROWS_WITH(lowbit::quantize_blocks(x.data(), 1, 32, tiny_scales, 1), Contains("max_elem * max_scale must be >= 1"));
+    tiny_scales.block_scale_format.bias = 17;  // 6 * 448 * 2^-10 = 2.6: fine
+    CHECK_NOTHROW(tiny_scales.validate());
+    // Elements are stored as floats, so their format's values must be floats (found by the
+    // block_scaled fuzz target: e10m11 elements of a block of 2^99 were 2^226, stored as inf).
+    block_format beyond_float = lowbit::mxfp8_e4m3;
+    beyond_float.element = lowbit::float_format{.exp_bits = 10, .man_bits = 11};
+    CHECK_THROWS_WITH(lowbit::quantize_blocks(x.data(), 1, 32, beyond_float, 1), Contains("beyond float's range"));
+    beyond_float.element = lowbit::float_format{.exp_bits = 8, .man_bits = 3, .bias = 137};  // steps down to 2^-139
+    CHECK_NOTHROW(beyond_float.validate());
+    beyond_float.element = lowbit::float_format{.exp_bits = 8, .man_bits = 3, .bias = 148};  // 2^-150: below float's
+    CHECK_THROWS_WITH(beyond_float.validate(), Contains("beyond float's range"));
     block_format wide = lowbit::mxint8;
     wide.element = lowbit::int_element{.format = {.bits = 24, .is_signed = true}};
     CHECK_THROWS_WITH(wide.validate(), Contains("element.format.bits = 24"));

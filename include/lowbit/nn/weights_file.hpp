@@ -5,6 +5,9 @@
 //       {"conv1.weight", {32, 1, 3, 3}, conv1_w}, {"conv1.bias", {32}, conv1_b}});
 //   lowbit::nn::load_weights("cnn.bin", std::vector<lowbit::nn::tensor_ref>{
 //       {"conv1.weight", {32, 1, 3, 3}, conv1_w}, {"conv1.bias", {32}, conv1_b}});
+//   auto all = lowbit::nn::read_weights("cnn.bin");      // every tensor, with its own storage
+//   auto same = lowbit::nn::read_weights(bytes, "cnn.bin");  // from a file's bytes in memory
+//   auto bytes = lowbit::nn::weights_file_bytes(views);  // what save_weights would write
 //
 // The format, byte for byte. Integers and floats are little-endian whatever the host; floats are
 // IEEE 754 binary32 bit patterns, copied, never converted (NaN payloads, -0 and subnormals survive).
@@ -318,24 +321,37 @@ inline std::vector<unsigned char> read_whole_file(const std::filesystem::path& p
     return bytes;
 }
 
+// The bytes of a weights file holding `tensors`, checked by the caller (check_tensor_list).
+inline std::vector<unsigned char> encode_weights(std::span<const tensor_view> tensors) {
+    std::vector<unsigned char> bytes(weights_magic.begin(), weights_magic.end());
+    put_u32(bytes, weights_version);
+    put_u32(bytes, std::uint32_t(tensors.size()));
+    for (const tensor_view& t : tensors) {
+        put_u32(bytes, std::uint32_t(t.name.size()));
+        bytes.insert(bytes.end(), t.name.begin(), t.name.end());
+        put_u32(bytes, std::uint32_t(t.shape.size()));
+        for (const std::int64_t d : t.shape) put_i64(bytes, d);
+        put_floats(bytes, t.values);
+    }
+    put_u32(bytes, crc32_of(bytes));
+    return bytes;
+}
+
 }  // namespace detail
+
+// The bytes that save_weights writes for `tensors`, in memory. Throws std::invalid_argument for
+// inconsistent tensors, as save_weights does.
+inline std::vector<unsigned char> weights_file_bytes(std::span<const tensor_view> tensors) {
+    detail::check_tensor_list(tensors, "weights_file_bytes");
+    return detail::encode_weights(tensors);
+}
 
 // Writes `tensors` to `path` in the format above, atomically (see above). Throws
 // std::invalid_argument for inconsistent tensors (before touching the file system) and
 // std::runtime_error when the file cannot be written; either way a file at `path` is unchanged.
 inline void save_weights(const std::filesystem::path& path, std::span<const tensor_view> tensors) {
     detail::check_tensor_list(tensors, "save_weights");
-    std::vector<unsigned char> bytes(detail::weights_magic.begin(), detail::weights_magic.end());
-    detail::put_u32(bytes, detail::weights_version);
-    detail::put_u32(bytes, std::uint32_t(tensors.size()));
-    for (const tensor_view& t : tensors) {
-        detail::put_u32(bytes, std::uint32_t(t.name.size()));
-        bytes.insert(bytes.end(), t.name.begin(), t.name.end());
-        detail::put_u32(bytes, std::uint32_t(t.shape.size()));
-        for (const std::int64_t d : t.shape) detail::put_i64(bytes, d);
-        detail::put_floats(bytes, t.values);
-    }
-    detail::put_u32(bytes, detail::crc32_of(bytes));
+    const std::vector<unsigned char> bytes = detail::encode_weights(tensors);
 
     const std::filesystem::path temporary = detail::temporary_for(path);
     const std::string where = "weights file " + detail::weights_quoted(path.string());
@@ -362,11 +378,11 @@ inline void save_weights(const std::filesystem::path& path, std::span<const tens
     if (dir.fd >= 0) ::fsync(dir.fd);  // best effort, see the top of this file
 }
 
-// Every tensor of the file at `path`, in file order. Throws std::runtime_error naming the file and
-// the problem when it is missing or not a valid weights file.
-inline std::vector<named_tensor> read_weights(const std::filesystem::path& path) {
-    const std::string where = "weights file " + detail::weights_quoted(path.string());
-    const std::vector<unsigned char> bytes = detail::read_whole_file(path, where);
+// Every tensor of a weights file whose bytes are in memory, in file order. Throws
+// std::runtime_error naming the file (`name`, as read_weights(path) names the path) and the
+// problem when the bytes are not a valid weights file.
+inline std::vector<named_tensor> read_weights(std::span<const unsigned char> bytes, std::string_view name) {
+    const std::string where = "weights file " + detail::weights_quoted(name);
     detail::weights_reader in(bytes, where);
 
     const auto magic = in.take(detail::weights_magic.size(), "the magic number \"LOWBITW1\"");
@@ -440,6 +456,13 @@ inline std::vector<named_tensor> read_weights(const std::filesystem::path& path)
                                  std::to_string(crc_offset) + " bytes)");
     }
     return tensors;
+}
+
+// Every tensor of the file at `path`, in file order. Throws std::runtime_error naming the file and
+// the problem when it is missing or not a valid weights file.
+inline std::vector<named_tensor> read_weights(const std::filesystem::path& path) {
+    const std::string where = "weights file " + detail::weights_quoted(path.string());
+    return read_weights(detail::read_whole_file(path, where), path.string());
 }
 
 // Loads the file at `path` into `tensors`: the file must hold exactly these names, in this order,

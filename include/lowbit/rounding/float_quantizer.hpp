@@ -164,7 +164,9 @@ private:
                                         " != input size " + std::to_string(in.size()));
         if constexpr (std::is_same_v<T, float>) {
             if (!float_native()) {
-                // Through double in blocks (rare: formats wider than float's range or precision).
+                // Through double in blocks (rare: formats wider than float's range or precision),
+                // after checking the settings as the other paths do, also for an empty array.
+                (void)rounding_plan<double>::make(format, on_overflow, random_bits);
                 constexpr std::size_t block = 256;
                 double buffer[block];
                 for (std::size_t i = 0; i < in.size(); i += block) {

@@ -157,9 +157,16 @@ private:
 
     template <rounding Mode, bool Saturate>
     [[gnu::always_inline]] static double round_as(double x, std::uint32_t random, const constants& c) {
-        const double n = overflow<Saturate>(detail::round_to_integer_as<Mode>(x * c.scale, random, c.random_bits), c);
+        // x 2^f can leave double's range (|f| up to 1000). Below it, a non-zero product is below
+        // 1/2, where every mode decides by its sign alone: the smallest subnormal of that sign
+        // stands for it. Above it, the exact product is an integer multiple of 2^bits: it wraps
+        // to 0 (and saturates as the infinity does).
+        const double y = x * c.scale;
+        const double scaled = ((y == 0) & (x != 0)) ? std::copysign(std::numeric_limits<double>::denorm_min(), x) : y;
+        const double n = overflow<Saturate>(detail::round_to_integer_as<Mode>(scaled, random, c.random_bits), c);
+        const double wrapped = !Saturate && std::isinf(y) ? 0.0 : n;
         const double special = std::isnan(x) ? x : x < 0 ? c.lo : c.hi;  // +-inf saturates
-        return (std::isfinite(x) ? n : special) * c.unscale;
+        return (std::isfinite(x) ? wrapped : special) * c.unscale;
     }
 
     // (wrap: n modulo 2^bits into [lo, lo + 2^bits): n - 2^bits trunc(n / 2^bits) is exact for

@@ -27,7 +27,8 @@
 //     the OCP conversion saturates.
 //
 //   float_two_level (NVFP4): a per-tensor fp32 scale g = amax_tensor / (max_elem * max_scale)
-//     (6 * 448 for fp4_e2m1 elements and ue4m3 block scales), and per block
+//     (6 * 448 for fp4_e2m1 elements and ue4m3 block scales; validate() requires
+//     max_elem * max_scale >= 1, so that g is a finite float for all float data), and per block
 //     s_b = quantize(amax_b / (max_elem * g), block_scale_format, nearest_even, saturate).
 //     Elements: quantize(x / (s_b * g), element format, nearest_even, saturate). amax_tensor = 0
 //     gives g = 1. A block whose s_b rounds to 0 (amax_b below about 2^-10 max_elem g) quantizes
@@ -40,16 +41,20 @@
 //   int_two_level (VS-Quant): N-bit signed integer elements in the symmetric range
 //     [-(2^(N-1) - 1), 2^(N-1) - 1] (qmax = 2^(N-1) - 1); per vector s_v = amax_v / qmax; per
 //     coarse unit (a line, or the whole tensor: block_format::coarse) the float
-//     gamma = max_v s_v / (2^M - 1); per vector the M-bit unsigned integer scale
+//     gamma = max_v s_v / (2^M - 1) (rounded to float; the smallest positive float where that
+//     underflows, so that only an all-zero unit has gamma = 0); per vector the M-bit unsigned integer scale
 //     s_q = round(s_v / gamma) (to nearest, ties to even, on the exact quotient
 //     amax_v / (qmax * gamma)), then clamped to [1, 2^M - 1] for a vector that is not all zero:
 //     s_q = 0 would throw the whole vector away although s_q = 1 keeps it on the grid of step
 //     gamma, which is always at least as close (rounding to 1 instead of 0 only happens for
 //     vectors whose amax is below gamma qmax / 2). An all-zero vector gets s_q = 0, and a unit
 //     that is all zero gets gamma = 0. Elements: clip(round(x / (s_q gamma)), -qmax, qmax),
-//     rounded to nearest, ties to even, on the exact quotient; stored as the integer codes.
+//     rounded to nearest, ties to even, on the exact quotient; stored as the integer codes. (So
+//     the element is an int_element with narrow_range and fraction_bits 0, as vsquant() makes it;
+//     validate() rejects others.)
 //
-// Elements are a float_format (any valid format with at most 23 mantissa bits) or an integer
+// Elements are a float_format (any valid format whose values are floats: at most 23 mantissa bits,
+// emax <= 127, emin - man_bits >= -149) or an integer
 // (int_element: code * 2^-fraction_bits, codes of int_format, optionally without the most
 // negative code). MXINT8 follows the OCP MX v1.0 INT8 element: 8-bit two's complement with an
 // implied scale of 2^-6 (values k / 64, k in [-128, 127], so [-2, 1.984375]) and emax_elem = 0;
@@ -195,6 +200,11 @@ inline const block_format& block_format::validate() const {
         if (f->man_bits > 23)
             detail::bad_block_format("element.man_bits", std::to_string(f->man_bits),
                                      "block elements must be at most float's precision (23)");
+        // Elements are stored as floats: every value of the format must be one.
+        if (f->emax() > 127 || f->emin() - f->man_bits < -149)
+            detail::bad_block_format("element", to_string(*f),
+                                     "has values beyond float's range (block elements are floats: emax <= 127 and "
+                                     "emin - man_bits >= -149)");
     } else {
         const int_element& e = std::get<int_element>(element);
         e.format.validate();
@@ -213,9 +223,17 @@ inline const block_format& block_format::validate() const {
                 detail::bad_block_format("exponent_rule", std::to_string(int(exponent_rule)),
                                          "is not a scale_exponent_rule");
             break;
-        case block_scale_kind::float_two_level:
+        case block_scale_kind::float_two_level: {
             block_scale_format.validate();
+            // g = amax_tensor / (max_elem * max_scale) is an fp32 number: below 1, that product
+            // would make g infinite for large float data (and every block zero or NaN).
+            const double largest = detail::element_grid(*this).max_value * block_scale_format.max_finite();
+            if (!(largest >= 1))
+                detail::bad_block_format("block_scale_format", to_string(block_scale_format),
+                                         "times the element format gives a largest block value below 1, so that "
+                                         "the fp32 tensor scale g would overflow: max_elem * max_scale must be >= 1");
             break;
+        }
         case block_scale_kind::int_two_level: {
             const auto* e = std::get_if<int_element>(&element);
             if (e == nullptr || !e->format.is_signed)
@@ -224,6 +242,13 @@ inline const block_format& block_format::validate() const {
             if (e->format.bits > 16)
                 detail::bad_block_format("element.format.bits", std::to_string(e->format.bits),
                                          "int_two_level elements must have at most 16 bits");
+            // Its elements are the codes themselves, in [-qmax, qmax]: the scales carry the step.
+            if (e->fraction_bits != 0)
+                detail::bad_block_format("element.fraction_bits", std::to_string(e->fraction_bits),
+                                         "int_two_level (VS-Quant) elements are integer codes: must be 0");
+            if (!e->narrow_range)
+                detail::bad_block_format("element.narrow_range", "false",
+                                         "int_two_level (VS-Quant) codes are symmetric, [-qmax, qmax]: must be true");
             if (scale_bits < 1 || scale_bits > 16)
                 detail::bad_block_format("scale_bits", std::to_string(scale_bits), "must be in [1, 16]");
             if (coarse != coarse_scope::per_line && coarse != coarse_scope::per_tensor)
@@ -378,8 +403,14 @@ inline block_scaled_matrix quantize_blocks(const float* data, std::size_t rows, 
                     double& u = unit_amax[per_tensor ? 0 : line];
                     if (!std::isnan(a)) u = std::max(u, a);
                 }
-            for (std::size_t u = 0; u < unit_amax.size(); ++u)
-                m.coarse_scales[u] = double(float(unit_amax[u] / qmax / top));
+            for (std::size_t u = 0; u < unit_amax.size(); ++u) {
+                const float gamma = float(unit_amax[u] / qmax / top);
+                // A unit whose gamma underflows float (amax below about 2^-149 qmax (2^M - 1))
+                // gets the smallest positive float, as NVFP4's g does: gamma = 0 would make every
+                // vector's s_q 0, but a vector that is not all zero must keep s_q >= 1.
+                m.coarse_scales[u] = unit_amax[u] > 0 && gamma == 0 ? double(std::numeric_limits<float>::denorm_min())
+                                                                    : double(gamma);
+            }
             for (std::size_t line = 0; line < lines; ++line) {
                 const double gamma = m.coarse_scales[per_tensor ? 0 : line];
                 for (std::size_t b = 0; b < per_line; ++b) {
