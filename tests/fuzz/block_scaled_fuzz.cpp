@@ -30,6 +30,7 @@
 #include <lowbit/scaling/block_scaling.hpp>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>

@@ -32,6 +32,7 @@
 #include <lowbit/types/encoding.hpp>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
