@@ -20,10 +20,14 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <limits>
+#include <span>
 #include <string>
 #include <type_traits>
+
+#include <unistd.h>
 
 namespace lowbit_fuzz {
 
@@ -47,6 +51,25 @@ template <class Describe>
 void expect(bool holds, Describe&& describe) {
     if (!holds) finding(describe());
 }
+
+// A file of this process holding `content`, for readers that take a path; removed when the input
+// is done (or at the next input, when a finding aborts: the name is the same each time).
+struct scratch_file {
+    std::filesystem::path path;
+
+    scratch_file(const std::string& name, std::span<const std::uint8_t> content) {
+        const std::filesystem::path base =
+            std::filesystem::is_directory("/dev/shm") ? "/dev/shm" : std::filesystem::temp_directory_path();
+        path = base / ("lowbit-fuzz-" + std::to_string(::getpid()) + "-" + name);
+        std::FILE* out = std::fopen(path.c_str(), "wb");
+        if (out == nullptr || std::fwrite(content.data(), 1, content.size(), out) != content.size() ||
+            std::fclose(out) != 0)
+            finding("cannot write " + path.string());
+    }
+    ~scratch_file() { std::filesystem::remove(path); }
+    scratch_file(const scratch_file&) = delete;
+    scratch_file& operator=(const scratch_file&) = delete;
+};
 
 // Bit patterns as hexadecimal, and values in %a (exact), for messages.
 template <class T>

@@ -58,24 +58,6 @@ bytes gzipped(std::span<const std::uint8_t> data) {
     return out;
 }
 
-// A file of this process, removed when the input is done (or at the next one, after a finding).
-struct scratch_file {
-    std::filesystem::path path;
-
-    scratch_file(const char* role, std::span<const std::uint8_t> content) {
-        const std::filesystem::path base =
-            std::filesystem::is_directory("/dev/shm") ? "/dev/shm" : std::filesystem::temp_directory_path();
-        path = base / ("lowbit-idx-fuzz-" + std::to_string(::getpid()) + "-" + role);
-        std::FILE* out = std::fopen(path.c_str(), "wb");
-        if (out == nullptr || std::fwrite(content.data(), 1, content.size(), out) != content.size() ||
-            std::fclose(out) != 0)
-            finding("cannot write " + path.string());
-    }
-    ~scratch_file() { std::filesystem::remove(path); }
-    scratch_file(const scratch_file&) = delete;
-    scratch_file& operator=(const scratch_file&) = delete;
-};
-
 std::uint32_t big_endian(std::span<const std::uint8_t> b, std::size_t at) {
     return std::uint32_t(b[at]) << 24 | std::uint32_t(b[at + 1]) << 16 | std::uint32_t(b[at + 2]) << 8 | b[at + 3];
 }
@@ -122,7 +104,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const std::span<const std::uint8_t> image_idx = rest.first(image_length), label_idx = rest.subspan(image_length);
     const bytes image_file = (options & 1) != 0 ? gzipped(image_idx) : bytes(image_idx.begin(), image_idx.end());
     const bytes label_file = (options & 2) != 0 ? gzipped(label_idx) : bytes(label_idx.begin(), label_idx.end());
-    const scratch_file images("images", image_file), labels("labels", label_file);
+    const lowbit_fuzz::scratch_file images("idx-images", image_file), labels("idx-labels", label_file);
 
     std::optional<lowbit::nn::labeled_images> set;
     try {

@@ -78,25 +78,6 @@ bool same_tensors(const std::vector<named_tensor>& a, const std::vector<named_te
     });
 }
 
-// A file of this process for the reads by path, removed when the input is done (or at the next
-// input, when a finding aborts).
-struct scratch_file {
-    std::filesystem::path path;
-
-    explicit scratch_file(const bytes& content) {
-        const std::filesystem::path base =
-            std::filesystem::is_directory("/dev/shm") ? "/dev/shm" : std::filesystem::temp_directory_path();
-        path = base / ("lowbit-weights-fuzz-" + std::to_string(::getpid()) + ".bin");
-        std::FILE* out = std::fopen(path.c_str(), "wb");
-        if (out == nullptr || std::fwrite(content.data(), 1, content.size(), out) != content.size() ||
-            std::fclose(out) != 0)
-            finding("cannot write " + path.string());
-    }
-    ~scratch_file() { std::filesystem::remove(path); }
-    scratch_file(const scratch_file&) = delete;
-    scratch_file& operator=(const scratch_file&) = delete;
-};
-
 // load_weights with the file's own list (variant 0) or a list that differs from it.
 void check_load(const std::filesystem::path& path, const std::vector<named_tensor>& file, int variant) {
     std::vector<named_tensor> expected = file;
@@ -152,7 +133,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     if ((options & 2) == 0) return 0;
 
-    const scratch_file scratch(file);
+    const lowbit_fuzz::scratch_file scratch("weights.bin", file);
     const std::filesystem::path& path = scratch.path;
     const auto by_path = read_or_reject([&] { return lowbit::nn::read_weights(path); }, path.string());
     expect(by_path.has_value() == tensors.has_value() && (!tensors || same_tensors(*tensors, *by_path)),
