@@ -1218,12 +1218,10 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
                              product.smallest_step >= grid_p->smallest_step;
         if (on_grid) {
             // Rounding an on-grid value changes it only by overflow (per mode and sign) or flush.
+            // Every on-grid value beyond the largest rounds as twice the largest does (a value just
+            // above the largest would round back to it in the nearest modes: not an overflow).
             const float max = plan.max_finite;
-            const float beyond = std::nextafter(max, std::numeric_limits<float>::infinity());
-            const auto rounded = [&](float x) {
-                return dispatch_rounding(qp.mode, [&](auto m) { return round_with_plan<m(), float>(x, plan); });
-            };
-            const float up = rounded(beyond), down = rounded(-beyond);
+            const float up = float(rounded_by(qp, 2.0 * max)), down = float(rounded_by(qp, -2.0 * max));
             if (up == max && down == -max)
                 prod = product_range<true>{std::bit_cast<std::uint32_t>(max), std::bit_cast<std::uint32_t>(plan.flush_below)};
             else
