@@ -375,3 +375,67 @@ TEST_CASE("fast path equals the exact path: accumulators with subnormals that al
                     CHECK(same_bits(exact_gemm(A, B, spec, stats), C));
                 }
 }
+
+TEST_CASE("fast path equals the exact path: products that overflow to infinity") {
+    // (Found by the gemm_diff fuzz target: fp16 products rounded toward -infinity overflow to
+    // -inf, which an e4m3 accumulator in round-to-odd rounds to NaN, as every rounding of an
+    // infinite value gives the overflow away from zero; the vectorized chain took the infinite sum
+    // for the overflow of a finite one and gave 448.)
+    std::mt19937 gen(51);
+    const lowbit::float_format accumulators[] = {lowbit::fp8_e4m3, lowbit::fp16, lowbit::bf16};
+    for (const auto& acc_format : accumulators)
+        for (const rounding product_mode : deterministic)
+            for (const rounding acc_mode : deterministic)
+                for (const auto model : {lowbit::accumulation::sequential, lowbit::accumulation::pairwise}) {
+                    const lowbit::float_quantizer product{.format = lowbit::fp16, .mode = product_mode};
+                    const lowbit::float_quantizer acc{.format = acc_format, .mode = acc_mode};
+                    const lowbit::gemm_spec spec{.product = product, .accumulator = acc, .model = model, .chunk = 4,
+                                                 .chunk_accumulator = acc};
+                    const auto A = scaled_normal(3, 9, gen, 12), B = scaled_normal(9, 70, gen, 12);
+                    INFO(lowbit::to_string(spec));
+                    lowbit::gemm_stats stats;
+                    CHECK(same_bits(exact_gemm(A, B, spec, stats), lowbit::gemm(A, B, spec)));
+                }
+    // Products that round toward zero stay finite: their sums still take the vectorized chain.
+    const lowbit::float_quantizer to_zero{.format = lowbit::bf16, .mode = rounding::toward_zero};
+    const lowbit::float_quantizer in{.format = lowbit::bf16};
+    const lowbit::gemm_spec spec{.input_a = in, .input_b = in, .product = to_zero, .accumulator = to_zero, .chunk = 4,
+                                 .chunk_accumulator = to_zero};
+    const auto A = scaled_normal(3, 9, gen, 12), B = scaled_normal(9, 70, gen, 12);
+    lowbit::gemm_report report;
+    Eigen::MatrixXf C(3, 70);
+    lowbit::gemm(A, B, C, spec, nullptr, &report);
+    INFO(report.reason);
+    CHECK(report.kernel == lowbit::gemm_kernel::vectorized_chain);
+    lowbit::gemm_stats stats;
+    CHECK(same_bits(exact_gemm(A, B, spec, stats), C));
+}
+
+TEST_CASE("fast path equals the exact path: products on the format's grid beyond its largest value") {
+    // (Found while checking the fix above on a sweep of specs: products that lie on the product
+    // format's grid take a range check instead of the rounding, and the check's overflow was read
+    // from the float just above the largest value, which the nearest modes round back down to it:
+    // a product of 2^18 became 65504 in fp16 instead of infinity, 448 in e4m3 instead of NaN.)
+    const lowbit::float_quantizer in{.format = lowbit::bf16};
+    const lowbit::float_quantizer fp32{.format = lowbit::fp32};
+    Eigen::MatrixXf A(3, 2), B(2, 70);
+    std::mt19937 gen(61);
+    std::uniform_int_distribution<int> exponent(-4, 10);
+    std::bernoulli_distribution negative(0.5);
+    for (Eigen::Index i = 0; i < A.size(); ++i) A.data()[i] = std::ldexp(negative(gen) ? -1.0f : 1.0f, exponent(gen));
+    for (Eigen::Index i = 0; i < B.size(); ++i) B.data()[i] = std::ldexp(negative(gen) ? -1.0f : 1.0f, exponent(gen));
+    for (const auto& format : {lowbit::fp16, lowbit::fp8_e4m3, lowbit::fp8_e5m2})
+        for (const auto policy : {lowbit::overflow::infinity, lowbit::overflow::saturate})
+            for (const rounding mode : deterministic) {
+                const lowbit::float_quantizer product{.format = format, .mode = mode, .on_overflow = policy};
+                const lowbit::gemm_spec spec{.input_a = in, .input_b = in, .product = product, .accumulator = fp32,
+                                             .chunk_accumulator = fp32};
+                INFO(lowbit::to_string(spec));
+                lowbit::gemm_report report;
+                Eigen::MatrixXf C(3, 70);
+                lowbit::gemm(A, B, C, spec, nullptr, &report);
+                CHECK(report.kernel == lowbit::gemm_kernel::vectorized_chain);
+                lowbit::gemm_stats stats;
+                CHECK(same_bits(exact_gemm(A, B, spec, stats), C));
+            }
+}

@@ -26,6 +26,10 @@
 //     (odd_sum), which equals rounding the exact sum; formats with subnormals (fp16, bf16, e5m2)
 //     then round on the sum's bits (round_shift, shift_rounding.hpp, which also holds their
 //     AVX-512 chain). Or fp32 itself in nearest_even, which is the hardware's own addition.
+//     round_shift and the flush-and-saturate rounding take a sum beyond the largest value as an
+//     overflow: where products (or the accumulator, for the chunk sums) may be infinite or NaN,
+//     the flush-and-saturate rounding is not used, and round_shift only where the accumulator
+//     rounds such an infinity as it rounds an overflow.
 //   - models: sequential and fma as above; pairwise (the same sums, as a tree over the chunk's
 //     products); fused (the chunk's products summed in double, exact when they fit 53 bits, then
 //     rounded once); aligned (terms that are normal floats or zero, cut on their bits, and a
@@ -676,9 +680,52 @@ inline bool is_fp32_nearest(const quantizer& q) {
     return f != nullptr && f->mode == rounding::nearest_even && f->format == fp32;
 }
 
+// x rounded by q (deterministic), in double.
+inline double rounded_by(const float_quantizer& q, double x) {
+    const auto plan = rounding_plan<double>::make(q.format, q.on_overflow, q.random_bits);
+    return dispatch_rounding(q.mode, [&](auto m) { return round_with_plan<m()>(x, plan); });
+}
+
+// Whether rounding a finite value never gives an infinity or NaN: the overflow of q's mode and
+// policy is the largest finite value for either sign (float_grid's `finite` asks more: that no
+// value at all, infinities included, rounds to one).
+inline bool overflow_stays_finite(const float_quantizer& q) {
+    const double beyond = 2 * q.format.max_finite();
+    return std::isfinite(rounded_by(q, beyond)) && std::isfinite(rounded_by(q, -beyond));
+}
+
+// Which non-finite values may be among the addends of a chain: products that overflowed, or
+// chunk results whose accumulator overflowed or kept such a product.
+struct non_finite_addends {
+    bool positive_infinity = false, negative_infinity = false, nan = false;
+    bool any() const { return positive_infinity || negative_infinity || nan; }
+};
+
+// The non-finite values among the results of accumulator `acc` whose terms may be `terms`.
+inline non_finite_addends accumulated_non_finite(const quantizer& acc, non_finite_addends terms) {
+    const float_quantizer& q = *acc.as_float();
+    if (is_fp32_nearest(acc)) {  // fp32's addition overflows to either infinity, unless saturated
+        const bool overflows = q.on_overflow != overflow::saturate;
+        return {overflows || terms.positive_infinity, overflows || terms.negative_infinity, overflows || terms.any()};
+    }
+    const double beyond = 2 * q.format.max_finite(), inf = std::numeric_limits<double>::infinity();
+    // what rounding gives for the sums beyond either end, and for the infinite terms
+    const double up = rounded_by(q, beyond), down = rounded_by(q, -beyond);
+    const double up_inf = terms.positive_infinity ? rounded_by(q, inf) : 0.0;
+    const double down_inf = terms.negative_infinity ? rounded_by(q, -inf) : 0.0;
+    non_finite_addends out;
+    out.positive_infinity = std::isinf(up) || std::isinf(up_inf);
+    out.negative_infinity = std::isinf(down) || std::isinf(down_inf);
+    // NaN stays NaN, and infinities of both signs add to NaN
+    out.nan = terms.nan || (terms.positive_infinity && terms.negative_infinity) || std::isnan(up) || std::isnan(down) ||
+              std::isnan(up_inf) || std::isnan(down_inf) || (out.positive_infinity && out.negative_infinity);
+    return out;
+}
+
 // The accumulator operation for sums whose addends have grid `addend`, or nothing when fp32
 // cannot carry it exactly.
-inline std::optional<accumulate_op> choose_accumulator(const quantizer& q, const value_grid& addend, bool sums_finite) {
+inline std::optional<accumulate_op> choose_accumulator(const quantizer& q, const value_grid& addend,
+                                                       non_finite_addends non_finite) {
     if (is_fp32_nearest(q))
         return q.as_float()->on_overflow == overflow::saturate ? accumulate_op{sum_fp32_saturating{}}
                                                                  : accumulate_op{sum_fp32{}};
@@ -697,6 +744,7 @@ inline std::optional<accumulate_op> choose_accumulator(const quantizer& q, const
         return odd_sum<decltype(op)>{op};
     };
     const rounding mode = q.as_float()->mode;
+    const bool sums_finite = !non_finite.any();
     if (!f.subnormals && grid->finite && sums_finite && f.man_bits >= 1 && f.man_bits <= 22) {
         // (1 <= man_bits <= 22: at least one bit is dropped, and the kept last bit of a normal
         // sum is a fraction bit, not the implicit one)
@@ -718,20 +766,29 @@ inline std::optional<accumulate_op> choose_accumulator(const quantizer& q, const
         });
     }
     const auto plan = rounding_plan<float>::make(f, q.as_float()->on_overflow, q.as_float()->random_bits);
-    if (round_shift_applies(f))
+    // Whether an infinity of each sign rounds as a finite sum beyond the largest value does (in
+    // IEEE formats, to infinity in the modes that round away from zero; toward zero, an infinity
+    // stays and the other becomes the largest value).
+    const auto infinity_as_overflow = [&](float inf) {
+        return dispatch_deterministic(mode, [&](auto m) {
+            return std::bit_cast<std::uint32_t>(round_with_plan<m(), float>(inf, plan)) ==
+                   std::bit_cast<std::uint32_t>(round_with_plan<m(), float>(std::copysign(FLT_MAX, inf), plan));
+        });
+    };
+    constexpr float inf = std::numeric_limits<float>::infinity();
+    // round_shift rounds every sum beyond the largest value, infinities included, as such an
+    // overflow (and NaN as NaN): right where an infinite sum can only be an overflow, and for
+    // infinite addends only where their infinities round alike.
+    if (round_shift_applies(f) && (!non_finite.positive_infinity || infinity_as_overflow(inf)) &&
+        (!non_finite.negative_infinity || infinity_as_overflow(-inf)))
         return dispatch_deterministic(mode, [&](auto m) -> accumulate_op {
             return summed(make_round_shift<m()>(f, q.as_float()->on_overflow, addend.smallest_step));
         });
     // An odd sum beyond fp32's range is an infinity (sum_round_odd), which must round as the
     // overflow it is.
-    if (!exact_sums && f.max_finite() + addend.max_magnitude >= double(FLT_MAX)) {
-        const bool same = dispatch_deterministic(mode, [&](auto m) {
-            const auto rounded = [&](float x) { return std::bit_cast<std::uint32_t>(round_with_plan<m(), float>(x, plan)); };
-            constexpr float inf = std::numeric_limits<float>::infinity();
-            return rounded(inf) == rounded(FLT_MAX) && rounded(-inf) == rounded(-FLT_MAX);
-        });
-        if (!same) return {};
-    }
+    if (!exact_sums && f.max_finite() + addend.max_magnitude >= double(FLT_MAX) &&
+        !(infinity_as_overflow(inf) && infinity_as_overflow(-inf)))
+        return {};
     return dispatch_deterministic(mode, [&](auto m) -> accumulate_op { return summed(round_any<m()>{plan}); });
 }
 
@@ -960,11 +1017,13 @@ public:
             why_not = std::move(why);
             return std::optional<lane_reduction>{};
         };
-        const auto accumulate = choose_accumulator(spec.accumulator, terms, terms.finite);
+        const non_finite_addends non_finite_terms{!terms.finite, !terms.finite, !terms.finite};
+        const auto accumulate = choose_accumulator(spec.accumulator, terms, non_finite_terms);
         if (!accumulate) return refuse(lane_refusal(spec.accumulator, "accumulator"));
         const value_grid accumulated = is_fp32_nearest(spec.accumulator) ? value_grid{-149, 24, double(FLT_MAX), false}
                                                                          : *float_grid(spec.accumulator);
-        const auto chunk_step = choose_accumulator(spec.chunk_accumulator, accumulated, accumulated.finite);
+        const auto chunk_step = choose_accumulator(spec.chunk_accumulator, accumulated,
+                                                   accumulated_non_finite(spec.accumulator, non_finite_terms));
         if (!chunk_step) return refuse(lane_refusal(spec.chunk_accumulator, "chunk_accumulator"));
         r.accumulate_ = *accumulate;
         r.chunk_step_ = *chunk_step;
@@ -1159,12 +1218,10 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
                              product.smallest_step >= grid_p->smallest_step;
         if (on_grid) {
             // Rounding an on-grid value changes it only by overflow (per mode and sign) or flush.
+            // Every on-grid value beyond the largest rounds as twice the largest does (a value just
+            // above the largest would round back to it in the nearest modes: not an overflow).
             const float max = plan.max_finite;
-            const float beyond = std::nextafter(max, std::numeric_limits<float>::infinity());
-            const auto rounded = [&](float x) {
-                return dispatch_rounding(qp.mode, [&](auto m) { return round_with_plan<m(), float>(x, plan); });
-            };
-            const float up = rounded(beyond), down = rounded(-beyond);
+            const float up = float(rounded_by(qp, 2.0 * max)), down = float(rounded_by(qp, -2.0 * max));
             if (up == max && down == -max)
                 prod = product_range<true>{std::bit_cast<std::uint32_t>(max), std::bit_cast<std::uint32_t>(plan.flush_below)};
             else
@@ -1176,6 +1233,7 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
             });
         }
         product = *grid_p;
+        product.finite = product.finite || overflow_stays_finite(qp);  // (the inputs are finite here)
     }
     const auto reduction = lane_reduction::make(spec, K, product, why_not);
     if (!reduction) return refuse(why_not);
