@@ -396,6 +396,22 @@ TEST_CASE("fast path equals the exact path: products that overflow to infinity")
                     lowbit::gemm_stats stats;
                     CHECK(same_bits(exact_gemm(A, B, spec, stats), lowbit::gemm(A, B, spec)));
                 }
+    // A pairwise chunk of one product is that product, unrounded: an infinite one reaches the
+    // chunk accumulator as it is. Chunks {1, 1, 1, 1} and {-2^18 -> -inf}: 4, then
+    // e4m3(4 + -inf) in round-to-odd, which is NaN (an infinity rounds to overflow_away).
+    {
+        const lowbit::float_quantizer product{.format = lowbit::fp16, .mode = rounding::toward_negative};
+        const lowbit::float_quantizer acc{.format = lowbit::fp8_e4m3, .mode = rounding::odd};
+        const lowbit::gemm_spec spec{.product = product, .accumulator = acc, .model = lowbit::accumulation::pairwise,
+                                     .chunk = 4, .chunk_accumulator = acc};
+        Eigen::MatrixXf A(1, 5), B(5, 64);
+        A << 1, 1, 1, 1, -512;
+        B.setOnes();
+        B.row(4).setConstant(512);
+        lowbit::gemm_stats stats;
+        CHECK(std::isnan(exact_gemm(A, B, spec, stats)(0, 0)));
+        CHECK(same_bits(exact_gemm(A, B, spec, stats), lowbit::gemm(A, B, spec)));
+    }
     // Products that round toward zero stay finite: their sums still take the vectorized chain.
     const lowbit::float_quantizer to_zero{.format = lowbit::bf16, .mode = rounding::toward_zero};
     const lowbit::float_quantizer in{.format = lowbit::bf16};

@@ -701,8 +701,9 @@ struct non_finite_addends {
     bool any() const { return positive_infinity || negative_infinity || nan; }
 };
 
-// The non-finite values among the results of accumulator `acc` whose terms may be `terms`.
-inline non_finite_addends accumulated_non_finite(const quantizer& acc, non_finite_addends terms) {
+// The non-finite values among the chunk results of accumulator `acc` whose terms may be `terms`;
+// `unrounded_terms`: a chunk result can be a term itself (pairwise: a chunk of one product).
+inline non_finite_addends accumulated_non_finite(const quantizer& acc, non_finite_addends terms, bool unrounded_terms) {
     const float_quantizer& q = *acc.as_float();
     if (is_fp32_nearest(acc)) {  // fp32's addition overflows to either infinity, unless saturated
         const bool overflows = q.on_overflow != overflow::saturate;
@@ -719,6 +720,10 @@ inline non_finite_addends accumulated_non_finite(const quantizer& acc, non_finit
     // NaN stays NaN, and infinities of both signs add to NaN
     out.nan = terms.nan || (terms.positive_infinity && terms.negative_infinity) || std::isnan(up) || std::isnan(down) ||
               std::isnan(up_inf) || std::isnan(down_inf) || (out.positive_infinity && out.negative_infinity);
+    if (unrounded_terms) {
+        out.positive_infinity = out.positive_infinity || terms.positive_infinity;
+        out.negative_infinity = out.negative_infinity || terms.negative_infinity;
+    }
     return out;
 }
 
@@ -1023,7 +1028,8 @@ public:
         const value_grid accumulated = is_fp32_nearest(spec.accumulator) ? value_grid{-149, 24, double(FLT_MAX), false}
                                                                          : *float_grid(spec.accumulator);
         const auto chunk_step = choose_accumulator(spec.chunk_accumulator, accumulated,
-                                                   accumulated_non_finite(spec.accumulator, non_finite_terms));
+                                                   accumulated_non_finite(spec.accumulator, non_finite_terms,
+                                                                          spec.model == accumulation::pairwise));
         if (!chunk_step) return refuse(lane_refusal(spec.chunk_accumulator, "chunk_accumulator"));
         r.accumulate_ = *accumulate;
         r.chunk_step_ = *chunk_step;
