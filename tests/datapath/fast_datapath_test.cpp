@@ -455,3 +455,23 @@ TEST_CASE("fast path equals the exact path: products on the format's grid beyond
                 CHECK(same_bits(exact_gemm(A, B, spec, stats), C));
             }
 }
+
+TEST_CASE("fast path equals the exact path: an accumulator without normal values") {
+    // (Found by the gemm_diff fuzz target: an IEEE e1m2 holds 0, 0.5, 1 and 1.5, all subnormal.
+    // The subnormal rounding of round_shift sent a sum of -1.75 up to -2, the smallest normal of
+    // formats that have one, which e1m2 does not: it saturates to -1.5.)
+    const lowbit::float_quantizer in{.format = lowbit::fp4_e2m1};
+    const lowbit::float_format e1m2{.exp_bits = 1, .man_bits = 2};
+    const lowbit::float_format e4m2{.exp_bits = 4, .man_bits = 2};
+    std::mt19937 gen(71);
+    for (const auto policy : {lowbit::overflow::infinity, lowbit::overflow::saturate})
+        for (const rounding mode : deterministic) {
+            const lowbit::float_quantizer acc{.format = e1m2, .mode = mode, .on_overflow = policy};
+            const lowbit::float_quantizer chunk_acc{.format = e4m2, .mode = mode, .on_overflow = policy};
+            const lowbit::gemm_spec spec{.input_a = in, .input_b = in, .accumulator = acc, .chunk_accumulator = chunk_acc};
+            const auto A = scaled_normal(4, 3, gen, 1), B = scaled_normal(3, 70, gen, 1);
+            INFO(lowbit::to_string(spec));
+            lowbit::gemm_stats stats;
+            CHECK(same_bits(exact_gemm(A, B, spec, stats), lowbit::gemm(A, B, spec)));
+        }
+}

@@ -363,7 +363,12 @@ TEST_CASE("structured skipping: attention and MLP channels skipped equal PyTorch
         const std::vector<int> running_rows{0, 8, 16};
         check_close("dWqkv of running rows", a.qkv().weight().grad(running_rows, Eigen::all),
                     reference.at("grad:qkv.weight")(running_rows, Eigen::all));
-        CHECK(a.qkv().weight().grad.cwiseAbs().sum() == a.qkv().weight().grad(running_rows, Eigen::all).cwiseAbs().sum());
+        // every other row of dWqkv is exactly zero (a sum of the whole against the running rows' sum
+        // differs in its last bit where Eigen reduces the two in different orders)
+        std::vector<int> skipped_rows;
+        for (int r = 0; r < 24; ++r)
+            if (r % 8 != 0) skipped_rows.push_back(r);
+        CHECK(a.qkv().weight().grad(skipped_rows, Eigen::all).cwiseAbs().maxCoeff() == 0);
         check_close("dWproj of the running column", a.proj().weight().grad.col(0), reference.at("grad:proj.weight").col(0));
         check_close("dbproj", a.proj().bias().grad, reference.at("grad:proj.bias"));
         CHECK(a.proj().weight().grad.rightCols(7).cwiseAbs().maxCoeff() == 0);

@@ -163,9 +163,11 @@ struct round_shift {
 
 // Whether round_shift serves the format: signed, with zero and subnormals, 1 to 22 mantissa bits,
 // within fp32's range; and 2^-g a float (g the subnormals' step), unless its subnormals are fp32's:
-// then the constant shift rounds them too, and no sum takes the other way.
+// then the constant shift rounds them too, and no sum takes the other way. And with normal values:
+// a subnormal sum that rounds up to the smallest normal needs no range check only where that is a
+// value (not in an IEEE e1m2, whose largest value is the top subnormal).
 inline bool round_shift_applies(const float_format& f) {
-    return format_fits<float>(f) && f.is_signed && f.has_zero && f.subnormals && f.man_bits >= 1 &&
+    return format_fits<float>(f) && f.is_signed && f.has_zero && f.subnormals && f.has_normals() && f.man_bits >= 1 &&
            f.man_bits <= 22 && (f.emin() == -126 || f.emin() - f.man_bits >= -127);
 }
 
