@@ -412,6 +412,21 @@ TEST_CASE("fast path equals the exact path: products that overflow to infinity")
         CHECK(std::isnan(exact_gemm(A, B, spec, stats)(0, 0)));
         CHECK(same_bits(exact_gemm(A, B, spec, stats), lowbit::gemm(A, B, spec)));
     }
+    // ... and a finite one with its own grid: chunks {-1, 0, 0, 0} and {-2^-24} in fp6_e2m3
+    // toward -infinity give -1, then e2m3(-1 - 2^-24) = -1.125, where an fp32 sum (a tie, to
+    // -1) would lose the product.
+    {
+        const lowbit::float_quantizer acc{.format = lowbit::fp6_e2m3, .mode = rounding::toward_negative};
+        const lowbit::gemm_spec spec{.accumulator = acc, .model = lowbit::accumulation::pairwise, .chunk = 4,
+                                     .chunk_accumulator = acc};
+        Eigen::MatrixXf A(1, 5), B(5, 64);
+        A << -1, 0, 0, 0, -0x1p-12f;
+        B.setOnes();
+        B.row(4).setConstant(0x1p-12f);
+        lowbit::gemm_stats stats;
+        CHECK(exact_gemm(A, B, spec, stats)(0, 0) == -1.125f);
+        CHECK(same_bits(exact_gemm(A, B, spec, stats), lowbit::gemm(A, B, spec)));
+    }
     // Products that round toward zero stay finite: their sums still take the vectorized chain.
     const lowbit::float_quantizer to_zero{.format = lowbit::bf16, .mode = rounding::toward_zero};
     const lowbit::float_quantizer in{.format = lowbit::bf16};

@@ -1025,11 +1025,19 @@ public:
         const non_finite_addends non_finite_terms{!terms.finite, !terms.finite, !terms.finite};
         const auto accumulate = choose_accumulator(spec.accumulator, terms, non_finite_terms);
         if (!accumulate) return refuse(lane_refusal(spec.accumulator, "accumulator"));
-        const value_grid accumulated = is_fp32_nearest(spec.accumulator) ? value_grid{-149, 24, double(FLT_MAX), false}
-                                                                         : *float_grid(spec.accumulator);
+        value_grid accumulated = is_fp32_nearest(spec.accumulator) ? value_grid{-149, 24, double(FLT_MAX), false}
+                                                                   : *float_grid(spec.accumulator);
+        // A pairwise chunk of one product is that product, unrounded: the chunk sums then also
+        // take the terms' values (their grid, and whatever infinities they have).
+        const bool unrounded_terms = spec.model == accumulation::pairwise;
+        if (unrounded_terms) {
+            accumulated.smallest_step = std::min(accumulated.smallest_step, terms.smallest_step);
+            accumulated.significand_bits = std::max(accumulated.significand_bits, terms.significand_bits);
+            accumulated.max_magnitude = std::max(accumulated.max_magnitude, terms.max_magnitude);
+            accumulated.finite = accumulated.finite && terms.finite;
+        }
         const auto chunk_step = choose_accumulator(spec.chunk_accumulator, accumulated,
-                                                   accumulated_non_finite(spec.accumulator, non_finite_terms,
-                                                                          spec.model == accumulation::pairwise));
+                                                   accumulated_non_finite(spec.accumulator, non_finite_terms, unrounded_terms));
         if (!chunk_step) return refuse(lane_refusal(spec.chunk_accumulator, "chunk_accumulator"));
         r.accumulate_ = *accumulate;
         r.chunk_step_ = *chunk_step;
