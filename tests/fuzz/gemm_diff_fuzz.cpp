@@ -12,10 +12,11 @@
 // fast path wherever it applies (gemm_report says which ran), with and without events.
 // Properties (gemm.hpp, fast_datapath.hpp: the fast paths are used only where they provably equal
 // the exact definition):
-//   - the three calls agree on errors: std::invalid_argument for a spec that cannot run, alike,
-//     and nothing else;
+//   - the calls agree on errors: std::invalid_argument for a spec that cannot run, alike, and
+//     nothing else;
 //   - C is bit for bit the same (any NaN equals any NaN: payloads are not promised), and the
-//     events counted with and without records are the same.
+//     events counted with and without records are the same (the call with events runs where the
+//     one without took a fast path: otherwise it would only repeat the exact lane).
 // threads stays 1 (thread invariance has tests of its own).
 #include "fuzz_specs.hpp"
 
