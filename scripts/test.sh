@@ -14,7 +14,10 @@
 # LOWBIT_FUZZ_SECONDS=0 the fuzzers.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# Each stage's start, with the minutes since this script began: CI's budget is 60 minutes.
+stage() { printf 'lowbit [%d:%02d]: %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 "$root/scripts/install-deps.sh"
+stage "Release build of everything (native instruction set), then every test"
 cmake -S "$root" -B "$root/build/release" -DCMAKE_BUILD_TYPE=Release
 cmake --build "$root/build/release" -j "$(nproc)"
 ctest --test-dir "$root/build/release" --output-on-failure -j "$(nproc)"
@@ -24,13 +27,13 @@ if [[ $(uname -m) != x86_64 ]]; then levels=""; fi
 for level in $levels; do
   exclude=()
   if [[ $level == x86-64 ]]; then
-    echo "lowbit: datapath, rounding, formats, nn and types tests built with -march=$level under ASan + UBSan"
+    stage "datapath, rounding, formats, nn and types tests built with -march=$level under ASan + UBSan"
     options=(-DCMAKE_BUILD_TYPE=Debug -DLOWBIT_SANITIZE=address -DLOWBIT_TEST_FILTER='^(datapath|rounding|formats|nn|types)/')
     exclude=(-E 'every fp16 and bf16 input|exhaustive fp16 and bf16|round_shift equals the rounding core|pairwise, fused and aligned models|random hard cases|integer chain equals the exact path')
     export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
     export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
   else
-    echo "lowbit: datapath and rounding tests built with -march=$level"
+    stage "datapath and rounding tests built with -march=$level"
     options=(-DCMAKE_BUILD_TYPE=Release -DLOWBIT_TEST_FILTER='^(datapath|rounding)/')
   fi
   cmake -S "$root" -B "$root/build/$level" -DLOWBIT_ARCH="$level" "${options[@]}" \
@@ -40,6 +43,7 @@ for level in $levels; do
 done
 
 if [[ ${LOWBIT_FUZZ_SECONDS:-30} != 0 && -x "$root/scripts/fuzz.sh" ]]; then
-  echo "lowbit: fuzz targets, ${LOWBIT_FUZZ_SECONDS:-30} s each"
+  stage "fuzz targets, ${LOWBIT_FUZZ_SECONDS:-30} s each"
   LOWBIT_FUZZ_SECONDS=${LOWBIT_FUZZ_SECONDS:-30} "$root/scripts/fuzz.sh"
 fi
+stage "all passed"
