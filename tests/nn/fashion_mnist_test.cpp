@@ -13,6 +13,7 @@
 
 #include <catch2/catch.hpp>
 #include <mpfr.h>
+#include <sys/resource.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -96,6 +97,13 @@ void write_gzip(const std::filesystem::path& file, const std::vector<std::uint8_
     REQUIRE(out != nullptr);
     REQUIRE(gzwrite(out, bytes.data(), unsigned(bytes.size())) == int(bytes.size()));
     REQUIRE(gzclose(out) == Z_OK);
+}
+
+// The process's peak resident set size so far, in KiB.
+long peak_resident_kib() {
+    rusage usage{};
+    REQUIRE(getrusage(RUSAGE_SELF, &usage) == 0);
+    return usage.ru_maxrss;
 }
 
 std::vector<std::uint8_t> file_bytes(const std::filesystem::path& file) {
@@ -304,6 +312,27 @@ TEST_CASE("fashion_mnist: malformed IDX files are rejected with the file and the
         pixels.push_back(98);
         write_gzip(images, idx_images(3, 2, 3, pixels));
         CHECK_THAT(error(), Contains(images.string()) && Contains("trailing garbage") && Contains("2 bytes after"));
+    }
+    SECTION("a gzip bomb: 128 MiB of trailing zeros in a small file cost no memory, and are counted") {
+        // Written in pieces, so that the test itself never holds them; the old reader kept every
+        // decompressed byte (its peak resident size grew by more than 128 MiB), this one keeps the
+        // 34 bytes the header describes and counts the rest.
+        constexpr std::size_t garbage = std::size_t(128) << 20;
+        {
+            gzFile out = gzopen(images.c_str(), "wb9");
+            REQUIRE(out != nullptr);
+            const auto valid = idx_images(3, 2, 3, small_pixels);
+            REQUIRE(gzwrite(out, valid.data(), unsigned(valid.size())) == int(valid.size()));
+            const std::vector<std::uint8_t> zeros(std::size_t(1) << 20);
+            for (std::size_t written = 0; written < garbage; written += zeros.size())
+                REQUIRE(gzwrite(out, zeros.data(), unsigned(zeros.size())) == int(zeros.size()));
+            REQUIRE(gzclose(out) == Z_OK);
+        }
+        REQUIRE(std::filesystem::file_size(images) < garbage / 500);  // it is a bomb
+        const long before = peak_resident_kib();
+        CHECK_THAT(error(), Contains(images.string()) && Contains("trailing garbage") &&
+                                Contains(std::to_string(garbage) + " bytes after the 18 bytes"));
+        CHECK(peak_resident_kib() - before < 32 * 1024);
     }
     SECTION("image and label counts differ") {
         write_gzip(labels, idx_labels({7, 0}));

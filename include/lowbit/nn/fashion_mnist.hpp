@@ -28,8 +28,11 @@
 //    exact operands), so 0 and 255 map to exactly 0 and 1.
 //  * The whole decompressed file is read before the header is trusted: a header announcing
 //    absurd sizes is then caught by comparing with the bytes that are really there, never by
-//    allocating what it announces. (zlib ignores bytes after the end of a complete gzip stream;
-//    bytes after the IDX data inside the stream are reported as trailing garbage.)
+//    allocating what it announces. And only the bytes the header announces are kept: the rest
+//    are counted, not stored, so a small gzip file that inflates to gigabytes (a "gzip bomb",
+//    ratios reach 1000:1) costs time, never memory beyond the data its header describes. (zlib
+//    ignores bytes after the end of a complete gzip stream; bytes after the IDX data inside the
+//    stream are reported as trailing garbage.)
 //  * shuffled_indices must give the same order with every compiler and standard library, and
 //    std::shuffle / std::uniform_int_distribution do not (their algorithms are unspecified). So it
 //    is spelled out here, small enough to re-implement anywhere (tests/nn/fashion_mnist_test.cpp
@@ -62,6 +65,7 @@
 #include <filesystem>
 #include <limits>
 #include <numeric>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -100,8 +104,47 @@ inline std::string quoted(const std::filesystem::path& p) {
     return s;
 }
 
-// The decompressed content of a gzip file, or the content of a plain one.
-inline std::vector<std::uint8_t> read_gzip_or_plain(const std::filesystem::path& file, const char* function) {
+inline std::uint32_t big_endian_u32(const std::uint8_t* p) {
+    return std::uint32_t(p[0]) << 24 | std::uint32_t(p[1]) << 16 | std::uint32_t(p[2]) << 8 | std::uint32_t(p[3]);
+}
+
+// The header of an IDX file of unsigned bytes with `dimension_count` dimensions: its bytes, its
+// dimensions and the number of data bytes they announce (empty when above 2^64).
+struct idx_header {
+    std::size_t bytes;
+    std::vector<std::uint32_t> dimensions;
+    std::optional<std::uint64_t> data_bytes;
+};
+
+// The header at the start of `bytes`, when they hold one with the right magic number.
+inline std::optional<idx_header> parse_idx_header(std::span<const std::uint8_t> bytes, std::size_t dimension_count) {
+    idx_header h{4 + 4 * dimension_count, {}, std::uint64_t(1)};
+    if (bytes.size() < h.bytes || big_endian_u32(bytes.data()) != 0x0800u + dimension_count) return std::nullopt;
+    for (std::size_t d = 0; d < dimension_count; ++d) h.dimensions.push_back(big_endian_u32(bytes.data() + 4 + 4 * d));
+    // prod(dimensions) can exceed 64 bits (3 x 32): multiply with an overflow check.
+    if (std::find(h.dimensions.begin(), h.dimensions.end(), 0u) != h.dimensions.end()) h.data_bytes = 0;
+    else
+        for (const std::uint32_t d : h.dimensions) {
+            if (*h.data_bytes > std::numeric_limits<std::uint64_t>::max() / d) {
+                h.data_bytes.reset();
+                break;
+            }
+            *h.data_bytes *= d;
+        }
+    return h;
+}
+
+// A file's decompressed content: its first bytes (as many as an IDX header announces, see
+// read_idx_file) and its whole size.
+struct file_content {
+    std::vector<std::uint8_t> bytes;
+    std::uint64_t size = 0;
+};
+
+// The decompressed content of a gzip IDX file, or the content of a plain one, keeping the header
+// and the data it announces (only the header, if it is not valid: idx_dimensions then says what is
+// wrong from it) and counting the bytes after them.
+inline file_content read_idx_file(const std::filesystem::path& file, std::size_t dimension_count, const char* function) {
     const std::string where = std::string("lowbit::nn::") + function + ": file " + quoted(file);
     std::error_code ec;
     const auto status = std::filesystem::status(file, ec);
@@ -129,16 +172,40 @@ inline std::vector<std::uint8_t> read_gzip_or_plain(const std::filesystem::path&
     };
 
     gzbuffer(in, 1u << 18);  // fewer system calls than the default 8 KiB
-    std::vector<std::uint8_t> bytes(std::size_t(1) << 20);
+    file_content content;
+    std::vector<std::uint8_t>& bytes = content.bytes;
+    bytes.resize(std::size_t(1) << 20);
     std::size_t used = 0;
+    // How many bytes to keep: all until a header has arrived, then the header and its data.
+    const std::size_t header_bytes = 4 + 4 * dimension_count;
+    std::optional<std::uint64_t> keep;
+    std::vector<std::uint8_t> discarded;  // where the bytes beyond `keep` go, to be counted
     for (;;) {
-        if (used == bytes.size()) bytes.resize(bytes.size() * 2);
+        if (!keep && used >= header_bytes) {
+            // (A bad magic number or a size beyond 64 bits is refused whatever follows: keep the
+            // header only, and count the rest for the message.)
+            const auto header = parse_idx_header(std::span(bytes.data(), used), dimension_count);
+            const auto data = header ? header->data_bytes : std::nullopt;
+            keep = header_bytes + (data && *data <= std::numeric_limits<std::uint64_t>::max() - header_bytes ? *data : 0);
+        }
+        std::uint8_t* target;
+        std::size_t room;
+        const bool counting_only = keep && used >= *keep;
+        if (counting_only) {
+            discarded.resize(std::size_t(1) << 18);
+            target = discarded.data(), room = discarded.size();
+        } else {
+            if (used == bytes.size()) bytes.resize(std::size_t(std::min<std::uint64_t>(bytes.size() * 2, keep.value_or(SIZE_MAX))));
+            room = bytes.size() - used;
+            if (keep) room = std::size_t(std::min<std::uint64_t>(room, *keep - used));
+            target = bytes.data() + used;
+        }
         // gzread takes and returns int, so read at most INT_MAX bytes per call.
-        const auto request = unsigned(std::min<std::size_t>(bytes.size() - used, INT_MAX));
-        const int got = gzread(in, bytes.data() + used, request);
+        const int got = gzread(in, target, unsigned(std::min<std::size_t>(room, INT_MAX)));
         if (got < 0) throw gzip_problem("corrupt gzip stream");
         if (got == 0) break;
-        used += std::size_t(got);
+        if (!counting_only) used += std::size_t(got);
+        content.size += std::uint64_t(got);
     }
     // A gzip stream cut short is not an error to gzread (it returns what it could decompress and
     // then 0, like a clean end of file); zlib only records it, as Z_BUF_ERROR.
@@ -150,18 +217,15 @@ inline std::vector<std::uint8_t> read_gzip_or_plain(const std::filesystem::path&
     if (closed != Z_OK) throw std::runtime_error(where + ": truncated or corrupt gzip stream (gzclose: " +
                                                  std::to_string(closed) + ")");
     bytes.resize(used);
-    return bytes;
-}
-
-inline std::uint32_t big_endian_u32(const std::uint8_t* p) {
-    return std::uint32_t(p[0]) << 24 | std::uint32_t(p[1]) << 16 | std::uint32_t(p[2]) << 8 | std::uint32_t(p[3]);
+    return content;
 }
 
 // The dimensions of an IDX file of unsigned bytes with `dimension_count` dimensions, after
 // checking the magic number and that exactly prod(dimensions) bytes follow the header.
-inline std::vector<std::uint32_t> idx_dimensions(std::span<const std::uint8_t> bytes, std::size_t dimension_count,
+inline std::vector<std::uint32_t> idx_dimensions(const file_content& content, std::size_t dimension_count,
                                                  const std::filesystem::path& file, const char* kind,
                                                  const char* function) {
+    const std::span<const std::uint8_t> bytes = content.bytes;
     const std::string where = std::string("lowbit::nn::") + function + ": " + kind + " file " + quoted(file);
     const std::uint32_t expected_magic = 0x0800u + std::uint32_t(dimension_count);
     if (bytes.size() < 4)
@@ -180,31 +244,20 @@ inline std::vector<std::uint32_t> idx_dimensions(std::span<const std::uint8_t> b
                                  std::to_string(magic) + " announces " + std::to_string(magic & 0xFFu) + ", an " +
                                  kind + " file has " + std::to_string(dimension_count) + " (magic number " +
                                  std::to_string(expected_magic) + ")");
-    const std::size_t header = 4 + 4 * dimension_count;
-    if (bytes.size() < header)
+    const std::size_t header_bytes = 4 + 4 * dimension_count;
+    const auto header = parse_idx_header(bytes, dimension_count);
+    if (!header)
         throw std::runtime_error(where + " is truncated: " + std::to_string(bytes.size()) + " bytes, too few for its " +
-                                 std::to_string(header) + "-byte header");
-    std::vector<std::uint32_t> dimensions(dimension_count);
+                                 std::to_string(header_bytes) + "-byte header");
     std::string shape;
     for (std::size_t d = 0; d < dimension_count; ++d) {
-        dimensions[d] = big_endian_u32(bytes.data() + 4 + 4 * d);
         if (d != 0) shape += " x ";
-        shape += std::to_string(dimensions[d]);
+        shape += std::to_string(header->dimensions[d]);
     }
-    // prod(dimensions) can exceed 64 bits (3 x 32): multiply with an overflow check, and treat an
-    // overflowing product as the truncation it must be.
-    const std::size_t present = bytes.size() - header;
-    const bool empty = std::find(dimensions.begin(), dimensions.end(), 0u) != dimensions.end();
-    std::uint64_t announced = empty ? 0 : 1;
-    bool beyond_64_bits = false;
-    for (const std::uint32_t d : dimensions) {
-        if (empty) break;
-        if (announced > std::numeric_limits<std::uint64_t>::max() / d) {
-            beyond_64_bits = true;
-            break;
-        }
-        announced *= d;
-    }
+    // A product beyond 64 bits is the truncation it must be.
+    const std::uint64_t present = content.size - header_bytes;
+    const bool beyond_64_bits = !header->data_bytes;
+    const std::uint64_t announced = header->data_bytes.value_or(0);
     if (beyond_64_bits || announced > present)
         throw std::runtime_error(where + " is truncated: its header announces " + shape + " = " +
                                  (beyond_64_bits ? std::string("more than 2^64") : std::to_string(announced)) +
@@ -213,7 +266,7 @@ inline std::vector<std::uint32_t> idx_dimensions(std::span<const std::uint8_t> b
         throw std::runtime_error(where + " has trailing garbage: " + std::to_string(present - announced) +
                                  " bytes after the " + std::to_string(announced) + " bytes of data (" + shape +
                                  ") its header announces");
-    return dimensions;
+    return header->dimensions;
 }
 
 }  // namespace detail
@@ -221,10 +274,11 @@ inline std::vector<std::uint32_t> idx_dimensions(std::span<const std::uint8_t> b
 // Reads an IDX image file (magic 2051: n x rows x cols unsigned bytes) and its label file
 // (magic 2049: n unsigned bytes), gzip or plain. Labels may be any byte value (see above).
 inline labeled_images read_idx(const std::filesystem::path& images, const std::filesystem::path& labels) {
-    const std::vector<std::uint8_t> image_bytes = detail::read_gzip_or_plain(images, "read_idx");
-    const std::vector<std::uint8_t> label_bytes = detail::read_gzip_or_plain(labels, "read_idx");
-    const auto image_shape = detail::idx_dimensions(image_bytes, 3, images, "image", "read_idx");
-    const auto label_shape = detail::idx_dimensions(label_bytes, 1, labels, "label", "read_idx");
+    const detail::file_content image_file = detail::read_idx_file(images, 3, "read_idx");
+    const detail::file_content label_file = detail::read_idx_file(labels, 1, "read_idx");
+    const auto image_shape = detail::idx_dimensions(image_file, 3, images, "image", "read_idx");
+    const auto label_shape = detail::idx_dimensions(label_file, 1, labels, "label", "read_idx");
+    const std::vector<std::uint8_t>&image_bytes = image_file.bytes, &label_bytes = label_file.bytes;
     const std::string where = "lowbit::nn::read_idx: image file " + detail::quoted(images);
     if (image_shape[0] != label_shape[0])
         throw std::runtime_error(where + " holds " + std::to_string(image_shape[0]) + " images, but label file " +
