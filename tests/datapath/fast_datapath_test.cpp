@@ -490,3 +490,22 @@ TEST_CASE("fast path equals the exact path: an accumulator without normal values
             CHECK(same_bits(exact_gemm(A, B, spec, stats), lowbit::gemm(A, B, spec)));
         }
 }
+
+TEST_CASE("fast path equals the exact path: an all-zero input, unquantized, in every model") {
+    // (Found by the gemm_diff fuzz target under UBSan: the data's grid of an all-zero matrix has
+    // largest magnitude 0, whose std::ilogb is INT_MIN, and the fused model's check of its chunk
+    // width overflowed int. Run under -fsanitize=undefined, as CI's baseline build does, this case
+    // fails without the fix.)
+    const lowbit::float_quantizer acc{.format = lowbit::fp16};
+    std::mt19937 gen(72);
+    const Eigen::MatrixXf zeros = Eigen::MatrixXf::Zero(3, 40), B = scaled_normal(40, 20, gen, 1);
+    for (const auto model : {lowbit::accumulation::sequential, lowbit::accumulation::pairwise,
+                             lowbit::accumulation::fused, lowbit::accumulation::aligned}) {
+        const lowbit::gemm_spec spec{.accumulator = acc, .model = model, .chunk = 16};
+        INFO(lowbit::to_string(spec));
+        lowbit::gemm_stats stats;
+        CHECK(same_bits(exact_gemm(zeros, B, spec, stats), lowbit::gemm(zeros, B, spec)));
+        CHECK(same_bits(exact_gemm(B.transpose(), zeros.transpose(), spec, stats),
+                        lowbit::gemm(B.transpose(), zeros.transpose(), spec)));
+    }
+}

@@ -663,6 +663,16 @@ struct value_grid {
     bool finite;        // no step makes inf or NaN from finite values
 };
 
+// The exponent of a grid's largest magnitude, for arithmetic on exponents: std::ilogb's sentinels
+// for 0 (INT_MIN: no nonzero value, as for an all-zero input) and infinity (INT_MAX) overflow
+// when anything is added, so they become exponents beyond every double's, which keep every
+// comparison right (found by the gemm_diff fuzz target under UBSan).
+inline int exponent_of_largest(double max_magnitude) {
+    if (max_magnitude == 0) return -4096;
+    if (!std::isfinite(max_magnitude)) return 4096;
+    return std::ilogb(max_magnitude);
+}
+
 inline std::optional<value_grid> float_grid(const quantizer& q) {
     const float_quantizer* f = q.as_float();
     if (f == nullptr || !format_fits<float>(f->format) || !f->format.is_signed || !f->format.has_zero) return {};
@@ -1066,7 +1076,7 @@ public:
         } else if (spec.model == accumulation::fused) {
             // The sum of up to `chunk` terms, multiples of 2^smallest_step below 2^(e + 1) each,
             // must fit double's 53 bits.
-            const int top = std::ilogb(terms.max_magnitude) + 1 + int(std::bit_width(std::uint64_t(r.chunk_)));
+            const int top = exponent_of_largest(terms.max_magnitude) + 1 + int(std::bit_width(std::uint64_t(r.chunk_)));
             if (!deterministic_float(spec.accumulator) || !float_grid(spec.accumulator) ||
                 top - terms.smallest_step > 53)
                 return refuse("fused: a chunk's exact sum may need more than 53 bits");
@@ -1098,7 +1108,8 @@ public:
                               "group sum wider than 24 bits (window + 1 + log2 group)");
             // (aligned_pass_scalef: no term scaled by 2^-q below 2^-126, the lowest q being the
             // largest value's exponent - window)
-            const int largest_exponent = std::max(std::ilogb(terms.max_magnitude), std::ilogb(acc_grid->max_magnitude));
+            const int largest_exponent =
+                std::max(exponent_of_largest(terms.max_magnitude), exponent_of_largest(acc_grid->max_magnitude));
             [[maybe_unused]] const bool scalef_fits =
                 largest_exponent - spec.window - std::min(terms.smallest_step, acc_grid->smallest_step) <= 126;
             r.aligned_ = std::visit(
