@@ -7,8 +7,9 @@
 #   scripts/fuzz.sh gemm_diff quantize_diff      # only these
 #   LOWBIT_FUZZ_SECONDS=600 scripts/fuzz.sh      # longer runs
 #
-# LOWBIT_FUZZ_JOBS: build parallelism (default: nproc). Each target's log goes to
-# build/fuzz/logs/<target>.log, and an input that failed to build/fuzz/findings/<target>/
+# LOWBIT_FUZZ_JOBS: how many compilers, and then fuzzers, run at once (default: nproc). Each
+# target's log goes to build/fuzz/logs/<target>.log, and an input that failed to
+# build/fuzz/findings/<target>/
 # (reproduce: build/fuzz/tests/fuzz/<target>_fuzz <that file>). See tests/fuzz/README.md.
 set -euo pipefail
 
@@ -39,20 +40,34 @@ dictionary_of() {
   esac
 }
 
-mkdir -p "$build/logs"
-failed=()
-for name in "${targets[@]}"; do
+# Runs one target; its exit status goes to $build/logs/<target>.status.
+run_target() {
+  local name=$1 scratch findings log status=0
   scratch=$(mktemp -d)
   cp -r "tests/fuzz/corpus/$name" "$scratch/corpus"
   findings="$build/findings/$name"
   mkdir -p "$findings"
   log="$build/logs/$name.log"
-  status=0
   # shellcheck disable=SC2046  # the dictionary option is one word or none
   "$build/tests/fuzz/${name}_fuzz" "$scratch/corpus" $(dictionary_of "$name") \
     -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
     -artifact_prefix="$findings/" >"$log" 2>&1 || status=$?
   rm -rf "$scratch"
+  echo "$status" >"$build/logs/$name.status"
+}
+
+# The targets run side by side, `jobs` at a time (each fuzzer is one process on one core).
+mkdir -p "$build/logs"
+for name in "${targets[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
+  run_target "$name" &
+done
+wait
+
+failed=()
+for name in "${targets[@]}"; do
+  log="$build/logs/$name.log"
+  status=$(cat "$build/logs/$name.status")
   runs=$(awk '/stat::number_of_executed_units/ {print $2}' "$log")
   rate=$(awk '/stat::average_exec_per_sec/ {print $2}' "$log")
   if [ "$status" -eq 0 ]; then
