@@ -108,18 +108,20 @@ inline std::uint32_t big_endian_u32(const std::uint8_t* p) {
     return std::uint32_t(p[0]) << 24 | std::uint32_t(p[1]) << 16 | std::uint32_t(p[2]) << 8 | std::uint32_t(p[3]);
 }
 
-// The header of an IDX file of unsigned bytes with `dimension_count` dimensions: its bytes, its
-// dimensions and the number of data bytes they announce (empty when above 2^64).
+// The size of an IDX header: the magic number and one u32 per dimension.
+constexpr std::size_t idx_header_bytes(std::size_t dimension_count) { return 4 + 4 * dimension_count; }
+
+// The header of an IDX file of unsigned bytes with `dimension_count` dimensions: its dimensions
+// and the number of data bytes they announce (empty when above 2^64).
 struct idx_header {
-    std::size_t bytes;
     std::vector<std::uint32_t> dimensions;
     std::optional<std::uint64_t> data_bytes;
 };
 
 // The header at the start of `bytes`, when they hold one with the right magic number.
 inline std::optional<idx_header> parse_idx_header(std::span<const std::uint8_t> bytes, std::size_t dimension_count) {
-    idx_header h{4 + 4 * dimension_count, {}, std::uint64_t(1)};
-    if (bytes.size() < h.bytes || big_endian_u32(bytes.data()) != 0x0800u + dimension_count) return std::nullopt;
+    idx_header h{{}, std::uint64_t(1)};
+    if (bytes.size() < idx_header_bytes(dimension_count) || big_endian_u32(bytes.data()) != 0x0800u + dimension_count) return std::nullopt;
     for (std::size_t d = 0; d < dimension_count; ++d) h.dimensions.push_back(big_endian_u32(bytes.data() + 4 + 4 * d));
     // prod(dimensions) can exceed 64 bits (3 x 32): multiply with an overflow check.
     if (std::find(h.dimensions.begin(), h.dimensions.end(), 0u) != h.dimensions.end()) h.data_bytes = 0;
@@ -177,7 +179,7 @@ inline file_content read_idx_file(const std::filesystem::path& file, std::size_t
     bytes.resize(std::size_t(1) << 20);
     std::size_t used = 0;
     // How many bytes to keep: all until a header has arrived, then the header and its data.
-    const std::size_t header_bytes = 4 + 4 * dimension_count;
+    const std::size_t header_bytes = idx_header_bytes(dimension_count);
     std::optional<std::uint64_t> keep;
     std::vector<std::uint8_t> discarded;  // where the bytes beyond `keep` go, to be counted
     for (;;) {
@@ -244,7 +246,7 @@ inline std::vector<std::uint32_t> idx_dimensions(const file_content& content, st
                                  std::to_string(magic) + " announces " + std::to_string(magic & 0xFFu) + ", an " +
                                  kind + " file has " + std::to_string(dimension_count) + " (magic number " +
                                  std::to_string(expected_magic) + ")");
-    const std::size_t header_bytes = 4 + 4 * dimension_count;
+    const std::size_t header_bytes = idx_header_bytes(dimension_count);
     const auto header = parse_idx_header(bytes, dimension_count);
     if (!header)
         throw std::runtime_error(where + " is truncated: " + std::to_string(bytes.size()) + " bytes, too few for its " +
@@ -278,7 +280,8 @@ inline labeled_images read_idx(const std::filesystem::path& images, const std::f
     const detail::file_content label_file = detail::read_idx_file(labels, 1, "read_idx");
     const auto image_shape = detail::idx_dimensions(image_file, 3, images, "image", "read_idx");
     const auto label_shape = detail::idx_dimensions(label_file, 1, labels, "label", "read_idx");
-    const std::vector<std::uint8_t>&image_bytes = image_file.bytes, &label_bytes = label_file.bytes;
+    const std::vector<std::uint8_t>& image_bytes = image_file.bytes;
+    const std::vector<std::uint8_t>& label_bytes = label_file.bytes;
     const std::string where = "lowbit::nn::read_idx: image file " + detail::quoted(images);
     if (image_shape[0] != label_shape[0])
         throw std::runtime_error(where + " holds " + std::to_string(image_shape[0]) + " images, but label file " +
