@@ -756,20 +756,17 @@ struct block_gemm_run {
     }
 };
 
-}  // namespace detail
-
-// C = A B on the datapath `spec`, the block-scale products rounded by `scale_product` (unset:
-// exact). See the top of this header.
-inline Eigen::MatrixXf block_scaled_gemm(const block_scaled_matrix& A, const block_scaled_matrix& B,
-                                         const gemm_spec& spec, const quantizer& scale_product,
-                                         gemm_stats* stats = nullptr) {
-    detail::check_block_gemm(A, B, spec, scale_product, stats);
+// block_scaled_gemm, once the arguments are checked. A template only so that the compiled library
+// can instantiate it once for a whole program (see multiply_quantized in gemm.hpp).
+template <class = void>
+Eigen::MatrixXf block_scaled_multiply(const block_scaled_matrix& A, const block_scaled_matrix& B,
+                                      const gemm_spec& spec, const quantizer& scale_product, gemm_stats* stats) {
     const auto M = std::int64_t(A.rows), N = std::int64_t(B.cols), K = std::int64_t(A.cols);
     const std::int64_t V = A.block_size(), nb = (K + V - 1) / V;
-    const detail::block_dot_plan plan = detail::plan_block_dots(detail::span_of(A), detail::span_of(B), V);
-    const detail::block_gemm_run run{A, B, spec, scale_product, M, N, K, V, nb,
-                                     plan, plan.method != detail::block_dot_method::exact_sum &&
-                                               plan.bits + detail::scale_product_bits(A, B, scale_product) <= 53};
+    const block_dot_plan plan = plan_block_dots(span_of(A), span_of(B), V);
+    const block_gemm_run run{A, B, spec, scale_product, M, N, K, V, nb,
+                             plan, plan.method != block_dot_method::exact_sum &&
+                                       plan.bits + scale_product_bits(A, B, scale_product) <= 53};
     Eigen::MatrixXf C(M, N);
     if (stats != nullptr) {
         stats->macs += std::uint64_t(M) * std::uint64_t(N) * std::uint64_t(K);
@@ -780,6 +777,21 @@ inline Eigen::MatrixXf block_scaled_gemm(const block_scaled_matrix& A, const blo
         run.dispatch<false>(C, nullptr);
     }
     return C;
+}
+#ifdef LOWBIT_COMPILED_LIB
+extern template Eigen::MatrixXf block_scaled_multiply<>(const block_scaled_matrix&, const block_scaled_matrix&,
+                                                        const gemm_spec&, const quantizer&, gemm_stats*);
+#endif
+
+}  // namespace detail
+
+// C = A B on the datapath `spec`, the block-scale products rounded by `scale_product` (unset:
+// exact). See the top of this header.
+inline Eigen::MatrixXf block_scaled_gemm(const block_scaled_matrix& A, const block_scaled_matrix& B,
+                                         const gemm_spec& spec, const quantizer& scale_product,
+                                         gemm_stats* stats = nullptr) {
+    detail::check_block_gemm(A, B, spec, scale_product, stats);
+    return detail::block_scaled_multiply(A, B, spec, scale_product, stats);
 }
 
 inline Eigen::MatrixXf block_scaled_gemm(const block_scaled_matrix& A, const block_scaled_matrix& B,

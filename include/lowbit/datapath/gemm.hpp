@@ -214,6 +214,41 @@ void exact_gemm(const row_major_view& a, const Eigen::MatrixXf& b, row_major_vie
         for (const auto& s : per_thread) *stats += s;
 }
 
+// C (row-major M x N) from the quantized A (row-major M x K) and B (row-major K x N): the integer
+// chain for integer accumulators, the vectorized paths for float ones where they apply (each says
+// why not in the report), the exact path otherwise. Resets *report; adds the MACs and events to
+// *stats.
+//
+// It is a template only so that it can be compiled once for a whole program: its kernels are most
+// of the compile time of any file that calls gemm (85 of 95 s at -O3 for a file with one call).
+// Header-only use instantiates it in every such file; the compiled library (CMake target
+// lowbit::compiled, which defines LOWBIT_COMPILED_LIB for its users) instantiates it once, in
+// src/compiled.cpp, and the declaration below keeps the users' files from doing it again.
+template <class = void>
+void multiply_quantized(const row_major_view& a, const row_major_view& b_rows, row_major_view& c,
+                        const gemm_spec& spec, gemm_stats* stats, gemm_report* report) {
+    const std::int64_t M = a.rows(), K = a.cols(), N = b_rows.cols();
+    if (report != nullptr) *report = gemm_report{};
+    if (stats != nullptr) {
+        stats->macs += std::uint64_t(M) * std::uint64_t(N) * std::uint64_t(K);
+        if (spec.record_lost) stats->lost.assign(std::size_t(M * N * K), 0);
+    }
+    const bool fast = spec.accumulator.as_int() != nullptr ? integer_gemm(a, b_rows, c, spec, stats, report)
+                                                           : fast_gemm(a, b_rows, c, spec, stats, report);
+    if (!fast) {
+        const Eigen::MatrixXf b = b_rows;  // column-major: each column's K values contiguous
+        if (stats != nullptr)
+            exact_gemm<true>(a, b, c, spec, stats);
+        else
+            exact_gemm<false>(a, b, c, spec, nullptr);
+        if (report != nullptr) report->kernel = gemm_kernel::exact;
+    }
+}
+#ifdef LOWBIT_COMPILED_LIB
+extern template void multiply_quantized<>(const row_major_view&, const row_major_view&, row_major_view&,
+                                          const gemm_spec&, gemm_stats*, gemm_report*);
+#endif
+
 }  // namespace detail
 
 template <class DA, class DB, class DC>
@@ -226,7 +261,7 @@ void gemm(const Eigen::MatrixBase<DA>& A, const Eigen::MatrixBase<DB>& B, Eigen:
         throw std::invalid_argument("lowbit::gemm: shape mismatch: A is " + std::to_string(A.rows()) + " x " +
                                     std::to_string(A.cols()) + " and B is " + std::to_string(B.rows()) + " x " +
                                     std::to_string(B.cols()) + ": A's columns (K) must equal B's rows");
-    const Eigen::Index M = A.rows(), K = A.cols(), N = B.cols();
+    const Eigen::Index M = A.rows(), N = B.cols();
     detail::fit_output(C, M, N, "lowbit::gemm");
     if (spec.record_lost && stats == nullptr)
         throw std::invalid_argument("lowbit::gemm: record_lost = true needs a gemm_stats to record into");
@@ -239,23 +274,7 @@ void gemm(const Eigen::MatrixBase<DA>& A, const Eigen::MatrixBase<DB>& B, Eigen:
         detail::quantized_rows(B, spec.input_b, gemm_role::input_b, threads, buffer_slot::input_b, stats);
 
     detail::row_major_view c(detail::reused_buffer(buffer_slot::output, std::size_t(M * N)), M, N);
-    if (report != nullptr) *report = gemm_report{};
-    if (stats != nullptr) {
-        stats->macs += std::uint64_t(M) * std::uint64_t(N) * std::uint64_t(K);
-        if (spec.record_lost) stats->lost.assign(std::size_t(M * N * K), 0);
-    }
-    // The integer chain for integer accumulators, the vectorized paths for float ones, where they
-    // apply (each says why not in the report); the exact path otherwise.
-    const bool fast = spec.accumulator.as_int() != nullptr ? detail::integer_gemm(a, b_rows, c, spec, stats, report)
-                                                           : detail::fast_gemm(a, b_rows, c, spec, stats, report);
-    if (!fast) {
-        const Eigen::MatrixXf b = b_rows;  // column-major: each column's K values contiguous
-        if (stats != nullptr)
-            detail::exact_gemm<true>(a, b, c, spec, stats);
-        else
-            detail::exact_gemm<false>(a, b, c, spec, nullptr);
-        if (report != nullptr) report->kernel = gemm_kernel::exact;
-    }
+    detail::multiply_quantized(a, b_rows, c, spec, stats, report);
     // Back in C's storage order and type, by rows split among threads as above.
     detail::for_row_pieces(M, c.size(), threads, [&](Eigen::Index first, Eigen::Index count) {
         detail::copy_rows_tiled(c, C, first, count);

@@ -798,6 +798,28 @@ void lns_gemm_rows(const lns_kernel& kernel, const lns_gemm_spec& spec, float* c
         for (const auto& s : per_thread) *stats += s;
 }
 
+// lns_gemm, once the arguments are checked. A template only so that the compiled library can
+// instantiate it once for a whole program (see multiply_quantized in gemm.hpp).
+template <class = void>
+Eigen::MatrixXf lns_multiply(const lns_matrix& A, const lns_matrix& B, const lns_gemm_spec& spec,
+                             const lns_product_range& range, gemm_stats* stats, gemm_report* report) {
+    const lns_kernel kernel(A, B, spec, range);
+    const std::int64_t M = A.rows(), N = B.cols(), K = A.cols();
+    Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> c(M, N);
+    if (stats != nullptr) {
+        stats->macs += std::uint64_t(M) * std::uint64_t(N) * std::uint64_t(K);
+        if (spec.datapath.record_lost) stats->lost.assign(std::size_t(M * N * K), 0);
+        lns_gemm_rows<true>(kernel, spec, c.data(), stats, report);
+    } else {
+        lns_gemm_rows<false>(kernel, spec, c.data(), nullptr, report);
+    }
+    return c;
+}
+#ifdef LOWBIT_COMPILED_LIB
+extern template Eigen::MatrixXf lns_multiply<>(const lns_matrix&, const lns_matrix&, const lns_gemm_spec&,
+                                               const lns_product_range&, gemm_stats*, gemm_report*);
+#endif
+
 }  // namespace detail
 
 // C = A B on the LNS datapath of `spec` (see the header). A: M x K, B: K x N, encoded. *report,
@@ -808,17 +830,7 @@ inline Eigen::MatrixXf lns_gemm(const lns_matrix& A, const lns_matrix& B, const 
     const detail::lns_product_range range = detail::lns_check_operands(A, B, spec);
     if (spec.datapath.record_lost && stats == nullptr)
         throw std::invalid_argument("lowbit::lns_gemm: datapath.record_lost = true needs a gemm_stats to record into");
-    const detail::lns_kernel kernel(A, B, spec, range);
-    const std::int64_t M = A.rows(), N = B.cols(), K = A.cols();
-    Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> c(M, N);
-    if (stats != nullptr) {
-        stats->macs += std::uint64_t(M) * std::uint64_t(N) * std::uint64_t(K);
-        if (spec.datapath.record_lost) stats->lost.assign(std::size_t(M * N * K), 0);
-        detail::lns_gemm_rows<true>(kernel, spec, c.data(), stats, report);
-    } else {
-        detail::lns_gemm_rows<false>(kernel, spec, c.data(), nullptr, report);
-    }
-    return c;
+    return detail::lns_multiply(A, B, spec, range, stats, report);
 }
 
 // C = A B for float (or any arithmetic) matrices: each rounded to LNS by spec.input_a / input_b

@@ -1,0 +1,17 @@
+// The compiled part of lowbit (CMake target lowbit::compiled): the datapaths' kernels, instantiated
+// once here instead of in every file that multiplies. Its users are compiled with
+// LOWBIT_COMPILED_LIB, under which the headers declare these instantiations extern.
+#include <lowbit/datapath/block_scaled_gemm.hpp>
+#include <lowbit/datapath/gemm.hpp>
+#include <lowbit/datapath/lns_gemm.hpp>
+
+namespace lowbit::detail {
+
+template void multiply_quantized<>(const row_major_view&, const row_major_view&, row_major_view&, const gemm_spec&,
+                                   gemm_stats*, gemm_report*);
+template Eigen::MatrixXf block_scaled_multiply<>(const block_scaled_matrix&, const block_scaled_matrix&,
+                                                 const gemm_spec&, const quantizer&, gemm_stats*);
+template Eigen::MatrixXf lns_multiply<>(const lns_matrix&, const lns_matrix&, const lns_gemm_spec&,
+                                        const lns_product_range&, gemm_stats*, gemm_report*);
+
+}  // namespace lowbit::detail
