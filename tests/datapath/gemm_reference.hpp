@@ -181,6 +181,7 @@ inline format_constants constants_of(const lowbit::float_format& f) {
             }
             break;
         case special_values::none:
+        case special_values::fnuz:  // every field finite (NaN is the -0 code)
             field = top_field;
             mantissa = sub(pow2(M + 1), real(1));
             break;
@@ -269,6 +270,8 @@ inline real round_float(const real& x_in, const lowbit::float_quantizer& q, std:
     if (!f.subnormals && !magnitude.is_nan() && less(magnitude, c.min_normal))
         magnitude = f.has_zero ? real(0) : c.min_normal;
     if (magnitude.is_nan()) return magnitude;
+    // fnuz formats have no -0: a zero result is +0.
+    if (f.specials == special_values::fnuz && magnitude.is_zero()) return real(0);
     return (negative && f.is_signed) ? neg(magnitude) : magnitude;
 }
 

@@ -457,6 +457,90 @@ TEST_CASE("gemm equals the reference: M7E4 paper setup, every model and chunk", 
     CHECK(log.failures == 0);
 }
 
+// The fnuz formats (no -0, NaN at -0's code, no infinity) in every role: as inputs they take the
+// vectorized path; as product or accumulator roundings the exact path (fp32 lanes keep the sign of
+// zero, and the report says so). Either way the bits and events are the reference's, whose
+// zeros are +0 after every fnuz rounding.
+TEST_CASE("gemm equals the reference: fnuz inputs, products and accumulators", "[gemm][reference][fnuz]") {
+    generator g(23);
+    failure_log log;
+    const float_format fnuz[] = {lowbit::fp8_e4m3fnuz, lowbit::fp8_e5m2fnuz, lowbit::fp8_e4m3b11fnuz};
+    int fast_inputs = 0;
+    for (const float_format& f : fnuz)
+        for (int model = 0; model <= 4; ++model)
+            for (rounding m : {rounding::nearest_even, rounding::toward_zero, rounding::toward_negative,
+                               rounding::toward_positive, rounding::stochastic})
+                for (int role = 0; role < 3; ++role) {
+                    gemm_spec s;
+                    s.model = accumulation(model);
+                    s.chunk = g.pick(std::vector<int>{0, 1, 5, 16});
+                    s.window = 6;
+                    s.group = 4;
+                    const float_quantizer q{.format = f, .mode = m, .on_overflow = g.chance(0.5) ? lowbit::overflow::saturate
+                                                                                               : lowbit::overflow::infinity,
+                                            .seed = 5};
+                    s.input_a = s.input_b = lowbit::fp8_e4m3;
+                    s.accumulator = s.chunk_accumulator = lowbit::fp32;
+                    if (role == 0) s.input_a = s.input_b = q;  // fnuz inputs, fp32 sums
+                    if (role == 1) s.product = q;              // products rounded to fnuz, fp32 sums
+                    if (role == 2) s.accumulator = s.chunk_accumulator = q;
+                    // Small values, so that negative sums and products round to zero often.
+                    const int M = 3, N = 4, K = g.pick(std::vector<int>{1, 7, 40});
+                    Eigen::MatrixXf A = g.data(M, K, 0), B = g.data(K, N, 0);
+                    A *= std::ldexp(1.0f, -g.uniform(0, 12));
+                    gemm_spec no_stats = s;
+                    s.record_lost = true;
+                    compare_with_reference(A, B, s, log);
+                    lowbit::gemm_report report;
+                    const Eigen::MatrixXf got = lowbit::gemm(A, B, no_stats, nullptr, &report);
+                    const std::string d = matrix_difference(lowbit_test::reference_gemm(A, B, no_stats), got);
+                    if (!d.empty()) log.report("result (no stats)", no_stats, A, B, d);
+                    if (role == 0 && report.kernel != lowbit::gemm_kernel::exact) ++fast_inputs;
+                    if (role == 0) {  // fnuz inputs are never the reason for the exact path
+                        INFO(report.reason);
+                        CHECK(report.reason.find("fnuz") == std::string::npos);
+                    }
+                    if (role == 2 && m != rounding::stochastic && report.kernel == lowbit::gemm_kernel::exact) {
+                        INFO(report.reason);
+                        CHECK(report.reason.find("no -0 (fnuz)") != std::string::npos);
+                    }
+                }
+    CHECK(log.failures == 0);
+    // fnuz inputs with fp32 sums: the vectorized path for most of the 75 runs (not for the aligned
+    // model without a saturating accumulator, a fused chunk wider than 53 bits (e5m2fnuz), or
+    // inputs that overflowed to NaN)
+    CHECK(fast_inputs >= 40);
+}
+
+TEST_CASE("hand: fnuz accumulators give +0 where other formats give -0", "[gemm][hand][zero][fnuz]") {
+    // One product p = -2^-20 (exact), far below the smallest e4m3fnuz step 2^-10: the accumulator
+    // rounds +0 + p to a zero of p's sign, which fnuz formats spell +0 (their -0 code is NaN).
+    Eigen::MatrixXf A(1, 1), B(1, 1);
+    A << -std::ldexp(1.0f, -20);
+    B << 1.0f;
+    // (As the chunk accumulator, which gives C: an accumulator's -0 would be added to the +0 that
+    // chunk sums start from, see "a negative sum flushed by the chunk accumulator is -0 in C".)
+    gemm_spec s;
+    s.chunk_accumulator = lowbit::fp8_e4m3;  // (OCP e4m3 has -0)
+    CHECK(bits_of(lowbit::gemm(A, B, s)(0, 0)) == "0x80000000");
+    CHECK(bits_of(lowbit_test::reference_gemm(A, B, s)(0, 0)) == "0x80000000");
+    s.chunk_accumulator = lowbit::fp8_e4m3fnuz;
+    CHECK(bits_of(lowbit::gemm(A, B, s)(0, 0)) == "0x00000000");
+    CHECK(bits_of(lowbit_test::reference_gemm(A, B, s)(0, 0)) == "0x00000000");
+    s.accumulator = lowbit::fp8_e4m3fnuz;
+    CHECK(bits_of(lowbit::gemm(A, B, s)(0, 0)) == "0x00000000");
+    // toward -inf the same sum is the negative smallest subnormal
+    s.accumulator = float_quantizer{.format = lowbit::fp8_e4m3fnuz, .mode = rounding::toward_negative};
+    CHECK(lowbit::gemm(A, B, s)(0, 0) == -std::ldexp(1.0f, -10));
+    // overflow is NaN (no infinity), or 240 when saturating
+    A << 200.0f;
+    B << 2.0f;
+    s.accumulator = lowbit::fp8_e4m3fnuz;
+    CHECK(std::isnan(lowbit::gemm(A, B, s)(0, 0)));
+    s.accumulator = float_quantizer{.format = lowbit::fp8_e4m3fnuz, .on_overflow = lowbit::overflow::saturate};
+    CHECK(lowbit::gemm(A, B, s)(0, 0) == 240.0f);
+}
+
 // Integer accumulators of 8..24 bits, wrap and saturate, on integer data through 4-bit inputs.
 TEST_CASE("gemm equals the reference: integer accumulators wrap and saturate", "[gemm][reference][int]") {
     generator g(11);

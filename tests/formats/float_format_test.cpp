@@ -59,15 +59,37 @@ TEST_CASE("parse reads the PyTorch and ml_dtypes names; to_string keeps the pres
     CHECK(float_format::parse("float8_e4m3fn,bias=8") == float_format::parse("e4m3,bias=8"));
     CHECK(lowbit::to_string(float_format::parse("float8_e4m3fn")) == "fp8_e4m3");
     CHECK(lowbit::to_string(float_format::parse("bfloat16")) == "bf16");
-    // fnuz formats are not modelled: the message says what to write for their finite values
-    CHECK_THROWS_WITH(float_format::parse("float8_e4m3fnuz"), Catch::Contains("e4m3,bias=8,specials=none"));
-    CHECK_THROWS_AS(float_format::parse("float8_e5m2fnuz"), std::invalid_argument);
+    // The fnuz formats (ml_dtypes' definitions: bias one above IEEE's, or 11; NaN at -0's code)
+    const float_format e4m3fnuz{.exp_bits = 4, .man_bits = 3, .bias = 8, .specials = special_values::fnuz};
+    CHECK(float_format::parse("float8_e4m3fnuz") == e4m3fnuz);
+    CHECK(float_format::parse("FLOAT8_E4M3FNUZ") == lowbit::fp8_e4m3fnuz);
+    CHECK(float_format::parse("e4m3,bias=8,specials=fnuz") == lowbit::fp8_e4m3fnuz);
+    CHECK(float_format::parse("float8_e5m2fnuz") ==
+          float_format{.exp_bits = 5, .man_bits = 2, .bias = 16, .specials = special_values::fnuz});
+    CHECK(float_format::parse("float8_e4m3b11fnuz") ==
+          float_format{.exp_bits = 4, .man_bits = 3, .bias = 11, .specials = special_values::fnuz});
+    CHECK(lowbit::to_string(e4m3fnuz) == "float8_e4m3fnuz");
+    CHECK(lowbit::to_string(lowbit::fp8_e5m2fnuz) == "float8_e5m2fnuz");
+    CHECK(lowbit::to_string(lowbit::fp8_e4m3b11fnuz) == "float8_e4m3b11fnuz");
+    CHECK(lowbit::to_string(float_format::parse("e5m2,bias=15,specials=fnuz")) == "e5m2,bias=15,specials=fnuz");
+    CHECK(e4m3fnuz.max_finite() == 240.0);
+    CHECK(lowbit::fp8_e5m2fnuz.max_finite() == 57344.0);
+    CHECK(lowbit::fp8_e4m3b11fnuz.max_finite() == 30.0);
+    CHECK(e4m3fnuz.has_nan());
+    CHECK(!e4m3fnuz.has_infinity());
+    CHECK(!e4m3fnuz.has_negative_zero());
+    CHECK(lowbit::fp8_e4m3.has_negative_zero());
+    // NaN takes the negative-zero code, which an unsigned format or one without zero lacks
+    CHECK_THROWS_WITH(float_format::parse("ue4m3,specials=fnuz"), Catch::Contains("signed format with zero"));
+    CHECK_THROWS_WITH(float_format::parse("float8_e4m3fnuz,unsigned"), Catch::Contains("fnuz"));
+    CHECK_THROWS_WITH(float_format::parse("e4m3,specials=fnu"), Catch::Contains("ieee, fn, none or fnuz"));
 }
 
 TEST_CASE("to_string is read back by parse for every small format") {
     for (int e = 1; e <= 11; ++e)
         for (int m = 0; m <= 12; ++m)
-            for (const auto specials : {special_values::ieee, special_values::fn, special_values::none})
+            for (const auto specials : {special_values::ieee, special_values::fn, special_values::none,
+                                        special_values::fnuz})
                 for (const bool subnormals : {true, false})
                     for (const bool is_signed : {true, false})
                         for (const int bias_shift : {0, -3, 2}) {

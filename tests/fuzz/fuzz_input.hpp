@@ -103,7 +103,8 @@ inline constexpr lowbit::float_format presets[] = {
     lowbit::lba_m7e4_prod};
 
 // A float_format, valid or not: a preset, or every field drawn (exp_bits 0..12 and man_bits -1..53
-// reach one past each limit; specials may be 3, which is no special_values).
+// reach one past each limit; specials 3 is fnuz, which was no special_values when the corpus was
+// made: its inputs keep their meaning, and those that drew 3 now reach the fnuz formats).
 inline lowbit::float_format consume_float_format(FuzzedDataProvider& in) {
     if (in.ConsumeBool()) return in.PickValueInArray(presets);
     lowbit::float_format f;

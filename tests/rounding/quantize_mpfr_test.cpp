@@ -58,6 +58,8 @@ constexpr rounding all_modes[] = {rounding::nearest_even,    rounding::nearest_a
                                   rounding::toward_positive, rounding::toward_negative, rounding::odd,
                                   rounding::stochastic};
 constexpr overflow overflows[] = {overflow::infinity, overflow::saturate};
+// (fnuz differs from none only in its zeros' sign and its overflow to NaN: the small formats below
+// and the constants check cover it, and the exhaustive sweeps leave it out)
 constexpr special_values all_specials[] = {special_values::ieee, special_values::fn, special_values::none};
 
 constexpr double inf = std::numeric_limits<double>::infinity();
@@ -369,6 +371,11 @@ const std::vector<named>& small_formats() {
                       .is_signed = false},
          true},
         {"e11m10 (double-only range)", float_format{.exp_bits = 11, .man_bits = 10}, true},
+        {"float8_e4m3fnuz", lowbit::fp8_e4m3fnuz, true},
+        {"float8_e5m2fnuz", lowbit::fp8_e5m2fnuz, true},
+        {"float8_e4m3b11fnuz", lowbit::fp8_e4m3b11fnuz, true},
+        {"e3m4 fnuz no subnormals", float_format{.exp_bits = 3, .man_bits = 4, .subnormals = false,
+                                                 .specials = special_values::fnuz}, true},
         {"e3m0 unsigned nozero bias 2",
          float_format{.exp_bits = 3, .man_bits = 0, .bias = 2, .subnormals = false,
                       .specials = special_values::none, .is_signed = false, .has_zero = false},
@@ -552,6 +559,7 @@ TEST_CASE("float_quantizer arrays equal scalar quantize with random_bits_at", "[
     std::mt19937_64 rng(0x5eed3001);
     const float_format formats[] = {lowbit::bf16,         lowbit::fp16,  lowbit::fp8_e4m3, lowbit::fp8_e5m2,
                                     lowbit::fp4_e2m1,     lowbit::ue8m0, lowbit::ue4m3,    lowbit::lba_m7e4_acc,
+                                    lowbit::fp8_e4m3fnuz, lowbit::fp8_e5m2fnuz,
                                     float_format{.exp_bits = 11, .man_bits = 52},  // float path through double
                                     float_format{.exp_bits = 11, .man_bits = 10}};
     mismatch_log log;
@@ -646,6 +654,48 @@ TEST_CASE("trap: fp8_e4m3 at the top (464 480 1e6)", "[quantize][trap]") {
     CHECK(std::isnan(mpfr_round(480.0, f, rounding::nearest_even, overflow::infinity)));
     CHECK(same(mpfr_round(480.0, f, rounding::nearest_even, overflow::saturate), 448.0));
     CHECK(same(mpfr_round(1e6, f, rounding::toward_zero, overflow::infinity), 448.0));
+}
+
+TEST_CASE("trap: fnuz formats have no -0 and no infinity", "[quantize][trap]") {
+    const auto bits = [](float x) { return std::bit_cast<std::uint32_t>(x); };
+    const float_format f = lowbit::fp8_e4m3fnuz;  // max 240, smallest subnormal 2^-10
+    for (rounding mode : all_modes) {
+        INFO(lowbit::to_string(mode));
+        CHECK(bits(lowbit::quantize(-0.0f, f, mode)) == 0u);  // +0, whatever the mode
+        CHECK(bits(lowbit::quantize(0.0f, f, mode)) == 0u);
+    }
+    // a negative value that rounds to zero is +0; toward -inf it is the negative smallest value
+    CHECK(bits(lowbit::quantize(-1e-9f, f)) == 0u);
+    CHECK(bits(lowbit::quantize(-1e-9f, f, rounding::toward_zero)) == 0u);
+    CHECK(bits(lowbit::quantize(-1e-9f, f, rounding::toward_positive)) == 0u);
+    CHECK(lowbit::quantize(-1e-9f, f, rounding::toward_negative) == -std::ldexp(1.0f, -10));
+    CHECK(bits(lowbit::quantize(-1e-9, f, rounding::nearest_even)) == 0u);  // the double path too
+    CHECK(std::bit_cast<std::uint64_t>(lowbit::quantize(-1e-9, f, rounding::nearest_even)) == 0u);
+    // without subnormals, the flush to zero gives +0 too
+    const float_format flushing{.exp_bits = 4, .man_bits = 3, .bias = 8, .subnormals = false,
+                                .specials = special_values::fnuz};
+    CHECK(bits(lowbit::quantize(-0.005f, flushing)) == 0u);
+    CHECK(lowbit::quantize(-0.0078125f, flushing) == -0.0078125f);  // -2^-7, the smallest normal
+    // the top exponent field is finite: 240 (1.875 x 2^7); beyond, NaN (or 240 when saturating)
+    CHECK(lowbit::quantize(240.0f, f) == 240.0f);
+    CHECK(lowbit::quantize(247.0f, f) == 240.0f);  // below the midpoint 248 to the next step
+    CHECK(std::isnan(lowbit::quantize(248.0f, f)));
+    CHECK(std::isnan(lowbit::quantize(-1e6f, f)));
+    CHECK(lowbit::quantize(-1e6f, f, rounding::nearest_even, overflow::saturate) == -240.0f);
+    CHECK(lowbit::quantize(1e6f, f, rounding::toward_zero) == 240.0f);
+    CHECK(std::isnan(lowbit::quantize(std::numeric_limits<float>::infinity(), f)));
+    CHECK(std::isnan(lowbit::quantize(std::numeric_limits<float>::quiet_NaN(), f)));
+    CHECK(lowbit::fp8_e5m2fnuz.max_finite() == 57344.0);
+    CHECK(lowbit::quantize(60000.0f, lowbit::fp8_e5m2fnuz, rounding::nearest_even, overflow::saturate) == 57344.0f);
+    // arrays take the same kernel for every element (including -0 and tiny negatives)
+    std::vector<float> xs(100, -1e-9f);
+    xs[7] = -0.0f;
+    xs[50] = -3.0f;
+    lowbit::float_quantizer{.format = f}(std::span<float>(xs));
+    for (std::size_t i = 0; i < xs.size(); ++i) {
+        INFO(i);
+        CHECK(bits(xs[i]) == (i == 50 ? bits(-3.0f) : 0u));
+    }
 }
 
 TEST_CASE("trap: fp16 65520 overflows to inf and 65519.99 rounds to 65504", "[quantize][trap]") {
@@ -816,6 +866,7 @@ double decode(const float_format& f, int bias, std::uint64_t field, std::uint64_
     const int M = f.man_bits;
     if (f.specials == special_values::ieee && field == top) return mantissa == 0 ? inf : not_a_number;
     if (f.specials == special_values::fn && field == top && mantissa == all_ones) return not_a_number;
+    // (fnuz: NaN is the negative-zero code, outside this non-negative half)
     if (f.has_zero && field == 0) {
         if (mantissa == 0) return 0;
         return f.subnormals ? std::ldexp(double(mantissa), 1 - bias - M) : -1;
@@ -860,7 +911,8 @@ TEST_CASE("derived constants of every swept format agree with the definition", "
     for (int E = 1; E <= 8; ++E)
         for (int M = 0; M <= 10; ++M)
             for (bool sub : {true, false})
-                for (special_values s : all_specials) {
+                for (special_values s : {special_values::ieee, special_values::fn, special_values::none,
+                                         special_values::fnuz}) {
                     const float_format f{.exp_bits = E, .man_bits = M, .subnormals = sub, .specials = s};
                     if (!f.is_valid()) continue;
                     check_constants(f);
@@ -894,6 +946,10 @@ TEST_CASE("preset constants match the OCP and IEEE tables", "[format]") {
         {"fp32", lowbit::fp32, FLT_MAX, FLT_MIN, FLT_TRUE_MIN},
         {"ue8m0", lowbit::ue8m0, p2(127), p2(-127), p2(-127)},
         {"ue4m3", lowbit::ue4m3, 448, p2(-6), p2(-9)},
+        // ml_dtypes' finfo of its fnuz types
+        {"float8_e4m3fnuz", lowbit::fp8_e4m3fnuz, 240, p2(-7), p2(-10)},
+        {"float8_e5m2fnuz", lowbit::fp8_e5m2fnuz, 57344, p2(-15), p2(-17)},
+        {"float8_e4m3b11fnuz", lowbit::fp8_e4m3b11fnuz, 30, p2(-10), p2(-13)},
     };
     for (const row& r : rows) {
         INFO(r.label);

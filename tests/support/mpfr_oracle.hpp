@@ -110,6 +110,7 @@ inline oracle_format oracle_constants(const lowbit::float_format& f) {
             }
             break;
         case special_values::none:
+        case special_values::fnuz:  // every exponent field finite; NaN takes the -0 code
             c.has_normals = true;
             c.max_finite = (2.0 - two_pow_minus_m) * std::ldexp(1.0, top_field - b);
             break;
@@ -187,13 +188,15 @@ inline bool rounds_away_from_zero(lowbit::rounding mode, bool negative) {
 // ---------------------------------------------------------------------------------------------
 // Step 2 (no MPFR): the mode's choice between the neighbours, then the rules of the definition.
 //  1. overflow (rounded magnitude > largest finite): saturate -> +-largest finite; infinity ->
-//     +-inf (ieee) / NaN (fn) / +-largest finite (none) when the mode rounds away from zero for
+//     +-inf (ieee) / NaN (fn, fnuz) / +-largest finite (none) when the mode rounds away from zero for
 //     x's sign, +-largest finite when it rounds toward zero.
 //  2. no subnormals: a rounded magnitude below 2^emin becomes a zero of x's sign (formats without
 //     zero: 2^emin with x's sign; x = +-0 gives that value too).
-//  3. NaN -> NaN; +-inf -> +-inf (ieee, overflow::infinity), NaN (fn, overflow::infinity),
+//  3. NaN -> NaN; +-inf -> +-inf (ieee, overflow::infinity), NaN (fn and fnuz, overflow::infinity),
 //     +-largest finite (none, or overflow::saturate); +-0 stays +-0.
 //  4. unsigned formats: negative x (-inf and -0 included, NaN not) -> +0 (2^emin without zero).
+//  5. fnuz formats have no -0: every zero result (-0 in, a negative x rounded or flushed to zero)
+//     is +0.
 // `n` must be grid_neighbours_of(x, c.emin, c.man_bits) when x is finite and non-zero (ignored
 // otherwise).
 inline double oracle_finish(double x, const grid_neighbours& n, const oracle_format& c,
@@ -214,10 +217,13 @@ inline double oracle_finish(double x, const grid_neighbours& n, const oracle_for
     if (!f.is_signed && negative) return zero_or_smallest;                   // rule 4
     if (std::isinf(x)) {                                                     // rule 3
         if (on_overflow == overflow::infinity && f.specials == special_values::ieee) return x;
-        if (on_overflow == overflow::infinity && f.specials == special_values::fn) return nan;
+        if (on_overflow == overflow::infinity &&
+            (f.specials == special_values::fn || f.specials == special_values::fnuz))
+            return nan;
         return std::copysign(c.max_finite, x);
     }
-    if (x == 0) return std::copysign(zero_or_smallest, x);                   // rule 3 (2)
+    const bool fnuz = f.specials == special_values::fnuz;
+    if (x == 0) return fnuz ? 0.0 : std::copysign(zero_or_smallest, x);      // rules 3 (2), 5
 
     // The last bit of lo's significand, the parity of lo / spacing, decides ties to even and round
     // to odd (for M = 0 the implicit bit: odd for every non-zero lo, as in MPFR at precision 1).
@@ -256,6 +262,7 @@ inline double oracle_finish(double x, const grid_neighbours& n, const oracle_for
     } else if (!f.subnormals && magnitude < c.min_normal) {                  // rule 2
         magnitude = zero_or_smallest;
     }
+    if (fnuz && magnitude == 0) return 0.0;                                  // rule 5
     return negative ? -magnitude : magnitude;
 }
 

@@ -26,7 +26,7 @@ constexpr double qnan = std::numeric_limits<double>::quiet_NaN();
 constexpr double inf = std::numeric_limits<double>::infinity();
 
 // Every valid format with at most `max_bits` bits: all exp_bits / man_bits splits, with and
-// without subnormals, sign and zero, all three specials, the IEEE bias and two others.
+// without subnormals, sign and zero, all four specials, the IEEE bias and two others.
 std::vector<float_format> small_formats(int max_bits) {
     std::vector<float_format> formats;
     for (bool is_signed : {true, false})
@@ -34,7 +34,8 @@ std::vector<float_format> small_formats(int max_bits) {
             for (int m = 0; int(is_signed) + e + m <= max_bits; ++m)
                 for (bool subnormals : {true, false})
                     for (bool has_zero : {true, false})
-                        for (special_values s : {special_values::ieee, special_values::fn, special_values::none})
+                        for (special_values s : {special_values::ieee, special_values::fn, special_values::none,
+                                                 special_values::fnuz})
                             for (int bias_shift : {0, -2, 5}) {
                                 float_format f{.exp_bits = e, .man_bits = m, .subnormals = subnormals, .specials = s,
                                                .is_signed = is_signed, .has_zero = has_zero};
@@ -60,11 +61,14 @@ double reference_value(const float_format& f, std::uint64_t code) {
         v = inf;
     } else if (f.specials == special_values::fn && field == top && man == (std::uint64_t(1) << M) - 1) {
         return qnan;
+    } else if (f.specials == special_values::fnuz && negative && field == 0 && man == 0) {
+        return qnan;  // fnuz: the negative-zero code
     } else if (f.has_zero && field == 0) {
         v = f.subnormals ? std::ldexp(double(man), 1 - bias - M) : 0.0;  // no subnormals: DAZ
     } else {
         v = std::ldexp(1.0 + std::ldexp(double(man), -M), int(field) - bias);
     }
+    if (f.specials == special_values::fnuz && v == 0) return 0.0;  // no -0
     return negative ? -v : v;
 }
 
@@ -99,7 +103,9 @@ TEST_CASE("every code of every format up to 12 bits decodes, encodes back, and i
             } else {
                 const std::uint64_t back = lowbit::encode(f, v);
                 const std::uint64_t sign_code = c & ~(magnitude_codes - 1);
-                ok = ok && back == (is_daz_code(f, c) ? sign_code : c);
+                // (a DAZ code reads as a zero of its sign, which encodes as +0 where there is no -0)
+                const bool no_negative_zero = f.specials == special_values::fnuz;
+                ok = ok && back == (is_daz_code(f, c) ? (no_negative_zero ? 0 : sign_code) : c);
                 ok = ok && same_bits(lowbit::decode(f, back), v);
                 // The values are exactly the grid that lowbit::quantize rounds onto.
                 ok = ok && same_bits(lowbit::quantize(v, f), v);
@@ -172,6 +178,17 @@ TEST_CASE("known codes of the presets") {
     constexpr float_format ieee_e5m0{.exp_bits = 5, .man_bits = 0};  // top field: only infinity
     static_assert(!lowbit::has_nan_code(ieee_e5m0) && lowbit::encode(ieee_e5m0, qnan) == 0 &&
                   lowbit::encode(ieee_e5m0, inf) == 0x1F);
+    // fnuz: every top code finite, NaN at the negative-zero code, -0 encoded as +0 (ml_dtypes' codes).
+    static_assert(lowbit::decode(lowbit::fp8_e4m3fnuz, 0x7F) == 240.0 && lowbit::decode(lowbit::fp8_e4m3fnuz, 0x01) == 0x1p-10);
+    static_assert(lowbit::decode(lowbit::fp8_e4m3fnuz, 0x08) == 0x1p-7 && lowbit::decode(lowbit::fp8_e4m3fnuz, 0xFF) == -240.0);
+    static_assert(lowbit::decode(lowbit::fp8_e5m2fnuz, 0x7F) == 57344.0 && lowbit::decode(lowbit::fp8_e5m2fnuz, 0x01) == 0x1p-17);
+    static_assert(lowbit::decode(lowbit::fp8_e4m3b11fnuz, 0x7F) == 30.0 && lowbit::encode(lowbit::fp8_e4m3b11fnuz, 1.0) == 0x58);
+    static_assert(lowbit::encode(lowbit::fp8_e4m3fnuz, 1.0) == 0x40 && lowbit::encode(lowbit::fp8_e5m2fnuz, 1.0) == 0x40);
+    static_assert(lowbit::encode(lowbit::fp8_e4m3fnuz, qnan) == 0x80 && lowbit::encode(lowbit::fp8_e5m2fnuz, qnan) == 0x80);
+    static_assert(lowbit::encode(lowbit::fp8_e4m3fnuz, -0.0) == 0 && lowbit::encode(lowbit::fp8_e4m3fnuz, -1.0) == 0xC0);
+    CHECK(std::isnan(lowbit::decode(lowbit::fp8_e4m3fnuz, 0x80)));
+    CHECK(std::isnan(lowbit::decode(lowbit::fp8_e5m2fnuz, 0x80)));
+    CHECK_THROWS_WITH(lowbit::encode(lowbit::fp8_e4m3fnuz, inf), Catch::Contains("no infinity"));
     // Signed zeros; unsigned formats take -0 as +0.
     static_assert(lowbit::encode(lowbit::fp16, -0.0) == 0x8000 && lowbit::encode(lowbit::ue4m3, -0.0) == 0);
     // Without subnormals field 0 with a mantissa reads as a zero of its sign (DAZ).

@@ -92,11 +92,12 @@ std::uint64_t oracle_code(op o, double a, double b, const lowbit::float_format& 
     if (!f.is_signed && std::signbit(y)) return lowbit::encode(f, smallest);
     if (std::fabs(y) > f.max_finite()) {
         if (f.specials == lowbit::special_values::ieee) y = std::copysign(inf, y);
-        else if (f.specials == lowbit::special_values::fn) y = qnan;
+        else if (f.specials == lowbit::special_values::fn || f.specials == lowbit::special_values::fnuz) y = qnan;
         else y = std::copysign(f.max_finite(), y);
     } else if (!f.subnormals && std::fabs(y) < f.min_normal()) {
         y = std::copysign(smallest, y);
     }
+    if (f.specials == lowbit::special_values::fnuz && y == 0) return 0;  // no -0: +0's code
     return lowbit::encode(f, y);
 }
 
@@ -253,6 +254,14 @@ TEST_CASE("operators equal MPFR exhaustively for 8-bit and smaller formats") {
     SECTION("fp6_e3m2") { check_ops_against_oracle<minifloat<lowbit::fp6_e3m2>>(all_pairs<minifloat<lowbit::fp6_e3m2>>()); }
     SECTION("ue8m0 (unsigned, no zero)") { check_ops_against_oracle<minifloat<lowbit::ue8m0>>(all_pairs<minifloat<lowbit::ue8m0>>()); }
     SECTION("ue4m3 (unsigned)") { check_ops_against_oracle<minifloat<lowbit::ue4m3>>(all_pairs<minifloat<lowbit::ue4m3>>()); }
+    SECTION("float8_e4m3fnuz") {
+        using T = minifloat<lowbit::fp8_e4m3fnuz>;
+        check_ops_against_oracle<T>(all_pairs<T>());
+    }
+    SECTION("float8_e5m2fnuz") {
+        using T = minifloat<lowbit::fp8_e5m2fnuz>;
+        check_ops_against_oracle<T>(all_pairs<T>());
+    }
     SECTION("e3m4 without subnormals, no specials, bias 2") {
         using T = minifloat<lowbit::float_format{.exp_bits = 3, .man_bits = 4, .bias = 2, .subnormals = false,
                                                  .specials = lowbit::special_values::none}>;
@@ -336,6 +345,25 @@ TEST_CASE("unary minus, abs, signbit and classification") {
     CHECK(double(-ue4m3(2.0)) == 0.0);  // unsigned: -x rounded, 0
     CHECK(double(abs(ue4m3(2.0))) == 2.0);
     CHECK(!signbit(ue4m3(2.0)));
+    // fnuz: 0x80 is NaN, not -0; minus and abs keep NaN NaN and zero +0
+    using fnuz = minifloat<lowbit::fp8_e4m3fnuz>;
+    for (unsigned c = 0; c < 256; ++c) {
+        const fnuz x = fnuz::from_bits(std::uint8_t(c));
+        INFO(c);
+        CHECK((-x).bits() == (c == 0 || c == 0x80 ? c : c ^ 0x80));
+        CHECK(abs(x).bits() == (c == 0x80 ? c : c & 0x7F));
+        CHECK(isnan(x) == (c == 0x80));
+        CHECK(!isinf(x));
+    }
+    CHECK(fnuz(-0.0).bits() == 0);
+    CHECK(fnuz(-1e-9).bits() == 0);     // a negative value that rounds to zero
+    CHECK(isnan(fnuz(1000.0)));         // overflow: NaN, there is no infinity
+    CHECK((fnuz(1.0) - fnuz(1.0)).bits() == 0);
+    CHECK(double(std::numeric_limits<fnuz>::max()) == 240.0);
+    CHECK(std::numeric_limits<fnuz>::quiet_NaN().bits() == 0x80);
+    CHECK(!std::numeric_limits<fnuz>::has_infinity);
+    CHECK(!std::numeric_limits<fnuz>::has_signaling_NaN);
+    CHECK(double(std::numeric_limits<fnuz>::denorm_min()) == std::ldexp(1.0, -10));
 }
 
 TEST_CASE("comparisons follow IEEE: NaN unordered, -0 == +0") {

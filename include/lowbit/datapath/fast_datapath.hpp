@@ -169,7 +169,10 @@ struct round_full {
         return r;
     }
 };
-inline constexpr kernel_inputs normal_values{.subnormals_of_T = false, .negative_to_zero = false};
+// (Lane operations never round to an fnuz format, whose zeros are all +0: the fast path leaves
+// those to the exact path, lane_refusal says so, and its kernels skip that select.)
+inline constexpr kernel_inputs lane_values{.unsigned_zero = false};
+inline constexpr kernel_inputs normal_values{.subnormals_of_T = false, .negative_to_zero = false, .unsigned_zero = false};
 template <rounding Mode>
 using round_normal = round_full<Mode, normal_values>;
 
@@ -268,7 +271,7 @@ template <template <rounding> class Op>
 using each_mode = types<Op<rounding::nearest_even>, Op<rounding::nearest_away>, Op<rounding::toward_zero>,
                         Op<rounding::toward_positive>, Op<rounding::toward_negative>, Op<rounding::odd>>;
 template <rounding Mode>
-using round_any = round_full<Mode>;
+using round_any = round_full<Mode, lane_values>;
 template <rounding Mode>
 using odd_flush_saturate = odd_sum<round_flush_saturate<Mode>>;
 template <rounding Mode>
@@ -745,7 +748,7 @@ inline std::optional<accumulate_op> choose_accumulator(const quantizer& q, const
         return q.as_float()->on_overflow == overflow::saturate ? accumulate_op{sum_fp32_saturating{}}
                                                                  : accumulate_op{sum_fp32{}};
     const auto grid = float_grid(q);
-    if (!grid || !deterministic_float(q)) return {};
+    if (!grid || !deterministic_float(q) || !q.as_float()->format.has_negative_zero()) return {};
     const float_format& f = q.as_float()->format;
     const int top = f.emax() + 1;
     const int lowest = std::min(grid->smallest_step, addend.smallest_step);
@@ -815,6 +818,8 @@ inline std::string lane_refusal(const quantizer& q, const std::string& role) {
     if (f->mode == rounding::stochastic) return role + ": stochastic rounding";
     if (!format_fits<float>(f->format) || !f->format.is_signed || !f->format.has_zero)
         return role + ": " + to_string(f->format) + " is not a signed format with zero within fp32";
+    if (!f->format.has_negative_zero())
+        return role + ": " + to_string(f->format) + " has no -0 (fnuz), and fp32 lanes keep the sign of zero";
     return role + ": sums of " + to_string(f->format) +
            " span more than fp32's 24 bits and it keeps more than 22 (no round-to-odd sums)";
 }
@@ -1236,7 +1241,8 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
     product_op prod = product_exact{};
     if (spec.model != accumulation::fma && !spec.product.is_exact()) {
         const auto grid_p = float_grid(spec.product);
-        if (!grid_p || !deterministic_float(spec.product)) return refuse(lane_refusal(spec.product, "product"));
+        if (!grid_p || !deterministic_float(spec.product) || !spec.product.as_float()->format.has_negative_zero())
+            return refuse(lane_refusal(spec.product, "product"));
         const float_quantizer& qp = *spec.product.as_float();
         const auto plan = rounding_plan<float>::make(qp.format, qp.on_overflow, qp.random_bits);
         const bool on_grid = product.significand_bits <= grid_p->significand_bits &&

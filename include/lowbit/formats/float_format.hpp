@@ -19,6 +19,9 @@ enum class special_values : std::uint8_t {
     ieee,  // IEEE 754: the top exponent field holds +-infinity (mantissa 0) and NaN (others)
     fn,    // OCP E4M3 ("finite, NaN"): the top binade is normal except the all-ones code (NaN)
     none,  // every code is a finite number: no infinity, no NaN (OCP FP6/FP4)
+    fnuz,  // "finite, NaN, unsigned zero" (AMD / Graphcore FP8, ml_dtypes' *fnuz): every code is a
+           // finite number except the negative-zero code, which is the only NaN; there is no -0
+           // (a negative result that rounds to zero is +0) and no infinity
 };
 
 namespace detail {
@@ -48,10 +51,14 @@ struct float_format {
     constexpr int exponent_bias() const { return bias == ieee_bias ? (1 << (exp_bits - 1)) - 1 : bias; }
     constexpr int bits() const { return int(is_signed) + exp_bits + man_bits; }
     constexpr bool has_infinity() const { return specials == special_values::ieee; }
-    // A NaN code exists: fn formats' all-ones code; IEEE needs a mantissa bit to tell NaN from inf.
+    // A NaN code exists: fn formats' all-ones code, fnuz formats' negative-zero code; IEEE needs a
+    // mantissa bit to tell NaN from inf.
     constexpr bool has_nan() const {
-        return specials == special_values::fn || (specials == special_values::ieee && man_bits > 0);
+        return specials == special_values::fn || specials == special_values::fnuz ||
+               (specials == special_values::ieee && man_bits > 0);
     }
+    // Whether -0 is a value (its code is NaN in fnuz formats).
+    constexpr bool has_negative_zero() const { return is_signed && has_zero && specials != special_values::fnuz; }
     // Number of bit patterns (codes) of the format: 2^bits(), as a double because a 64-bit
     // format has 2^64 of them.
     constexpr double codes() const { return detail::pow2(bits()); }
@@ -60,7 +67,7 @@ struct float_format {
     // Exponent field of the largest finite value.
     constexpr int top_finite_field() const {
         const int top_field = (1 << exp_bits) - 1;
-        const bool top_is_finite = specials == special_values::none ||
+        const bool top_is_finite = specials == special_values::none || specials == special_values::fnuz ||
                                    (specials == special_values::fn && man_bits > 0);
         return top_is_finite ? top_field : top_field - 1;
     }
@@ -134,8 +141,11 @@ constexpr format_problem find_problem(const float_format& f) {
     if (f.man_bits < 0 || f.man_bits > 52)
         return {"man_bits", f.man_bits, "must be in [0, 52]"};
     if (f.specials != special_values::ieee && f.specials != special_values::fn &&
-        f.specials != special_values::none)
+        f.specials != special_values::none && f.specials != special_values::fnuz)
         return {"specials", static_cast<long long>(f.specials), "is not a special_values"};
+    if (f.specials == special_values::fnuz && (!f.is_signed || !f.has_zero))
+        return {"specials", static_cast<long long>(f.specials),
+                "fnuz puts NaN at the negative-zero code, which needs a signed format with zero"};
     if (!f.has_zero && f.subnormals)
         return {"has_zero", 0, "a format without zero cannot have subnormals: set subnormals = false"};
     if (f.bias != float_format::ieee_bias) {
@@ -183,6 +193,12 @@ inline constexpr float_format ue8m0{.exp_bits = 8, .man_bits = 0, .bias = 127, .
 // NVFP4 block scale: the non-negative half of fp8_e4m3.
 inline constexpr float_format ue4m3{.exp_bits = 4, .man_bits = 3, .specials = special_values::fn,
                                     .is_signed = false};
+// The fnuz FP8 formats of AMD's and Graphcore's hardware, as ml_dtypes defines them: the bias one
+// above IEEE's (eleven for b11), every exponent field finite, NaN at 0x80, no -0, no infinity.
+inline constexpr float_format fp8_e4m3fnuz{.exp_bits = 4, .man_bits = 3, .bias = 8, .specials = special_values::fnuz};
+inline constexpr float_format fp8_e5m2fnuz{.exp_bits = 5, .man_bits = 2, .bias = 16, .specials = special_values::fnuz};
+inline constexpr float_format fp8_e4m3b11fnuz{.exp_bits = 4, .man_bits = 3, .bias = 11,
+                                              .specials = special_values::fnuz};
 // Low bit-width accumulators (Blumenfeld et al.): 12-bit M7E4 with the paper's fixed biases,
 // no subnormals (underflow flushes) and no special values (every code is finite).
 inline constexpr float_format lba_m7e4_acc{.exp_bits = 4, .man_bits = 7, .bias = 10,
@@ -193,6 +209,9 @@ inline constexpr float_format lba_m7e4_prod{.exp_bits = 4, .man_bits = 7, .bias 
 static_assert(fp8_e4m3.max_finite() == 448.0 && fp8_e5m2.max_finite() == 57344.0);
 static_assert(fp6_e2m3.max_finite() == 7.5 && fp6_e3m2.max_finite() == 28.0 &&
               fp4_e2m1.max_finite() == 6.0);
+static_assert(fp8_e4m3fnuz.max_finite() == 240.0 && fp8_e4m3fnuz.min_positive() == detail::pow2(-10) &&
+              fp8_e5m2fnuz.max_finite() == 57344.0 && fp8_e5m2fnuz.min_positive() == detail::pow2(-17) &&
+              fp8_e4m3b11fnuz.max_finite() == 30.0 && fp8_e4m3b11fnuz.min_positive() == detail::pow2(-13));
 static_assert(ue8m0.min_positive() == detail::pow2(-127) && ue8m0.max_finite() == detail::pow2(127));
 
 }  // namespace lowbit

@@ -4,13 +4,14 @@
 //   base:   a preset name (fp32, tf32, bf16, fp16, fp8_e4m3, fp8_e5m2, fp6_e2m3, fp6_e3m2,
 //           fp4_e2m1, ue8m0, ue4m3, lba_m7e4_acc, lba_m7e4_prod), or its PyTorch / ml_dtypes
 //           name (float32, bfloat16, float16, float8_e4m3fn, float8_e5m2, float6_e2m3fn,
-//           float6_e3m2fn, float4_e2m1fn, float8_e8m0fnu; the fnuz formats are not modelled),
+//           float6_e3m2fn, float4_e2m1fn, float8_e8m0fnu), or an fnuz format by its ml_dtypes
+//           name (float8_e4m3fnuz, float8_e5m2fnuz, float8_e4m3b11fnuz),
 //           "eXmY" (X exponent bits, Y mantissa bits: IEEE-style defaults),
 //           "mYeX" (the MxEy spelling of Blumenfeld et al.: Y mantissa bits, X exponent bits),
 //           either with a leading "u" for an unsigned format.
 //           The OCP element names e4m3, e5m2, e2m3, e3m2 and e2m1 mean the OCP presets
 //           (so "e4m3" has max 448 and no infinity); write "e4m3,specials=ieee" for IEEE style.
-//   option: bias=N | subnormals=on|off | specials=ieee|fn|none | signed | unsigned | zero | nozero
+//   option: bias=N | subnormals=on|off | specials=ieee|fn|none|fnuz | signed | unsigned | zero | nozero
 #pragma once
 
 #include <lowbit/formats/float_format.hpp>
@@ -33,12 +34,13 @@ struct named_format {
 };
 
 // Canonical names first: to_string prints the first name whose format matches.
-inline constexpr std::array<named_format, 27> format_names{{
+inline constexpr std::array<named_format, 30> format_names{{
     {"fp32", fp32},         {"tf32", tf32},           {"bf16", bf16},
     {"fp16", fp16},         {"fp8_e4m3", fp8_e4m3},   {"fp8_e5m2", fp8_e5m2},
     {"fp6_e2m3", fp6_e2m3}, {"fp6_e3m2", fp6_e3m2},   {"fp4_e2m1", fp4_e2m1},
     {"ue8m0", ue8m0},       {"ue4m3", ue4m3},         {"lba_m7e4_acc", lba_m7e4_acc},
     {"lba_m7e4_prod", lba_m7e4_prod},
+    {"float8_e4m3fnuz", fp8_e4m3fnuz}, {"float8_e5m2fnuz", fp8_e5m2fnuz}, {"float8_e4m3b11fnuz", fp8_e4m3b11fnuz},
     // aliases: the OCP element formats by their short names
     {"e4m3", fp8_e4m3},     {"e5m2", fp8_e5m2},       {"e2m3", fp6_e2m3},
     {"e3m2", fp6_e3m2},     {"e2m1", fp4_e2m1},
@@ -90,11 +92,6 @@ inline float_format parse_base(std::string_view base) {
             return f;
         }
     float_format f{};
-    if (base.size() > 4 && base.substr(base.size() - 4) == "fnuz")
-        parse_error("name", base,
-                    "is an fnuz format (no negative zero, NaN at the negative-zero code), which lowbit does not "
-                    "model yet; the same finite values: eXmY,bias=2^(X-1),specials=none (e.g. "
-                    "\"e4m3,bias=8,specials=none\" for float8_e4m3fnuz)");
     if (!parse_exp_man(rest, f.exp_bits, f.man_bits))
         parse_error("name", base,
                     "is not a preset name, eXmY (exponent, mantissa bits) or mYeX (MxEy)");
@@ -128,7 +125,8 @@ inline format_setting apply_option(float_format& f, std::string_view option) {
         if (value == "ieee") f.specials = special_values::ieee;
         else if (value == "fn") f.specials = special_values::fn;
         else if (value == "none") f.specials = special_values::none;
-        else parse_error("specials", value, "is not ieee, fn or none");
+        else if (value == "fnuz") f.specials = special_values::fnuz;
+        else parse_error("specials", value, "is not ieee, fn, none or fnuz");
         return format_setting::specials;
     }
     if (option == "signed" || option == "unsigned") {
@@ -140,7 +138,7 @@ inline format_setting apply_option(float_format& f, std::string_view option) {
         return format_setting::zero;
     }
     parse_error("option", option,
-                "is not bias=N, subnormals=on|off, specials=ieee|fn|none, signed, unsigned, "
+                "is not bias=N, subnormals=on|off, specials=ieee|fn|none|fnuz, signed, unsigned, "
                 "zero or nozero");
 }
 
@@ -188,7 +186,8 @@ inline std::string to_string(const float_format& f) {
     if (f.specials != base.specials)
         s += f.specials == special_values::ieee ? ",specials=ieee"
              : f.specials == special_values::fn ? ",specials=fn"
-                                                : ",specials=none";
+             : f.specials == special_values::fnuz ? ",specials=fnuz"
+                                                  : ",specials=none";
     if (!f.is_signed) s += ",unsigned";
     if (!f.has_zero) s += ",nozero";
     return s;

@@ -105,6 +105,7 @@ struct rounding_plan {
     T flush_to = 0;             // ... become this (no subnormals; formats without zero)
     T lowest_input = 0;         // inputs below this (negative x for unsigned formats) become 0
     bits_type sign_keep = 0;    // sign bit mask, 0 for unsigned formats
+    bits_type zero_sign_keep = 0;  // the same for zero results: 0 also where -0 is not a value (fnuz)
     bits_type random_mask = 0;  // 2^random_bits - 1
     exp_type random_bits = 32;
 
@@ -154,6 +155,7 @@ struct rounding_plan {
         p.flush_below = f.subnormals ? T(0) : T(f.min_normal());
         p.flush_to = f.has_zero ? T(0) : T(f.min_normal());
         p.sign_keep = f.is_signed ? bits_type(bits_type(1) << (sizeof(T) * 8 - 1)) : 0;
+        p.zero_sign_keep = f.has_negative_zero() ? p.sign_keep : 0;
         p.lowest_input = f.is_signed ? -std::numeric_limits<T>::infinity() : T(0);
         p.random_bits = exp_type(random_bits);
         p.random_mask = bits_type(std::uint32_t(0xFFFFFFFFu) >> (32 - random_bits));
@@ -169,6 +171,7 @@ struct kernel_inputs {
     bool tiny = true;              // x below the format's smallest grid step
     bool negative_to_zero = true;  // unsigned formats: negative x round like 0
     bool flush = true;             // formats without subnormals or without zero
+    bool unsigned_zero = true;     // formats without -0 (fnuz): a zero result is +0
 };
 
 // The rounded value of x (see the top of this header). `random` is used by stochastic rounding
@@ -265,12 +268,14 @@ template <rounding Mode, class T, kernel_inputs In = kernel_inputs{}>
     if constexpr (Mode != rounding::nearest_even && Mode != rounding::nearest_away && Mode != rounding::stochastic)
         y = abs_x == std::numeric_limits<T>::infinity() ? overflow_away : y;
     y = abs_x != abs_x ? abs_x : y;  // NaN stays NaN
-    return std::bit_cast<T>(std::bit_cast<U>(y) | (sign & sign_keep));
+    U keep_sign = sign_keep;
+    if constexpr (In.unsigned_zero) keep_sign = y == T(0) ? p.zero_sign_keep : keep_sign;
+    return std::bit_cast<T>(std::bit_cast<U>(y) | (sign & keep_sign));
 }
 
 // The kernel for the arrays of a plan: it leaves out T's subnormals (rare, so they are left to
 // needs_full_kernel), and the steps for tiny x, flushing and unsigned formats when the format has
-// none or, for tiny x, flushes them all (tiny_flushed). Stochastic rounding leaves tiny x to the
+// none or, for tiny x, flushes them all (tiny_flushed), and for formats without -0 (fnuz). Stochastic rounding leaves tiny x to the
 // full kernel otherwise: their path is long.
 // Calls f(std::integral_constant<kernel_inputs, ...>).
 template <rounding Mode, class T, class F>
@@ -278,12 +283,13 @@ decltype(auto) dispatch_short_kernel(const rounding_plan<T>& p, F&& f) {
     const bool tiny = Mode != rounding::stochastic && p.tiny_field > 0 && !p.tiny_flushed;
     const bool flush = p.flush_below > T(0);
     const auto call = [&](auto tiny_c, auto flush_c) {
-        constexpr kernel_inputs in{.subnormals_of_T = false, .tiny = tiny_c(), .negative_to_zero = false, .flush = flush_c()};
+        constexpr kernel_inputs in{.subnormals_of_T = false, .tiny = tiny_c(), .negative_to_zero = false,
+                                   .flush = flush_c(), .unsigned_zero = false};
         return f(std::integral_constant<kernel_inputs, in>{});
     };
     using yes = std::true_type;
     using no = std::false_type;
-    if (p.sign_keep == 0) {  // unsigned formats (rare): one kernel for all
+    if (p.sign_keep == 0 || p.zero_sign_keep != p.sign_keep) {  // unsigned and fnuz formats (rare): one kernel for all
         constexpr kernel_inputs in{.subnormals_of_T = false, .tiny = Mode != rounding::stochastic};
         return f(std::integral_constant<kernel_inputs, in>{});
     }

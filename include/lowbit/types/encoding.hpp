@@ -7,20 +7,23 @@
 //   - no zero (ue8m0): field 0 is an ordinary binade, 1.m x 2^(0 - bias).
 //   - specials ieee: the top field holds +-infinity (m = 0) and NaN (m != 0; quiet when m's top
 //     bit is set). fn: the top field is an ordinary binade except that its all-ones mantissa is
-//     NaN. none: every code is a finite number.
+//     NaN. none: every code is a finite number. fnuz: every code is a finite number except the
+//     negative-zero code (sign bit alone), which is NaN.
 //
 // Choices where the format leaves a question open:
 //   - NaN encodes as the format's canonical NaN: ieee: top field, mantissa top bit set, sign 0
-//     (a quiet NaN); fn: the all-ones code with sign 0 (fp8_e4m3: 0x7F, ue8m0: 0xFF). A format
+//     (a quiet NaN); fn: the all-ones code with sign 0 (fp8_e4m3: 0x7F, ue8m0: 0xFF); fnuz: its
+//     only NaN code (0x80 for the 8-bit ones). A format
 //     without a NaN code (specials none, and ieee with man_bits = 0, whose top field is only
 //     infinity) encodes NaN as +0 (its smallest value when it has no zero): there is no better
 //     code. (quantize keeps a NaN input NaN in every format; in a format without NaN only a NaN
 //     input or an invalid operation such as 0/0 leads here.)
 //   - Without subnormals (subnormals = false), field 0 with a non-zero mantissa is not a value of
-//     the format: decode reads it as a zero of its sign, as hardware that treats denormal inputs
-//     as zero (DAZ) does; encode never produces it.
+//     the format: decode reads it as a zero of its sign (+0 in fnuz formats), as hardware that
+//     treats denormal inputs as zero (DAZ) does; encode never produces it.
 //   - NaN codes decode to a quiet double NaN (sign and payload are not kept).
-//   - Unsigned formats encode -0.0 as +0 (what quantize makes of negative values).
+//   - Unsigned formats encode -0.0 as +0 (what quantize makes of negative values), and so do fnuz
+//     formats, whose -0 code is NaN.
 // encode throws std::invalid_argument for a value that is not one of the format's (off the grid,
 // out of range, infinity without infinities, a negative value in an unsigned format) and decode
 // for a code with bits above bits(): round with lowbit::quantize first.
@@ -40,13 +43,15 @@ namespace lowbit {
 // Whether the format has a code for NaN (float_format::has_nan() is also true for an ieee format
 // with man_bits = 0, which has none).
 constexpr bool has_nan_code(const float_format& f) {
-    return f.specials == special_values::fn || (f.specials == special_values::ieee && f.man_bits > 0);
+    return f.specials == special_values::fn || f.specials == special_values::fnuz ||
+           (f.specials == special_values::ieee && f.man_bits > 0);
 }
 
 // The code NaN encodes to (see the top of this header).
 constexpr std::uint64_t canonical_nan_code(const float_format& f) {
     const std::uint64_t top_field = (std::uint64_t(1) << f.exp_bits) - 1;
     if (f.specials == special_values::fn) return (top_field << f.man_bits) | ((std::uint64_t(1) << f.man_bits) - 1);
+    if (f.specials == special_values::fnuz) return std::uint64_t(1) << (f.exp_bits + f.man_bits);  // "-0"
     if (has_nan_code(f)) return (top_field << f.man_bits) | (std::uint64_t(1) << (f.man_bits - 1));
     return 0;  // +0, or (no zero) the smallest value
 }
@@ -111,7 +116,7 @@ constexpr std::uint64_t encode(const code_layout& l, double value) {
 
     if (magnitude_bits == 0) {
         if (!f.has_zero) detail::not_a_value(f, value, "the format has no zero");
-        return sign;
+        return f.has_negative_zero() ? sign : 0;
     }
     if (magnitude_bits == std::bit_cast<std::uint64_t>(std::numeric_limits<double>::infinity())) {
         if (!f.has_infinity()) detail::not_a_value(f, value, "the format has no infinity");
@@ -160,6 +165,8 @@ constexpr double decode(const code_layout& l, std::uint64_t code) {
         magnitude = std::numeric_limits<double>::infinity();
     } else if (field == l.top_field && f.specials == special_values::fn && m == l.man_mask) {
         return std::numeric_limits<double>::quiet_NaN();
+    } else if (f.specials == special_values::fnuz && code == l.sign_bit) {
+        return std::numeric_limits<double>::quiet_NaN();
     } else if (field == 0 && f.has_zero) {
         // 0.m x 2^emin = m x 2^(emin - M), exact. Without subnormals a non-zero m reads as zero
         // (DAZ).
@@ -171,7 +178,7 @@ constexpr double decode(const code_layout& l, std::uint64_t code) {
         const int e = int(field) - l.bias;
         magnitude = double((std::uint64_t(1) << f.man_bits) | m) * detail::pow2(e - f.man_bits);
     }
-    return negative ? -magnitude : magnitude;
+    return negative && (magnitude != 0 || f.has_negative_zero()) ? -magnitude : magnitude;
 }
 
 // The same for a format given directly (derives its code_layout on each call).

@@ -16,7 +16,8 @@
 //     then rounded to F: exact by the theorem in rounding/exact_ops.hpp, as F has <= 31 mantissa
 //     bits); IEEE results for infinities, NaN and zeros.
 //   - unary minus flips the sign bit (NaN included); in an unsigned format -x is -x rounded: 0
-//     (the smallest value in a format without zero).
+//     (the smallest value in a format without zero); in an fnuz format, whose sign bit alone is
+//     NaN, -0 is +0 and -NaN is NaN (abs likewise keeps NaN).
 //   - comparisons as IEEE: NaN is unordered and unequal to itself, -0 == +0.
 //   - default construction gives code 0: +0 (in a format without zero, its smallest value).
 //   - NaN results are the format's canonical NaN code; a format without NaN code stores them as
@@ -149,6 +150,8 @@ public:
 
     constexpr minifloat operator+() const { return *this; }
     minifloat operator-() const {
+        if constexpr (F.specials == special_values::fnuz)
+            if (code_ == 0 || code_ == sign_bit) return *this;  // +0 and NaN: no -0 code
         if constexpr (F.is_signed) return from_code(code_ ^ sign_bit);
         else return minifloat(-double(*this));
     }
@@ -167,6 +170,8 @@ public:
     friend constexpr bool isfinite(minifloat a) { return !isnan(a) && !isinf(a); }
     friend constexpr bool signbit(minifloat a) { return (a.code_ & sign_bit) != 0; }
     friend minifloat abs(minifloat a) {
+        if constexpr (F.specials == special_values::fnuz)
+            if (a.code_ == sign_bit) return a;  // NaN
         if constexpr (F.is_signed) return from_code(a.code_ & ~sign_bit);
         else return a;
     }
