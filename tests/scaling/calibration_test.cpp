@@ -363,6 +363,32 @@ TEST_CASE("per-channel calibration equals per-tensor calibration of each channel
     CHECK(lowbit::calibrate_max_per_channel(small.data(), 2, 3, 1, unsigned_values) == std::vector<double>{3, 5});
 }
 
+TEST_CASE("octav_options name the settings of the positional overloads") {
+    std::mt19937 gen(8);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::vector<float> x(4000);
+    for (float& v : x) v = normal(gen);
+    const auto paper = lowbit::octav(x, {.bits = 3, .sign = unsigned_values, .iterations = 7, .start = 0.5,
+                                         .step = lowbit::octav_step::paper});
+    const auto positional = lowbit::octav(x, 3, unsigned_values, 7, 0.5, lowbit::octav_step::paper);
+    CHECK(paper.scale == positional.scale);
+    CHECK(paper.history == positional.history);
+    // defaults: 4 bits, signed, 10 iterations, the default start, the density step
+    CHECK(lowbit::octav(x, {}).history == lowbit::octav(x, 4, signed_values).history);
+    // per channel: every channel from the given start
+    const std::size_t rows = 100, cols = 4;
+    const auto per_row = lowbit::octav_per_channel(x.data(), rows, cols, 0, {.bits = 5, .iterations = 3, .start = 2.0});
+    for (std::size_t c = 0; c < cols; ++c) {
+        std::vector<float> column(rows);
+        for (std::size_t r = 0; r < rows; ++r) column[r] = x[r * cols + c];
+        CHECK(per_row[c] == lowbit::octav(column, 5, signed_values, 3, 2.0).scale);
+    }
+    CHECK(lowbit::octav_per_channel(x.data(), rows, cols, 1, {.bits = 2}) ==
+          lowbit::octav_per_channel(x.data(), rows, cols, 1, 2, signed_values));
+    CHECK_THROWS_WITH(lowbit::octav(x, {.bits = 0}), Catch::Contains("bits"));
+    CHECK_THROWS_WITH(lowbit::octav_per_channel(x.data(), rows, cols, 0, {.start = -1}), Catch::Contains("start"));
+}
+
 TEST_CASE("calibration errors name the argument") {
     using Catch::Matchers::Contains;
     const std::vector<float> x{1.0f, -2.0f, 0.5f};

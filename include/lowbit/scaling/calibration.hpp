@@ -238,6 +238,16 @@ inline double calibrate_mse_sweep(std::span<const float> x, int bits, signedness
 // The Newton step of OCTAV: the paper's, or the exact stationary point of J (see octav below).
 enum class octav_step : std::uint8_t { paper, with_density };
 
+// OCTAV's settings by name, for the overloads that take them:
+//   lowbit::octav(x, {.bits = 4, .sign = lowbit::signedness::unsigned_values, .iterations = 20});
+struct octav_options {
+    int bits = 4;                                     // the quantizer's bits, 1..32
+    signedness sign = signedness::signed_values;      // unsigned: negative values count as zeros
+    int iterations = 10;                              // Newton-Raphson updates at most
+    double start = 0;                                 // s_1; 0: the paper's sum(a) / count(a > 0)
+    octav_step step = octav_step::with_density;       // see octav below
+};
+
 struct octav_result {
     double scale = 0;             // the last iterate (the smaller of the two in a 2-cycle)
     int iterations = 0;           // Newton-Raphson updates done (fewer than asked once it repeats)
@@ -362,6 +372,10 @@ inline octav_result octav(std::span<const float> x, int bits, signedness sign, i
     return detail::octav_on_magnitudes(a, bits, sign, iterations, start, step);
 }
 
+inline octav_result octav(std::span<const float> x, const octav_options& o) {
+    return octav(x, o.bits, o.sign, o.iterations, o.start, o.step);
+}
+
 namespace detail {
 
 inline void check_matrix(const float* data, std::size_t rows, std::size_t cols, int axis, const char* function) {
@@ -408,14 +422,16 @@ inline std::vector<double> calibrate_max_per_channel(const float* data, std::siz
     return scales;
 }
 
-// OCTAV per channel from the default start. A channel without a non-zero (signed) or positive
-// (unsigned) value has no MSE-optimal scale: std::invalid_argument naming the channel.
+// OCTAV per channel, every channel from o.start (0: its own default start). A channel without a
+// non-zero (signed) or positive (unsigned) value has no MSE-optimal scale: std::invalid_argument
+// naming the channel.
 inline std::vector<double> octav_per_channel(const float* data, std::size_t rows, std::size_t cols, int axis,
-                                             int bits, signedness sign, int iterations = 10,
-                                             octav_step step = octav_step::with_density) {
+                                             const octav_options& o) {
+    const int bits = o.bits, iterations = o.iterations;
+    const signedness sign = o.sign;
     detail::check_matrix(data, rows, cols, axis, "octav_per_channel");
     detail::check_calibration_data({data, rows * cols}, "octav_per_channel", "data");
-    detail::check_octav_arguments(bits, iterations, 0.0, "octav_per_channel");
+    detail::check_octav_arguments(bits, iterations, o.start, "octav_per_channel");
     const std::size_t channels = axis == 0 ? cols : rows;
     std::vector<double> scales(channels);
     std::vector<float> channel;
@@ -432,9 +448,17 @@ inline std::vector<double> octav_per_channel(const float* data, std::size_t rows
             throw std::invalid_argument(std::string("lowbit::octav_per_channel: data channel ") + std::to_string(c) +
                                         (axis == 0 ? " (column)" : " (row)") + " has no " +
                                         (sign == signedness::signed_values ? "non-zero" : "positive") + " value");
-        scales[c] = detail::octav_on_magnitudes(a, bits, sign, iterations, 0.0, step).scale;
+        scales[c] = detail::octav_on_magnitudes(a, bits, sign, iterations, o.start, o.step).scale;
     }
     return scales;
+}
+
+// The same with the settings as positional arguments (each channel from the default start).
+inline std::vector<double> octav_per_channel(const float* data, std::size_t rows, std::size_t cols, int axis,
+                                             int bits, signedness sign, int iterations = 10,
+                                             octav_step step = octav_step::with_density) {
+    return octav_per_channel(data, rows, cols, axis,
+                             octav_options{.bits = bits, .sign = sign, .iterations = iterations, .step = step});
 }
 
 }  // namespace lowbit
