@@ -36,6 +36,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <sstream>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -81,6 +82,7 @@ struct options {
     double finetune_learning_rate = 1e-4;
     double stage2_learning_rate = 1e-5;  // "a little more" fine-tuning: a tenth of stage 1's rate
     int threads = 0;
+    std::vector<std::string> specs;  // --spec: more datapaths, as gemm_spec text, zero-shot only
     std::size_t train_limit = 0, test_limit = 0;  // 0: all
 };
 
@@ -167,10 +169,17 @@ nn::gemm_datapath datapath_for(const lowbit::float_format& product, const lowbit
 struct result_row {
     std::string name;
     std::string product, accumulator;
+    lowbit::gemm_spec spec;  // the datapath, written to results.csv as gemm_spec text
     double zero_shot = 0;
     event_rates events;
     std::optional<double> stage1, fine_tuned;
 };
+
+// The spec without its thread count, which never changes a result bit (results.csv's datapath).
+lowbit::gemm_spec datapath_only(lowbit::gemm_spec spec) {
+    spec.threads = lowbit::gemm_spec{}.threads;
+    return spec;
+}
 
 void write_plots(const std::string& out, const std::vector<result_row>& rows, double fp32, double fp8,
                  const std::vector<curve_point>& curve) {
@@ -280,6 +289,10 @@ int run_example(int argc, char** argv) {
     app.add_option("--finetune-lr", o.finetune_learning_rate, "fine-tuning stage 1 learning rate (Adam)")->check(examples::finite_positive);
     app.add_option("--stage2-lr", o.stage2_learning_rate, "fine-tuning stage 2 learning rate (Adam)")->check(examples::finite_positive);
     app.add_option("--threads", o.threads, "threads (0: all cores)")->check(CLI::Range(0, 1024));
+    app.add_option("--spec", o.specs,
+                   "one more datapath for the zero-shot table, as gemm_spec text, e.g. \"product=fp16 "
+                   "accumulator=bf16:toward_zero chunk=32\" (repeatable; the FP8 range-biased weights and "
+                   "activations are applied first)");
     CLI11_PARSE(app, argc, argv);
     if (o.quick) {
         o.train_limit = 6000, o.test_limit = 1000;
@@ -294,6 +307,16 @@ int run_example(int argc, char** argv) {
 
     std::vector<datapath_row> formats;
     for (const auto& f : o.formats) formats.push_back(row_for(f, o));
+    // (parsed before any work: a malformed --spec is reported at once, naming the field)
+    std::vector<lowbit::gemm_spec> specs;
+    for (const auto& text : o.specs) {
+        try {
+            specs.push_back(lowbit::gemm_spec::parse(text));
+        } catch (const std::invalid_argument& e) {
+            throw std::invalid_argument("--spec '" + text + "': " + e.what());
+        }
+        specs.back().threads = o.threads;
+    }
 
     std::printf("Loading Fashion-MNIST from %s\n", o.data.c_str());
     const nn::fashion_mnist_data data = nn::load_fashion_mnist(o.data);
@@ -335,10 +358,22 @@ int run_example(int argc, char** argv) {
                 o.chunk, o.rounding.c_str(), o.subnormals ? "subnormals" : "flush to zero");
     std::vector<result_row> rows;
     for (const auto& f : formats) {
-        result_row row{f.name, paper_name(f.product), paper_name(f.accumulator), 0.0, {}, {}, {}};
         const nn::gemm_datapath d = datapath_for(f.product, f.accumulator, o);
+        result_row row{f.name, paper_name(f.product), paper_name(f.accumulator), *d.spec, 0.0, {}, {}, {}};
         folded.set_datapath(d);
         row.zero_shot = evaluate(folded, data.test, o.test_limit, f.name + " zero-shot");
+        if (o.stats_samples > 0) row.events = measure_events(folded, data.test, d, o.stats_samples);
+        rows.push_back(row);
+    }
+    for (std::size_t i = 0; i < specs.size(); ++i) {
+        const std::string name = "spec" + std::to_string(i + 1);
+        std::printf("   %s: %s\n", name.c_str(), lowbit::to_string(specs[i]).c_str());
+        const nn::gemm_datapath d{.spec = specs[i], .weights = nn::range_biased_float{},
+                                  .activations = nn::range_biased_float{}, .stats = nullptr};
+        result_row row{name, lowbit::to_string(specs[i].product), lowbit::to_string(specs[i].accumulator), specs[i],
+                       0.0, {}, {}, {}};
+        folded.set_datapath(d);
+        row.zero_shot = evaluate(folded, data.test, o.test_limit, name + " zero-shot");
         if (o.stats_samples > 0) row.events = measure_events(folded, data.test, d, o.stats_samples);
         rows.push_back(row);
     }
@@ -391,19 +426,30 @@ int run_example(int argc, char** argv) {
     std::printf("%-6s %-15s %-15s %9s %10s %10s %10s %9s %10s\n", "acc", "product", "accumulator",
                 "zero-shot", "swamps", "underflow", "overflow", "stage 1", "fine-tuned");
     std::ofstream csv(o.out + "/results.csv");
+    // (datapath: the row's whole gemm_spec as text, which gemm_spec::parse and --spec read back;
+    // quoted, as it holds commas. chunk and rounding: the spec's chunk and its accumulator's mode.)
     csv << "format,product,accumulator,chunk,rounding,fp32_accuracy,fp8_accuracy,zero_shot_accuracy,swamp_rate,"
-           "underflow_rate,overflow_rate,stage1_accuracy,fine_tuned_accuracy\n";
-    const auto opt_text = [](const std::optional<double>& v) { return v ? std::to_string(*v) : std::string(); };
+           "underflow_rate,overflow_rate,stage1_accuracy,fine_tuned_accuracy,datapath\n";
+    // (every number as the stream writes it: the optional ones as the others)
+    const auto opt_text = [](const std::optional<double>& v) {
+        std::ostringstream text;
+        if (v) text << *v;
+        return text.str();
+    };
     for (const auto& r : rows) {
         std::printf("%-6s %-15s %-15s %8.2f%% %9.3f%% %9.3f%% %9.4f%% %8s%% %9s%%\n", r.name.c_str(),
                     r.product.c_str(), r.accumulator.c_str(), r.zero_shot, 100 * r.events.swamp,
                     100 * r.events.underflow, 100 * r.events.overflow,
                     r.stage1 ? std::to_string(*r.stage1).substr(0, 5).c_str() : "-",
                     r.fine_tuned ? std::to_string(*r.fine_tuned).substr(0, 5).c_str() : "-");
-        csv << r.name << ',' << r.product << ',' << r.accumulator << ',' << o.chunk << ',' << o.rounding << ','
+        const lowbit::float_quantizer* acc = r.spec.accumulator.as_float();
+        const std::string rounding = acc != nullptr                          ? lowbit::to_string(acc->mode)
+                                     : r.spec.accumulator.as_int() != nullptr ? lowbit::to_string(r.spec.accumulator.as_int()->mode)
+                                                                              : "exact";
+        csv << r.name << ',' << r.product << ',' << r.accumulator << ',' << r.spec.chunk << ',' << rounding << ','
             << fp32_accuracy << ',' << fp8_accuracy << ',' << r.zero_shot << ',' << r.events.swamp << ','
             << r.events.underflow << ',' << r.events.overflow << ',' << opt_text(r.stage1) << ','
-            << opt_text(r.fine_tuned) << '\n';
+            << opt_text(r.fine_tuned) << ",\"" << lowbit::to_string(datapath_only(r.spec)) << "\"\n";
     }
     csv.close();
     {

@@ -7,6 +7,7 @@
 
 namespace lowbit::detail {
 
+template void quantize_rows_piece<>(const quantizer&, gemm_role, float*, std::size_t, std::size_t, gemm_stats*);
 template void multiply_quantized<>(const row_major_view&, const row_major_view&, row_major_view&, const gemm_spec&,
                                    gemm_stats*, gemm_report*);
 template Eigen::MatrixXf block_scaled_multiply<>(const block_scaled_matrix&, const block_scaled_matrix&,

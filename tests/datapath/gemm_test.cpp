@@ -952,6 +952,10 @@ TEST_CASE("gemm rejects invalid specs and shapes, naming the field", "[gemm][arg
     // dot of different lengths
     const std::vector<float> x(3, 1.0f), y(4, 1.0f);
     CHECK_THROWS_AS(lowbit::dot(x, y, gemm_spec{}), std::invalid_argument);
+    CHECK_THROWS_WITH(lowbit::dot(Eigen::VectorXf::Ones(3), Eigen::VectorXf::Ones(4), gemm_spec{}),
+                      Catch::Contains("a has 3 elements and b has 4"));
+    CHECK_THROWS_WITH(lowbit::dot(Eigen::MatrixXf::Ones(2, 2), Eigen::VectorXf::Ones(4), gemm_spec{}),
+                      Catch::Contains("both must be vectors"));
 }
 
 TEST_CASE("gemm gives the same bits for any storage order, block, map, and dot", "[gemm][layout]") {
@@ -1019,6 +1023,11 @@ TEST_CASE("gemm gives the same bits for any storage order, block, map, and dot",
             log.report("dot", s, a1, b1, "dot " + hexfloat(d) + " != gemm " + hexfloat(one(0, 0)));
         const std::string dd = stats_difference(one_stats, dot_stats, false);
         if (!dd.empty()) log.report("dot stats", s, a1, b1, dd);
+        // ... and of Eigen vectors: a row and a column of the matrices, or copies as columns
+        const float de = lowbit::dot(A.row(0), B.col(0), s);
+        const float dv = lowbit::dot(Eigen::VectorXf(A.row(0).transpose()), B.col(0).transpose(), s);
+        if (!same_bits(de, one(0, 0)) || !same_bits(dv, one(0, 0)))
+            log.report("dot of Eigen vectors", s, a1, b1, hexfloat(de) + " / " + hexfloat(dv) + " != gemm " + hexfloat(one(0, 0)));
     }
     CHECK(log.failures == 0);
 }

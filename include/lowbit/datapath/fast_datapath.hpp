@@ -53,6 +53,7 @@
 #include <lowbit/datapath/shift_rounding.hpp>
 #include <lowbit/datapath/thread_count.hpp>
 #include <lowbit/rounding/rounding_plan.hpp>
+#include <lowbit/datapath/intrinsics_warnings.hpp>
 
 #include <Eigen/Core>
 
@@ -71,6 +72,8 @@
 #include <variant>
 #include <vector>
 
+
+LOWBIT_BEGIN_INTRINSICS
 
 namespace lowbit::detail {
 
@@ -1499,3 +1502,5 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
 }
 
 }  // namespace lowbit::detail
+
+LOWBIT_END_INTRINSICS

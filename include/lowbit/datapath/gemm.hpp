@@ -5,7 +5,7 @@
 //   lowbit::gemm(A, B, C, spec);                            // fills C (resized when it can be)
 //   lowbit::gemm(A, B, C, spec, &stats, &report);           // report: which kernel ran, and why
 //                                                           // no faster one (gemm_report.hpp)
-//   float d = lowbit::dot(a, b, spec);                      // spans of K floats
+//   float d = lowbit::dot(a, b, spec);                      // spans of K floats, or Eigen vectors
 //
 // Threads: spec.threads (0: OpenMP's default) split the rows of C; every output is computed by
 // one thread in a fixed order, so results and counts are identical for any thread count.
@@ -114,6 +114,24 @@ inline void count_input_events(const quantizer& q, gemm_role role, const float* 
     }
 }
 
+// The n elements at piece, elements begin.. of an input, quantized; with `stats`, their input
+// events added to it. (A function template of a dummy parameter, like multiply_quantized below,
+// so that the compiled library instantiates every mode's rounding kernels once.)
+template <class = void>
+void quantize_rows_piece(const quantizer& q, gemm_role role, float* piece, std::size_t begin, std::size_t n,
+                         gemm_stats* stats) {
+    if (stats == nullptr) return quantize_piece(q, role, piece, begin, n);
+    const std::vector<float> given(piece, piece + n);
+    quantize_piece(q, role, piece, begin, n);
+    gemm_stats local;
+    count_input_events(q, role, given.data(), piece, begin, n, local);
+#pragma omp critical(lowbit_input_events)
+    *stats += local;
+}
+#ifdef LOWBIT_COMPILED_LIB
+extern template void quantize_rows_piece<>(const quantizer&, gemm_role, float*, std::size_t, std::size_t, gemm_stats*);
+#endif
+
 // The rows [first, first + count) of src, cast to float, into the same rows of dst (row-major),
 // then quantized: element e of dst has random index e, whatever the split of the rows. With
 // `stats`, the piece's input events are added to it.
@@ -122,14 +140,7 @@ void copy_quantized_rows(const Eigen::MatrixBase<D>& src, row_major_view& dst, E
                          const quantizer& q, gemm_role role, gemm_stats* stats) {
     copy_rows_tiled(src, dst, first, count);
     const std::size_t begin = std::size_t(first * dst.cols()), n = std::size_t(count * dst.cols());
-    float* piece = dst.data() + begin;
-    if (stats == nullptr) return quantize_piece(q, role, piece, begin, n);
-    const std::vector<float> given(piece, piece + n);
-    quantize_piece(q, role, piece, begin, n);
-    gemm_stats local;
-    count_input_events(q, role, given.data(), piece, begin, n, local);
-#pragma omp critical(lowbit_input_events)
-    *stats += local;
+    quantize_rows_piece(q, role, dst.data() + begin, begin, n, stats);
 }
 
 // f(first, count) for pieces of the rows [0, rows) of a matrix of `size` elements, split among up
@@ -304,6 +315,24 @@ inline float dot(std::span<const float> a, std::span<const float> b, const gemm_
                                     " elements and b has " + std::to_string(b.size()));
     const Eigen::Map<const Eigen::Matrix<float, 1, Eigen::Dynamic>> row(a.data(), Eigen::Index(a.size()));
     const Eigen::Map<const Eigen::VectorXf> column(b.data(), Eigen::Index(b.size()));
+    Eigen::Matrix<float, 1, 1> c;
+    gemm(row, column, c, spec, stats);
+    return c(0, 0);
+}
+
+// The same for Eigen vectors (rows or columns, any expression: a.row(i), v.segment(k, n), a map).
+template <class DA, class DB>
+float dot(const Eigen::MatrixBase<DA>& a, const Eigen::MatrixBase<DB>& b, const gemm_spec& spec,
+          gemm_stats* stats = nullptr) {
+    if ((a.rows() != 1 && a.cols() != 1) || (b.rows() != 1 && b.cols() != 1))
+        throw std::invalid_argument("lowbit::dot: a is " + std::to_string(a.rows()) + " x " + std::to_string(a.cols()) +
+                                    " and b is " + std::to_string(b.rows()) + " x " + std::to_string(b.cols()) +
+                                    ": both must be vectors (one row or one column; lowbit::gemm multiplies matrices)");
+    if (a.size() != b.size())
+        throw std::invalid_argument("lowbit::dot: shape mismatch: a has " + std::to_string(a.size()) +
+                                    " elements and b has " + std::to_string(b.size()));
+    const Eigen::Matrix<float, 1, Eigen::Dynamic> row = a.reshaped().transpose().template cast<float>();
+    const Eigen::VectorXf column = b.reshaped().template cast<float>();
     Eigen::Matrix<float, 1, 1> c;
     gemm(row, column, c, spec, stats);
     return c(0, 0);

@@ -28,6 +28,7 @@
 #pragma once
 
 #include <lowbit/rounding/modes.hpp>
+#include <lowbit/datapath/intrinsics_warnings.hpp>
 
 #include <algorithm>
 #include <bit>
@@ -39,6 +40,8 @@
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
 #include <immintrin.h>
 #endif
+
+LOWBIT_BEGIN_INTRINSICS
 
 namespace lowbit::detail {
 
@@ -437,3 +440,5 @@ void scaled_chunks_pass(const float* a, std::ptrdiff_t lda, const float* b, std:
 #endif
 
 }  // namespace lowbit::detail
+
+LOWBIT_END_INTRINSICS

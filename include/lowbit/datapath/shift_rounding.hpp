@@ -19,6 +19,7 @@
 #include <lowbit/formats/format_names.hpp>
 #include <lowbit/rounding/modes.hpp>
 #include <lowbit/rounding/rounding_plan.hpp>
+#include <lowbit/datapath/intrinsics_warnings.hpp>
 
 #include <algorithm>
 #include <bit>
@@ -32,6 +33,8 @@
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
+
+LOWBIT_BEGIN_INTRINSICS
 
 namespace lowbit::detail {
 
@@ -423,3 +426,5 @@ void odd_accumulate(const float* buf, int n, float* acc_io, const Round& round) 
 #endif
 
 }  // namespace lowbit::detail
+
+LOWBIT_END_INTRINSICS
