@@ -34,13 +34,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <sstream>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -428,8 +429,12 @@ int run_example(int argc, char** argv) {
     std::ofstream csv(o.out + "/results.csv");
     // (datapath: the row's whole gemm_spec as text, which gemm_spec::parse and --spec read back;
     // quoted, as it holds commas. chunk and rounding: the spec's chunk and its accumulator's mode.)
+    // The run's conditions in every row: quick (0/1), the test images the accuracies are over, the
+    // seed, and the test images the event rates are counted on.
     csv << "format,product,accumulator,chunk,rounding,fp32_accuracy,fp8_accuracy,zero_shot_accuracy,swamp_rate,"
-           "underflow_rate,overflow_rate,stage1_accuracy,fine_tuned_accuracy,datapath\n";
+           "underflow_rate,overflow_rate,stage1_accuracy,fine_tuned_accuracy,quick,test_images,seed,event_samples,"
+           "datapath\n";
+    const std::size_t test_images = o.test_limit ? std::min(o.test_limit, data.test.size()) : data.test.size();
     // (every number as the stream writes it: the optional ones as the others)
     const auto opt_text = [](const std::optional<double>& v) {
         std::ostringstream text;
@@ -449,9 +454,17 @@ int run_example(int argc, char** argv) {
         csv << r.name << ',' << r.product << ',' << r.accumulator << ',' << r.spec.chunk << ',' << rounding << ','
             << fp32_accuracy << ',' << fp8_accuracy << ',' << r.zero_shot << ',' << r.events.swamp << ','
             << r.events.underflow << ',' << r.events.overflow << ',' << opt_text(r.stage1) << ','
-            << opt_text(r.fine_tuned) << ",\"" << lowbit::to_string(datapath_only(r.spec)) << "\"\n";
+            << opt_text(r.fine_tuned) << ',' << int(o.quick) << ',' << test_images << ',' << o.seed << ','
+            << std::min<std::size_t>(std::size_t(o.stats_samples), data.test.size()) << ",\""
+            << lowbit::to_string(datapath_only(r.spec)) << "\"\n";
     }
     csv.close();
+    // The binomial standard error of an accuracy near fp32's over these images: differences below
+    // about two of it are noise (the quick run's 1000 images: about 1.1 points each).
+    const double p = fp32_accuracy / 100, standard_error = 100 * std::sqrt(p * (1 - p) / double(test_images));
+    std::printf("(%zu test images: the standard error of each accuracy is about %.2f points; differences below "
+                "%.1f points are within noise)\n",
+                test_images, standard_error, 2 * standard_error);
     {
         std::ofstream training(o.out + "/training.csv");
         training << "stage,epoch,train_loss,train_accuracy,test_accuracy\n";
