@@ -275,7 +275,8 @@ template <rounding Mode, class T, kernel_inputs In = kernel_inputs{}>
 
 // The kernel for the arrays of a plan: it leaves out T's subnormals (rare, so they are left to
 // needs_full_kernel), and the steps for tiny x, flushing and unsigned formats when the format has
-// none or, for tiny x, flushes them all (tiny_flushed), and for formats without -0 (fnuz). Stochastic rounding leaves tiny x to the
+// none or, for tiny x, flushes them all (tiny_flushed), and the zero-sign select of formats
+// without -0 (fnuz) for the others. Stochastic rounding leaves tiny x to the
 // full kernel otherwise: their path is long.
 // Calls f(std::integral_constant<kernel_inputs, ...>).
 template <rounding Mode, class T, class F>

@@ -40,12 +40,9 @@
 
 namespace lowbit {
 
-// Whether the format has a code for NaN (float_format::has_nan() is also true for an ieee format
-// with man_bits = 0, which has none).
-constexpr bool has_nan_code(const float_format& f) {
-    return f.specials == special_values::fn || f.specials == special_values::fnuz ||
-           (f.specials == special_values::ieee && f.man_bits > 0);
-}
+// Whether the format has a code for NaN (the same as float_format::has_nan(), kept as a name for
+// the code's point of view).
+constexpr bool has_nan_code(const float_format& f) { return f.has_nan(); }
 
 // The code NaN encodes to (see the top of this header).
 constexpr std::uint64_t canonical_nan_code(const float_format& f) {
