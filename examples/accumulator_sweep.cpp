@@ -10,6 +10,7 @@
 #include <lowbit/lowbit.hpp>
 
 #include "example_cli.hpp"
+#include "gnuplot.hpp"
 #include <CLI/CLI.hpp>
 
 #include <array>
@@ -78,7 +79,9 @@ int run_example(int argc, char** argv) {
 
     const std::string csv_path = out_dir + "/accumulator_sweep.csv";
     std::ofstream csv(csv_path);
-    csv << "data,K,accumulator,chunk,relative_error,swamp_rate\n";
+    // (the run's conditions last in every row: the accumulator's rounding and how many dot products
+    // each error and swamp rate is over)
+    csv << "data,K,accumulator,chunk,relative_error,swamp_rate,rounding,dot_products\n";
     std::printf("%-12s %5s %-6s %12s %12s %12s %12s\n", "data", "K", "acc", "err", "err chunk16", "swamps",
                 "swamps ch16");
     // error[data][accumulator][chunked] over the lengths, for the plot
@@ -113,7 +116,7 @@ int run_example(int argc, char** argv) {
                     error[slot] = (C.cast<double>() - reference).norm() / reference.norm();
                     swamp_rate[slot] = double(stats.swamps) / double(stats.macs);
                     csv << data_name << ',' << K << ',' << name << ',' << chunk << ',' << error[slot] << ','
-                        << swamp_rate[slot] << '\n';
+                        << swamp_rate[slot] << ',' << rounding_name << ',' << outputs * outputs << '\n';
                     series[data_name][name][std::size_t(slot)].push_back(error[slot]);
                 }
                 ++done;
@@ -129,7 +132,8 @@ int run_example(int argc, char** argv) {
     csv.close();
 
     // The plot: relative error against K, one line per accumulator, solid without chunks and
-    // dashed with chunks of 16; one panel per data distribution. gnuplot reads one data block
+    // dashed with chunks of 16; one panel per data distribution. Each accumulator has its own point
+    // shape as well as its colour, so the legend reads in grey too. gnuplot reads one data block
     // (separated by two blank lines) per line.
     const std::string data_path = out_dir + "/accumulator_sweep.dat";
     const std::string script_path = out_dir + "/accumulator_sweep.gp";
@@ -139,7 +143,9 @@ int run_example(int argc, char** argv) {
        << "set output '" << out_dir << "/accumulator_sweep.png'\n"
        << "set multiplot layout 1,2 title 'Dot products with FP8 e4m3 inputs: relative error against fp64 ("
        << rounding_name << " accumulator, flush to zero, saturating; dashed: chunks of 16)'\n"
-       << "set logscale xy\nset xlabel 'K (dot product length)'\nset ylabel 'relative error'\n"
+       << "set logscale xy\nset xlabel 'K (dot product length)'\n"
+       << "set ylabel 'relative error ||C - C_fp64||_F / ||C_fp64||_F over " << outputs * outputs
+       << " dot products'\n"
        << "set xtics (288, 576, 2304, 4608)\nset xrange [200:6500]\nset key outside right\nset grid\n";
     int block = 0;
     for (const char* data_name : {"normal", "student_t3"}) {
@@ -151,8 +157,9 @@ int run_example(int argc, char** argv) {
                 for (std::size_t k = 0; k < lengths.size(); ++k)
                     dat << lengths[k] << ' ' << series[data_name][name][std::size_t(slot)][k] << '\n';
                 dat << "\n\n";
+                static constexpr int shapes[] = {4, 6, 8, 10, 12, 14, 1, 2};  // open square, circle, triangles, ...
                 gp << "'" << data_path << "' index " << block++ << " using 1:2 with linespoints lc " << f + 1
-                   << " dt " << (slot == 0 ? 1 : 2) << " pt 7 ps 0.6 title '" << name
+                   << " dt " << (slot == 0 ? 1 : 2) << " pt " << shapes[f % 8] << " ps 1.1 title '" << name
                    << (slot == 0 ? "" : " chunk16") << "'";
                 gp << ((f + 1 == formats.size() && slot == 1) ? "\n" : ", ");
             }
@@ -161,12 +168,7 @@ int run_example(int argc, char** argv) {
     gp << "unset multiplot\n";
     gp.close();
     dat.close();
-    const std::string command = "gnuplot '" + script_path + "'";
-    if (std::system(command.c_str()) != 0) {
-        std::fprintf(stderr, "gnuplot failed: install it (Debian: gnuplot-nox) to render the plot; the data is in %s\n",
-                     csv_path.c_str());
-        return 1;
-    }
+    if (!examples::render_plots(script_path, csv_path)) return 1;
     std::printf("\nwrote %s and %s/accumulator_sweep.png\n", csv_path.c_str(), out_dir.c_str());
     return 0;
 }

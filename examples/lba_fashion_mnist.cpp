@@ -30,6 +30,7 @@
 #include "fashion_mnist_cnn.hpp"
 
 #include "example_cli.hpp"
+#include "gnuplot.hpp"
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -132,7 +133,10 @@ double train(nn::network& net, Optimizer& opt, const nn::fashion_mnist_data& dat
         correct += nn::correct_predictions(out.values, batch.labels);
         seen += std::size_t(o.batch);
         const bool epoch_end = in_epoch + 1 == batches_per_epoch || step + 1 == total;
-        if ((step + 1) % report_every == 0 || epoch_end) {
+        // A regular point a few batches before an epoch's or the stage's end is left out, so the
+        // end's point does not stand for a handful of batches (a jump in the curve).
+        const std::size_t to_end = std::min(batches_per_epoch - (in_epoch + 1), total - (step + 1));
+        if (((step + 1) % report_every == 0 && to_end >= report_every / 2) || epoch_end) {
             const double elapsed = seconds_since(started);
             std::printf("  %-9s epoch %5.2f  batch %5zu/%zu  loss %.4f  train acc %6.2f%%  %6.1f s  (%.0f images/s)\n",
                         stage.c_str(), double(step + 1) / double(batches_per_epoch), step + 1, total,
@@ -182,17 +186,41 @@ lowbit::gemm_spec datapath_only(lowbit::gemm_spec spec) {
     return spec;
 }
 
+// What a plot's caption says about the run, and how wide its accuracies' error bars are.
+struct run_conditions {
+    bool quick;
+    std::size_t test_images, event_samples;
+    std::uint64_t seed;
+    int chunk;
+    std::string rounding;
+    bool subnormals;
+
+    std::string caption() const {
+        return std::to_string(test_images) + " test images" + (quick ? " (--quick run)" : "") + ", chunk " +
+               std::to_string(chunk) + ", " + rounding + ", " + (subnormals ? "subnormals" : "flush to zero") +
+               ", seed " + std::to_string(seed) + "; error bars: +-1 standard error";
+    }
+};
+
 void write_plots(const std::string& out, const std::vector<result_row>& rows, double fp32, double fp8,
-                 const std::vector<curve_point>& curve) {
-    // accuracy.dat: one line per format: index, name, zero-shot, fine-tuned (or NaN)
+                 const std::vector<curve_point>& curve, const run_conditions& run) {
+    const auto error = [&](double accuracy) { return lowbit_examples::standard_error(accuracy, run.test_images); };
+    const auto number = [](std::optional<double> v) { return v ? std::to_string(*v) : std::string("NaN"); };
+    // accuracy.dat: one line per format: index, name, zero-shot and its standard error, fine-tuned
+    // and its (or NaN), then the swamp, underflow and overflow rates (% of multiply-accumulates).
     {
         std::ofstream dat(out + "/accuracy.dat");
-        for (std::size_t i = 0; i < rows.size(); ++i)
-            dat << i << " " << rows[i].name << " " << rows[i].zero_shot << " "
-                << (rows[i].fine_tuned ? std::to_string(*rows[i].fine_tuned) : "NaN") << "\n";
+        for (std::size_t i = 0; i < rows.size(); ++i) {
+            const result_row& r = rows[i];
+            dat << i << " " << r.name << " " << r.zero_shot << " " << error(r.zero_shot) << " "
+                << number(r.fine_tuned) << " " << number(r.fine_tuned ? std::optional(error(*r.fine_tuned)) : std::nullopt)
+                << " " << 100 * r.events.swamp << " " << 100 * r.events.underflow << " " << 100 * r.events.overflow
+                << "\n";
+        }
     }
     // training.dat: one block per stage (fp32, stage1, stage2); the fine-tuning stages count
-    // epochs from the start of fine-tuning, so stage 2 continues where stage 1 ended.
+    // epochs from the start of fine-tuning, so stage 2 continues where stage 1 ended. Columns:
+    // epoch, loss, train accuracy, test accuracy (or NaN) and its standard error.
     std::vector<std::string> stages;
     {
         std::ofstream dat(out + "/training.dat");
@@ -204,59 +232,86 @@ void write_plots(const std::string& out, const std::vector<result_row>& rows, do
                 stages.push_back(p.stage);
             }
             last = offset + p.epoch;
-            dat << last << " " << p.train_loss << " " << p.train_accuracy << " "
-                << (std::isnan(p.test_accuracy) ? std::string("NaN") : std::to_string(p.test_accuracy)) << "\n";
+            const std::optional<double> test =
+                std::isnan(p.test_accuracy) ? std::nullopt : std::optional(p.test_accuracy);
+            dat << last << " " << p.train_loss << " " << p.train_accuracy << " " << number(test) << " "
+                << number(test ? std::optional(error(*test)) : std::nullopt) << "\n";
         }
     }
-    // The y axis spans the accuracies (bars from 0 would hide differences of a point).
+    // The y axis spans the accuracies and their error bars (bars from 0 would hide differences of a
+    // point).
     double low = std::min(fp32, fp8), high = std::max(fp32, fp8);
     for (const auto& r : rows) {
-        low = std::min(low, r.zero_shot), high = std::max(high, r.zero_shot);
-        if (r.fine_tuned) low = std::min(low, *r.fine_tuned), high = std::max(high, *r.fine_tuned);
+        low = std::min(low, r.zero_shot - error(r.zero_shot)), high = std::max(high, r.zero_shot + error(r.zero_shot));
+        if (r.fine_tuned)
+            low = std::min(low, *r.fine_tuned - error(*r.fine_tuned)), high = std::max(high, *r.fine_tuned + error(*r.fine_tuned));
     }
     const double y_low = std::max(0.0, std::floor(low) - 2), y_high = std::min(100.0, std::ceil(high) + 1);
     std::ofstream gp(out + "/plots.gp");
-    gp << "set terminal pngcairo size 1000,560 font 'Sans,11' noenhanced\n"
+    // accuracy.png: the accuracies beside the event rates that explain them.
+    gp << "set terminal pngcairo size 1500,620 font 'Sans,11' noenhanced\n"
        << "set output '" << out << "/accuracy.png'\n"
-       << "set title 'Fashion-MNIST CNN, FP8 M4E3 weights and activations: test accuracy per accumulator format'\n"
-       << "set ylabel 'test accuracy (%)'\nset style data histograms\nset style histogram clustered gap 1\n"
-       << "set style fill solid 0.8 border -1\nset boxwidth 0.9\nset key outside bottom center horizontal\n"
-       << "set grid ytics\nset yrange [" << y_low << ":" << y_high << "]\nset xtics rotate by 0\n"
-       << "plot '" << out << "/accuracy.dat' using 3:xtic(2) title 'zero-shot', '' using 4 title 'fine-tuned', "
+       << "set multiplot layout 1,2 title \"Fashion-MNIST CNN, FP8 M4E3 weights and activations, per accumulator "
+          "format (products in the same format)\\n"
+       << run.caption() << "\"\n"
+       << "set style data histograms\nset style fill solid 0.8 border -1\nset boxwidth 0.9\n"
+       << "set key outside bottom center horizontal\nset grid ytics\nset xtics rotate by 0\n"
+       << "set title 'test accuracy'\nset ylabel 'test accuracy (%)'\n"
+       << "set style histogram errorbars gap 1 lw 1\nset yrange [" << y_low << ":" << y_high << "]\n"
+       << "plot '" << out << "/accuracy.dat' using 3:4:xtic(2) title 'zero-shot', '' using 5:6 title 'fine-tuned', "
        << fp32 << " with lines lw 2 lc rgb 'black' title 'fp32 (" << fp32 << "%)', " << fp8
-       << " with lines lw 2 dt 2 lc rgb 'gray40' title 'FP8 inputs, exact accumulation (" << fp8 << "%)'\n";
+       << " with lines lw 2 dt 2 lc rgb 'gray40' title 'FP8 inputs, exact accumulation (" << fp8 << "%)'\n"
+       << "set title 'events per multiply-accumulate, zero-shot (first " << run.event_samples << " test images)'\n"
+       << "set ylabel 'events (% of multiply-accumulates)'\nset style histogram clustered gap 1\n"
+       << "set yrange [0:*]\n"
+       << "plot '" << out << "/accuracy.dat' using 7:xtic(2) title 'swamps', '' using 8 title 'underflows', "
+       << "'' using 9 title 'overflows'\n"
+       << "unset multiplot\n";
     // training.png: a row of panels (loss, accuracy) for fp32 training (when it ran) and one for
-    // the fine-tuning stages.
+    // the fine-tuning stages. Every series has points, so a stage of one point shows; the
+    // fine-tuning panel starts from the zero-shot accuracy and shows fp32's.
     const bool has_fp32 = !stages.empty() && stages.front() == "fp32";
     const std::size_t tuning_first = has_fp32 ? 1 : 0;
     const int panel_rows = int(has_fp32) + int(stages.size() > tuning_first);
+    std::optional<double> tuning_start;
+    for (const auto& r : rows)
+        if (r.name == "M7E4") tuning_start = r.zero_shot;
     if (panel_rows > 0) {
         gp << "set output '" << out << "/training.png'\n"
-           << "set terminal pngcairo size 1200," << 40 + 380 * panel_rows << " font 'Sans,11' noenhanced\n"
-           << "set multiplot layout " << panel_rows << ",2 title 'Training curves (test accuracy: dots)'\n"
-           << "set style data linespoints\nunset style\nset autoscale y\nset key bottom right\n";
-        const auto panels = [&](std::size_t first, std::size_t last, const std::string& what, const std::string& x_label) {
+           << "set terminal pngcairo size 1200," << 60 + 380 * panel_rows << " font 'Sans,11' noenhanced\n"
+           << "set multiplot layout " << panel_rows << ",2 title \"Training curves: training loss and accuracy "
+              "(mean over the batches since the previous point), test accuracy at each stage end\\n"
+           << run.caption() << "\"\n"
+           << "unset style\nset style data linespoints\nset autoscale y\nset yrange [*:*]\nset key bottom right\n"
+           << "set grid\n";
+        const auto panels = [&](std::size_t first, std::size_t last, const std::string& what, const std::string& x_label,
+                                bool tuning) {
             gp << "set xlabel '" << x_label << "'\nset title '" << what << ": training loss'\nset ylabel 'loss'\n"
                << "set logscale y\nplot ";
             for (std::size_t s = first; s < last; ++s)
                 gp << (s > first ? ", " : "") << "'" << out << "/training.dat' index " << s
-                   << " using 1:2 with linespoints title '" << stages[s] << "'";
+                   << " using 1:2 with linespoints pt 6 title '" << stages[s] << "'";
             gp << "\nunset logscale y\nset title '" << what << ": accuracy'\nset ylabel 'accuracy (%)'\nplot ";
             for (std::size_t s = first; s < last; ++s)
                 gp << (s > first ? ", " : "") << "'" << out << "/training.dat' index " << s
-                   << " using 1:3 with lines title '" << stages[s] << " train', '' index " << s
-                   << " using 1:4 with points pt 7 ps 1.4 title '" << stages[s] << " test'";
+                   << " using 1:3 with linespoints pt 6 title '" << stages[s] << " train', '' index " << s
+                   << " using 1:4:5 with yerrorbars pt 7 ps 1.4 title '" << stages[s] << " test'";
+            if (tuning) {
+                gp << ", " << fp32 << " with lines lw 2 lc rgb 'black' title 'fp32 test (" << fp32 << "%)'";
+                if (tuning_start)
+                    gp << ", '-' using 1:2:3 with yerrorbars pt 5 ps 1.4 lc rgb 'red' title 'M7E4 zero-shot test ("
+                       << *tuning_start << "%)'";
+            }
             gp << "\n";
+            if (tuning && tuning_start) gp << "0 " << *tuning_start << " " << error(*tuning_start) << "\ne\n";
         };
-        if (has_fp32) panels(0, 1, "fp32 training", "epoch");
+        if (has_fp32) panels(0, 1, "fp32 training", "epoch", false);
         if (stages.size() > tuning_first)
-            panels(tuning_first, stages.size(), "fine-tuning on the M7E4 datapath", "epochs of fine-tuning");
+            panels(tuning_first, stages.size(), "fine-tuning on the M7E4 datapath", "epochs of fine-tuning", true);
+        gp << "unset multiplot\n";
     }
-    gp << "unset multiplot\n";
     gp.close();
-    const std::string command = "gnuplot '" + out + "/plots.gp'";
-    if (std::system(command.c_str()) != 0)
-        std::fprintf(stderr, "gnuplot failed (Debian: apt-get install gnuplot-nox); the data is in %s\n", out.c_str());
+    examples::render_plots(out + "/plots.gp", out);
 }
 
 }  // namespace
@@ -461,7 +516,7 @@ int run_example(int argc, char** argv) {
     csv.close();
     // The binomial standard error of an accuracy near fp32's over these images: differences below
     // about two of it are noise (the quick run's 1000 images: about 1.1 points each).
-    const double p = fp32_accuracy / 100, standard_error = 100 * std::sqrt(p * (1 - p) / double(test_images));
+    const double standard_error = lowbit_examples::standard_error(fp32_accuracy, test_images);
     std::printf("(%zu test images: the standard error of each accuracy is about %.2f points; differences below "
                 "%.1f points are within noise)\n",
                 test_images, standard_error, 2 * standard_error);
@@ -472,7 +527,10 @@ int run_example(int argc, char** argv) {
             training << p.stage << ',' << p.epoch << ',' << p.train_loss << ',' << p.train_accuracy << ','
                      << (std::isnan(p.test_accuracy) ? std::string() : std::to_string(p.test_accuracy)) << '\n';
     }
-    write_plots(o.out, rows, fp32_accuracy, fp8_accuracy, curve);
+    write_plots(o.out, rows, fp32_accuracy, fp8_accuracy, curve,
+                {.quick = o.quick, .test_images = test_images,
+                 .event_samples = std::min<std::size_t>(std::size_t(o.stats_samples), data.test.size()),
+                 .seed = o.seed, .chunk = o.chunk, .rounding = o.rounding, .subnormals = o.subnormals});
     std::printf("\nEvent rates per multiply-accumulate, counted on the first %d test images.\n", o.stats_samples);
     if (!std::isnan(fp32_epoch_seconds)) std::printf("fp32 training: %.1f s per epoch\n", fp32_epoch_seconds);
     if (!std::isnan(finetune_epoch_seconds)) std::printf("M7E4 fine-tuning: %.1f s per epoch\n", finetune_epoch_seconds);

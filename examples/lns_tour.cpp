@@ -16,6 +16,7 @@
 #include <lowbit/lowbit.hpp>
 
 #include "example_cli.hpp"
+#include "gnuplot.hpp"
 #include <CLI/CLI.hpp>
 
 #include <cmath>
@@ -199,11 +200,7 @@ int run_example(int argc, char** argv) {
        << "columnheader(3), '' using 4 title columnheader(4)\n"
        << "unset multiplot\n";
     gp.close();
-    if (std::system(("gnuplot '" + script + "'").c_str()) != 0) {
-        std::fprintf(stderr, "gnuplot failed: install it (Debian: gnuplot-nox) to render the plot; the data is in %s and %s\n",
-                     quant_csv.c_str(), gemm_csv.c_str());
-        return 1;
-    }
+    if (!examples::render_plots(script, quant_csv + " and " + gemm_csv)) return 1;
     std::printf("\nwrote %s, %s and %s/lns_tour.png\n", quant_csv.c_str(), gemm_csv.c_str(), out_dir.c_str());
     return 0;
 }

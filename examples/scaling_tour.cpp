@@ -17,6 +17,7 @@
 #include <lowbit/nn/weights_file.hpp>
 
 #include "example_cli.hpp"
+#include "gnuplot.hpp"
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -186,12 +187,7 @@ int run_example(int argc, char** argv) {
        << "plot '" << data_path << "' using 4:xtic(1) title '4 bits', '' using 5 title '8 bits'\n"
        << "unset multiplot\n";
     gp.close();
-    const std::string command = "gnuplot '" + script_path + "'";
-    if (std::system(command.c_str()) != 0) {
-        std::fprintf(stderr, "gnuplot failed: install it (Debian: gnuplot-nox) to render the plot; the data is in %s\n",
-                     csv_path.c_str());
-        return 1;
-    }
+    if (!examples::render_plots(script_path, csv_path)) return 1;
     std::printf("\nwrote %s and %s/scaling_tour.png\n", csv_path.c_str(), out_dir.c_str());
     return 0;
 }

@@ -37,6 +37,7 @@
 #include "fashion_mnist_cnn.hpp"
 
 #include "example_cli.hpp"
+#include "gnuplot.hpp"
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -253,9 +254,7 @@ void write_plot(const std::string& out, const std::vector<layer_figures>& layers
           "'oracle (non-zero products / 1024)', 1 with lines lw 2 lc rgb 'black' notitle\n"
        << "unset multiplot\n";
     gp.close();
-    const std::string command = "gnuplot '" + out + "/scnn_layers.gp'";
-    if (std::system(command.c_str()) != 0)
-        std::fprintf(stderr, "gnuplot failed (Debian: apt-get install gnuplot-nox); the data is in %s\n", out.c_str());
+    examples::render_plots(out + "/scnn_layers.gp", out);
 }
 
 }  // namespace

@@ -40,6 +40,7 @@
 #include "fashion_mnist_cnn.hpp"
 
 #include "example_cli.hpp"
+#include "gnuplot.hpp"
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -438,10 +439,21 @@ std::vector<budget_row> budget_experiment(const nn::network& trained, const std:
 // ---------------------------------------------------------------------------------------------
 // Output
 
-void write_budget_outputs(const std::string& out, const std::vector<budget_row>& rows) {
+// The run's conditions, the last columns of every CSV row: quick (0/1), the test images the test
+// accuracies are over, the calibration images, the seed.
+std::string conditions_of(const options& o, std::size_t test_images) {
+    return std::to_string(int(o.quick)) + ',' + std::to_string(test_images) + ',' + std::to_string(o.calibration) + ',' +
+           std::to_string(o.seed);
+}
+constexpr const char* conditions_header = "quick,test_images,calibration_images,seed";
+
+void write_budget_outputs(const std::string& out, const std::vector<budget_row>& rows, const options& o,
+                          std::size_t test_images) {
+    const std::string conditions = conditions_of(o, test_images);
     {
         std::ofstream csv(out + "/vit_budget.csv");
-        csv << "model,group,budget,macs,macs_fraction,calibration_accuracy,test_accuracy,retrained,configuration\n";
+        csv << "model,group,budget,macs,macs_fraction,calibration_accuracy,test_accuracy,retrained,configuration,"
+            << conditions_header << "\n";
         for (const auto& r : rows) {
             csv << r.model << ',' << r.group << ',' << r.budget << ',';
             if (r.chosen)
@@ -449,7 +461,8 @@ void write_budget_outputs(const std::string& out, const std::vector<budget_row>&
                     << r.test_accuracy;
             else
                 csv << ",,,";
-            csv << ',' << int(r.retrained) << ',' << (r.chosen ? r.chosen->configuration : "none fits") << '\n';
+            csv << ',' << int(r.retrained) << ',' << (r.chosen ? r.chosen->configuration : "none fits") << ','
+                << conditions << '\n';
         }
     }
     // one data block per (model, group, retrained)
@@ -462,7 +475,9 @@ void write_budget_outputs(const std::string& out, const std::vector<budget_row>&
             ++j;
         if (!titles.empty()) dat << "\n\n";
         for (std::size_t k = i; k < j; ++k)
-            if (rows[k].chosen) dat << rows[k].macs_fraction << ' ' << rows[k].test_accuracy << '\n';
+            if (rows[k].chosen)
+                dat << rows[k].macs_fraction << ' ' << rows[k].test_accuracy << ' '
+                    << lowbit_examples::standard_error(rows[k].test_accuracy, test_images) << '\n';
         titles.push_back((rows[i].model == "vit" ? std::string("ViT") : std::string("CNN")) + ", G = " +
                          std::to_string(rows[i].group) + (rows[i].retrained ? ", fine-tuned paths" : ", no retraining"));
         i = j;
@@ -471,22 +486,22 @@ void write_budget_outputs(const std::string& out, const std::vector<budget_row>&
     std::ofstream gp(out + "/vit_budget.gp");
     gp << "set terminal pngcairo size 1000,620 font 'Sans,11' noenhanced\n"
        << "set output '" << out << "/vit_budget.png'\n"
-       << "set title 'Fashion-MNIST under a compute budget: structured skipping in groups of G channels'\n"
+       << "set title 'Fashion-MNIST under a compute budget: structured skipping in groups of G channels\\n"
+       << test_images << " test images" << (o.quick ? " (--quick run)" : "") << ", " << o.calibration
+       << " calibration images, seed " << o.seed << "; error bars: +-1 standard error'\n"
        << "set xlabel 'MACs executed (fraction of the dense network, counted by the datapath)'\n"
        << "set ylabel 'test accuracy (%)'\nset grid\nset key bottom right\nset xrange [0.2:1.02]\n"
        << "plot ";
     for (std::size_t b = 0; b < titles.size(); ++b) {
         const bool vit = titles[b].rfind("ViT", 0) == 0, tuned = titles[b].find("fine-tuned") != std::string::npos;
         const bool g16 = titles[b].find("G = 16") != std::string::npos;
-        gp << (b ? ", " : "") << "'" << out << "/vit_budget.dat' index " << b << " using 1:2 with linespoints lw 2 pt "
+        gp << (b ? ", " : "") << "'" << out << "/vit_budget.dat' index " << b << " using 1:2:3 with yerrorlines lw 2 pt "
            << (g16 ? 7 : 5) << " dt " << (tuned ? 1 : 2) << " lc rgb '" << (vit ? (g16 ? "#1f77b4" : "#17becf") : (g16 ? "#d62728" : "#ff7f0e"))
            << "' title '" << titles[b] << "'";
     }
     gp << "\n";
     gp.close();
-    const std::string command = "gnuplot '" + out + "/vit_budget.gp'";
-    if (std::system(command.c_str()) != 0)
-        std::fprintf(stderr, "gnuplot failed (Debian: apt-get install gnuplot-nox); the data is in %s\n", out.c_str());
+    examples::render_plots(out + "/vit_budget.gp", out);
 }
 
 }  // namespace
@@ -620,17 +635,20 @@ int run_example(int argc, char** argv) {
         }
     }
     vit.set_datapath({});
+    const std::size_t test_images = o.test_limit ? std::min(o.test_limit, data.test.size()) : data.test.size();
     {
         std::ofstream csv(o.out + "/vit_accumulators.csv");
         csv << "format,product,accumulator,chunk,rounding,fp32_accuracy,fp8_accuracy,zero_shot_accuracy,swamp_rate,"
-               "underflow_rate,overflow_rate,stage1_accuracy,fine_tuned_accuracy\n";
+               "underflow_rate,overflow_rate,stage1_accuracy,fine_tuned_accuracy,"
+            << conditions_header << ",event_samples\n";
         const auto opt_text = [](const std::optional<double>& v) { return v ? std::to_string(*v) : std::string(); };
         for (const auto& r : table)
             csv << r.formats.name << ',' << lowbit_examples::paper_name(r.formats.product) << ','
                 << lowbit_examples::paper_name(r.formats.accumulator) << ',' << o.datapath.chunk << ','
                 << o.datapath.rounding << ',' << fp32_accuracy << ',' << fp8_accuracy << ',' << r.zero_shot << ','
                 << r.events.swamp << ',' << r.events.underflow << ',' << r.events.overflow << ',' << opt_text(r.stage1)
-                << ',' << opt_text(r.fine_tuned) << '\n';
+                << ',' << opt_text(r.fine_tuned) << ',' << conditions_of(o, test_images) << ','
+                << std::min<std::size_t>(std::size_t(o.stats_samples), data.test.size()) << '\n';
     }
 
     // 3. budgets: the ViT, then the CNN trained on the same split
@@ -666,7 +684,7 @@ int run_example(int argc, char** argv) {
             rows.insert(rows.end(), more.begin(), more.end());
         }
     }
-    write_budget_outputs(o.out, rows);
+    write_budget_outputs(o.out, rows, o, test_images);
 
     // 4. summary
     std::printf("\nViT test accuracy (%s%zu images): fp32 %.2f%%, FP8 M4E3 inputs with exact accumulation %.2f%%\n",
@@ -680,6 +698,10 @@ int run_example(int argc, char** argv) {
                     100 * r.events.underflow, 100 * r.events.overflow,
                     r.stage1 ? std::to_string(*r.stage1).substr(0, 5).c_str() : "-",
                     r.fine_tuned ? std::to_string(*r.fine_tuned).substr(0, 5).c_str() : "-");
+    const double standard_error = lowbit_examples::standard_error(fp32_accuracy, test_images);
+    std::printf("(%zu test images: the standard error of each accuracy is about %.2f points; differences below "
+                "%.1f points are within noise)\n",
+                test_images, standard_error, 2 * standard_error);
     std::printf("\nBudgets (test accuracy; dense: ViT %.2f%%, CNN %.2f%%):\n", fp32_accuracy, cnn_accuracy);
     std::printf("%-5s %3s %7s %10s %8s %11s %9s %s\n", "model", "G", "budget", "MACs", "fraction", "calibration", "test",
                 "retrained");

@@ -7,9 +7,9 @@
 //       .weights = lowbit::nn::range_biased_float{},       // FP8 M4E3, per-tensor bias
 //       .activations = lowbit::nn::range_biased_float{}};
 //
-// No spec: the product is a plain fp32 GEMM (Eigen), the fast baseline for training. With a spec,
-// every multiply-accumulate goes through lowbit::gemm, and events are counted into `stats` when it
-// is set (which takes gemm's exact path: slower).
+// No spec: the product is a plain fp32 GEMM (Eigen's, in tiles on lowbit's threads:
+// parallel_product.hpp), the fast baseline for training. With a spec, every multiply-accumulate
+// goes through lowbit::gemm, and events are counted into `stats` when it is set.
 //
 // A range-biased float format is the paper's per-tensor scaling of FP8 (Blumenfeld et al.): the
 // exponent bias of an ExMy format is chosen from the tensor's largest magnitude amax as the
@@ -24,6 +24,7 @@
 #include <lowbit/datapath/quantizer.hpp>
 #include <lowbit/formats/float_format.hpp>
 #include <lowbit/nn/input_quantizer.hpp>
+#include <lowbit/nn/parallel_product.hpp>
 #include <lowbit/nn/tensor.hpp>
 
 #include <algorithm>
@@ -49,6 +50,11 @@ struct gemm_operands {
     matrix weights, activations;
 };
 
+// The threads a layer's GEMMs run on: the spec's, or all cores without one.
+inline int datapath_threads(const gemm_datapath& d) {
+    return lowbit::detail::thread_count(d.spec ? d.spec->threads : 0);
+}
+
 // C = W X on the layer's datapath: W (M x K) weights, X (K x N) activations. When `keep` is given,
 // it receives the quantized W and X (the values the GEMM multiplied).
 // The input quantizers may be given either by the datapath (weights, activations) or by the spec
@@ -64,12 +70,11 @@ inline matrix datapath_gemm(const matrix& w, const matrix& x, const gemm_datapat
     };
     const quantizer qw = input(d.weights, &gemm_spec::input_a, w, "weights and spec.input_a");
     const quantizer qx = input(d.activations, &gemm_spec::input_b, x, "activations and spec.input_b");
-    const int threads = d.spec ? lowbit::detail::thread_count(d.spec->threads) : lowbit::detail::thread_count(0);
+    const int threads = datapath_threads(d);
     // The same quantization lowbit::gemm applies to its inputs (same roles, same random indices).
-    const auto quantized = [&](const matrix& m, const quantizer& q, gemm_role role) {
-        matrix out = m;
-        if (!q.is_exact()) lowbit::detail::quantize_input(q, role, out.data(), std::size_t(out.size()), threads);
-        return out;
+    const auto quantized = [&](matrix m, const quantizer& q, gemm_role role) {
+        if (!q.is_exact()) lowbit::detail::quantize_input(q, role, m.data(), std::size_t(m.size()), threads);
+        return m;
     };
     matrix c;
     if (d.spec) {
@@ -81,7 +86,7 @@ inline matrix datapath_gemm(const matrix& w, const matrix& x, const gemm_datapat
         if (keep != nullptr) *keep = {quantized(w, qw, gemm_role::input_a), quantized(x, qx, gemm_role::input_b)};
     } else {
         gemm_operands q{quantized(w, qw, gemm_role::input_a), quantized(x, qx, gemm_role::input_b)};
-        c.noalias() = q.weights * q.activations;
+        c = detail::tiled_product(q.weights, q.activations, threads);
         if (keep != nullptr) *keep = std::move(q);
     }
     return c;

@@ -100,9 +100,10 @@ protected:
             for (Eigen::Index r = 0; r < dc.rows(); ++r)
                 if (!active(r)) dc.row(r).setZero();
         }
-        weight().grad.noalias() += dc * kept_.activations.transpose();
+        const int threads = datapath_threads(datapath);
+        detail::add_tiled_product(weight().grad, dc, kept_.activations.transpose(), threads);
         bias().grad += dc.rowwise().sum().transpose();
-        return kept_.weights.transpose() * dc;
+        return detail::tiled_product(kept_.weights.transpose(), dc, threads);
     }
 
     gemm_operands kept_;
