@@ -58,7 +58,7 @@ TEST_CASE("tiles run on several threads when asked") {
     // Tiles long enough that a worker wakes before the caller has taken them all.
     for (int attempt = 0; attempt < 20 && ids.size() < 2; ++attempt)
         for_each_tile(64, 2, [&](std::int64_t) {
-            const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(500);
+            const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(1000);
             while (std::chrono::steady_clock::now() < until) {
             }
             std::lock_guard lock(m);
