@@ -1,9 +1,11 @@
-// The compiled part of lowbit (CMake target lowbit::compiled): the datapaths' kernels, instantiated
-// once here instead of in every file that multiplies. Its users are compiled with
-// LOWBIT_COMPILED_LIB, under which the headers declare these instantiations extern.
-#include <lowbit/datapath/block_scaled_gemm.hpp>
-#include <lowbit/datapath/gemm.hpp>
-#include <lowbit/datapath/lns_gemm.hpp>
+// The compiled part of lowbit (CMake target lowbit::compiled): the datapaths' kernels and the
+// layers' tiled float products, instantiated once here instead of in every file that multiplies.
+// Its users are compiled with LOWBIT_COMPILED_LIB, under which the headers leave out the *_core.hpp
+// files that define them (each front-end header includes its core at its end otherwise).
+#include <lowbit/datapath/block_scaled_core.hpp>
+#include <lowbit/datapath/gemm_core.hpp>
+#include <lowbit/datapath/lns_core.hpp>
+#include <lowbit/nn/parallel_product_core.hpp>
 
 namespace lowbit::detail {
 
@@ -16,3 +18,9 @@ template Eigen::MatrixXf lns_multiply<>(const lns_matrix&, const lns_matrix&, co
                                         const lns_product_range&, gemm_stats*, gemm_report*);
 
 }  // namespace lowbit::detail
+
+namespace lowbit::nn::detail {
+
+template void product_in_tiles<>(const product_operand&, const product_operand&, matrix&, bool, int);
+
+}  // namespace lowbit::nn::detail

@@ -1,6 +1,7 @@
 // The vectorized path (taken when no stats are asked for) gives bit-identical results to the
 // exact path (taken with stats) wherever it is used, including with the product rounding elided
 // to a range check and the flush-and-saturate accumulator.
+#include <lowbit/datapath/fast_datapath.hpp>
 #include <lowbit/datapath/gemm.hpp>
 
 #include <catch2/catch.hpp>

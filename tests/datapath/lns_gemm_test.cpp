@@ -6,6 +6,7 @@
 // accumulation (identity, and measured differences against the documented bounds), the error
 // of the conversion against the exact linear products, the float entry points, threads and
 // argument checks.
+#include <lowbit/datapath/lns_core.hpp>  // the exact conversions checked below
 #include <lowbit/datapath/lns_gemm.hpp>
 #include <lowbit/types/lns_eigen.hpp>
 

@@ -5,6 +5,8 @@
 // compiles and runs.
 #include <lowbit/lowbit.hpp>
 
+#include <lowbit/datapath/scaled_chain.hpp>  // which kernels this machine has, for a check
+
 #include <catch2/catch.hpp>
 
 #include <Eigen/Core>

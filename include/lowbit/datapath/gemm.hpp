@@ -10,28 +10,28 @@
 // Threads: spec.threads (0: OpenMP's default) split the rows of C; every output is computed by
 // one thread in a fixed order, so results and counts are identical for any thread count.
 // Events are counted only when a gemm_stats is given, and cost nothing otherwise.
+//
+// What runs under gemm (the rounding of the inputs, every accumulation kernel, the exact path) is
+// in gemm_core.hpp: included at the end of this header in header-only use, and left out under
+// LOWBIT_COMPILED_LIB (CMake target lowbit::compiled), where src/compiled.cpp has compiled it once.
 #pragma once
 
-#include <lowbit/datapath/exact_datapath.hpp>
-#include <lowbit/datapath/fast_datapath.hpp>
 #include <lowbit/datapath/gemm_report.hpp>
 #include <lowbit/datapath/gemm_spec.hpp>
 #include <lowbit/datapath/gemm_stats.hpp>
-#include <lowbit/datapath/integer_chain.hpp>
 #include <lowbit/datapath/quantizer.hpp>
 #include <lowbit/datapath/reused_buffer.hpp>
 #include <lowbit/datapath/thread_count.hpp>
 
 #include <Eigen/Core>
 
-#include <cmath>
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
-#include <limits>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
-#include <vector>
 
 namespace lowbit {
 
@@ -40,29 +40,34 @@ namespace detail {
 using row_major_floats = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using row_major_view = Eigen::Map<row_major_floats>;  // over a reused_buffer
 
-// Applies an input quantizer to the n elements at data, which are elements first.. of an array
-// whose element e has random index e (each element's rounding depends only on its index, so any
-// split of the array gives the same values).
-inline void quantize_piece(const quantizer& q, gemm_role role, float* data, std::size_t first, std::size_t n) {
-    if (const auto* f = q.as_float()) {
-        float_quantizer keyed = *f;
-        keyed.seed = gemm_random_key(f->seed, role);
-        keyed(std::span<float>(data, n), first);
-    } else if (const auto* i = q.as_int()) {
-        int_quantizer keyed = *i;
-        keyed.seed = gemm_random_key(i->seed, role);
-        keyed(std::span<float>(data, n), first);
-    }
-}
+// The two entry points into gemm_core.hpp. They are function templates of a dummy parameter only
+// so that they can be compiled once for a whole program: their kernels are most of the compile
+// time of any file that calls gemm (85 of 95 s at -O3 for a file with one call).
 
-// The same on a whole array, split among threads.
+// The n elements at piece, elements begin.. of an input, quantized (element e with random index
+// e, so that any split of the array gives the same values); with `stats`, their input events
+// added to it.
+template <class = void>
+void quantize_rows_piece(const quantizer& q, gemm_role role, float* piece, std::size_t begin, std::size_t n,
+                         gemm_stats* stats);
+
+// C (row-major M x N) from the quantized A (row-major M x K) and B (row-major K x N): the integer
+// chain for integer accumulators, the vectorized paths for float ones where they apply (each says
+// why not in the report), the exact path otherwise. Resets *report; adds the MACs and events to
+// *stats.
+template <class = void>
+void multiply_quantized(const row_major_view& a, const row_major_view& b_rows, row_major_view& c,
+                        const gemm_spec& spec, gemm_stats* stats, gemm_report* report);
+
+// Applies an input quantizer to the n elements at data (random index e for element e), split
+// among threads.
 inline void quantize_input(const quantizer& q, gemm_role role, float* data, std::size_t n, int threads = 1) {
     const std::int64_t pieces = std::max<std::int64_t>(1, std::min<std::int64_t>(threads, std::int64_t(n / 4096)));
     const std::size_t piece = (n + std::size_t(pieces) - 1) / std::size_t(pieces);
 #pragma omp parallel for num_threads(int(pieces)) schedule(static)
     for (std::int64_t t = 0; t < pieces; ++t) {
         const std::size_t begin = std::size_t(t) * piece, end = std::min(n, begin + piece);
-        if (begin < end) quantize_piece(q, role, data + begin, begin, end - begin);
+        if (begin < end) quantize_rows_piece(q, role, data + begin, begin, end - begin, nullptr);
     }
 }
 
@@ -80,57 +85,6 @@ void copy_rows_tiled(const Eigen::MatrixBase<S>& src, Eigen::MatrixBase<D>& dst,
                 for (Eigen::Index c = c0; c < c1; ++c) dst.coeffRef(r, c) = T(src.coeff(r, c));
         }
 }
-
-// The largest magnitude that q never rounds beyond its range: only values above it can overflow.
-inline double overflow_free_limit(const quantizer& q) {
-    if (const auto* f = q.as_float()) return f->format.max_finite();
-    if (const auto* i = q.as_int())
-        return std::min(i->format.max_value(), -i->format.min_value()) * std::ldexp(1.0, -i->fraction_bits);
-    return std::numeric_limits<double>::infinity();
-}
-
-// The input events (gemm_stats.hpp) of n elements: `given` as the caller gave them (cast to
-// float), `rounded` what q made of them as elements first.. of its array. Whether a value beyond
-// the range overflowed depends on its rounding (toward zero may bring it back to the largest
-// value): the datapath's own rounding step decides, with the same random bits, for those few.
-inline void count_input_events(const quantizer& q, gemm_role role, const float* given, const float* rounded,
-                               std::size_t first, std::size_t n, gemm_stats& stats) {
-    const double limit = overflow_free_limit(q);
-    const std::uint64_t key = gemm_random_key(exact_datapath::seed_of(q), role);
-    for (std::size_t e = 0; e < n; ++e) {
-        const float x = given[e], y = rounded[e];
-        if (std::isnan(x)) { ++stats.input_nans; continue; }
-        if (std::isinf(x)) { ++stats.input_infinities; continue; }
-        stats.inexact_inputs += !(y == x);
-        stats.input_underflows += x != 0 && y == 0;
-        if (std::fabs(x) > limit)
-            with_step(q, key, [&](const auto& step) {
-                if constexpr (!std::decay_t<decltype(step)>::exact) {
-                    bool overflowed = false;
-                    step.round_value(double(x), first + e, overflowed);
-                    stats.input_overflows += overflowed;
-                }
-            });
-    }
-}
-
-// The n elements at piece, elements begin.. of an input, quantized; with `stats`, their input
-// events added to it. (A function template of a dummy parameter, like multiply_quantized below,
-// so that the compiled library instantiates every mode's rounding kernels once.)
-template <class = void>
-void quantize_rows_piece(const quantizer& q, gemm_role role, float* piece, std::size_t begin, std::size_t n,
-                         gemm_stats* stats) {
-    if (stats == nullptr) return quantize_piece(q, role, piece, begin, n);
-    const std::vector<float> given(piece, piece + n);
-    quantize_piece(q, role, piece, begin, n);
-    gemm_stats local;
-    count_input_events(q, role, given.data(), piece, begin, n, local);
-#pragma omp critical(lowbit_input_events)
-    *stats += local;
-}
-#ifdef LOWBIT_COMPILED_LIB
-extern template void quantize_rows_piece<>(const quantizer&, gemm_role, float*, std::size_t, std::size_t, gemm_stats*);
-#endif
 
 // The rows [first, first + count) of src, cast to float, into the same rows of dst (row-major),
 // then quantized: element e of dst has random index e, whatever the split of the rows. With
@@ -199,68 +153,8 @@ inline void check_accumulator_format(const quantizer& q, const char* field) {
                                     "the quantizer unset for an exact accumulator");
 }
 
-// C (row-major M x N) from quantized A (row-major M x K) and B (column-major: column j of B
-// contiguous), on the exact path.
-template <bool Count>
-void exact_gemm(const row_major_view& a, const Eigen::MatrixXf& b, row_major_view& c, const gemm_spec& spec,
-                gemm_stats* stats) {
-    const std::int64_t M = a.rows(), K = a.cols(), N = b.cols();
-    const exact_datapath path{spec, N, K};
-    const int threads = thread_count(spec.threads);
-    std::vector<gemm_stats> per_thread(std::size_t(threads), gemm_stats{});
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (std::int64_t i = 0; i < M; ++i) {
-        gemm_stats& local = per_thread[std::size_t(thread_index())];
-        std::vector<double> products, tree;
-        std::vector<exact_sum> chunk_results;
-        for (std::int64_t j = 0; j < N; ++j) {
-            const std::uint64_t out = std::uint64_t(i * N + j);
-            event_sink<Count> sink{&local, nullptr};
-            if constexpr (Count)
-                if (spec.record_lost) sink.lost = stats->lost.data() + out * std::uint64_t(K);
-            c(i, j) = path.output<Count>(a.data() + i * K, b.data() + j * K, out, products, tree, chunk_results, sink);
-        }
-    }
-    if constexpr (Count)
-        for (const auto& s : per_thread) *stats += s;
-}
-
-// C (row-major M x N) from the quantized A (row-major M x K) and B (row-major K x N): the integer
-// chain for integer accumulators, the vectorized paths for float ones where they apply (each says
-// why not in the report), the exact path otherwise. Resets *report; adds the MACs and events to
-// *stats.
-//
-// It is a template only so that it can be compiled once for a whole program: its kernels are most
-// of the compile time of any file that calls gemm (85 of 95 s at -O3 for a file with one call).
-// Header-only use instantiates it in every such file; the compiled library (CMake target
-// lowbit::compiled, which defines LOWBIT_COMPILED_LIB for its users) instantiates it once, in
-// src/compiled.cpp, and the declaration below keeps the users' files from doing it again.
-template <class = void>
-void multiply_quantized(const row_major_view& a, const row_major_view& b_rows, row_major_view& c,
-                        const gemm_spec& spec, gemm_stats* stats, gemm_report* report) {
-    const std::int64_t M = a.rows(), K = a.cols(), N = b_rows.cols();
-    if (report != nullptr) *report = gemm_report{};
-    if (stats != nullptr) {
-        stats->macs += std::uint64_t(M) * std::uint64_t(N) * std::uint64_t(K);
-        if (spec.record_lost) stats->lost.assign(std::size_t(M * N * K), 0);
-    }
-    const bool fast = spec.accumulator.as_int() != nullptr ? integer_gemm(a, b_rows, c, spec, stats, report)
-                                                           : fast_gemm(a, b_rows, c, spec, stats, report);
-    if (!fast) {
-        const Eigen::MatrixXf b = b_rows;  // column-major: each column's K values contiguous
-        if (stats != nullptr)
-            exact_gemm<true>(a, b, c, spec, stats);
-        else
-            exact_gemm<false>(a, b, c, spec, nullptr);
-        if (report != nullptr) report->kernel = gemm_kernel::exact;
-    }
-}
-#ifdef LOWBIT_COMPILED_LIB
-extern template void multiply_quantized<>(const row_major_view&, const row_major_view&, row_major_view&,
-                                          const gemm_spec&, gemm_stats*, gemm_report*);
-#endif
-
 }  // namespace detail
+
 
 template <class DA, class DB, class DC>
 void gemm(const Eigen::MatrixBase<DA>& A, const Eigen::MatrixBase<DB>& B, Eigen::MatrixBase<DC>& C,
@@ -339,3 +233,8 @@ float dot(const Eigen::MatrixBase<DA>& a, const Eigen::MatrixBase<DB>& b, const 
 }
 
 }  // namespace lowbit
+
+
+#ifndef LOWBIT_COMPILED_LIB
+#include <lowbit/datapath/gemm_core.hpp>
+#endif

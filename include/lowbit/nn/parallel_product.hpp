@@ -2,7 +2,7 @@
 // and every backward GEMM), cut into tiles that lowbit's threads take one at a time.
 //
 //   matrix c = detail::tiled_product(a, b, threads);              // A B
-//   matrix d = detail::tiled_product(a.transpose(), b, threads);  // A^T B (any Eigen expressions)
+//   matrix d = detail::tiled_product(a.transpose(), b, threads);  // A^T B (row-major matrices)
 //   detail::add_tiled_product(g, a, b.transpose(), threads);       // G += A B^T
 //
 // Why not Eigen's own parallel GEMM: its threads wait for each other by spinning at every packed
@@ -22,8 +22,7 @@
 #include <Eigen/Dense>
 
 #include <algorithm>
-#include <cstdint>
-#include <vector>
+#include <type_traits>
 
 namespace lowbit::nn::detail {
 
@@ -47,48 +46,41 @@ inline span_of_tile tile_span(Eigen::Index t, Eigen::Index tiles, Eigen::Index e
     return {begin, end - begin};
 }
 
+// An operand of a product: a row-major matrix or the transpose of one (a column-major view of the
+// same storage), so that every product of the layers is one of four storage pairs.
+struct product_operand {
+    const float* data;
+    Eigen::Index rows, cols;  // of the operand as it is multiplied
+    bool column_major;        // true for a transposed row-major matrix
+    product_operand(const matrix& m) : data(m.data()), rows(m.rows()), cols(m.cols()), column_major(false) {}
+    template <class M>
+        requires std::is_same_v<std::remove_const_t<M>, matrix>
+    product_operand(const Eigen::Transpose<M>& t)
+        : data(t.nestedExpression().data()), rows(t.rows()), cols(t.cols()), column_major(true) {}
+};
+
+// C = A B, or C += A B with `accumulate` (C then already A's rows x B's columns), in tiles
+// (parallel_product_core.hpp). A template of a dummy parameter so that lowbit::compiled can
+// compile it once for a program (see datapath/gemm.hpp).
+template <class = void>
+void product_in_tiles(const product_operand& a, const product_operand& b, matrix& c, bool accumulate, int threads);
+
 // C = A B, cut along the longer of C's two sides.
-template <class A, class B>
-matrix tiled_product(const Eigen::MatrixBase<A>& a, const Eigen::MatrixBase<B>& b, int threads) {
-    eigen_assert(a.cols() == b.rows());
-    const Eigen::Index m = a.rows(), n = b.cols();
-    matrix c(m, n);
-    const bool by_columns = n >= m;
-    const Eigen::Index extent = by_columns ? n : m;
-    const Eigen::Index tiles = tile_count(double(m) * double(a.cols()) * double(n), extent);
-    lowbit::detail::for_each_tile(tiles, threads, [&](Eigen::Index t) {
-        const span_of_tile s = tile_span(t, tiles, extent);
-        if (by_columns)
-            c.middleCols(s.begin, s.length).noalias() = a * b.middleCols(s.begin, s.length);
-        else
-            c.middleRows(s.begin, s.length).noalias() = a.middleRows(s.begin, s.length) * b;
-    });
+inline matrix tiled_product(const product_operand& a, const product_operand& b, int threads) {
+    matrix c;
+    product_in_tiles(a, b, c, false, threads);
     return c;
 }
 
 // G += A B (the weight gradient G += dC X^T). When the reduction (A's columns) is longer than G's
 // columns, it is cut into parts whose products are added to G in order (the layers' conv weight
 // gradients: 64 x 288 from a reduction over 25,088 positions); otherwise G's columns are cut.
-template <class A, class B>
-void add_tiled_product(matrix& g, const Eigen::MatrixBase<A>& a, const Eigen::MatrixBase<B>& b, int threads) {
-    eigen_assert(a.cols() == b.rows() && g.rows() == a.rows() && g.cols() == b.cols());
-    const Eigen::Index m = g.rows(), k = a.cols(), n = g.cols();
-    const double work = double(m) * double(k) * double(n);
-    if (k <= n) {
-        const Eigen::Index tiles = tile_count(work, n);
-        lowbit::detail::for_each_tile(tiles, threads, [&](Eigen::Index t) {
-            const span_of_tile s = tile_span(t, tiles, n);
-            g.middleCols(s.begin, s.length).noalias() += a * b.middleCols(s.begin, s.length);
-        });
-        return;
-    }
-    const Eigen::Index parts = tile_count(work, k);
-    std::vector<matrix> partial(static_cast<std::size_t>(parts));
-    lowbit::detail::for_each_tile(parts, threads, [&](Eigen::Index t) {
-        const span_of_tile s = tile_span(t, parts, k);
-        partial[std::size_t(t)].noalias() = a.middleCols(s.begin, s.length) * b.middleRows(s.begin, s.length);
-    });
-    for (const matrix& p : partial) g += p;
+inline void add_tiled_product(matrix& g, const product_operand& a, const product_operand& b, int threads) {
+    product_in_tiles(a, b, g, true, threads);
 }
 
 }  // namespace lowbit::nn::detail
+
+#ifndef LOWBIT_COMPILED_LIB
+#include <lowbit/nn/parallel_product_core.hpp>
+#endif

@@ -1,0 +1,524 @@
+// lowbit/datapath/lns_core.hpp: the kernels under lowbit::lns_gemm (lns_gemm.hpp, which defines
+// what they compute and includes this header in header-only use; under LOWBIT_COMPILED_LIB they
+// are compiled once, in src/compiled.cpp).
+#pragma once
+
+#include <lowbit/datapath/exact_datapath.hpp>
+#include <lowbit/datapath/exact_sum.hpp>
+#include <lowbit/datapath/fast_datapath.hpp>
+#include <lowbit/datapath/gemm.hpp>
+#include <lowbit/datapath/lns_gemm.hpp>
+#include <lowbit/datapath/gemm_report.hpp>
+#include <lowbit/datapath/gemm_spec.hpp>
+#include <lowbit/datapath/gemm_stats.hpp>
+#include <lowbit/datapath/lns_conversion.hpp>
+#include <lowbit/datapath/quantizer.hpp>
+#include <lowbit/datapath/rounding_steps.hpp>
+#include <lowbit/datapath/thread_count.hpp>
+#include <lowbit/formats/lns_format.hpp>
+#include <lowbit/rounding/lns_quantize.hpp>
+#include <lowbit/rounding/random_bits.hpp>
+#include <lowbit/types/lns.hpp>
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+namespace lowbit::detail {
+
+// The operands in the kernels' layout: A row-major, B column-major, so that both run along K;
+// zero elements carry k_min, keeping every k_a + k_b inside the validated range.
+struct lns_operand_rows {
+    std::vector<std::int32_t> k;
+    std::vector<std::int8_t> sign;
+};
+
+inline lns_operand_rows lns_pack(const lns_matrix& m, bool by_rows) {
+    const Eigen::Index outer = by_rows ? m.rows() : m.cols(), inner = by_rows ? m.cols() : m.rows();
+    lns_operand_rows p;
+    p.k.resize(std::size_t(outer * inner));
+    p.sign.resize(std::size_t(outer * inner));
+    for (Eigen::Index o = 0; o < outer; ++o)
+        for (Eigen::Index t = 0; t < inner; ++t) {
+            const Eigen::Index i = by_rows ? o : t, j = by_rows ? t : o;
+            const std::size_t at = std::size_t(o * inner + t);
+            p.sign[at] = m.sign(i, j);
+            p.k[at] = m.sign(i, j) == 0 ? m.format.k_min() : m.k(i, j);
+        }
+    return p;
+}
+
+// exact_sum += c * n * 2^e exactly, for an integer-valued n (any size), c with at most 53
+// significant bits and products inside double's normal range (lns_check_operands).
+inline void add_scaled_integer(exact_sum& total, const exact_sum& n, double c, int e) {
+    if (n.is_zero()) return;
+    const double sign = n.negative() ? -1.0 : 1.0;
+    const int top = std::ilogb(n.to_double_round_odd());
+    // |n| in 32-bit pieces: c * piece has at most 85 bits, exactly hi + lo (two_prod).
+    for (int low = 0; low <= top; low += 32) {
+        const double piece = double(n.magnitude_digits(low).whole_low64 & 0xFFFFFFFFu);
+        if (piece == 0) continue;
+        const double_double p = two_prod(c, sign * piece);
+        total.add(std::ldexp(p.hi, low + e));
+        total.add(std::ldexp(p.lo, low + e));
+    }
+}
+
+// An accumulator that never rounds integer terms and whose overflow is arithmetic modulo 2^bits:
+// exact (unset), or an integer wrapping with no fraction bits.
+inline bool is_modular(const quantizer& q) {
+    const int_quantizer* i = q.as_int();
+    return q.is_exact() || (i != nullptr && i->on_overflow == int_overflow::wrap && i->fraction_bits == 0);
+}
+
+// n wrapped into a modular accumulator's range (two's complement, or unsigned, of `bits`).
+inline std::int64_t wrap_modular(std::int64_t n, const quantizer& q) {
+    const int_quantizer* i = q.as_int();
+    if (i == nullptr) return n;
+    const int bits = i->format.bits;  // <= 53
+    const std::uint64_t low = std::uint64_t(n) & ((std::uint64_t(1) << bits) - 1);
+    if (i->format.is_signed && ((low >> (bits - 1)) & 1) != 0) return std::int64_t(low) - (std::int64_t(1) << bits);
+    return std::int64_t(low);
+}
+
+inline quantizer with_seed_offset(const quantizer& q, std::uint64_t offset) {
+    if (const auto* f = q.as_float()) {
+        float_quantizer g = *f;
+        g.seed += offset;
+        return g;
+    }
+    if (const auto* i = q.as_int()) {
+        int_quantizer g = *i;
+        g.seed += offset;
+        return g;
+    }
+    return q;
+}
+
+inline const rounding_plan<double>& lns_float_result_plan() {
+    static const rounding_plan<double> plan = rounding_plan<double>::make(fp32, overflow::infinity);
+    return plan;
+}
+
+// A double rounded to odd (or exact) lands in float, nearest even: C(i, j).
+inline float lns_to_float(double odd) {
+    return float(round_with_plan<rounding::nearest_even>(odd, lns_float_result_plan()));
+}
+inline float lns_to_float(const exact_sum& total) { return lns_to_float(total.to_double_round_odd()); }
+
+// 128-bit integers (a GCC and Clang extension) for the bucket shortcut's final sum.
+__extension__ using lns_int128 = __int128;
+__extension__ using lns_uint128 = unsigned __int128;
+
+// v 2^e rounded to odd onto double's grid (see exact_sum::to_double_round_odd), for values whose
+// lowest bit 2^e is at least 2^-1074 and that stay below 2^1024.
+inline double lns_round_odd(lns_int128 v, int e) {
+    if (v == 0) return 0.0;
+    const lns_uint128 m = v < 0 ? lns_uint128(0) - lns_uint128(v) : lns_uint128(v);
+    const auto high = std::uint64_t(m >> 64);
+    const int length = high != 0 ? 128 - std::countl_zero(high) : 64 - std::countl_zero(std::uint64_t(m));
+    const int shift = std::max(0, length - 53);
+    auto significand = std::uint64_t(m >> shift);
+    if (shift > 0 && (m & ((lns_uint128(1) << shift) - 1)) != 0) significand |= 1;  // sticky: odd
+    const double magnitude = std::ldexp(double(significand), e + shift);  // exact: normal, or subnormal and exact
+    return v < 0 ? -magnitude : magnitude;
+}
+
+// The same value exactly, as an exact_sum (three pieces of at most 43 bits).
+inline exact_sum lns_exact_value(lns_int128 v, int e) {
+    exact_sum s;
+    const lns_uint128 m = v < 0 ? lns_uint128(0) - lns_uint128(v) : lns_uint128(v);
+    for (int low = 0; low < 128; low += 43) {
+        const double piece = double(std::uint64_t(m >> low) & ((std::uint64_t(1) << 43) - 1));
+        if (piece != 0) s.add(std::ldexp(v < 0 ? -piece : piece, e + low));
+    }
+    return s;
+}
+
+// Steps whose rounding of an exact value equals their rounding of its round-to-odd double:
+// float formats of at most 50 mantissa bits (gemm_spec validation), except stochastic rounding,
+// which looks at every dropped bit (rounding_steps.hpp).
+template <class Step>
+struct rounds_from_odd_double : std::false_type {};
+template <rounding Mode>
+struct rounds_from_odd_double<float_step<Mode>> : std::bool_constant<Mode != rounding::stochastic> {};
+
+// Everything the outputs of one call share.
+class lns_kernel {
+public:
+    lns_kernel(const lns_matrix& A, const lns_matrix& B, const lns_gemm_spec& spec, lns_product_range range)
+        : spec_(spec), M_(A.rows()), N_(B.cols()), K_(A.cols()), frac_bits_(A.format.frac_bits), range_(range),
+          constants_(lns_conversion_constants(spec.conversion, frac_bits_)), a_(lns_pack(A, true)),
+          b_(lns_pack(B, false)) {
+        // c_r = m_r 2^-constant_shift_ with integers m_r <= 2^53.
+        constant_shift_ = spec.conversion.method == lns_conversion::mitchell ? frac_bits_ : spec.conversion.table_bits;
+        for (const double c : constants_) numerators_.push_back(std::int64_t(std::ldexp(c, constant_shift_)));
+    }
+
+    std::int64_t rows() const { return M_; }
+    std::int64_t cols() const { return N_; }
+    std::int64_t depth() const { return K_; }
+
+    // The products of output (i, j) with a zero operand.
+    std::uint64_t zero_operands(std::int64_t i, std::int64_t j) const {
+        const std::int8_t *sa = a_.sign.data() + i * K_, *sb = b_.sign.data() + j * K_;
+        std::uint64_t n = 0;
+        for (std::int64_t k = 0; k < K_; ++k) n += (sa[k] == 0 || sb[k] == 0);
+        return n;
+    }
+
+    // t[k] = sign_a sign_b 2^q c_r for the K products of output (i, j): the table lookup and an
+    // exponent built from q (normal: q_min >= -1022) vectorize.
+    void converted_products(std::int64_t i, std::int64_t j, double* t) const {
+        const std::int32_t *ka = a_.k.data() + i * K_, *kb = b_.k.data() + j * K_;
+        const std::int8_t *sa = a_.sign.data() + i * K_, *sb = b_.sign.data() + j * K_;
+        const double* c = constants_.data();
+        const int b = frac_bits_;
+        const std::int32_t mask = (std::int32_t(1) << b) - 1;
+        for (std::int64_t k = 0; k < K_; ++k) {
+            const std::int32_t s = ka[k] + kb[k];
+            const std::int32_t q = s >> b;  // floor: arithmetic shift (C++20)
+            const double pow2q = std::bit_cast<double>(std::uint64_t(q + 1023) << 52);
+            t[k] = c[s & mask] * pow2q * double(sa[k] * sb[k]);
+        }
+    }
+
+    // The remainders r_k and unit terms u_k = sign 2^(q - q_min) of output (i, j).
+    void bucket_terms(std::int64_t i, std::int64_t j, std::int32_t* r, double* u) const {
+        const std::int32_t *ka = a_.k.data() + i * K_, *kb = b_.k.data() + j * K_;
+        const std::int8_t *sa = a_.sign.data() + i * K_, *sb = b_.sign.data() + j * K_;
+        const int b = frac_bits_;
+        const std::int32_t mask = (std::int32_t(1) << b) - 1;
+        for (std::int64_t k = 0; k < K_; ++k) {
+            const std::int32_t s = ka[k] + kb[k];
+            const std::int32_t e = (s >> b) - range_.q_min;  // in [0, 1023]
+            r[k] = s & mask;
+            u[k] = std::bit_cast<double>(std::uint64_t(e + 1023) << 52) * double(sa[k] * sb[k]);
+        }
+    }
+
+    // Output (i, j), per product, through exact_datapath::reduce.
+    template <bool Count>
+    float per_product(std::int64_t i, std::int64_t j, std::vector<double>& terms, std::vector<double>& tree,
+                      std::vector<exact_sum>& chunk_results, const event_sink<Count>& sink) const {
+        terms.resize(std::size_t(K_));
+        converted_products(i, j, terms.data());
+        const exact_datapath path{spec_.datapath, N_, K_};
+        const std::uint64_t out = std::uint64_t(i * N_ + j);
+        return lns_to_float(path.reduce<Count>(terms.data(), out, tree, chunk_results, sink));
+    }
+
+    // Output (i, j), bucketed, from the definition: each bucket through exact_datapath::reduce.
+    template <bool Count>
+    float bucketed(std::int64_t i, std::int64_t j, std::vector<double>& units, std::vector<std::int32_t>& remainders,
+                   std::vector<double>& terms, std::vector<double>& tree, std::vector<exact_sum>& chunk_results,
+                   const event_sink<Count>& sink) const {
+        units.resize(std::size_t(K_));
+        remainders.resize(std::size_t(K_));
+        terms.resize(std::size_t(K_));
+        bucket_terms(i, j, remainders.data(), units.data());
+        const std::uint64_t out = std::uint64_t(i * N_ + j);
+        exact_sum total;
+        const auto gamma = std::int32_t(constants_.size());
+        std::vector<std::uint8_t> used(std::size_t(gamma), 0);
+        for (std::int64_t k = 0; k < K_; ++k) used[std::size_t(remainders[std::size_t(k)])] |= units[std::size_t(k)] != 0;
+        for (std::int32_t r = 0; r < gamma; ++r) {
+            // An empty bucket reduces zeros only: 0, with no events, in every model.
+            if (!used[std::size_t(r)]) continue;
+            for (std::int64_t k = 0; k < K_; ++k)
+                terms[std::size_t(k)] = remainders[std::size_t(k)] == r ? units[std::size_t(k)] : 0.0;
+            gemm_spec bucket = spec_.datapath;
+            bucket.accumulator = with_seed_offset(bucket.accumulator, std::uint64_t(r));
+            bucket.chunk_accumulator = with_seed_offset(bucket.chunk_accumulator, std::uint64_t(r));
+            const exact_datapath path{bucket, N_, K_};
+            const exact_sum b = path.reduce<Count>(terms.data(), out, tree, chunk_results, sink);
+            add_scaled_integer(total, b, constants_[std::size_t(r)], range_.q_min);
+        }
+        return round_bucket_sum(total, out, sink);
+    }
+
+    // Whether bucketed outputs may take the 64-bit shortcut (see the header): modular
+    // accumulators, no aligned cuts, and every intermediate sum of the shortcut below 2^62.
+    bool bucket_shortcut_applies() const {
+        const gemm_spec& d = spec_.datapath;
+        if (!is_modular(d.accumulator) || !is_modular(d.chunk_accumulator) || d.model == accumulation::aligned)
+            return false;
+        // Bounds on magnitudes, as doubles (powers of two and small multiples: no rounding matters).
+        const auto range_of = [](const quantizer& q) { return std::ldexp(1.0, q.as_int()->format.bits); };
+        const std::int64_t chunk = d.chunk == 0 ? std::max<std::int64_t>(K_, 1) : d.chunk;
+        const double chunks = double((std::max<std::int64_t>(K_, 1) + chunk - 1) / chunk);
+        const double chunk_sum = double(std::min(chunk, K_)) * std::ldexp(1.0, range_.q_max - range_.q_min);
+        const double chunk_result = d.accumulator.is_exact() ? chunk_sum : std::min(chunk_sum, range_of(d.accumulator));
+        const double total = d.chunk_accumulator.is_exact() ? chunks * chunk_result
+                                                            : range_of(d.chunk_accumulator) + chunk_result;
+        // The final sum of m_r B_r (m_r <= 2^53, gamma terms) must fit 127 bits.
+        const double final_sum = std::ldexp(total + chunk_result, 54 + frac_bits_);
+        return std::max(chunk_sum, total + chunk_result) < 0x1p62 && final_sum < 0x1p126;
+    }
+
+    // Output (i, j), bucketed, by the shortcut: per chunk, per bucket, the exact sum modulo the
+    // accumulator's 2^P; then the chunk accumulator's sum modulo its 2^P, chunk by chunk.
+    float bucketed_shortcut(std::int64_t i, std::int64_t j, std::vector<std::int64_t>& unit,
+                            std::vector<std::int32_t>& remainder, std::vector<std::int64_t>& chunk_sum,
+                            std::vector<std::int64_t>& bucket) const {
+        const std::int64_t gamma = std::int64_t(constants_.size());
+        bucket.assign(std::size_t(gamma), 0);
+        chunk_sum.assign(std::size_t(2 * gamma), 0);
+        unit.resize(std::size_t(K_));
+        remainder.resize(std::size_t(K_));
+        const std::int32_t *ka = a_.k.data() + i * K_, *kb = b_.k.data() + j * K_;
+        const std::int8_t *sa = a_.sign.data() + i * K_, *sb = b_.sign.data() + j * K_;
+        const int b = frac_bits_;
+        const std::int32_t mask = (std::int32_t(1) << b) - 1;
+        // The unit terms and remainders (vectorized), then the chunks' bucket sums.
+        for (std::int64_t k = 0; k < K_; ++k) {
+            const std::int32_t s = ka[k] + kb[k];
+            remainder[std::size_t(k)] = s & mask;
+            unit[std::size_t(k)] = std::int64_t(sa[k] * sb[k]) << ((s >> b) - range_.q_min);
+        }
+        const std::int64_t* u = unit.data();
+        const std::int32_t* rem = remainder.data();
+        const gemm_spec& d = spec_.datapath;
+        const std::int64_t chunk = d.chunk == 0 ? std::max<std::int64_t>(K_, 1) : d.chunk;
+        for (std::int64_t start = 0; start < std::max<std::int64_t>(K_, 1); start += chunk) {
+            const std::int64_t end = std::min(start + chunk, K_);
+            // Scatter, into two sets (even and odd k) so that consecutive products falling into
+            // the same bucket do not wait for each other's store. (One vectorized masked pass per
+            // bucket measured slower, even for gamma = 8.)
+            std::int64_t* even = chunk_sum.data();
+            std::int64_t* odd = even + gamma;
+            std::int64_t k = start;
+            for (; k + 1 < end; k += 2) {
+                even[rem[k]] += u[k];
+                odd[rem[k + 1]] += u[k + 1];
+            }
+            if (k < end) even[rem[k]] += u[k];
+            for (std::int64_t r = 0; r < gamma; ++r) even[r] += odd[r], odd[r] = 0;
+            for (std::int64_t r = 0; r < gamma; ++r) {
+                bucket[std::size_t(r)] = wrap_modular(
+                    bucket[std::size_t(r)] + wrap_modular(chunk_sum[std::size_t(r)], d.accumulator), d.chunk_accumulator);
+                chunk_sum[std::size_t(r)] = 0;
+            }
+        }
+        // sum_r c_r B_r 2^q_min = 2^(q_min - shift) sum_r m_r B_r, the sum exact in 128 bits.
+        lns_int128 sum = 0;
+        for (std::int64_t r = 0; r < gamma; ++r) sum += lns_int128(numerators_[std::size_t(r)]) * bucket[std::size_t(r)];
+        const int e = range_.q_min - constant_shift_;
+        const std::uint64_t out = std::uint64_t(i * N_ + j);
+        const quantizer& q = spec_.bucket_sum;
+        return with_step(q, gemm_random_key(exact_datapath::seed_of(q), gemm_role::product), [&](const auto& step) {
+            using step_type = std::decay_t<decltype(step)>;
+            const double odd_total = lns_round_odd(sum, e);
+            if constexpr (step_type::exact) {
+                return lns_to_float(odd_total);
+            } else {
+                bool overflowed = false;
+                double r = 0;
+                if constexpr (rounds_from_odd_double<step_type>::value) r = step.round_value(odd_total, out, overflowed);
+                else r = step.round_exact(lns_exact_value(sum, e), out, overflowed);
+                return lns_to_float(r);
+            }
+        });
+    }
+
+    // Per-product accumulation in fp32 lanes (fast_datapath.hpp's reduction stage, every model),
+    // where each converted product is a float: constants of at most 24 significant bits
+    // (Mitchell's; tables of T <= 23 bits) and products within float's normal range. c = the
+    // outputs (row-major); false, with c untouched and why_not set, where it does not apply.
+    bool per_product_in_lanes(float* c, std::string& why_not) const {
+        const int T = spec_.conversion.method == lns_conversion::mitchell ? frac_bits_ : spec_.conversion.table_bits;
+        if (T > 23) {
+            why_not = "per_product: table constants of " + std::to_string(T) +
+                      " fraction bits are not floats (at most 23; 52 is the default)";
+            return false;
+        }
+        if (range_.q_min < -126 || range_.q_max > 126) {
+            why_not = "per_product: products span 2^" + std::to_string(range_.q_min) + " .. 2^" +
+                      std::to_string(range_.q_max + 1) + ", beyond float's normal range";
+            return false;
+        }
+        if (K_ == 0) {
+            why_not = "K = 0";
+            return false;
+        }
+        const value_grid terms{range_.q_min - T, T + 1, std::ldexp(1.0, range_.q_max + 1), true};
+        const auto reduction = lane_reduction::make(spec_.datapath, K_, terms, why_not);
+        if (!reduction) return false;
+
+        // Each product as one exact float multiply: A(i, k) = sign_a 2^(q_a gamma + r_a) is
+        // sign_a 2^q_a times the linear value of B(k, j) moved up by r_a, which is a float
+        // (sign_b 2^(q_b + carry) c_((r_a + r_b) mod gamma), carry = (r_a + r_b) >= gamma). So
+        // B is laid out once per r_a, by rows of k, padded to blocks of fast_lanes columns, as
+        // floats (+0 for zeros); A as sign_a 2^q_a, with r_a choosing the copy of B.
+        const int b = frac_bits_;
+        const std::int32_t gamma = std::int32_t(1) << b, mask = gamma - 1;
+        const std::int64_t blocks = (N_ + fast_lanes - 1) / fast_lanes, ld = blocks * fast_lanes;
+        const auto q_range = [&](const lns_operand_rows& x, std::int32_t carry) {
+            const auto [low, high] = std::minmax_element(x.k.begin(), x.k.end());
+            return low == x.k.end() || ((*low >> b) >= -126 && (*high >> b) + carry <= 126);
+        };
+        if (!q_range(a_, 0) || !q_range(b_, 1)) {
+            why_not = "per_product: an operand's powers of two beyond float's normal range";
+            return false;
+        }
+        if (double(gamma) * double(K_) * double(ld) > 0x1p26) {
+            why_not = "per_product: gamma copies of B (" + std::to_string(gamma) + ") would take more than 256 MB";
+            return false;
+        }
+        // (on the bits: q << 23 moves a float's exponent by q, within the range checked above)
+        std::vector<std::uint32_t> c_bits;  // c_0 .. c_(gamma-1), then 2 c_0 .. 2 c_(gamma-1): the carry
+        for (const int carry : {0, 1})
+            for (const double c_r : constants_)
+                c_bits.push_back(std::bit_cast<std::uint32_t>(std::ldexp(float(c_r), carry)));  // (exact: <= 24 bits)
+        const auto sign_bit = [](std::int8_t sign) { return sign < 0 ? 0x80000000u : 0u; };
+        // (B by rows of k first, so that each copy is written in order)
+        std::vector<std::int32_t> b_k(std::size_t(K_ * N_));
+        std::vector<std::int8_t> b_sign(std::size_t(K_ * N_));
+        for (std::int64_t j = 0; j < N_; ++j)
+            for (std::int64_t k = 0; k < K_; ++k) {
+                b_k[std::size_t(k * N_ + j)] = b_.k[std::size_t(j * K_ + k)];
+                b_sign[std::size_t(k * N_ + j)] = b_.sign[std::size_t(j * K_ + k)];
+            }
+        std::vector<float> b_moved(std::size_t(gamma * K_ * ld), 0.0f);
+        for (std::int32_t r_a = 0; r_a < gamma; ++r_a)
+            for (std::int64_t k = 0; k < K_; ++k)
+                for (std::int64_t j = 0; j < N_; ++j) {
+                    const std::size_t from = std::size_t(k * N_ + j);
+                    const std::uint32_t bits = c_bits[std::size_t(r_a + (b_k[from] & mask))] +
+                                               (std::uint32_t(b_k[from] >> b) << 23);
+                    b_moved[std::size_t((r_a * K_ + k) * ld + j)] =
+                        b_sign[from] == 0 ? 0.0f : std::bit_cast<float>(bits | sign_bit(b_sign[from]));
+                }
+        std::vector<float> a_power(a_.k.size(), 0.0f);
+        for (std::size_t t = 0; t < a_.k.size(); ++t)
+            if (a_.sign[t] != 0)
+                a_power[t] = std::bit_cast<float>((std::uint32_t((a_.k[t] >> b) + 127) << 23) | sign_bit(a_.sign[t]));
+        const int threads = thread_count(spec_.datapath.threads);
+#pragma omp parallel num_threads(threads)
+        {
+            std::vector<float> scratch(std::size_t(reduction->scratch_rows() * fast_lanes));
+#pragma omp for schedule(static) collapse(2)
+            for (std::int64_t block = 0; block < blocks; ++block)
+                for (std::int64_t i = 0; i < M_; ++i) {
+                    const std::int32_t* ka = a_.k.data() + i * K_;
+                    const float* pa = a_power.data() + i * K_;
+                    const std::int64_t j0 = block * fast_lanes;
+                    // terms k .. k + m - 1 of row i and this block (exact products)
+                    const auto fill = [&](std::int64_t k, int m, float* out) {
+                        for (int u = 0; u < m; ++u) {
+                            const float* row = b_moved.data() + ((ka[k + u] & mask) * K_ + k + u) * ld + j0;
+                            const float power = pa[k + u];
+                            float* o = out + std::ptrdiff_t(u) * fast_lanes;
+                            if (power == 0) std::fill(o, o + fast_lanes, 0.0f);  // (+0, as the exact path's)
+                            else for (int l = 0; l < fast_lanes; ++l) o[l] = power * row[l];
+                        }
+                    };
+                    alignas(64) float total[fast_lanes] = {};
+                    reduction->row(K_, fill, [](std::int64_t, int, float*) { return false; }, scratch.data(), total);
+                    for (std::int64_t l = 0; l < std::min<std::int64_t>(fast_lanes, N_ - j0); ++l)
+                        c[i * N_ + j0 + l] = total[l];
+                }
+        }
+        return true;
+    }
+
+private:
+    const lns_gemm_spec& spec_;
+    std::int64_t M_, N_, K_;
+    int frac_bits_;
+    lns_product_range range_;
+    std::vector<double> constants_;  // c_r
+    std::vector<std::int64_t> numerators_;
+    int constant_shift_ = 0;
+    lns_operand_rows a_, b_;
+
+    template <bool Count>
+    float round_bucket_sum(const exact_sum& total, std::uint64_t out, const event_sink<Count>& sink) const {
+        const quantizer& q = spec_.bucket_sum;
+        return with_step(q, gemm_random_key(exact_datapath::seed_of(q), gemm_role::product), [&](const auto& step) {
+            if constexpr (std::decay_t<decltype(step)>::exact) {
+                return lns_to_float(total);
+            } else {
+                bool overflowed = false;
+                const double r = step.round_exact(total, out, overflowed);
+                sink.rounding(total, r, overflowed);
+                return lns_to_float(r);
+            }
+        });
+    }
+};
+
+template <bool Count>
+void lns_gemm_rows(const lns_kernel& kernel, const lns_gemm_spec& spec, float* c, gemm_stats* stats,
+                   gemm_report* report) {
+    const std::int64_t M = kernel.rows(), N = kernel.cols(), K = kernel.depth();
+    const bool bucketed = spec.accumulation == lns_accumulation::bucketed;
+    // Exact per-product accumulation equals exact buckets (the identity of the header), so it
+    // takes the bucket shortcut too.
+    const bool exact_per_product = spec.datapath.accumulator.is_exact() && spec.datapath.chunk_accumulator.is_exact();
+    const bool shortcut = !Count && (bucketed || exact_per_product) && kernel.bucket_shortcut_applies();
+    gemm_report ran;
+    ran.kernel = shortcut ? gemm_kernel::integer_buckets : gemm_kernel::exact;
+    if (Count) ran.reason = "stats: events are counted on the exact path for LNS";
+    else if (bucketed && !shortcut) ran.reason = "bucketed: accumulators other than exact or wrapping integers, the aligned model, or sums beyond 62 bits";
+    if (!Count && !shortcut && !bucketed && kernel.per_product_in_lanes(c, ran.reason)) {
+        ran.kernel = gemm_kernel::vectorized_chain;
+        ran.reason.clear();
+    }
+    if (report != nullptr) *report = ran;
+    if (ran.kernel == gemm_kernel::vectorized_chain) return;
+    const int threads = thread_count(spec.datapath.threads);
+    std::vector<gemm_stats> per_thread(std::size_t(threads), gemm_stats{});
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (std::int64_t i = 0; i < M; ++i) {
+        gemm_stats& local = per_thread[std::size_t(thread_index())];
+        std::vector<double> terms, units, tree;
+        std::vector<std::int32_t> remainders;
+        std::vector<exact_sum> chunk_results;
+        std::vector<std::int64_t> units64, chunk_sum, bucket;
+        for (std::int64_t j = 0; j < N; ++j) {
+            const std::uint64_t out = std::uint64_t(i * N + j);
+            event_sink<Count> sink{&local, nullptr};
+            if constexpr (Count) {
+                local.zero_operand += kernel.zero_operands(i, j);
+                if (spec.datapath.record_lost) sink.lost = stats->lost.data() + out * std::uint64_t(K);
+            }
+            float& result = c[i * N + j];
+            if (shortcut) result = kernel.bucketed_shortcut(i, j, units64, remainders, chunk_sum, bucket);
+            else if (bucketed) result = kernel.bucketed<Count>(i, j, units, remainders, terms, tree, chunk_results, sink);
+            else result = kernel.per_product<Count>(i, j, terms, tree, chunk_results, sink);
+        }
+    }
+    if constexpr (Count)
+        for (const auto& s : per_thread) *stats += s;
+}
+
+template <class>
+Eigen::MatrixXf lns_multiply(const lns_matrix& A, const lns_matrix& B, const lns_gemm_spec& spec,
+                             const lns_product_range& range, gemm_stats* stats, gemm_report* report) {
+    const lns_kernel kernel(A, B, spec, range);
+    const std::int64_t M = A.rows(), N = B.cols(), K = A.cols();
+    Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> c(M, N);
+    if (stats != nullptr) {
+        stats->macs += std::uint64_t(M) * std::uint64_t(N) * std::uint64_t(K);
+        if (spec.datapath.record_lost) stats->lost.assign(std::size_t(M * N * K), 0);
+        lns_gemm_rows<true>(kernel, spec, c.data(), stats, report);
+    } else {
+        lns_gemm_rows<false>(kernel, spec, c.data(), nullptr, report);
+    }
+    return c;
+}
+
+#ifdef LOWBIT_COMPILED_LIB
+extern template Eigen::MatrixXf lns_multiply<>(const lns_matrix&, const lns_matrix&, const lns_gemm_spec&,
+                                               const lns_product_range&, gemm_stats*, gemm_report*);
+#endif
+
+}  // namespace lowbit::detail
