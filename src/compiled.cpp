@@ -1,7 +1,12 @@
 // The compiled part of lowbit (CMake target lowbit::compiled): the datapaths' kernels and the
-// layers' tiled float products, instantiated once here instead of in every file that multiplies.
-// Its users are compiled with LOWBIT_COMPILED_LIB, under which the headers leave out the *_core.hpp
-// files that define them (each front-end header includes its core at its end otherwise).
+// layers' tiled float products, instantiated once here instead of in every file that multiplies,
+// and the bodies of the nn layers' functions. Its users are compiled with LOWBIT_COMPILED_LIB,
+// under which the headers leave out the *_core.hpp files that define the kernels (each front-end
+// header includes its core at its end otherwise) and declare the nn functions without their bodies
+// (lowbit/nn/definitions.hpp), which this file defines, out of line, with LOWBIT_COMPILING_LIB.
+#define LOWBIT_COMPILING_LIB
+#include <lowbit/nn.hpp>
+
 #include <lowbit/datapath/block_scaled_core.hpp>
 #include <lowbit/datapath/gemm_core.hpp>
 #include <lowbit/datapath/lns_core.hpp>

@@ -7,6 +7,7 @@
 // folds the layer into the preceding conv2d or linear, as hardware runs it.
 #pragma once
 
+#include <lowbit/nn/definitions.hpp>
 #include <lowbit/nn/layer.hpp>
 
 #include <cmath>
@@ -17,17 +18,7 @@ namespace lowbit::nn {
 
 class batch_norm : public layer {
 public:
-    explicit batch_norm(int channels, float momentum = 0.1f, float eps = 1e-5f)
-        : channels_(channels), momentum_(momentum), eps_(eps) {
-        if (channels < 1) throw std::invalid_argument("lowbit::nn::batch_norm: channels = " + std::to_string(channels) + " must be >= 1");
-        if (!(momentum >= 0 && momentum <= 1))
-            throw std::invalid_argument("lowbit::nn::batch_norm: momentum = " + std::to_string(momentum) + " must be in [0, 1]");
-        if (!(eps > 0)) throw std::invalid_argument("lowbit::nn::batch_norm: eps = " + std::to_string(eps) + " must be > 0");
-        gamma_ = {"gamma", matrix::Ones(1, channels), matrix::Zero(1, channels)};
-        beta_ = {"beta", matrix::Zero(1, channels), matrix::Zero(1, channels)};
-        mean_ = {"running_mean", matrix::Zero(1, channels), matrix::Zero(1, channels), false};
-        var_ = {"running_var", matrix::Ones(1, channels), matrix::Zero(1, channels), false};
-    }
+    explicit batch_norm(int channels, float momentum = 0.1f, float eps = 1e-5f);
 
     int channels() const { return channels_; }
     float eps() const { return eps_; }
@@ -37,69 +28,11 @@ public:
     const matrix& running_var() const { return var_.value; }
 
     std::string describe() const override { return "batch_norm " + std::to_string(channels_); }
-    shape3 output_shape(shape3 in) const override {
-        if (in.channels != channels_)
-            throw std::invalid_argument("lowbit::nn: " + describe() + ": input shape " + in.to_string() + " has " +
-                                        std::to_string(in.channels) + " channels");
-        return in;
-    }
+    LOWBIT_NN_INLINE shape3 output_shape(shape3 in) const override;
 
-    tensor forward(const tensor& x, pass p) override {
-        detail::check_input(*this, x, output_shape(x.shape));
-        const Eigen::Index n = x.batch(), positions = x.shape.height * x.shape.width;
-        const double count = double(n * positions);
-        tensor y{matrix(n, x.values.cols()), x.shape};
-        if (p == pass::training) {
-            if (n * positions < 2)
-                throw std::invalid_argument("lowbit::nn: " + describe() + ": training needs more than one value per channel");
-            xhat_.resize(n, x.values.cols());
-            inv_std_.resize(channels_);
-        }
-        for (int c = 0; c < channels_; ++c) {
-            const auto block = x.values.middleCols(c * positions, positions);
-            double mean, var;
-            if (p == pass::training) {
-                mean = block.cast<double>().sum() / count;
-                var = (block.cast<double>().array() - mean).square().sum() / count;
-                mean_.value(0, c) = float((1 - momentum_) * mean_.value(0, c) + momentum_ * mean);
-                var_.value(0, c) = float((1 - momentum_) * var_.value(0, c) + momentum_ * var * count / (count - 1));
-            } else {
-                mean = mean_.value(0, c);
-                var = var_.value(0, c);
-            }
-            const double inv_std = 1 / std::sqrt(var + eps_);
-            const auto xhat = ((block.cast<double>().array() - mean) * inv_std).eval();
-            y.values.middleCols(c * positions, positions) =
-                (xhat * gamma_.value(0, c) + beta_.value(0, c)).cast<float>().matrix();
-            if (p == pass::training) {
-                xhat_.middleCols(c * positions, positions) = xhat.cast<float>().matrix();
-                inv_std_[c] = inv_std;
-            }
-        }
-        ready_ = p == pass::training;
-        shape_ = x.shape;
-        return y;
-    }
+    LOWBIT_NN_INLINE tensor forward(const tensor& x, pass p) override;
 
-    tensor backward(const tensor& dy) override {
-        detail::check_backward(*this, ready_, dy, shape_, xhat_.rows());
-        const Eigen::Index n = dy.batch(), positions = dy.shape.height * dy.shape.width;
-        const double count = double(n * positions);
-        tensor dx{matrix(n, dy.values.cols()), dy.shape};
-        for (int c = 0; c < channels_; ++c) {
-            const auto g = dy.values.middleCols(c * positions, positions).cast<double>().array();
-            const auto xhat = xhat_.middleCols(c * positions, positions).cast<double>().array();
-            const double sum_g = g.sum(), sum_g_xhat = (g * xhat).sum();
-            gamma_.grad(0, c) += float(sum_g_xhat);
-            beta_.grad(0, c) += float(sum_g);
-            // d/dx of gamma * xhat with the batch's mean and variance depending on x.
-            dx.values.middleCols(c * positions, positions) =
-                ((g - sum_g / count - xhat * (sum_g_xhat / count)) * (gamma_.value(0, c) * inv_std_[c]))
-                    .cast<float>()
-                    .matrix();
-        }
-        return dx;
-    }
+    LOWBIT_NN_INLINE tensor backward(const tensor& dy) override;
 
     std::vector<parameter*> parameters() override { return {&gamma_, &beta_, &mean_, &var_}; }
     std::unique_ptr<layer> clone() const override { return std::make_unique<batch_norm>(*this); }
@@ -113,5 +46,82 @@ private:
     shape3 shape_;
     bool ready_ = false;
 };
+
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE batch_norm::batch_norm(int channels, float momentum, float eps) : channels_(channels), momentum_(momentum), eps_(eps) {
+    if (channels < 1) throw std::invalid_argument("lowbit::nn::batch_norm: channels = " + std::to_string(channels) + " must be >= 1");
+    if (!(momentum >= 0 && momentum <= 1))
+        throw std::invalid_argument("lowbit::nn::batch_norm: momentum = " + std::to_string(momentum) + " must be in [0, 1]");
+    if (!(eps > 0)) throw std::invalid_argument("lowbit::nn::batch_norm: eps = " + std::to_string(eps) + " must be > 0");
+    gamma_ = {"gamma", matrix::Ones(1, channels), matrix::Zero(1, channels)};
+    beta_ = {"beta", matrix::Zero(1, channels), matrix::Zero(1, channels)};
+    mean_ = {"running_mean", matrix::Zero(1, channels), matrix::Zero(1, channels), false};
+    var_ = {"running_var", matrix::Ones(1, channels), matrix::Zero(1, channels), false};
+}
+
+LOWBIT_NN_INLINE shape3 batch_norm::output_shape(shape3 in) const {
+    if (in.channels != channels_)
+        throw std::invalid_argument("lowbit::nn: " + describe() + ": input shape " + in.to_string() + " has " +
+                                    std::to_string(in.channels) + " channels");
+    return in;
+}
+
+LOWBIT_NN_INLINE tensor batch_norm::forward(const tensor& x, pass p) {
+    detail::check_input(*this, x, output_shape(x.shape));
+    const Eigen::Index n = x.batch(), positions = x.shape.height * x.shape.width;
+    const double count = double(n * positions);
+    tensor y{matrix(n, x.values.cols()), x.shape};
+    if (p == pass::training) {
+        if (n * positions < 2)
+            throw std::invalid_argument("lowbit::nn: " + describe() + ": training needs more than one value per channel");
+        xhat_.resize(n, x.values.cols());
+        inv_std_.resize(channels_);
+    }
+    for (int c = 0; c < channels_; ++c) {
+        const auto block = x.values.middleCols(c * positions, positions);
+        double mean, var;
+        if (p == pass::training) {
+            mean = block.cast<double>().sum() / count;
+            var = (block.cast<double>().array() - mean).square().sum() / count;
+            mean_.value(0, c) = float((1 - momentum_) * mean_.value(0, c) + momentum_ * mean);
+            var_.value(0, c) = float((1 - momentum_) * var_.value(0, c) + momentum_ * var * count / (count - 1));
+        } else {
+            mean = mean_.value(0, c);
+            var = var_.value(0, c);
+        }
+        const double inv_std = 1 / std::sqrt(var + eps_);
+        const auto xhat = ((block.cast<double>().array() - mean) * inv_std).eval();
+        y.values.middleCols(c * positions, positions) =
+            (xhat * gamma_.value(0, c) + beta_.value(0, c)).cast<float>().matrix();
+        if (p == pass::training) {
+            xhat_.middleCols(c * positions, positions) = xhat.cast<float>().matrix();
+            inv_std_[c] = inv_std;
+        }
+    }
+    ready_ = p == pass::training;
+    shape_ = x.shape;
+    return y;
+}
+
+LOWBIT_NN_INLINE tensor batch_norm::backward(const tensor& dy) {
+    detail::check_backward(*this, ready_, dy, shape_, xhat_.rows());
+    const Eigen::Index n = dy.batch(), positions = dy.shape.height * dy.shape.width;
+    const double count = double(n * positions);
+    tensor dx{matrix(n, dy.values.cols()), dy.shape};
+    for (int c = 0; c < channels_; ++c) {
+        const auto g = dy.values.middleCols(c * positions, positions).cast<double>().array();
+        const auto xhat = xhat_.middleCols(c * positions, positions).cast<double>().array();
+        const double sum_g = g.sum(), sum_g_xhat = (g * xhat).sum();
+        gamma_.grad(0, c) += float(sum_g_xhat);
+        beta_.grad(0, c) += float(sum_g);
+        // d/dx of gamma * xhat with the batch's mean and variance depending on x.
+        dx.values.middleCols(c * positions, positions) =
+            ((g - sum_g / count - xhat * (sum_g_xhat / count)) * (gamma_.value(0, c) * inv_std_[c]))
+                .cast<float>()
+                .matrix();
+    }
+    return dx;
+}
+#endif
 
 }  // namespace lowbit::nn

@@ -52,6 +52,8 @@
 // whose image and label counts differ, throws std::invalid_argument naming the index.
 #pragma once
 
+#include <lowbit/nn/definitions.hpp>
+
 #include <Eigen/Core>
 #include <zlib.h>
 
@@ -97,16 +99,22 @@ struct fashion_mnist_data {
 namespace detail {
 
 // (Appended piece by piece: g++ 12 warns -Wrestrict, wrongly, on "'" + string + "'"; GCC bug 105329.)
-inline std::string quoted(const std::filesystem::path& p) {
+LOWBIT_NN_INLINE std::string quoted(const std::filesystem::path& p);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE std::string quoted(const std::filesystem::path& p) {
     std::string s(1, '\'');
     s += p.string();
     s += '\'';
     return s;
 }
+#endif
 
-inline std::uint32_t big_endian_u32(const std::uint8_t* p) {
+LOWBIT_NN_INLINE std::uint32_t big_endian_u32(const std::uint8_t* p);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE std::uint32_t big_endian_u32(const std::uint8_t* p) {
     return std::uint32_t(p[0]) << 24 | std::uint32_t(p[1]) << 16 | std::uint32_t(p[2]) << 8 | std::uint32_t(p[3]);
 }
+#endif
 
 // The size of an IDX header: the magic number and one u32 per dimension.
 constexpr std::size_t idx_header_bytes(std::size_t dimension_count) { return 4 + 4 * dimension_count; }
@@ -119,7 +127,9 @@ struct idx_header {
 };
 
 // The header at the start of `bytes`, when they hold one with the right magic number.
-inline std::optional<idx_header> parse_idx_header(std::span<const std::uint8_t> bytes, std::size_t dimension_count) {
+LOWBIT_NN_INLINE std::optional<idx_header> parse_idx_header(std::span<const std::uint8_t> bytes, std::size_t dimension_count);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE std::optional<idx_header> parse_idx_header(std::span<const std::uint8_t> bytes, std::size_t dimension_count) {
     idx_header h{{}, std::uint64_t(1)};
     if (bytes.size() < idx_header_bytes(dimension_count) || big_endian_u32(bytes.data()) != 0x0800u + dimension_count) return std::nullopt;
     for (std::size_t d = 0; d < dimension_count; ++d) h.dimensions.push_back(big_endian_u32(bytes.data() + 4 + 4 * d));
@@ -135,6 +145,7 @@ inline std::optional<idx_header> parse_idx_header(std::span<const std::uint8_t> 
         }
     return h;
 }
+#endif
 
 // A file's decompressed content: its first bytes (as many as an IDX header announces, see
 // read_idx_file) and its whole size.
@@ -146,7 +157,9 @@ struct file_content {
 // The decompressed content of a gzip IDX file, or the content of a plain one, keeping the header
 // and the data it announces (only the header, if it is not valid: idx_dimensions then says what is
 // wrong from it) and counting the bytes after them.
-inline file_content read_idx_file(const std::filesystem::path& file, std::size_t dimension_count, const char* function) {
+LOWBIT_NN_INLINE file_content read_idx_file(const std::filesystem::path& file, std::size_t dimension_count, const char* function);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE file_content read_idx_file(const std::filesystem::path& file, std::size_t dimension_count, const char* function) {
     const std::string where = std::string("lowbit::nn::") + function + ": file " + quoted(file);
     std::error_code ec;
     const auto status = std::filesystem::status(file, ec);
@@ -221,12 +234,15 @@ inline file_content read_idx_file(const std::filesystem::path& file, std::size_t
     bytes.resize(used);
     return content;
 }
+#endif
 
 // The dimensions of an IDX file of unsigned bytes with `dimension_count` dimensions, after
 // checking the magic number and that exactly prod(dimensions) bytes follow the header.
-inline std::vector<std::uint32_t> idx_dimensions(const file_content& content, std::size_t dimension_count,
+LOWBIT_NN_INLINE std::vector<std::uint32_t> idx_dimensions(const file_content& content, std::size_t dimension_count,
                                                  const std::filesystem::path& file, const char* kind,
-                                                 const char* function) {
+                                                 const char* function);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE std::vector<std::uint32_t> idx_dimensions(const file_content& content, std::size_t dimension_count, const std::filesystem::path& file, const char* kind, const char* function) {
     const std::span<const std::uint8_t> bytes = content.bytes;
     const std::string where = std::string("lowbit::nn::") + function + ": " + kind + " file " + quoted(file);
     const std::uint32_t expected_magic = 0x0800u + std::uint32_t(dimension_count);
@@ -270,12 +286,15 @@ inline std::vector<std::uint32_t> idx_dimensions(const file_content& content, st
                                  ") its header announces");
     return header->dimensions;
 }
+#endif
 
 }  // namespace detail
 
 // Reads an IDX image file (magic 2051: n x rows x cols unsigned bytes) and its label file
 // (magic 2049: n unsigned bytes), gzip or plain. Labels may be any byte value (see above).
-inline labeled_images read_idx(const std::filesystem::path& images, const std::filesystem::path& labels) {
+LOWBIT_NN_INLINE labeled_images read_idx(const std::filesystem::path& images, const std::filesystem::path& labels);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE labeled_images read_idx(const std::filesystem::path& images, const std::filesystem::path& labels) {
     const detail::file_content image_file = detail::read_idx_file(images, 3, "read_idx");
     const detail::file_content label_file = detail::read_idx_file(labels, 1, "read_idx");
     const auto image_shape = detail::idx_dimensions(image_file, 3, images, "image", "read_idx");
@@ -305,9 +324,12 @@ inline labeled_images read_idx(const std::filesystem::path& images, const std::f
     set.labels.assign(label_bytes.begin() + 8, label_bytes.end());
     return set;
 }
+#endif
 
 // Loads the training set (train-*) and the test set (t10k-*) from `dir`.
-inline fashion_mnist_data load_fashion_mnist(const std::filesystem::path& dir = fashion_mnist_default_dir) {
+LOWBIT_NN_INLINE fashion_mnist_data load_fashion_mnist(const std::filesystem::path& dir = fashion_mnist_default_dir);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE fashion_mnist_data load_fashion_mnist(const std::filesystem::path& dir) {
     const std::string install_hint =
         "; Fashion-MNIST comes with the Debian package dataset-fashion-mnist (apt-get install "
         "dataset-fashion-mnist), which puts it in " +
@@ -343,9 +365,12 @@ inline fashion_mnist_data load_fashion_mnist(const std::filesystem::path& dir = 
     data.test = load("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte");
     return data;
 }
+#endif
 
 // The images of `indices` (and their labels), in that order: one mini-batch. Indices may repeat.
-inline labeled_images select(const labeled_images& set, std::span<const std::size_t> indices) {
+LOWBIT_NN_INLINE labeled_images select(const labeled_images& set, std::span<const std::size_t> indices);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE labeled_images select(const labeled_images& set, std::span<const std::size_t> indices) {
     if (std::size_t(set.images.rows()) != set.labels.size())
         throw std::invalid_argument("lowbit::nn::select: set has " + std::to_string(set.images.rows()) +
                                     " images but " + std::to_string(set.labels.size()) + " labels");
@@ -365,6 +390,7 @@ inline labeled_images select(const labeled_images& set, std::span<const std::siz
     }
     return batch;
 }
+#endif
 
 namespace detail {
 
@@ -372,35 +398,44 @@ namespace detail {
 struct splitmix64 {
     std::uint64_t state;
 
-    std::uint64_t operator()() {
-        state += 0x9E3779B97F4A7C15u;
-        std::uint64_t z = state;
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9u;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBu;
-        return z ^ (z >> 31);
-    }
+    std::uint64_t operator()();
 
     // Uniform on [0, bound), bound > 0. (0 - bound) % bound is 2^64 mod bound in unsigned
     // arithmetic; rejecting the r below it leaves a multiple of bound values.
-    std::uint64_t below(std::uint64_t bound) {
-        const std::uint64_t threshold = (0 - bound) % bound;
-        for (;;) {
-            const std::uint64_t r = (*this)();
-            if (r >= threshold) return r % bound;
-        }
-    }
+    std::uint64_t below(std::uint64_t bound);
 };
+
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE std::uint64_t splitmix64::operator()() {
+    state += 0x9E3779B97F4A7C15u;
+    std::uint64_t z = state;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9u;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBu;
+    return z ^ (z >> 31);
+}
+
+LOWBIT_NN_INLINE std::uint64_t splitmix64::below(std::uint64_t bound) {
+    const std::uint64_t threshold = (0 - bound) % bound;
+    for (;;) {
+        const std::uint64_t r = (*this)();
+        if (r >= threshold) return r % bound;
+    }
+}
+#endif
 
 }  // namespace detail
 
 // 0..n-1 in a random order determined by `seed` alone, identical on every platform and compiler
 // (Fisher-Yates driven by splitmix64; see the top of this file).
-inline std::vector<std::size_t> shuffled_indices(std::size_t n, std::uint64_t seed) {
+LOWBIT_NN_INLINE std::vector<std::size_t> shuffled_indices(std::size_t n, std::uint64_t seed);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE std::vector<std::size_t> shuffled_indices(std::size_t n, std::uint64_t seed) {
     std::vector<std::size_t> order(n);
     std::iota(order.begin(), order.end(), std::size_t(0));
     detail::splitmix64 random{seed};
     for (std::size_t i = n; i-- > 1;) std::swap(order[i], order[std::size_t(random.below(std::uint64_t(i) + 1))]);
     return order;
 }
+#endif
 
 }  // namespace lowbit::nn

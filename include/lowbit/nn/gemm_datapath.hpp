@@ -23,6 +23,7 @@
 #include <lowbit/datapath/gemm_stats.hpp>
 #include <lowbit/datapath/quantizer.hpp>
 #include <lowbit/formats/float_format.hpp>
+#include <lowbit/nn/definitions.hpp>
 #include <lowbit/nn/input_quantizer.hpp>
 #include <lowbit/nn/parallel_product.hpp>
 #include <lowbit/nn/tensor.hpp>
@@ -51,15 +52,20 @@ struct gemm_operands {
 };
 
 // The threads a layer's GEMMs run on: the spec's, or all cores without one.
-inline int datapath_threads(const gemm_datapath& d) {
+LOWBIT_NN_INLINE int datapath_threads(const gemm_datapath& d);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE int datapath_threads(const gemm_datapath& d) {
     return lowbit::detail::thread_count(d.spec ? d.spec->threads : 0);
 }
+#endif
 
 // C = W X on the layer's datapath: W (M x K) weights, X (K x N) activations. When `keep` is given,
 // it receives the quantized W and X (the values the GEMM multiplied).
 // The input quantizers may be given either by the datapath (weights, activations) or by the spec
 // (input_a, input_b), not both: a spec's own input quantizer is used when the datapath has none.
-inline matrix datapath_gemm(const matrix& w, const matrix& x, const gemm_datapath& d, gemm_operands* keep = nullptr) {
+LOWBIT_NN_INLINE matrix datapath_gemm(const matrix& w, const matrix& x, const gemm_datapath& d, gemm_operands* keep = nullptr);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE matrix datapath_gemm(const matrix& w, const matrix& x, const gemm_datapath& d, gemm_operands* keep) {
     const auto input = [&](const input_quantizer& q, const quantizer gemm_spec::*field, const matrix& m,
                            const char* names) {
         const bool in_spec = d.spec && !((*d.spec).*field).is_exact();
@@ -91,5 +97,6 @@ inline matrix datapath_gemm(const matrix& w, const matrix& x, const gemm_datapat
     }
     return c;
 }
+#endif
 
 }  // namespace lowbit::nn

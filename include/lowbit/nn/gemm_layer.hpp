@@ -14,6 +14,7 @@
 // range-biased datapath see only the active values, as hardware that skips them would.
 #pragma once
 
+#include <lowbit/nn/definitions.hpp>
 #include <lowbit/nn/gemm_datapath.hpp>
 #include <lowbit/nn/layer.hpp>
 
@@ -38,20 +39,7 @@ public:
 
     // Only these outputs (rows of the weights) and reduction indices (their columns) run; an empty
     // list means all of them. Each list must be ascending, without repeats, within range.
-    void set_active(std::vector<int> outputs, std::vector<int> inputs) {
-        const auto check = [&](const std::vector<int>& v, Eigen::Index size, const char* what) {
-            for (std::size_t i = 0; i < v.size(); ++i)
-                if (v[i] < 0 || v[i] >= size || (i > 0 && v[i] <= v[i - 1]))
-                    throw std::invalid_argument("lowbit::nn: " + describe() + ": active " + what + " " +
-                                                std::to_string(i) + " is " + std::to_string(v[i]) +
-                                                ": the list must ascend, without repeats, within [0, " +
-                                                std::to_string(size) + ")");
-        };
-        check(outputs, weight().value.rows(), "output");
-        check(inputs, weight().value.cols(), "input");
-        active_outputs_ = std::move(outputs);
-        active_inputs_ = std::move(inputs);
-    }
+    void set_active(std::vector<int> outputs, std::vector<int> inputs);
     void set_all_active() { active_outputs_.clear(), active_inputs_.clear(); }
     const std::vector<int>& active_outputs() const { return active_outputs_; }
     const std::vector<int>& active_inputs() const { return active_inputs_; }
@@ -60,68 +48,93 @@ public:
 protected:
     // C = W X + b (W: outputs x K, X: K x N) on the layer's datapath, the skipped work left out;
     // with pass::training, keeps the quantized operands for gemm_backward.
-    matrix gemm_forward(const matrix& x, pass p) {
-        const matrix& w = weight().value;
-        gemm_operands* keep = p == pass::training ? &kept_ : nullptr;
-        matrix c;
-        if (!skips()) {
-            c = datapath_gemm(w, x, datapath, keep);
-        } else {
-            const std::vector<int> rows = all_if_empty(active_outputs_, w.rows());
-            const std::vector<int> cols = all_if_empty(active_inputs_, w.cols());
-            const matrix ws = w(rows, cols), xs = x(cols, Eigen::all);
-            gemm_operands small;
-            const matrix cs = datapath_gemm(ws, xs, datapath, keep != nullptr ? &small : nullptr);
-            c = matrix::Zero(w.rows(), x.cols());
-            c(rows, Eigen::all) = cs;
-            if (keep != nullptr) {
-                // Full-size operands with zeros where nothing ran: the gradients below are then
-                // those of the computation that ran (no gradient reaches a skipped input).
-                kept_.weights = matrix::Zero(w.rows(), w.cols());
-                kept_.weights(rows, cols) = small.weights;
-                kept_.activations = matrix::Zero(x.rows(), x.cols());
-                kept_.activations(cols, Eigen::all) = small.activations;
-            }
-        }
-        const matrix& b = bias().value;
-        if (active_outputs_.empty())
-            c.colwise() += b.row(0).transpose();
-        else
-            for (const int r : active_outputs_) c.row(r).array() += b(0, r);
-        return c;
-    }
+    matrix gemm_forward(const matrix& x, pass p);
 
     // From dL/dC (outputs x N): adds dL/dW and dL/db and returns dL/dX (K x N), straight-through
     // the quantizers; a skipped output has no gradient (its value does not depend on the weights).
-    matrix gemm_backward(matrix dc) {
-        if (!active_outputs_.empty()) {
-            Eigen::Array<bool, Eigen::Dynamic, 1> active = Eigen::Array<bool, Eigen::Dynamic, 1>::Constant(dc.rows(), false);
-            for (const int r : active_outputs_) active(r) = true;
-            for (Eigen::Index r = 0; r < dc.rows(); ++r)
-                if (!active(r)) dc.row(r).setZero();
-        }
-        const int threads = datapath_threads(datapath);
-        detail::add_tiled_product(weight().grad, dc, kept_.activations.transpose(), threads);
-        bias().grad += dc.rowwise().sum().transpose();
-        return detail::tiled_product(kept_.weights.transpose(), dc, threads);
-    }
+    matrix gemm_backward(matrix dc);
 
     gemm_operands kept_;
 
 private:
-    static std::vector<int> all_if_empty(const std::vector<int>& v, Eigen::Index size) {
-        if (!v.empty()) return v;
-        std::vector<int> all(static_cast<std::size_t>(size));
-        for (std::size_t i = 0; i < all.size(); ++i) all[i] = int(i);
-        return all;
-    }
+    static std::vector<int> all_if_empty(const std::vector<int>& v, Eigen::Index size);
 
     std::vector<int> active_outputs_, active_inputs_;
 };
 
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE void gemm_layer::set_active(std::vector<int> outputs, std::vector<int> inputs) {
+    const auto check = [&](const std::vector<int>& v, Eigen::Index size, const char* what) {
+        for (std::size_t i = 0; i < v.size(); ++i)
+            if (v[i] < 0 || v[i] >= size || (i > 0 && v[i] <= v[i - 1]))
+                throw std::invalid_argument("lowbit::nn: " + describe() + ": active " + what + " " +
+                                            std::to_string(i) + " is " + std::to_string(v[i]) +
+                                            ": the list must ascend, without repeats, within [0, " +
+                                            std::to_string(size) + ")");
+    };
+    check(outputs, weight().value.rows(), "output");
+    check(inputs, weight().value.cols(), "input");
+    active_outputs_ = std::move(outputs);
+    active_inputs_ = std::move(inputs);
+}
+
+LOWBIT_NN_INLINE matrix gemm_layer::gemm_forward(const matrix& x, pass p) {
+    const matrix& w = weight().value;
+    gemm_operands* keep = p == pass::training ? &kept_ : nullptr;
+    matrix c;
+    if (!skips()) {
+        c = datapath_gemm(w, x, datapath, keep);
+    } else {
+        const std::vector<int> rows = all_if_empty(active_outputs_, w.rows());
+        const std::vector<int> cols = all_if_empty(active_inputs_, w.cols());
+        const matrix ws = w(rows, cols), xs = x(cols, Eigen::all);
+        gemm_operands small;
+        const matrix cs = datapath_gemm(ws, xs, datapath, keep != nullptr ? &small : nullptr);
+        c = matrix::Zero(w.rows(), x.cols());
+        c(rows, Eigen::all) = cs;
+        if (keep != nullptr) {
+            // Full-size operands with zeros where nothing ran: the gradients below are then
+            // those of the computation that ran (no gradient reaches a skipped input).
+            kept_.weights = matrix::Zero(w.rows(), w.cols());
+            kept_.weights(rows, cols) = small.weights;
+            kept_.activations = matrix::Zero(x.rows(), x.cols());
+            kept_.activations(cols, Eigen::all) = small.activations;
+        }
+    }
+    const matrix& b = bias().value;
+    if (active_outputs_.empty())
+        c.colwise() += b.row(0).transpose();
+    else
+        for (const int r : active_outputs_) c.row(r).array() += b(0, r);
+    return c;
+}
+
+LOWBIT_NN_INLINE matrix gemm_layer::gemm_backward(matrix dc) {
+    if (!active_outputs_.empty()) {
+        Eigen::Array<bool, Eigen::Dynamic, 1> active = Eigen::Array<bool, Eigen::Dynamic, 1>::Constant(dc.rows(), false);
+        for (const int r : active_outputs_) active(r) = true;
+        for (Eigen::Index r = 0; r < dc.rows(); ++r)
+            if (!active(r)) dc.row(r).setZero();
+    }
+    const int threads = datapath_threads(datapath);
+    detail::add_tiled_product(weight().grad, dc, kept_.activations.transpose(), threads);
+    bias().grad += dc.rowwise().sum().transpose();
+    return detail::tiled_product(kept_.weights.transpose(), dc, threads);
+}
+
+LOWBIT_NN_INLINE std::vector<int> gemm_layer::all_if_empty(const std::vector<int>& v, Eigen::Index size) {
+    if (!v.empty()) return v;
+    std::vector<int> all(static_cast<std::size_t>(size));
+    for (std::size_t i = 0; i < all.size(); ++i) all[i] = int(i);
+    return all;
+}
+#endif
+
 namespace detail {
 // He (Kaiming) uniform initialisation for a ReLU network, seeded: the same weights everywhere.
-inline void he_uniform(matrix& w, int fan_in, std::uint64_t seed) {
+LOWBIT_NN_INLINE void he_uniform(matrix& w, int fan_in, std::uint64_t seed);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE void he_uniform(matrix& w, int fan_in, std::uint64_t seed) {
     std::mt19937_64 engine(seed);  // mt19937_64's output is fixed by the standard
     const double limit = std::sqrt(6.0 / fan_in);
     for (Eigen::Index i = 0; i < w.size(); ++i) {
@@ -129,6 +142,7 @@ inline void he_uniform(matrix& w, int fan_in, std::uint64_t seed) {
         w.data()[i] = float((2 * u - 1) * limit);
     }
 }
+#endif
 }  // namespace detail
 
 }  // namespace lowbit::nn

@@ -5,6 +5,7 @@
 // accumulated; network::zero_grad clears them).
 #pragma once
 
+#include <lowbit/nn/definitions.hpp>
 #include <lowbit/nn/tensor.hpp>
 
 #include <memory>
@@ -38,12 +39,16 @@ public:
     // a network reaches every one (set_datapath) and names every parameter uniquely
     // ("block1_attn.attn.qkv.weight").
     virtual std::vector<layer*> sublayers() { return {}; }
-    virtual std::vector<std::pair<std::string, parameter*>> named_parameters() {
-        std::vector<std::pair<std::string, parameter*>> out;
-        for (parameter* p : parameters()) out.emplace_back(p->name, p);
-        return out;
-    }
+    LOWBIT_NN_INLINE virtual std::vector<std::pair<std::string, parameter*>> named_parameters();
 };
+
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE std::vector<std::pair<std::string, parameter*>> layer::named_parameters() {
+    std::vector<std::pair<std::string, parameter*>> out;
+    for (parameter* p : parameters()) out.emplace_back(p->name, p);
+    return out;
+}
+#endif
 
 // Calls f on l and on every layer inside it, depth first.
 template <class F>
@@ -54,18 +59,26 @@ void visit_layers(layer& l, F&& f) {
 
 namespace detail {
 // Throws when a layer is handed an input of the wrong shape, naming the layer and both shapes.
-inline void check_input(const layer& l, const tensor& x, shape3 expected) {
+LOWBIT_NN_INLINE void check_input(const layer& l, const tensor& x, shape3 expected);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE void check_input(const layer& l, const tensor& x, shape3 expected) {
     if (x.shape != expected || x.values.cols() != expected.size())
         throw std::invalid_argument("lowbit::nn: " + l.describe() + ": input is " + x.shape.to_string() + " (" +
                                     std::to_string(x.values.cols()) + " values per sample) but the layer expects " +
                                     expected.to_string());
 }
-inline void check_backward(const layer& l, bool ready) {
+#endif
+LOWBIT_NN_INLINE void check_backward(const layer& l, bool ready);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE void check_backward(const layer& l, bool ready) {
     if (!ready)
         throw std::logic_error("lowbit::nn: " + l.describe() + ": backward without a forward(x, pass::training) before it");
 }
+#endif
 // Throws unless dy has the shape and batch of the last training forward's output.
-inline void check_backward(const layer& l, bool ready, const tensor& dy, shape3 shape, Eigen::Index batch) {
+LOWBIT_NN_INLINE void check_backward(const layer& l, bool ready, const tensor& dy, shape3 shape, Eigen::Index batch);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE void check_backward(const layer& l, bool ready, const tensor& dy, shape3 shape, Eigen::Index batch) {
     check_backward(l, ready);
     if (dy.shape != shape || dy.values.cols() != shape.size() || dy.batch() != batch)
         throw std::invalid_argument("lowbit::nn: " + l.describe() + ": backward got a gradient of " +
@@ -73,6 +86,7 @@ inline void check_backward(const layer& l, bool ready, const tensor& dy, shape3 
                                     std::to_string(dy.values.cols()) + " values per sample) but the forward made " +
                                     std::to_string(batch) + " x " + shape.to_string());
 }
+#endif
 }  // namespace detail
 
 }  // namespace lowbit::nn

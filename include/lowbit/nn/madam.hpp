@@ -53,6 +53,7 @@
 #pragma once
 
 #include <lowbit/formats/lns_format.hpp>
+#include <lowbit/nn/definitions.hpp>
 #include <lowbit/rounding/lns_quantize.hpp>
 
 #include <algorithm>
@@ -79,65 +80,11 @@ struct madam_options {
 
 class madam {
 public:
-    explicit madam(std::span<const float> initial_weights, madam_options options = {})
-        : options_(options), v_(initial_weights.size(), 0.0) {
-        check_options();
-        double sum_of_squares = 0;
-        for (const float w : initial_weights) {
-            if (!std::isfinite(w))
-                throw std::invalid_argument("lowbit::madam: initial_weights has a non-finite element (" +
-                                            std::to_string(w) + ")");
-            sum_of_squares += double(w) * double(w);
-        }
-        // An empty layer has nothing to clamp; 0 avoids 0/0.
-        const double rms =
-            initial_weights.empty() ? 0.0 : std::sqrt(sum_of_squares / double(initial_weights.size()));
-        w_max_ = options_.max_weight_factor * rms;
-        if (options_.lns_grid && w_max_ > 0) {
-            // Down, so that clamped weights are grid values and never above the factor times RMS;
-            // below the smallest magnitude the smallest one (zero would pin every weight at zero).
-            const std::optional<int> k = lns_round_magnitude(w_max_, *options_.lns_grid, lns_rounding::toward_zero,
-                                                             lns_underflow::smallest);
-            w_max_ = options_.lns_grid->magnitude(*k);
-        }
-    }
+    explicit madam(std::span<const float> initial_weights, madam_options options = {});
 
     // One Madam step on every element. weights and gradients must have as many elements as the
     // initial weights (std::invalid_argument otherwise, before anything changes).
-    void step(std::span<float> weights, std::span<const float> gradients) {
-        if (weights.size() != v_.size())
-            throw std::invalid_argument("lowbit::madam::step: weights has " + std::to_string(weights.size()) +
-                                        " elements, initial_weights had " + std::to_string(v_.size()));
-        if (gradients.size() != weights.size())
-            throw std::invalid_argument("lowbit::madam::step: gradients has " + std::to_string(gradients.size()) +
-                                        " elements, weights has " + std::to_string(weights.size()));
-        ++t_;
-        const double beta = options_.beta;
-        // beta^t in double: for t in the millions it underflows to 0 gracefully (correction 1).
-        const double bias_correction = 1.0 - std::pow(beta, double(t_));
-        for (std::size_t i = 0; i < weights.size(); ++i) {
-            const double g = gradients[i];
-            if (!std::isfinite(g)) continue;  // see the header: keeps v finite
-            v_[i] = beta * v_[i] + (1.0 - beta) * g * g;
-            const double v_hat = v_[i] / bias_correction;
-            double g_hat = 0;
-            if (v_hat > 0) {
-                g_hat = g / std::sqrt(v_hat);
-                if (g_hat != g_hat) g_hat = 0;  // cannot happen for finite g and v_hat > 0; cheap insurance
-                g_hat = std::clamp(g_hat, -options_.max_step, options_.max_step);
-                if (options_.integer_steps) g_hat = round_half_even(g_hat);
-            }
-            const double w = weights[i];
-            const double sign_w = w > 0 ? 1.0 : (w < 0 ? -1.0 : 0.0);
-            if (sign_w == 0 || g_hat == 0) {
-                // No multiplicative change; the clamp still applies (w_max may be below |w| for
-                // weights the caller set after construction).
-                weights[i] = finish(w);
-                continue;
-            }
-            weights[i] = finish(w * std::exp2(-options_.learning_rate * g_hat * sign_w));
-        }
-    }
+    void step(std::span<float> weights, std::span<const float> gradients);
 
     // Steps taken so far (t of the bias correction).
     std::size_t steps() const { return t_; }
@@ -148,47 +95,112 @@ public:
     const madam_options& options() const { return options_; }
 
 private:
-    void check_options() const {
-        const auto bad = [](const char* name, double value, const char* why) {
-            return std::invalid_argument(std::string("lowbit::madam: options.") + name + " = " +
-                                         std::to_string(value) + ": " + why);
-        };
-        if (!(options_.learning_rate > 0) || !std::isfinite(options_.learning_rate))
-            throw bad("learning_rate", options_.learning_rate, "must be positive and finite");
-        if (!(options_.beta > 0 && options_.beta < 1)) throw bad("beta", options_.beta, "must be in (0, 1)");
-        if (!(options_.max_step > 0)) throw bad("max_step", options_.max_step, "must be positive");
-        if (!(options_.max_weight_factor > 0) || !std::isfinite(options_.max_weight_factor))
-            throw bad("max_weight_factor", options_.max_weight_factor, "must be positive and finite");
-        if (options_.lns_grid && !options_.lns_grid->is_valid()) {
-            try {
-                options_.lns_grid->validate();
-            } catch (const std::invalid_argument& e) {
-                throw std::invalid_argument(std::string("lowbit::madam: options.lns_grid: ") + e.what());
-            }
-        }
-    }
+    void check_options() const;
 
     // Nearest integer, ties to even, whatever the floating-point environment's rounding mode.
-    static double round_half_even(double x) {
-        const double r = std::round(x);  // ties away from zero
-        if (std::fabs(x - r) == 0.5) return 2.0 * std::round(x / 2.0);
-        return r;
-    }
+    static double round_half_even(double x);
 
     // Clamp to [-w_max, w_max], then (with a grid) round to it, and store as float.
-    float finish(double w) const {
-        w = std::clamp(w, -w_max_, w_max_);
-        if (!options_.lns_grid || w == 0) return float(w);
-        const lns_format& f = *options_.lns_grid;
-        const std::optional<int> k =
-            lns_round_magnitude(std::fabs(w), f, lns_rounding::nearest_log, lns_underflow::smallest);
-        return std::copysign(lns_magnitude_float(*k, f), float(w));
-    }
+    float finish(double w) const;
 
     madam_options options_;
     std::vector<double> v_;  // second moment per weight
     std::size_t t_ = 0;      // steps taken
     double w_max_ = 0;       // clamp bound, fixed at construction
 };
+
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE madam::madam(std::span<const float> initial_weights, madam_options options) : options_(options), v_(initial_weights.size(), 0.0) {
+    check_options();
+    double sum_of_squares = 0;
+    for (const float w : initial_weights) {
+        if (!std::isfinite(w))
+            throw std::invalid_argument("lowbit::madam: initial_weights has a non-finite element (" +
+                                        std::to_string(w) + ")");
+        sum_of_squares += double(w) * double(w);
+    }
+    // An empty layer has nothing to clamp; 0 avoids 0/0.
+    const double rms =
+        initial_weights.empty() ? 0.0 : std::sqrt(sum_of_squares / double(initial_weights.size()));
+    w_max_ = options_.max_weight_factor * rms;
+    if (options_.lns_grid && w_max_ > 0) {
+        // Down, so that clamped weights are grid values and never above the factor times RMS;
+        // below the smallest magnitude the smallest one (zero would pin every weight at zero).
+        const std::optional<int> k = lns_round_magnitude(w_max_, *options_.lns_grid, lns_rounding::toward_zero,
+                                                         lns_underflow::smallest);
+        w_max_ = options_.lns_grid->magnitude(*k);
+    }
+}
+
+LOWBIT_NN_INLINE void madam::step(std::span<float> weights, std::span<const float> gradients) {
+    if (weights.size() != v_.size())
+        throw std::invalid_argument("lowbit::madam::step: weights has " + std::to_string(weights.size()) +
+                                    " elements, initial_weights had " + std::to_string(v_.size()));
+    if (gradients.size() != weights.size())
+        throw std::invalid_argument("lowbit::madam::step: gradients has " + std::to_string(gradients.size()) +
+                                    " elements, weights has " + std::to_string(weights.size()));
+    ++t_;
+    const double beta = options_.beta;
+    // beta^t in double: for t in the millions it underflows to 0 gracefully (correction 1).
+    const double bias_correction = 1.0 - std::pow(beta, double(t_));
+    for (std::size_t i = 0; i < weights.size(); ++i) {
+        const double g = gradients[i];
+        if (!std::isfinite(g)) continue;  // see the header: keeps v finite
+        v_[i] = beta * v_[i] + (1.0 - beta) * g * g;
+        const double v_hat = v_[i] / bias_correction;
+        double g_hat = 0;
+        if (v_hat > 0) {
+            g_hat = g / std::sqrt(v_hat);
+            if (g_hat != g_hat) g_hat = 0;  // cannot happen for finite g and v_hat > 0; cheap insurance
+            g_hat = std::clamp(g_hat, -options_.max_step, options_.max_step);
+            if (options_.integer_steps) g_hat = round_half_even(g_hat);
+        }
+        const double w = weights[i];
+        const double sign_w = w > 0 ? 1.0 : (w < 0 ? -1.0 : 0.0);
+        if (sign_w == 0 || g_hat == 0) {
+            // No multiplicative change; the clamp still applies (w_max may be below |w| for
+            // weights the caller set after construction).
+            weights[i] = finish(w);
+            continue;
+        }
+        weights[i] = finish(w * std::exp2(-options_.learning_rate * g_hat * sign_w));
+    }
+}
+
+LOWBIT_NN_INLINE void madam::check_options() const {
+    const auto bad = [](const char* name, double value, const char* why) {
+        return std::invalid_argument(std::string("lowbit::madam: options.") + name + " = " +
+                                     std::to_string(value) + ": " + why);
+    };
+    if (!(options_.learning_rate > 0) || !std::isfinite(options_.learning_rate))
+        throw bad("learning_rate", options_.learning_rate, "must be positive and finite");
+    if (!(options_.beta > 0 && options_.beta < 1)) throw bad("beta", options_.beta, "must be in (0, 1)");
+    if (!(options_.max_step > 0)) throw bad("max_step", options_.max_step, "must be positive");
+    if (!(options_.max_weight_factor > 0) || !std::isfinite(options_.max_weight_factor))
+        throw bad("max_weight_factor", options_.max_weight_factor, "must be positive and finite");
+    if (options_.lns_grid && !options_.lns_grid->is_valid()) {
+        try {
+            options_.lns_grid->validate();
+        } catch (const std::invalid_argument& e) {
+            throw std::invalid_argument(std::string("lowbit::madam: options.lns_grid: ") + e.what());
+        }
+    }
+}
+
+LOWBIT_NN_INLINE double madam::round_half_even(double x) {
+    const double r = std::round(x);  // ties away from zero
+    if (std::fabs(x - r) == 0.5) return 2.0 * std::round(x / 2.0);
+    return r;
+}
+
+LOWBIT_NN_INLINE float madam::finish(double w) const {
+    w = std::clamp(w, -w_max_, w_max_);
+    if (!options_.lns_grid || w == 0) return float(w);
+    const lns_format& f = *options_.lns_grid;
+    const std::optional<int> k =
+        lns_round_magnitude(std::fabs(w), f, lns_rounding::nearest_log, lns_underflow::smallest);
+    return std::copysign(lns_magnitude_float(*k, f), float(w));
+}
+#endif
 
 }  // namespace lowbit

@@ -7,6 +7,7 @@
 // parameter::grad and updates parameter::value. Arithmetic in float, as fp32 training does.
 #pragma once
 
+#include <lowbit/nn/definitions.hpp>
 #include <lowbit/nn/layer.hpp>
 #include <lowbit/nn/madam.hpp>
 
@@ -19,16 +20,22 @@
 namespace lowbit::nn {
 
 namespace detail {
-inline void check_rate(double value, const char* who, const char* field) {
+LOWBIT_NN_INLINE void check_rate(double value, const char* who, const char* field);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE void check_rate(double value, const char* who, const char* field) {
     if (!(value > 0) || !std::isfinite(value))
         throw std::invalid_argument(std::string("lowbit::nn::") + who + ": " + field + " = " + std::to_string(value) +
                                     " must be a positive number");
 }
-inline void check_unit(double value, const char* who, const char* field) {
+#endif
+LOWBIT_NN_INLINE void check_unit(double value, const char* who, const char* field);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE void check_unit(double value, const char* who, const char* field) {
     if (!(value >= 0 && value < 1))
         throw std::invalid_argument(std::string("lowbit::nn::") + who + ": " + field + " = " + std::to_string(value) +
                                     " must be in [0, 1)");
 }
+#endif
 }  // namespace detail
 
 struct sgd_options {
@@ -39,29 +46,35 @@ struct sgd_options {
 
 class sgd {
 public:
-    sgd(std::vector<parameter*> params, sgd_options options = {}) : params_(std::move(params)), o_(options) {
-        detail::check_rate(o_.learning_rate, "sgd", "learning_rate");
-        detail::check_unit(o_.momentum, "sgd", "momentum");
-        if (!(o_.weight_decay >= 0 && std::isfinite(o_.weight_decay)))
-            throw std::invalid_argument("lowbit::nn::sgd: weight_decay = " + std::to_string(o_.weight_decay) +
-                                        " must be >= 0");
-        for (parameter* p : params_) velocity_.push_back(matrix::Zero(p->value.rows(), p->value.cols()));
-    }
+    sgd(std::vector<parameter*> params, sgd_options options = {});
     void set_learning_rate(double lr) { detail::check_rate(lr, "sgd", "learning_rate"), o_.learning_rate = lr; }
 
-    void step() {
-        for (std::size_t i = 0; i < params_.size(); ++i) {
-            parameter& p = *params_[i];
-            velocity_[i] = float(o_.momentum) * velocity_[i] + p.grad + float(o_.weight_decay) * p.value;
-            p.value -= float(o_.learning_rate) * velocity_[i];
-        }
-    }
+    void step();
 
 private:
     std::vector<parameter*> params_;
     sgd_options o_;
     std::vector<matrix> velocity_;
 };
+
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE sgd::sgd(std::vector<parameter*> params, sgd_options options) : params_(std::move(params)), o_(options) {
+    detail::check_rate(o_.learning_rate, "sgd", "learning_rate");
+    detail::check_unit(o_.momentum, "sgd", "momentum");
+    if (!(o_.weight_decay >= 0 && std::isfinite(o_.weight_decay)))
+        throw std::invalid_argument("lowbit::nn::sgd: weight_decay = " + std::to_string(o_.weight_decay) +
+                                    " must be >= 0");
+    for (parameter* p : params_) velocity_.push_back(matrix::Zero(p->value.rows(), p->value.cols()));
+}
+
+LOWBIT_NN_INLINE void sgd::step() {
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+        parameter& p = *params_[i];
+        velocity_[i] = float(o_.momentum) * velocity_[i] + p.grad + float(o_.weight_decay) * p.value;
+        p.value -= float(o_.learning_rate) * velocity_[i];
+    }
+}
+#endif
 
 struct adam_options {
     double learning_rate = 1e-3;
@@ -74,33 +87,10 @@ struct adam_options {
 // as PyTorch's AdamW: the decay scales the weights, it is not added to the gradient.
 class adam {
 public:
-    adam(std::vector<parameter*> params, adam_options options = {}) : params_(std::move(params)), o_(options) {
-        detail::check_rate(o_.learning_rate, "adam", "learning_rate");
-        detail::check_unit(o_.beta1, "adam", "beta1");
-        detail::check_unit(o_.beta2, "adam", "beta2");
-        detail::check_rate(o_.eps, "adam", "eps");
-        if (!(o_.weight_decay >= 0 && std::isfinite(o_.weight_decay)))
-            throw std::invalid_argument("lowbit::nn::adam: weight_decay = " + std::to_string(o_.weight_decay) +
-                                        " must be >= 0");
-        for (parameter* p : params_) {
-            m_.push_back(matrix::Zero(p->value.rows(), p->value.cols()));
-            v_.push_back(matrix::Zero(p->value.rows(), p->value.cols()));
-        }
-    }
+    adam(std::vector<parameter*> params, adam_options options = {});
     void set_learning_rate(double lr) { detail::check_rate(lr, "adam", "learning_rate"), o_.learning_rate = lr; }
 
-    void step() {
-        ++t_;
-        const float c1 = float(1 - std::pow(o_.beta1, t_)), c2 = float(1 - std::pow(o_.beta2, t_));
-        const float b1 = float(o_.beta1), b2 = float(o_.beta2), lr = float(o_.learning_rate), eps = float(o_.eps);
-        for (std::size_t i = 0; i < params_.size(); ++i) {
-            parameter& p = *params_[i];
-            if (o_.weight_decay > 0) p.value *= float(1 - o_.learning_rate * o_.weight_decay);
-            m_[i] = b1 * m_[i] + (1 - b1) * p.grad;
-            v_[i] = b2 * v_[i] + (1 - b2) * p.grad.cwiseProduct(p.grad);
-            p.value.array() -= lr * (m_[i].array() / c1) / ((v_[i].array() / c2).sqrt() + eps);
-        }
-    }
+    void step();
 
 private:
     std::vector<parameter*> params_;
@@ -109,25 +99,60 @@ private:
     int t_ = 0;
 };
 
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE adam::adam(std::vector<parameter*> params, adam_options options) : params_(std::move(params)), o_(options) {
+    detail::check_rate(o_.learning_rate, "adam", "learning_rate");
+    detail::check_unit(o_.beta1, "adam", "beta1");
+    detail::check_unit(o_.beta2, "adam", "beta2");
+    detail::check_rate(o_.eps, "adam", "eps");
+    if (!(o_.weight_decay >= 0 && std::isfinite(o_.weight_decay)))
+        throw std::invalid_argument("lowbit::nn::adam: weight_decay = " + std::to_string(o_.weight_decay) +
+                                    " must be >= 0");
+    for (parameter* p : params_) {
+        m_.push_back(matrix::Zero(p->value.rows(), p->value.cols()));
+        v_.push_back(matrix::Zero(p->value.rows(), p->value.cols()));
+    }
+}
+
+LOWBIT_NN_INLINE void adam::step() {
+    ++t_;
+    const float c1 = float(1 - std::pow(o_.beta1, t_)), c2 = float(1 - std::pow(o_.beta2, t_));
+    const float b1 = float(o_.beta1), b2 = float(o_.beta2), lr = float(o_.learning_rate), eps = float(o_.eps);
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+        parameter& p = *params_[i];
+        if (o_.weight_decay > 0) p.value *= float(1 - o_.learning_rate * o_.weight_decay);
+        m_[i] = b1 * m_[i] + (1 - b1) * p.grad;
+        v_[i] = b2 * v_[i] + (1 - b2) * p.grad.cwiseProduct(p.grad);
+        p.value.array() -= lr * (m_[i].array() / c1) / ((v_[i].array() / c2).sqrt() + eps);
+    }
+}
+#endif
+
 // Madam / LNS-Madam (madam.hpp) over a network's parameters: one lowbit::madam per parameter,
 // whose weight clamp comes from the parameter's values when this optimizer is made.
 class madam_optimizer {
 public:
-    madam_optimizer(std::vector<parameter*> params, madam_options options = {}) : params_(std::move(params)) {
-        for (parameter* p : params_)
-            steps_.emplace_back(std::span<const float>(p->value.data(), std::size_t(p->value.size())), options);
-    }
-    void step() {
-        for (std::size_t i = 0; i < params_.size(); ++i) {
-            parameter& p = *params_[i];
-            steps_[i].step(std::span<float>(p.value.data(), std::size_t(p.value.size())),
-                           std::span<const float>(p.grad.data(), std::size_t(p.grad.size())));
-        }
-    }
+    madam_optimizer(std::vector<parameter*> params, madam_options options = {});
+    void step();
 
 private:
     std::vector<parameter*> params_;
     std::vector<madam> steps_;
 };
+
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE madam_optimizer::madam_optimizer(std::vector<parameter*> params, madam_options options) : params_(std::move(params)) {
+    for (parameter* p : params_)
+        steps_.emplace_back(std::span<const float>(p->value.data(), std::size_t(p->value.size())), options);
+}
+
+LOWBIT_NN_INLINE void madam_optimizer::step() {
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+        parameter& p = *params_[i];
+        steps_[i].step(std::span<float>(p.value.data(), std::size_t(p.value.size())),
+                       std::span<const float>(p.grad.data(), std::size_t(p.grad.size())));
+    }
+}
+#endif
 
 }  // namespace lowbit::nn

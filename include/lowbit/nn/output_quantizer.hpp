@@ -6,6 +6,7 @@
 // (Stochastic rounding draws element i's bits from index i of the quantizer's seed.)
 #pragma once
 
+#include <lowbit/nn/definitions.hpp>
 #include <lowbit/nn/input_quantizer.hpp>
 #include <lowbit/nn/tensor.hpp>
 
@@ -15,13 +16,16 @@
 namespace lowbit::nn {
 
 namespace detail {
-inline void quantize_output(const input_quantizer& q, matrix& m) {
+LOWBIT_NN_INLINE void quantize_output(const input_quantizer& q, matrix& m);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE void quantize_output(const input_quantizer& q, matrix& m) {
     if (std::holds_alternative<std::monostate>(q)) return;
     const quantizer resolved = quantizer_for(q, std::span<const float>(m.data(), std::size_t(m.size())));
     const std::span<float> values(m.data(), std::size_t(m.size()));
     if (const auto* f = resolved.as_float()) (*f)(values, 0);
     if (const auto* i = resolved.as_int()) (*i)(values, 0);
 }
+#endif
 }  // namespace detail
 
 }  // namespace lowbit::nn

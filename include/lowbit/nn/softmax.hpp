@@ -5,6 +5,7 @@
 // (output_quantizer.hpp).
 #pragma once
 
+#include <lowbit/nn/definitions.hpp>
 #include <lowbit/nn/layer.hpp>
 #include <lowbit/nn/output_quantizer.hpp>
 
@@ -28,42 +29,23 @@ void softmax_rows(Eigen::MatrixBase<Derived>&& m) {
 }
 
 // dL/ds from dL/dy and y = softmax(s), row by row: y (dy - sum(dy y)).
-inline matrix softmax_rows_backward(const matrix& y, const matrix& dy) {
+LOWBIT_NN_INLINE matrix softmax_rows_backward(const matrix& y, const matrix& dy);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE matrix softmax_rows_backward(const matrix& y, const matrix& dy) {
     const Eigen::VectorXf dots = dy.cwiseProduct(y).rowwise().sum();
     return y.cwiseProduct(dy - dots.replicate(1, dy.cols()));
 }
+#endif
 
 class softmax : public layer {
 public:
     input_quantizer output{};
 
     std::string describe() const override { return "softmax"; }
-    shape3 output_shape(shape3 in) const override {
-        if (!in.is_tokens() && in.tokens() != 1)
-            throw std::invalid_argument("lowbit::nn: softmax: input shape " + in.to_string() +
-                                        " is neither tokens nor a feature vector (add a flatten before it)");
-        return in;
-    }
+    LOWBIT_NN_INLINE shape3 output_shape(shape3 in) const override;
 
-    tensor forward(const tensor& x, pass p) override {
-        detail::check_input(*this, x, output_shape(x.shape));
-        tensor y = x;
-        softmax_rows(Eigen::Map<matrix>(y.values.data(), x.batch() * x.shape.tokens(), x.shape.channels));
-        if (p == pass::training) y_ = y.values;  // before `output`: the gradient passes straight through it
-        detail::quantize_output(output, y.values);
-        ready_ = p == pass::training;
-        shape_ = x.shape;
-        return y;
-    }
-    tensor backward(const tensor& dy) override {
-        detail::check_backward(*this, ready_, dy, shape_, y_.rows());
-        const Eigen::Index rows = y_.rows() * shape_.tokens();
-        const matrix y = Eigen::Map<const matrix>(y_.data(), rows, shape_.channels);
-        const matrix g = Eigen::Map<const matrix>(dy.values.data(), rows, shape_.channels);
-        tensor dx{matrix(y_.rows(), y_.cols()), shape_};
-        Eigen::Map<matrix>(dx.values.data(), rows, shape_.channels) = softmax_rows_backward(y, g);
-        return dx;
-    }
+    LOWBIT_NN_INLINE tensor forward(const tensor& x, pass p) override;
+    LOWBIT_NN_INLINE tensor backward(const tensor& dy) override;
     std::unique_ptr<layer> clone() const override { return std::make_unique<softmax>(*this); }
 
 private:
@@ -71,5 +53,35 @@ private:
     shape3 shape_;
     bool ready_ = false;
 };
+
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE shape3 softmax::output_shape(shape3 in) const {
+    if (!in.is_tokens() && in.tokens() != 1)
+        throw std::invalid_argument("lowbit::nn: softmax: input shape " + in.to_string() +
+                                    " is neither tokens nor a feature vector (add a flatten before it)");
+    return in;
+}
+
+LOWBIT_NN_INLINE tensor softmax::forward(const tensor& x, pass p) {
+    detail::check_input(*this, x, output_shape(x.shape));
+    tensor y = x;
+    softmax_rows(Eigen::Map<matrix>(y.values.data(), x.batch() * x.shape.tokens(), x.shape.channels));
+    if (p == pass::training) y_ = y.values;  // before `output`: the gradient passes straight through it
+    detail::quantize_output(output, y.values);
+    ready_ = p == pass::training;
+    shape_ = x.shape;
+    return y;
+}
+
+LOWBIT_NN_INLINE tensor softmax::backward(const tensor& dy) {
+    detail::check_backward(*this, ready_, dy, shape_, y_.rows());
+    const Eigen::Index rows = y_.rows() * shape_.tokens();
+    const matrix y = Eigen::Map<const matrix>(y_.data(), rows, shape_.channels);
+    const matrix g = Eigen::Map<const matrix>(dy.values.data(), rows, shape_.channels);
+    tensor dx{matrix(y_.rows(), y_.cols()), shape_};
+    Eigen::Map<matrix>(dx.values.data(), rows, shape_.channels) = softmax_rows_backward(y, g);
+    return dx;
+}
+#endif
 
 }  // namespace lowbit::nn

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <lowbit/datapath/conv.hpp>
+#include <lowbit/nn/definitions.hpp>
 
 #include <Eigen/Core>
 
@@ -28,18 +29,25 @@ struct shape3 {
     int tokens() const { return height * width; }
     bool is_tokens() const { return order == layout::tokens; }
     bool operator==(const shape3&) const = default;
-    std::string to_string() const {
-        if (is_tokens())
-            return std::to_string(tokens()) + " tokens (" + std::to_string(height) + " x " + std::to_string(width) +
-                   ") x " + std::to_string(channels) + " features";
-        return std::to_string(channels) + " x " + std::to_string(height) + " x " + std::to_string(width);
-    }
+    std::string to_string() const;
 };
 
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE std::string shape3::to_string() const {
+    if (is_tokens())
+        return std::to_string(tokens()) + " tokens (" + std::to_string(height) + " x " + std::to_string(width) +
+               ") x " + std::to_string(channels) + " features";
+    return std::to_string(channels) + " x " + std::to_string(height) + " x " + std::to_string(width);
+}
+#endif
+
 // The shape of a height x width grid of tokens with `features` values each.
-inline shape3 token_shape(int height, int width, int features) {
+LOWBIT_NN_INLINE shape3 token_shape(int height, int width, int features);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE shape3 token_shape(int height, int width, int features) {
     return {.channels = features, .height = height, .width = width, .order = layout::tokens};
 }
+#endif
 
 struct tensor {
     matrix values;  // batch x shape.size()
@@ -49,8 +57,11 @@ struct tensor {
 };
 
 // A token tensor's values as one (batch * tokens) x features matrix (the same memory).
-inline Eigen::Map<const matrix> token_rows(const tensor& x) {
+LOWBIT_NN_INLINE Eigen::Map<const matrix> token_rows(const tensor& x);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE Eigen::Map<const matrix> token_rows(const tensor& x) {
     return {x.values.data(), x.batch() * x.shape.tokens(), x.shape.channels};
 }
+#endif
 
 }  // namespace lowbit::nn

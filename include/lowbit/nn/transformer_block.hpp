@@ -12,6 +12,7 @@
 #pragma once
 
 #include <lowbit/nn/attention.hpp>
+#include <lowbit/nn/definitions.hpp>
 #include <lowbit/nn/depthwise_conv.hpp>
 #include <lowbit/nn/dropout.hpp>
 #include <lowbit/nn/gelu.hpp>
@@ -34,7 +35,9 @@ struct transformer_block_options {
     std::uint64_t seed = 1;
 };
 
-inline network& add_transformer_block(network& net, const std::string& name, const transformer_block_options& o) {
+LOWBIT_NN_INLINE network& add_transformer_block(network& net, const std::string& name, const transformer_block_options& o);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE network& add_transformer_block(network& net, const std::string& name, const transformer_block_options& o) {
     const shape3 in = net.output_shape();
     if (!in.is_tokens())
         throw std::invalid_argument("lowbit::nn::add_transformer_block: '" + name + "' would follow an output of " +
@@ -52,5 +55,6 @@ inline network& add_transformer_block(network& net, const std::string& name, con
     net.add(name + "_mlp", residual(std::move(mlp)));
     return net;
 }
+#endif
 
 }  // namespace lowbit::nn

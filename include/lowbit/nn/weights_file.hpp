@@ -60,6 +60,8 @@
 // allocated for it, so a corrupt length cannot make the reader allocate gigabytes.
 #pragma once
 
+#include <lowbit/nn/definitions.hpp>
+
 #include <zlib.h>
 
 #include <fcntl.h>
@@ -118,14 +120,19 @@ inline constexpr std::string_view weights_magic = "LOWBITW1";
 inline constexpr std::uint32_t weights_version = 1;
 
 // (Appended piece by piece: g++ 12 warns -Wrestrict, wrongly, on "'" + string + "'"; GCC bug 105329.)
-inline std::string weights_quoted(std::string_view text) {
+LOWBIT_NN_INLINE std::string weights_quoted(std::string_view text);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE std::string weights_quoted(std::string_view text) {
     std::string s(1, '\'');
     s += text;
     s += '\'';
     return s;
 }
+#endif
 
-inline std::string shape_string(std::span<const std::int64_t> shape) {
+LOWBIT_NN_INLINE std::string shape_string(std::span<const std::int64_t> shape);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE std::string shape_string(std::span<const std::int64_t> shape) {
     std::string s = "[";
     for (std::size_t d = 0; d < shape.size(); ++d) {
         if (d != 0) s += ", ";
@@ -133,12 +140,15 @@ inline std::string shape_string(std::span<const std::int64_t> shape) {
     }
     return s + "]";
 }
+#endif
 
 inline std::string errno_text(int error) { return std::generic_category().message(error); }
 
 // prod(shape) when every dimension is >= 0 and the product is at most `limit`; otherwise false.
 // (Comparing step by step, because the product of a corrupt shape can exceed 64 bits.)
-inline bool element_count_within(std::span<const std::int64_t> shape, std::uint64_t limit, std::uint64_t& count) {
+LOWBIT_NN_INLINE bool element_count_within(std::span<const std::int64_t> shape, std::uint64_t limit, std::uint64_t& count);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE bool element_count_within(std::span<const std::int64_t> shape, std::uint64_t limit, std::uint64_t& count) {
     if (std::any_of(shape.begin(), shape.end(), [](std::int64_t d) { return d < 0; })) return false;
     if (std::find(shape.begin(), shape.end(), 0) != shape.end()) {
         count = 0;
@@ -151,6 +161,7 @@ inline bool element_count_within(std::span<const std::int64_t> shape, std::uint6
     }
     return count <= limit;
 }
+#endif
 
 // The checks that save_weights and load_weights make on the caller's tensors (tensor_view or
 // tensor_ref): what the format can hold, and what a sensible network has.
@@ -189,14 +200,22 @@ void check_tensor_list(std::span<const Tensor> tensors, const char* function) {
 }
 
 // Appends little-endian encodings to a byte buffer.
-inline void put_u32(std::vector<unsigned char>& out, std::uint32_t v) {
+LOWBIT_NN_INLINE void put_u32(std::vector<unsigned char>& out, std::uint32_t v);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE void put_u32(std::vector<unsigned char>& out, std::uint32_t v) {
     for (int b = 0; b < 4; ++b) out.push_back(static_cast<unsigned char>(v >> (8 * b)));
 }
-inline void put_i64(std::vector<unsigned char>& out, std::int64_t v) {
+#endif
+LOWBIT_NN_INLINE void put_i64(std::vector<unsigned char>& out, std::int64_t v);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE void put_i64(std::vector<unsigned char>& out, std::int64_t v) {
     const auto u = static_cast<std::uint64_t>(v);
     for (int b = 0; b < 8; ++b) out.push_back(static_cast<unsigned char>(u >> (8 * b)));
 }
-inline void put_floats(std::vector<unsigned char>& out, std::span<const float> values) {
+#endif
+LOWBIT_NN_INLINE void put_floats(std::vector<unsigned char>& out, std::span<const float> values);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE void put_floats(std::vector<unsigned char>& out, std::span<const float> values) {
     const std::size_t at = out.size();
     out.resize(at + 4 * values.size());
     if constexpr (std::endian::native == std::endian::little) {
@@ -208,23 +227,33 @@ inline void put_floats(std::vector<unsigned char>& out, std::span<const float> v
         }
     }
 }
+#endif
 
-inline std::uint32_t crc32_of(std::span<const unsigned char> bytes) {
+LOWBIT_NN_INLINE std::uint32_t crc32_of(std::span<const unsigned char> bytes);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE std::uint32_t crc32_of(std::span<const unsigned char> bytes) {
     return static_cast<std::uint32_t>(crc32_z(crc32_z(0, nullptr, 0), bytes.data(), bytes.size()));
 }
+#endif
 
 // A file descriptor closed on scope exit (errors of that close are irrelevant on the error paths
 // where it happens; the normal path closes explicitly and checks).
 struct unique_fd {
     int fd = -1;
-    ~unique_fd() {
-        if (fd >= 0) ::close(fd);
-    }
+    ~unique_fd();
     int release() { return std::exchange(fd, -1); }
 };
 
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE unique_fd::~unique_fd() {
+    if (fd >= 0) ::close(fd);
+}
+#endif
+
 // Writes all of `bytes` to fd, resuming after short writes and signals.
-inline void write_all(int fd, std::span<const unsigned char> bytes, const std::string& where) {
+LOWBIT_NN_INLINE void write_all(int fd, std::span<const unsigned char> bytes, const std::string& where);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE void write_all(int fd, std::span<const unsigned char> bytes, const std::string& where) {
     while (!bytes.empty()) {
         const ::ssize_t n = ::write(fd, bytes.data(), std::min<std::size_t>(bytes.size(), std::size_t(1) << 30));
         if (n < 0) {
@@ -234,14 +263,18 @@ inline void write_all(int fd, std::span<const unsigned char> bytes, const std::s
         bytes = bytes.subspan(std::size_t(n));
     }
 }
+#endif
 
 // The temporary's name: unique per process (pid) and per call within it (n), so that concurrent
 // saves to one path, from threads or processes, never share a temporary.
-inline std::filesystem::path temporary_for(const std::filesystem::path& path) {
+LOWBIT_NN_INLINE std::filesystem::path temporary_for(const std::filesystem::path& path);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE std::filesystem::path temporary_for(const std::filesystem::path& path) {
     static std::atomic<unsigned long long> calls{0};
     return std::filesystem::path(path.string() + ".tmp." + std::to_string(::getpid()) + "." +
                                  std::to_string(calls.fetch_add(1)));
 }
+#endif
 
 // Reads bytes front to back, every read checked against what remains.
 class weights_reader {
@@ -252,43 +285,11 @@ public:
     std::size_t position() const { return pos_; }
 
     // Throws "truncated" unless n more bytes are there; `what` names what is being read.
-    void need(std::uint64_t n, const std::string& what) const {
-        if (n > remaining())
-            throw std::runtime_error(where_ + " is truncated or corrupt: " + what + " needs " + std::to_string(n) +
-                                     " bytes at offset " + std::to_string(pos_) + ", but only " +
-                                     std::to_string(remaining()) + " remain (file size " +
-                                     std::to_string(bytes_.size()) + ")");
-    }
-    std::span<const unsigned char> take(std::size_t n, const std::string& what) {
-        need(n, what);
-        const auto s = bytes_.subspan(pos_, n);
-        pos_ += n;
-        return s;
-    }
-    std::uint32_t u32(const std::string& what) {
-        const auto s = take(4, what);
-        std::uint32_t v = 0;
-        for (int b = 0; b < 4; ++b) v |= std::uint32_t(s[std::size_t(b)]) << (8 * b);
-        return v;
-    }
-    std::int64_t i64(const std::string& what) {
-        const auto s = take(8, what);
-        std::uint64_t v = 0;
-        for (int b = 0; b < 8; ++b) v |= std::uint64_t(s[std::size_t(b)]) << (8 * b);
-        return static_cast<std::int64_t>(v);
-    }
-    void floats(std::span<float> out, const std::string& what) {
-        const auto s = take(4 * out.size(), what);
-        if constexpr (std::endian::native == std::endian::little) {
-            if (!out.empty()) std::memcpy(out.data(), s.data(), s.size());
-        } else {
-            for (std::size_t i = 0; i < out.size(); ++i) {
-                std::uint32_t bits = 0;
-                for (int b = 0; b < 4; ++b) bits |= std::uint32_t(s[4 * i + std::size_t(b)]) << (8 * b);
-                out[i] = std::bit_cast<float>(bits);
-            }
-        }
-    }
+    void need(std::uint64_t n, const std::string& what) const;
+    std::span<const unsigned char> take(std::size_t n, const std::string& what);
+    std::uint32_t u32(const std::string& what);
+    std::int64_t i64(const std::string& what);
+    void floats(std::span<float> out, const std::string& what);
 
 private:
     std::span<const unsigned char> bytes_;
@@ -296,7 +297,53 @@ private:
     std::string where_;
 };
 
-inline std::vector<unsigned char> read_whole_file(const std::filesystem::path& path, const std::string& where) {
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE void weights_reader::need(std::uint64_t n, const std::string& what) const {
+    if (n > remaining())
+        throw std::runtime_error(where_ + " is truncated or corrupt: " + what + " needs " + std::to_string(n) +
+                                 " bytes at offset " + std::to_string(pos_) + ", but only " +
+                                 std::to_string(remaining()) + " remain (file size " +
+                                 std::to_string(bytes_.size()) + ")");
+}
+
+LOWBIT_NN_INLINE std::span<const unsigned char> weights_reader::take(std::size_t n, const std::string& what) {
+    need(n, what);
+    const auto s = bytes_.subspan(pos_, n);
+    pos_ += n;
+    return s;
+}
+
+LOWBIT_NN_INLINE std::uint32_t weights_reader::u32(const std::string& what) {
+    const auto s = take(4, what);
+    std::uint32_t v = 0;
+    for (int b = 0; b < 4; ++b) v |= std::uint32_t(s[std::size_t(b)]) << (8 * b);
+    return v;
+}
+
+LOWBIT_NN_INLINE std::int64_t weights_reader::i64(const std::string& what) {
+    const auto s = take(8, what);
+    std::uint64_t v = 0;
+    for (int b = 0; b < 8; ++b) v |= std::uint64_t(s[std::size_t(b)]) << (8 * b);
+    return static_cast<std::int64_t>(v);
+}
+
+LOWBIT_NN_INLINE void weights_reader::floats(std::span<float> out, const std::string& what) {
+    const auto s = take(4 * out.size(), what);
+    if constexpr (std::endian::native == std::endian::little) {
+        if (!out.empty()) std::memcpy(out.data(), s.data(), s.size());
+    } else {
+        for (std::size_t i = 0; i < out.size(); ++i) {
+            std::uint32_t bits = 0;
+            for (int b = 0; b < 4; ++b) bits |= std::uint32_t(s[4 * i + std::size_t(b)]) << (8 * b);
+            out[i] = std::bit_cast<float>(bits);
+        }
+    }
+}
+#endif
+
+LOWBIT_NN_INLINE std::vector<unsigned char> read_whole_file(const std::filesystem::path& path, const std::string& where);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE std::vector<unsigned char> read_whole_file(const std::filesystem::path& path, const std::string& where) {
     unique_fd file{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
     if (file.fd < 0) {
         const int error = errno;
@@ -320,9 +367,12 @@ inline std::vector<unsigned char> read_whole_file(const std::filesystem::path& p
     bytes.resize(used);
     return bytes;
 }
+#endif
 
 // The bytes of a weights file holding `tensors`, checked by the caller (check_tensor_list).
-inline std::vector<unsigned char> encode_weights(std::span<const tensor_view> tensors) {
+LOWBIT_NN_INLINE std::vector<unsigned char> encode_weights(std::span<const tensor_view> tensors);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE std::vector<unsigned char> encode_weights(std::span<const tensor_view> tensors) {
     std::vector<unsigned char> bytes(weights_magic.begin(), weights_magic.end());
     put_u32(bytes, weights_version);
     put_u32(bytes, std::uint32_t(tensors.size()));
@@ -336,20 +386,26 @@ inline std::vector<unsigned char> encode_weights(std::span<const tensor_view> te
     put_u32(bytes, crc32_of(bytes));
     return bytes;
 }
+#endif
 
 }  // namespace detail
 
 // The bytes that save_weights writes for `tensors`, in memory. Throws std::invalid_argument for
 // inconsistent tensors, as save_weights does.
-inline std::vector<unsigned char> weights_file_bytes(std::span<const tensor_view> tensors) {
+LOWBIT_NN_INLINE std::vector<unsigned char> weights_file_bytes(std::span<const tensor_view> tensors);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE std::vector<unsigned char> weights_file_bytes(std::span<const tensor_view> tensors) {
     detail::check_tensor_list(tensors, "weights_file_bytes");
     return detail::encode_weights(tensors);
 }
+#endif
 
 // Writes `tensors` to `path` in the format above, atomically (see above). Throws
 // std::invalid_argument for inconsistent tensors (before touching the file system) and
 // std::runtime_error when the file cannot be written; either way a file at `path` is unchanged.
-inline void save_weights(const std::filesystem::path& path, std::span<const tensor_view> tensors) {
+LOWBIT_NN_INLINE void save_weights(const std::filesystem::path& path, std::span<const tensor_view> tensors);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE void save_weights(const std::filesystem::path& path, std::span<const tensor_view> tensors) {
     detail::check_tensor_list(tensors, "save_weights");
     const std::vector<unsigned char> bytes = detail::encode_weights(tensors);
 
@@ -377,11 +433,14 @@ inline void save_weights(const std::filesystem::path& path, std::span<const tens
     detail::unique_fd dir{::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
     if (dir.fd >= 0) ::fsync(dir.fd);  // best effort, see the top of this file
 }
+#endif
 
 // Every tensor of a weights file whose bytes are in memory, in file order. Throws
 // std::runtime_error naming the file (`name`, as read_weights(path) names the path) and the
 // problem when the bytes are not a valid weights file.
-inline std::vector<named_tensor> read_weights(std::span<const unsigned char> bytes, std::string_view name) {
+LOWBIT_NN_INLINE std::vector<named_tensor> read_weights(std::span<const unsigned char> bytes, std::string_view name);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE std::vector<named_tensor> read_weights(std::span<const unsigned char> bytes, std::string_view name) {
     const std::string where = "weights file " + detail::weights_quoted(name);
     detail::weights_reader in(bytes, where);
 
@@ -457,18 +516,24 @@ inline std::vector<named_tensor> read_weights(std::span<const unsigned char> byt
     }
     return tensors;
 }
+#endif
 
 // Every tensor of the file at `path`, in file order. Throws std::runtime_error naming the file and
 // the problem when it is missing or not a valid weights file.
-inline std::vector<named_tensor> read_weights(const std::filesystem::path& path) {
+LOWBIT_NN_INLINE std::vector<named_tensor> read_weights(const std::filesystem::path& path);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE std::vector<named_tensor> read_weights(const std::filesystem::path& path) {
     const std::string where = "weights file " + detail::weights_quoted(path.string());
     return read_weights(detail::read_whole_file(path, where), path.string());
 }
+#endif
 
 // Loads the file at `path` into `tensors`: the file must hold exactly these names, in this order,
 // with these shapes. Otherwise std::runtime_error saying what differs, and nothing is written into
 // the tensors: the whole file is read and checked before the first value is copied.
-inline void load_weights(const std::filesystem::path& path, std::span<const tensor_ref> tensors) {
+LOWBIT_NN_INLINE void load_weights(const std::filesystem::path& path, std::span<const tensor_ref> tensors);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE void load_weights(const std::filesystem::path& path, std::span<const tensor_ref> tensors) {
     detail::check_tensor_list(tensors, "load_weights");
     std::vector<named_tensor> file = read_weights(path);
     const std::string where = "weights file " + detail::weights_quoted(path.string());
@@ -511,5 +576,6 @@ inline void load_weights(const std::filesystem::path& path, std::span<const tens
     for (std::size_t i = 0; i < file.size(); ++i)
         std::copy(file[i].values.begin(), file[i].values.end(), tensors[i].values.begin());
 }
+#endif
 
 }  // namespace lowbit::nn

@@ -1,0 +1,39 @@
+# Script mode: a user of lowbit::compiled does not compile the nn layers' code. One small network
+# program is compiled (-c) twice: header-only, its object defines conv2d's constructor (the
+# layer's code is compiled into the user's file); with -DLOWBIT_COMPILED_LIB, it must only refer
+# to it (nm: undefined), the definition being lowbit::compiled's (nn/definitions.hpp).
+file(MAKE_DIRECTORY ${WORK_DIR})
+file(WRITE ${WORK_DIR}/network.cpp [=[
+#include <lowbit/nn.hpp>
+int main() {
+    lowbit::nn::network net({1, 8, 8});
+    net.add("conv", lowbit::nn::conv2d({.channels = 1, .height = 8, .width = 8, .kernel = 3, .padding = 1}, 2));
+    lowbit::nn::tensor x{lowbit::nn::matrix::Zero(1, 64), {1, 8, 8}};
+    return net.forward(x, lowbit::nn::pass::inference).values.size() == 128 ? 0 : 1;
+}
+]=])
+function(conv2d_constructor_symbol flags result)
+  execute_process(COMMAND ${CXX_COMPILER} -std=c++20 -O0 -fopenmp ${flags} -I${INCLUDE_DIR} -I${EIGEN_INCLUDE_DIR}
+                          -c ${WORK_DIR}/network.cpp -o ${WORK_DIR}/network.o
+                  RESULT_VARIABLE rc ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "compiling a network program (${flags}) failed (${rc}):\n${err}")
+  endif()
+  execute_process(COMMAND ${NM} -C ${WORK_DIR}/network.o RESULT_VARIABLE rc OUTPUT_VARIABLE symbols)
+  string(REGEX MATCH "[^\n]*lowbit::nn::conv2d::conv2d\\(lowbit::conv_geometry[^\n]*" line "${symbols}")
+  if(NOT line)
+    message(FATAL_ERROR "nm lists no constructor lowbit::nn::conv2d::conv2d(conv_geometry, ...) in the network program's object (${flags})")
+  endif()
+  string(REGEX MATCH "^ *[0-9a-f]* ([A-Za-z]) " kind "${line}")
+  set(${result} "${CMAKE_MATCH_1}" PARENT_SCOPE)
+endfunction()
+conv2d_constructor_symbol("" header_only)
+if(header_only STREQUAL "U")
+  message(FATAL_ERROR "header-only, the network program's object should define conv2d's constructor, and nm says U")
+endif()
+conv2d_constructor_symbol("-DLOWBIT_COMPILED_LIB" compiled)
+if(NOT compiled STREQUAL "U")
+  message(FATAL_ERROR "with LOWBIT_COMPILED_LIB the network program's object defines conv2d's constructor (nm: "
+                      "${compiled}): the layers' code is compiled into every user's file again")
+endif()
+message(STATUS "conv2d's constructor: header-only ${header_only}, with LOWBIT_COMPILED_LIB ${compiled}")
