@@ -7,10 +7,13 @@
 //  * A tile that calls for_each_tile (nested), and two threads calling at once, complete with every
 //    tile run once (the second runs on its own thread).
 //  * The caller's OpenMP thread count is unchanged; Eigen-style code inside a tile sees 1.
+//  * for_each_range and parallel_for (the loops on the pool) cover every index once, in ranges;
+//    parallel_for keeps small loops on the caller.
 #include <lowbit/datapath/tile_pool.hpp>
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -114,3 +117,32 @@ TEST_CASE("OpenMP's thread count: unchanged for the caller, 1 inside a tile") {
     CHECK(omp_get_max_threads() == before);
 }
 #endif
+
+TEST_CASE("for_each_range: consecutive ranges cover every index once for any thread count") {
+    for (const int threads : {0, 1, 2, 3, 1000})
+        for (const std::int64_t n : {0, 1, 2, 5, 8, 9, 1000, 100003}) {
+            CAPTURE(threads, n);
+            std::vector<std::atomic<int>> covered(static_cast<std::size_t>(n));
+            std::atomic<int> empty{0}, calls{0};
+            lowbit::detail::for_each_range(n, threads, [&](std::int64_t begin, std::int64_t end) {
+                ++calls;
+                if (begin >= end || begin < 0 || end > n) ++empty;
+                for (std::int64_t i = begin; i < end; ++i) ++covered[std::size_t(i)];
+            });
+            CHECK(empty == 0);
+            CHECK(calls <= std::max(1, 4 * std::max(threads, 1)));
+            for (const auto& c : covered) REQUIRE(c == 1);
+        }
+}
+
+TEST_CASE("parallel_for: every index once and on the caller below the work threshold") {
+    for (const std::int64_t n : {0, 1, 7, 4096}) {
+        std::vector<std::atomic<int>> runs(static_cast<std::size_t>(n));
+        lowbit::detail::parallel_for(n, n * 100, 1000, [&](std::int64_t i) { ++runs[std::size_t(i)]; });
+        for (const auto& r : runs) REQUIRE(r == 1);
+    }
+    const auto caller = std::this_thread::get_id();
+    std::atomic<int> elsewhere{0};
+    lowbit::detail::parallel_for(1000, 10, 1000, [&](std::int64_t) { elsewhere += std::this_thread::get_id() != caller; });
+    CHECK(elsewhere == 0);
+}

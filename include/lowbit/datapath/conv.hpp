@@ -14,6 +14,8 @@
 // (oy, ox): each output is one dot product over K, in the order (c, i, j), on the datapath.
 #pragma once
 
+#include <lowbit/datapath/tile_pool.hpp>
+
 #include <Eigen/Core>
 
 #include <cstdint>
@@ -73,8 +75,7 @@ inline matrix_rm im2col(const matrix_rm& images, const conv_geometry& g) {
     const int oh = g.out_height(), ow = g.out_width(), k = g.kernel;
     const Eigen::Index positions = Eigen::Index(oh) * ow;
     matrix_rm cols(g.patch(), batch * positions);
-#pragma omp parallel for schedule(static) if (cols.size() > parallel_threshold)
-    for (Eigen::Index row = 0; row < g.patch(); ++row) {
+    detail::parallel_for(g.patch(), cols.size(), parallel_threshold, [&](Eigen::Index row) {
         const int c = int(row / (k * k)), i = int(row / k % k), j = int(row % k);
         float* out = cols.row(row).data();
         for (Eigen::Index n = 0; n < batch; ++n) {
@@ -87,7 +88,7 @@ inline matrix_rm im2col(const matrix_rm& images, const conv_geometry& g) {
                 }
             }
         }
-    }
+    });
     return cols;
 }
 
@@ -103,8 +104,7 @@ inline matrix_rm col2im(const matrix_rm& cols, Eigen::Index batch, const conv_ge
                                     std::to_string(g.patch()) + " x " + std::to_string(batch * positions));
     matrix_rm images = matrix_rm::Zero(batch, g.input_size());
     // Parallel over samples: each sample's pixels are written by one thread only.
-#pragma omp parallel for schedule(static) if (cols.size() > parallel_threshold)
-    for (Eigen::Index n = 0; n < batch; ++n) {
+    detail::parallel_for(batch, cols.size(), parallel_threshold, [&](Eigen::Index n) {
         for (Eigen::Index row = 0; row < g.patch(); ++row) {
             const int c = int(row / (k * k)), i = int(row / k % k), j = int(row % k);
             const float* in = cols.row(row).data() + n * positions;
@@ -117,7 +117,7 @@ inline matrix_rm col2im(const matrix_rm& cols, Eigen::Index batch, const conv_ge
                 }
             }
         }
-    }
+    });
     return images;
 }
 
@@ -126,10 +126,10 @@ inline matrix_rm col2im(const matrix_rm& cols, Eigen::Index batch, const conv_ge
 inline matrix_rm columns_to_images(const matrix_rm& c, Eigen::Index batch) {
     const Eigen::Index filters = c.rows(), positions = batch == 0 ? 0 : c.cols() / batch;
     matrix_rm out(batch, filters * positions);
-#pragma omp parallel for schedule(static) if (c.size() > parallel_threshold)
-    for (Eigen::Index n = 0; n < batch; ++n)
+    detail::parallel_for(batch, c.size(), parallel_threshold, [&](Eigen::Index n) {
         for (Eigen::Index f = 0; f < filters; ++f)
             out.row(n).segment(f * positions, positions) = c.row(f).segment(n * positions, positions);
+    });
     return out;
 }
 
@@ -137,10 +137,10 @@ inline matrix_rm columns_to_images(const matrix_rm& c, Eigen::Index batch) {
 inline matrix_rm images_to_columns(const matrix_rm& images, Eigen::Index filters) {
     const Eigen::Index batch = images.rows(), positions = filters == 0 ? 0 : images.cols() / filters;
     matrix_rm c(filters, batch * positions);
-#pragma omp parallel for schedule(static) if (c.size() > parallel_threshold)
-    for (Eigen::Index f = 0; f < filters; ++f)
+    detail::parallel_for(filters, c.size(), parallel_threshold, [&](Eigen::Index f) {
         for (Eigen::Index n = 0; n < batch; ++n)
             c.row(f).segment(n * positions, positions) = images.row(n).segment(f * positions, positions);
+    });
     return c;
 }
 

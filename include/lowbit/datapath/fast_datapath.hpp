@@ -52,6 +52,7 @@
 #include <lowbit/datapath/scaled_chain.hpp>
 #include <lowbit/datapath/shift_rounding.hpp>
 #include <lowbit/datapath/thread_count.hpp>
+#include <lowbit/datapath/tile_pool.hpp>
 #include <lowbit/rounding/rounding_plan.hpp>
 #include <lowbit/datapath/intrinsics_warnings.hpp>
 
@@ -64,6 +65,7 @@
 #include <concepts>
 #include <cstdint>
 #include <limits>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -1316,7 +1318,7 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
     const padded_columns b_padded(b, blocks * fast_lanes);
     const float* const b_data = b_padded.data();
     const std::ptrdiff_t ldb = blocks * fast_lanes;
-    [[maybe_unused]] const int threads = thread_count(spec.threads);  // (unused without OpenMP)
+    const int threads = thread_count(spec.threads);
 
     const std::int64_t rows = reduction->scratch_rows();  // of products a thread keeps
     // Row i's block of outputs on the passes above, without events, into total (zeroed); buf:
@@ -1392,15 +1394,12 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
             b_largest(std::size_t(blocks * panels));
         const std::int64_t rows_at_once = pairwise ? 1 : 2, pairs = (M + rows_at_once - 1) / rows_at_once;
         scaled_events all_events;
-#pragma omp parallel num_threads(threads)
-        {
-            scaled_events events;  // this thread's
-#pragma omp for schedule(static)
-            for (std::int64_t k = 0; k < K; ++k)
-                lay_out_scaled(b_data, ldb, k, k + 1, K, chunk, pairwise, std::ldexp(1.0f, scaled->scale), in_pairs,
-                               b_scaled);
-#pragma omp for schedule(static)
-            for (std::int64_t i = 0; i < M; ++i)
+        for_each_range(K, threads, [&](std::int64_t begin, std::int64_t end) {
+            lay_out_scaled(b_data, ldb, begin, end, K, chunk, pairwise, std::ldexp(1.0f, scaled->scale), in_pairs,
+                           b_scaled);
+        });
+        for_each_range(M, threads, [&](std::int64_t begin, std::int64_t end) {
+            for (std::int64_t i = begin; i < end; ++i)
                 for (std::int64_t panel = 0; panel < panels; ++panel) {
                     float largest = 0;
                     double sum = 0;
@@ -1411,50 +1410,51 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
                     a_largest[std::size_t(i * panels + panel)] = largest;
                     a_sum[std::size_t(i * panels + panel)] = float(sum) * (1 + 0x1p-20f);
                 }
-#pragma omp for schedule(static)
-            for (std::int64_t block = 0; block < blocks; ++block)
+        });
+        for_each_range(blocks, threads, [&](std::int64_t begin, std::int64_t end) {
+            for (std::int64_t block = begin; block < end; ++block)
                 for (std::int64_t k = 0; k < K; ++k) {
                     float& m = b_largest[std::size_t(block * panels + k / saturation_panel)];
                     for (std::int64_t l = 0; l < fast_lanes; ++l)
                         m = std::max(m, std::fabs(b_data[k * ldb + block * fast_lanes + l]));
                 }
-#pragma omp for schedule(static) collapse(2)
-            for (std::int64_t block = 0; block < blocks; ++block) {
-                for (std::int64_t pair = 0; pair < pairs; ++pair) {
-                    const std::int64_t i = rows_at_once * pair, count = std::min<std::int64_t>(rows_at_once, M - i);
-                    alignas(64) float out[2 * fast_lanes];
-                    const panel_bounds bounds{a_largest.data() + i * panels, a_sum.data() + i * panels, panels,
-                                              b_largest.data() + block * panels};
-                    std::uint64_t unknown[2];
-                    scaled_pass[count - 1](a.data() + i * K, K, b_scaled + block * fast_lanes, ldb, K, chunk, *scaled,
-                                           bounds, out, unknown, &events);
-                    const std::int64_t width = std::min<std::int64_t>(fast_lanes, N - block * fast_lanes);
-                    for (std::int64_t r = 0; r < count; ++r) {
-                        float* const row = out + r * fast_lanes;
-                        const std::uint64_t columns = width == 64 ? ~std::uint64_t(0) : (std::uint64_t(1) << width) - 1;
-                        if ((unknown[r] & columns) != 0) {  // a zero of unknown sign: see scaled_chain.hpp
-                            alignas(64) float total[fast_lanes] = {};
-                            std::vector<float> scratch(std::size_t(rows * fast_lanes));
-                            general_row(i + r, block, scratch.data(), total);
-                            for (std::int64_t l = 0; l < width; ++l)
-                                if ((unknown[r] >> l) & 1u) row[l] = total[l];
-                        }
-                        for (std::int64_t l = 0; l < width; ++l) c(i + r, block * fast_lanes + l) = row[l];
+        });
+        std::mutex adding;
+        // Ranges of (block, pair of rows), blocks outermost.
+        for_each_range(blocks * pairs, threads, [&](std::int64_t begin, std::int64_t end) {
+            scaled_events events;  // this range's
+            for (std::int64_t at = begin; at < end; ++at) {
+                const std::int64_t block = at / pairs, i = rows_at_once * (at % pairs);
+                const std::int64_t count = std::min<std::int64_t>(rows_at_once, M - i);
+                alignas(64) float out[2 * fast_lanes];
+                const panel_bounds bounds{a_largest.data() + i * panels, a_sum.data() + i * panels, panels,
+                                          b_largest.data() + block * panels};
+                std::uint64_t unknown[2];
+                scaled_pass[count - 1](a.data() + i * K, K, b_scaled + block * fast_lanes, ldb, K, chunk, *scaled,
+                                       bounds, out, unknown, &events);
+                const std::int64_t width = std::min<std::int64_t>(fast_lanes, N - block * fast_lanes);
+                for (std::int64_t r = 0; r < count; ++r) {
+                    float* const row = out + r * fast_lanes;
+                    const std::uint64_t columns = width == 64 ? ~std::uint64_t(0) : (std::uint64_t(1) << width) - 1;
+                    if ((unknown[r] & columns) != 0) {  // a zero of unknown sign: see scaled_chain.hpp
+                        alignas(64) float total[fast_lanes] = {};
+                        std::vector<float> scratch(std::size_t(rows * fast_lanes));
+                        general_row(i + r, block, scratch.data(), total);
+                        for (std::int64_t l = 0; l < width; ++l)
+                            if ((unknown[r] >> l) & 1u) row[l] = total[l];
                     }
+                    for (std::int64_t l = 0; l < width; ++l) c(i + r, block * fast_lanes + l) = row[l];
                 }
             }
-            if (stats != nullptr) {
-#pragma omp critical(lowbit_fast_gemm_stats)
-                {
-                    all_events.kept_products += events.kept_products;
-                    all_events.zero_chunk_results += events.zero_chunk_results;
-                    all_events.equal += events.equal;
-                    all_events.inexact += events.inexact;
-                    all_events.accumulator_overflows += events.accumulator_overflows;
-                    all_events.product_overflows += events.product_overflows;
-                }
-            }
-        }
+            if (stats == nullptr) return;
+            std::lock_guard lock(adding);
+            all_events.kept_products += events.kept_products;
+            all_events.zero_chunk_results += events.zero_chunk_results;
+            all_events.equal += events.equal;
+            all_events.inexact += events.inexact;
+            all_events.accumulator_overflows += events.accumulator_overflows;
+            all_events.product_overflows += events.product_overflows;
+        });
         if (stats != nullptr) {
             // Every product (padding columns included) that is zero or flushed is a term of 0: an
             // equal rounding but no swamp; those without a zero operand underflowed.
@@ -1472,30 +1472,28 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
         return true;
     }
 
-#pragma omp parallel num_threads(threads)
-    {
+    std::mutex adding;
+    // Ranges of (block, row) with blocks of columns outermost: one block's K x lanes panel of B
+    // stays in cache across rows.
+    for_each_range(blocks * M, threads, [&](std::int64_t begin, std::int64_t end) {
         std::vector<float> scratch(std::size_t(rows * fast_lanes));
-        float* const buf = scratch.data();
-        gemm_stats events;  // this thread's
-        // Blocks of columns outermost: one block's K x lanes panel of B stays in cache across rows.
-#pragma omp for schedule(static) collapse(2)
-        for (std::int64_t block = 0; block < blocks; ++block) {
-            for (std::int64_t i = 0; i < M; ++i) {
-                alignas(64) float total[fast_lanes] = {};
-                if (stats != nullptr)
-                    counted_chunks(a.data() + i * K, b_data + block * fast_lanes, ldb, K, chunk, prod_address,
-                                   accumulate_address, total, &events);
-                else
-                    general_row(i, block, buf, total);
-                const std::int64_t width = std::min<std::int64_t>(fast_lanes, N - block * fast_lanes);
-                for (std::int64_t l = 0; l < width; ++l) c(i, block * fast_lanes + l) = total[l];
-            }
+        gemm_stats events;  // this range's
+        for (std::int64_t at = begin; at < end; ++at) {
+            const std::int64_t block = at / M, i = at % M;
+            alignas(64) float total[fast_lanes] = {};
+            if (stats != nullptr)
+                counted_chunks(a.data() + i * K, b_data + block * fast_lanes, ldb, K, chunk, prod_address,
+                               accumulate_address, total, &events);
+            else
+                general_row(i, block, scratch.data(), total);
+            const std::int64_t width = std::min<std::int64_t>(fast_lanes, N - block * fast_lanes);
+            for (std::int64_t l = 0; l < width; ++l) c(i, block * fast_lanes + l) = total[l];
         }
         if (stats != nullptr) {
-#pragma omp critical(lowbit_fast_gemm_stats)
-            *stats += events;  // integer sums: the order of the threads does not matter
+            std::lock_guard lock(adding);
+            *stats += events;  // integer sums: the order of the ranges does not matter
         }
-    }
+    });
     // The padding columns of B (zero products: no other event) counted zero operands.
     if (stats != nullptr) stats->zero_operand -= std::uint64_t(M) * std::uint64_t(K) * std::uint64_t(blocks * fast_lanes - N);
     return true;

@@ -22,6 +22,7 @@
 #include <lowbit/datapath/quantizer.hpp>
 #include <lowbit/datapath/reused_buffer.hpp>
 #include <lowbit/datapath/thread_count.hpp>
+#include <lowbit/datapath/tile_pool.hpp>
 
 #include <Eigen/Core>
 
@@ -64,11 +65,10 @@ void multiply_quantized(const row_major_view& a, const row_major_view& b_rows, r
 inline void quantize_input(const quantizer& q, gemm_role role, float* data, std::size_t n, int threads = 1) {
     const std::int64_t pieces = std::max<std::int64_t>(1, std::min<std::int64_t>(threads, std::int64_t(n / 4096)));
     const std::size_t piece = (n + std::size_t(pieces) - 1) / std::size_t(pieces);
-#pragma omp parallel for num_threads(int(pieces)) schedule(static)
-    for (std::int64_t t = 0; t < pieces; ++t) {
+    for_each_tile(pieces, int(pieces), [&](std::int64_t t) {
         const std::size_t begin = std::size_t(t) * piece, end = std::min(n, begin + piece);
         if (begin < end) quantize_rows_piece(q, role, data + begin, begin, end - begin, nullptr);
-    }
+    });
 }
 
 // dst(i, j) = src(i, j) for the rows [first, first + count), cast to dst's scalar, in tiles of
@@ -103,11 +103,10 @@ template <class F>
 void for_row_pieces(Eigen::Index rows, Eigen::Index size, int threads, F&& f) {
     const Eigen::Index pieces = std::max<Eigen::Index>(1, std::min<Eigen::Index>(threads, size / 16384));
     const Eigen::Index piece = (rows + pieces - 1) / pieces;
-#pragma omp parallel for num_threads(int(pieces)) schedule(static)
-    for (Eigen::Index t = 0; t < pieces; ++t) {
+    for_each_tile(pieces, int(pieces), [&](std::int64_t t) {
         const Eigen::Index first = std::min(rows, t * piece), count = std::min(rows, first + piece) - first;
         if (count > 0) f(first, count);
-    }
+    });
 }
 
 // src cast to float, quantized, as a row-major matrix in the slot's buffer: a transposing copy for

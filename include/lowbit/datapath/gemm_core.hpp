@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <mutex>
 #include <vector>
 
 namespace lowbit::detail {
@@ -75,7 +76,8 @@ void quantize_rows_piece(const quantizer& q, gemm_role role, float* piece, std::
     quantize_piece(q, role, piece, begin, n);
     gemm_stats local;
     count_input_events(q, role, given.data(), piece, begin, n, local);
-#pragma omp critical(lowbit_input_events)
+    static std::mutex adding;  // pieces run on the tile pool's threads
+    std::lock_guard lock(adding);
     *stats += local;
 }
 

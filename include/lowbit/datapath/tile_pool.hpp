@@ -1,7 +1,10 @@
 // lowbit/datapath/tile_pool.hpp: lowbit's own threads for work cut into tiles (the layers' fp32
-// products, nn/parallel_product.hpp):
+// products, nn/parallel_product.hpp; lowbit::gemm's input rounding and vectorized chains; im2col,
+// pooling and batch norm):
 //
 //   detail::for_each_tile(tiles, threads, [&](std::int64_t t) { ... tile t ... });
+//   detail::for_each_range(n, threads, [&](std::int64_t begin, std::int64_t end) { ... });
+//   detail::parallel_for(n, work, min_work, [&](std::int64_t i) { ... });  // OpenMP's default count
 //
 // Why not an OpenMP parallel loop: at the end of a parallel region every thread of the team must
 // arrive, and libgomp's threads spin while they wait. On a machine shared with other work a thread
@@ -188,6 +191,27 @@ template <class Body>
 void for_each_tile(std::int64_t tiles, int threads, Body&& body) {
     if (tiles <= 0) return;
     tile_pool::instance().run(tiles, threads, [&](std::int64_t t) { body(t); });
+}
+
+// body(begin, end) for consecutive ranges that cover [0, n), on the pool: up to four ranges per
+// thread rather than one, so that a thread that lost its core to another process leaves its later
+// ranges to the others. One range, on the caller, for one thread.
+template <class Body>
+void for_each_range(std::int64_t n, int threads, Body&& body) {
+    const std::int64_t ranges = std::min<std::int64_t>(n, 4 * std::int64_t(std::max(threads, 1)));
+    if (ranges <= 0) return;
+    if (threads <= 1 || ranges == 1) return body(std::int64_t(0), n);
+    for_each_tile(ranges, threads, [&](std::int64_t t) { body(n * t / ranges, n * (t + 1) / ranges); });
+}
+
+// body(i) for every i in [0, n), in place of `#pragma omp parallel for` for a loop whose
+// iterations write their own outputs: on OpenMP's default thread count where the loop has more
+// than `min_work` units of work (`work` in all), on the caller otherwise.
+template <class Body>
+void parallel_for(std::int64_t n, std::int64_t work, std::int64_t min_work, Body&& body) {
+    for_each_range(n, work > min_work ? thread_count(0) : 1, [&](std::int64_t begin, std::int64_t end) {
+        for (std::int64_t i = begin; i < end; ++i) body(i);
+    });
 }
 
 }  // namespace lowbit::detail

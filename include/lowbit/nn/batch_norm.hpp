@@ -7,6 +7,7 @@
 // folds the layer into the preceding conv2d or linear, as hardware runs it.
 #pragma once
 
+#include <lowbit/datapath/tile_pool.hpp>
 #include <lowbit/nn/definitions.hpp>
 #include <lowbit/nn/layer.hpp>
 
@@ -77,7 +78,8 @@ LOWBIT_NN_INLINE tensor batch_norm::forward(const tensor& x, pass p) {
         xhat_.resize(n, x.values.cols());
         inv_std_.resize(channels_);
     }
-    for (int c = 0; c < channels_; ++c) {
+    // Channels are independent (each writes its own columns and statistics): split among threads.
+    lowbit::detail::parallel_for(channels_, x.values.size(), parallel_threshold, [&](std::int64_t c) {
         const auto block = x.values.middleCols(c * positions, positions);
         double mean, var;
         if (p == pass::training) {
@@ -97,7 +99,7 @@ LOWBIT_NN_INLINE tensor batch_norm::forward(const tensor& x, pass p) {
             xhat_.middleCols(c * positions, positions) = xhat.cast<float>().matrix();
             inv_std_[c] = inv_std;
         }
-    }
+    });
     ready_ = p == pass::training;
     shape_ = x.shape;
     return y;
@@ -108,7 +110,7 @@ LOWBIT_NN_INLINE tensor batch_norm::backward(const tensor& dy) {
     const Eigen::Index n = dy.batch(), positions = dy.shape.height * dy.shape.width;
     const double count = double(n * positions);
     tensor dx{matrix(n, dy.values.cols()), dy.shape};
-    for (int c = 0; c < channels_; ++c) {
+    lowbit::detail::parallel_for(channels_, dy.values.size(), parallel_threshold, [&](std::int64_t c) {
         const auto g = dy.values.middleCols(c * positions, positions).cast<double>().array();
         const auto xhat = xhat_.middleCols(c * positions, positions).cast<double>().array();
         const double sum_g = g.sum(), sum_g_xhat = (g * xhat).sum();
@@ -119,7 +121,7 @@ LOWBIT_NN_INLINE tensor batch_norm::backward(const tensor& dy) {
             ((g - sum_g / count - xhat * (sum_g_xhat / count)) * (gamma_.value(0, c) * inv_std_[c]))
                 .cast<float>()
                 .matrix();
-    }
+    });
     return dx;
 }
 #endif

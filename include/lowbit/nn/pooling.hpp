@@ -2,6 +2,7 @@
 // (stride = size; rows and columns that do not fill a window are dropped, as floor mode does).
 #pragma once
 
+#include <lowbit/datapath/tile_pool.hpp>
 #include <lowbit/nn/layer.hpp>
 
 #include <limits>
@@ -38,31 +39,34 @@ public:
         argmax_.resize(Kind == pooling_kind::max ? std::size_t(x.batch() * out_.size()) : 0);
         batch_ = x.batch();
         const float inv_area = 1.0f / float(size_ * size_);
-#pragma omp parallel for schedule(static) if (x.values.size() > parallel_threshold)
-        for (Eigen::Index n = 0; n < x.batch(); ++n) {
+        // Locals, not members, in the loop: the stores to argmax_ (ints) could otherwise alias them.
+        const shape3 in_shape = in_, out_shape = out_;
+        const int size = size_;
+        int* const argmax = argmax_.data();
+        lowbit::detail::parallel_for(x.batch(), x.values.size(), parallel_threshold, [&](Eigen::Index n) {
             const float* in = x.values.row(n).data();
             float* out = y.values.row(n).data();
-            for (int c = 0; c < out_.channels; ++c)
-                for (int oy = 0; oy < out_.height; ++oy)
-                    for (int ox = 0; ox < out_.width; ++ox) {
-                        const int o = (c * out_.height + oy) * out_.width + ox;
+            for (int c = 0; c < out_shape.channels; ++c)
+                for (int oy = 0; oy < out_shape.height; ++oy)
+                    for (int ox = 0; ox < out_shape.width; ++ox) {
+                        const int o = (c * out_shape.height + oy) * out_shape.width + ox;
                         float acc = Kind == pooling_kind::max ? -std::numeric_limits<float>::infinity() : 0.0f;
                         int best = -1;
-                        for (int i = 0; i < size_; ++i)
-                            for (int j = 0; j < size_; ++j) {
-                                const int at = (c * in_.height + oy * size_ + i) * in_.width + ox * size_ + j;
+                        for (int i = 0; i < size; ++i)
+                            for (int j = 0; j < size; ++j) {
+                                const int at = (c * in_shape.height + oy * size + i) * in_shape.width + ox * size + j;
                                 if constexpr (Kind == pooling_kind::max) {
                                     // NaN wins, as in PyTorch: a NaN input is not silently dropped.
                                     if (best < 0 || in[at] > acc || std::isnan(in[at])) acc = in[at], best = at;
-                                    if (std::isnan(acc)) i = size_, j = size_;
+                                    if (std::isnan(acc)) i = size, j = size;
                                 } else {
                                     acc += in[at];
                                 }
                             }
                         out[o] = Kind == pooling_kind::max ? acc : acc * inv_area;
-                        if constexpr (Kind == pooling_kind::max) argmax_[std::size_t(n * out_.size() + o)] = best;
+                        if constexpr (Kind == pooling_kind::max) argmax[n * out_shape.size() + o] = best;
                     }
-        }
+        });
         ready_ = p == pass::training;
         return y;
     }
@@ -71,8 +75,7 @@ public:
         detail::check_backward(*this, ready_, dy, out_, batch_);
         tensor dx{matrix::Zero(dy.batch(), in_.size()), in_};
         const float inv_area = 1.0f / float(size_ * size_);
-#pragma omp parallel for schedule(static) if (dx.values.size() > parallel_threshold)
-        for (Eigen::Index n = 0; n < dy.batch(); ++n)
+        lowbit::detail::parallel_for(dy.batch(), dx.values.size(), parallel_threshold, [&](Eigen::Index n) {
             for (int o = 0; o < out_.size(); ++o) {
                 if constexpr (Kind == pooling_kind::max) {
                     dx.values(n, argmax_[std::size_t(n * out_.size() + o)]) += dy.values(n, o);
@@ -84,6 +87,7 @@ public:
                                 dy.values(n, o) * inv_area;
                 }
             }
+        });
         return dx;
     }
 
