@@ -486,9 +486,10 @@ void write_budget_outputs(const std::string& out, const std::vector<budget_row>&
     std::ofstream gp(out + "/vit_budget.gp");
     gp << "set terminal pngcairo size 1000,620 font 'Sans,11' noenhanced\n"
        << "set output '" << out << "/vit_budget.png'\n"
-       << "set title 'Fashion-MNIST under a compute budget: structured skipping in groups of G channels\\n"
+       // (double quotes: gnuplot reads \n as a line break only inside them)
+       << "set title \"Fashion-MNIST under a compute budget: structured skipping in groups of G channels\\n"
        << test_images << " test images" << (o.quick ? " (--quick run)" : "") << ", " << o.calibration
-       << " calibration images, seed " << o.seed << "; error bars: +-1 standard error'\n"
+       << " calibration images, seed " << o.seed << "; error bars: +-1 standard error\"\n"
        << "set xlabel 'MACs executed (fraction of the dense network, counted by the datapath)'\n"
        << "set ylabel 'test accuracy (%)'\nset grid\nset key bottom right\nset xrange [0.2:1.02]\n"
        << "plot ";
