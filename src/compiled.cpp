@@ -11,6 +11,14 @@
 #include <lowbit/datapath/gemm_core.hpp>
 #include <lowbit/datapath/lns_core.hpp>
 #include <lowbit/nn/parallel_product_core.hpp>
+#include <lowbit/rounding/float_quantizer.hpp>
+
+namespace lowbit {
+
+template void float_quantizer::many<float>(std::span<const float>, std::span<float>, std::uint64_t) const;
+template void float_quantizer::many<double>(std::span<const double>, std::span<double>, std::uint64_t) const;
+
+}  // namespace lowbit
 
 namespace lowbit::detail {
 

@@ -156,15 +156,21 @@ constexpr double lns_pow2(int k) { return std::bit_cast<double>(std::uint64_t(k 
 // products.
 inline constexpr int exp2_table_max_bits = 12;
 
+// Not constexpr, and not a lambda (lambdas are implicitly constexpr): GCC tries to evaluate a
+// static's initializer at compile time when it can, and would evaluate all 8191 exp2_dyadic calls
+// in every translation unit that includes this header (1 s and 155 MB each) only to find that a
+// std::vector cannot be a constant.
+inline std::vector<double> make_exp2_fraction_tables() {
+    std::vector<double> t(std::size_t(2) << exp2_table_max_bits);
+    // Table b starts at index 2^b: 1, 2, 4, ... entries.
+    for (int bb = 0; bb <= exp2_table_max_bits; ++bb)
+        for (std::uint64_t r = 0; r < (std::uint64_t(1) << bb); ++r)
+            t[std::size_t((std::uint64_t(1) << bb) + r)] = exp2_dyadic(r, bb).hi;
+    return t;
+}
+
 inline const double* exp2_fraction_table(int b) {
-    static const std::vector<double> table = [] {
-        std::vector<double> t(std::size_t(2) << exp2_table_max_bits);
-        // Table b starts at index 2^b: 1, 2, 4, ... entries.
-        for (int bb = 0; bb <= exp2_table_max_bits; ++bb)
-            for (std::uint64_t r = 0; r < (std::uint64_t(1) << bb); ++r)
-                t[std::size_t((std::uint64_t(1) << bb) + r)] = exp2_dyadic(r, bb).hi;
-        return t;
-    }();
+    static const std::vector<double> table = make_exp2_fraction_tables();
     return table.data() + (std::size_t(1) << b);
 }
 

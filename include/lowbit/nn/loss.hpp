@@ -1,6 +1,7 @@
 // lowbit/nn/loss.hpp: softmax cross-entropy over class logits, and accuracy.
 #pragma once
 
+#include <lowbit/nn/definitions.hpp>
 #include <lowbit/nn/tensor.hpp>
 
 #include <cmath>
@@ -16,8 +17,9 @@ struct loss_and_gradient {
     matrix gradient;   // d loss / d logits: (softmax - one_hot(label)) / batch
 };
 
+#if LOWBIT_NN_DEFINE
 namespace detail {
-inline void check_labels(const matrix& logits, std::span<const std::uint8_t> labels, const char* who) {
+LOWBIT_NN_INLINE void check_labels(const matrix& logits, std::span<const std::uint8_t> labels, const char* who) {
     if (std::size_t(logits.rows()) != labels.size())
         throw std::invalid_argument(std::string("lowbit::nn::") + who + ": " + std::to_string(logits.rows()) +
                                     " rows of logits but " + std::to_string(labels.size()) + " labels");
@@ -28,8 +30,11 @@ inline void check_labels(const matrix& logits, std::span<const std::uint8_t> lab
                                         std::to_string(logits.cols()) + " classes");
 }
 }  // namespace detail
+#endif
 
-inline loss_and_gradient softmax_cross_entropy(const matrix& logits, std::span<const std::uint8_t> labels) {
+LOWBIT_NN_INLINE loss_and_gradient softmax_cross_entropy(const matrix& logits, std::span<const std::uint8_t> labels);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE loss_and_gradient softmax_cross_entropy(const matrix& logits, std::span<const std::uint8_t> labels) {
     detail::check_labels(logits, labels, "softmax_cross_entropy");
     const Eigen::Index n = logits.rows();
     loss_and_gradient out{0.0, matrix(n, logits.cols())};
@@ -45,9 +50,12 @@ inline loss_and_gradient softmax_cross_entropy(const matrix& logits, std::span<c
     out.loss /= double(std::max<Eigen::Index>(n, 1));
     return out;
 }
+#endif
 
 // Samples whose largest logit (the first, on ties) is their label.
-inline std::size_t correct_predictions(const matrix& logits, std::span<const std::uint8_t> labels) {
+LOWBIT_NN_INLINE std::size_t correct_predictions(const matrix& logits, std::span<const std::uint8_t> labels);
+#if LOWBIT_NN_DEFINE
+LOWBIT_NN_INLINE std::size_t correct_predictions(const matrix& logits, std::span<const std::uint8_t> labels) {
     detail::check_labels(logits, labels, "correct_predictions");
     std::size_t correct = 0;
     for (Eigen::Index i = 0; i < logits.rows(); ++i) {
@@ -57,5 +65,6 @@ inline std::size_t correct_predictions(const matrix& logits, std::span<const std
     }
     return correct;
 }
+#endif
 
 }  // namespace lowbit::nn

@@ -19,7 +19,7 @@
 #include <lowbit/datapath/tile_pool.hpp>
 #include <lowbit/nn/tensor.hpp>
 
-#include <Eigen/Dense>
+#include <Eigen/Core>
 
 #include <algorithm>
 #include <type_traits>

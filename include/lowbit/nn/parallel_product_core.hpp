@@ -9,7 +9,7 @@
 #include <lowbit/nn/parallel_product.hpp>
 #include <lowbit/nn/tensor.hpp>
 
-#include <Eigen/Dense>
+#include <Eigen/Core>
 
 #include <cstddef>
 #include <vector>

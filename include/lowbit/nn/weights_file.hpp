@@ -62,6 +62,20 @@
 
 #include <lowbit/nn/definitions.hpp>
 
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <limits>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+// What only the definitions use (compiled once into lowbit::compiled, or inline header-only).
+#if LOWBIT_NN_DEFINE
 #include <zlib.h>
 
 #include <fcntl.h>
@@ -70,23 +84,13 @@
 
 #include <algorithm>
 #include <atomic>
-#include <bit>
 #include <cerrno>
-#include <cstddef>
-#include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
-#include <limits>
-#include <span>
-#include <stdexcept>
-#include <string>
-#include <string_view>
 #include <system_error>
 #include <unordered_map>
 #include <unordered_set>
-#include <utility>
-#include <vector>
+#endif
 
 namespace lowbit::nn {
 
@@ -142,7 +146,9 @@ LOWBIT_NN_INLINE std::string shape_string(std::span<const std::int64_t> shape) {
 }
 #endif
 
+#if LOWBIT_NN_DEFINE
 inline std::string errno_text(int error) { return std::generic_category().message(error); }
+#endif
 
 // prod(shape) when every dimension is >= 0 and the product is at most `limit`; otherwise false.
 // (Comparing step by step, because the product of a corrupt shape can exceed 64 bits.)
@@ -163,6 +169,7 @@ LOWBIT_NN_INLINE bool element_count_within(std::span<const std::int64_t> shape, 
 }
 #endif
 
+#if LOWBIT_NN_DEFINE
 // The checks that save_weights and load_weights make on the caller's tensors (tensor_view or
 // tensor_ref): what the format can hold, and what a sensible network has.
 template <class Tensor>
@@ -198,6 +205,7 @@ void check_tensor_list(std::span<const Tensor> tensors, const char* function) {
                                         " values) but " + std::to_string(t.values.size()) + " values");
     }
 }
+#endif
 
 // Appends little-endian encodings to a byte buffer.
 LOWBIT_NN_INLINE void put_u32(std::vector<unsigned char>& out, std::uint32_t v);

@@ -157,34 +157,42 @@ private:
         return dispatch_rounding(mode, [&](auto m) { return round_with_plan<m()>(x, plan, random); });
     }
 
+    // Defined below the class; under LOWBIT_COMPILED_LIB only declared: its instantiations for
+    // every rounding mode and kernel (15 MB of compiler memory) are compiled once, into the
+    // library (src/compiled.cpp), instead of in every file that includes this header.
     template <class T>
-    void many(std::span<const T> in, std::span<T> out, std::uint64_t first_index) const {
-        if (in.size() != out.size())
-            throw std::invalid_argument("lowbit::float_quantizer: output size " + std::to_string(out.size()) +
-                                        " != input size " + std::to_string(in.size()));
-        if constexpr (std::is_same_v<T, float>) {
-            if (!float_native()) {
-                // Through double in blocks (rare: formats wider than float's range or precision),
-                // after checking the settings as the other paths do, also for an empty array.
-                (void)rounding_plan<double>::make(format, on_overflow, random_bits);
-                constexpr std::size_t block = 256;
-                double buffer[block];
-                for (std::size_t i = 0; i < in.size(); i += block) {
-                    const std::size_t len = std::min(block, in.size() - i);
-                    std::copy_n(in.data() + i, len, buffer);
-                    many(std::span<const double>(buffer, len), std::span<double>(buffer, len), first_index + i);
-                    std::copy_n(buffer, len, out.data() + i);
-                }
-                return;
-            }
-        }
-        const auto plan = rounding_plan<T>::make(format, on_overflow, random_bits);
-        dispatch_rounding(mode, [&](auto m) {
-            dispatch_short_kernel<m()>(plan, [&](auto kernel) {
-                detail::round_array<m(), kernel()>(in.data(), out.data(), in.size(), plan, seed, first_index);
-            });
-        });
-    }
+    void many(std::span<const T> in, std::span<T> out, std::uint64_t first_index) const;
 };
+
+#if !defined(LOWBIT_COMPILED_LIB) || defined(LOWBIT_COMPILING_LIB)
+template <class T>
+void float_quantizer::many(std::span<const T> in, std::span<T> out, std::uint64_t first_index) const {
+    if (in.size() != out.size())
+        throw std::invalid_argument("lowbit::float_quantizer: output size " + std::to_string(out.size()) +
+                                    " != input size " + std::to_string(in.size()));
+    if constexpr (std::is_same_v<T, float>) {
+        if (!float_native()) {
+            // Through double in blocks (rare: formats wider than float's range or precision),
+            // after checking the settings as the other paths do, also for an empty array.
+            (void)rounding_plan<double>::make(format, on_overflow, random_bits);
+            constexpr std::size_t block = 256;
+            double buffer[block];
+            for (std::size_t i = 0; i < in.size(); i += block) {
+                const std::size_t len = std::min(block, in.size() - i);
+                std::copy_n(in.data() + i, len, buffer);
+                many(std::span<const double>(buffer, len), std::span<double>(buffer, len), first_index + i);
+                std::copy_n(buffer, len, out.data() + i);
+            }
+            return;
+        }
+    }
+    const auto plan = rounding_plan<T>::make(format, on_overflow, random_bits);
+    dispatch_rounding(mode, [&](auto m) {
+        dispatch_short_kernel<m()>(plan, [&](auto kernel) {
+            detail::round_array<m(), kernel()>(in.data(), out.data(), in.size(), plan, seed, first_index);
+        });
+    });
+}
+#endif
 
 }  // namespace lowbit
