@@ -14,6 +14,7 @@
 // range-biased datapath see only the active values, as hardware that skips them would.
 #pragma once
 
+#include <lowbit/datapath/tile_pool.hpp>
 #include <lowbit/nn/definitions.hpp>
 #include <lowbit/nn/gemm_datapath.hpp>
 #include <lowbit/nn/layer.hpp>
@@ -102,8 +103,9 @@ LOWBIT_NN_INLINE matrix gemm_layer::gemm_forward(const matrix& x, pass p) {
         }
     }
     const matrix& b = bias().value;
-    if (active_outputs_.empty())
-        c.colwise() += b.row(0).transpose();
+    if (active_outputs_.empty())  // over the output rows on lowbit's threads (a conv's rows are long)
+        lowbit::detail::parallel_for(c.rows(), c.size(), parallel_threshold,
+                                     [&](Eigen::Index r) { c.row(r).array() += b(0, r); });
     else
         for (const int r : active_outputs_) c.row(r).array() += b(0, r);
     return c;

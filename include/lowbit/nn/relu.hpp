@@ -1,6 +1,7 @@
 // lowbit/nn/relu.hpp: y = max(x, 0) elementwise (NaN passes through); gradient 1 where x > 0.
 #pragma once
 
+#include <lowbit/datapath/tile_pool.hpp>
 #include <lowbit/nn/definitions.hpp>
 #include <lowbit/nn/layer.hpp>
 
@@ -26,16 +27,27 @@ private:
 
 #if LOWBIT_NN_DEFINE
 LOWBIT_NN_INLINE tensor relu::forward(const tensor& x, pass p) {
-    tensor y{x.values.unaryExpr([](float v) { return v > 0 ? v : (v == v ? 0.0f : v); }), x.shape};
-    if (p == pass::training) positive_ = (x.values.array() > 0).cast<float>().matrix();
-    ready_ = p == pass::training;
+    const bool training = p == pass::training;
+    tensor y{matrix(x.values.rows(), x.values.cols()), x.shape};
+    if (training) positive_.resize(x.values.rows(), x.values.cols());
+    // Over the batch on lowbit's threads: run on one thread, these passes over every activation
+    // were the largest serial part of a training step.
+    lowbit::detail::parallel_for(x.values.rows(), x.values.size(), parallel_threshold, [&](Eigen::Index n) {
+        y.values.row(n) = x.values.row(n).unaryExpr([](float v) { return v > 0 ? v : (v == v ? 0.0f : v); });
+        if (training) positive_.row(n) = (x.values.row(n).array() > 0).cast<float>().matrix();
+    });
+    ready_ = training;
     shape_ = x.shape;
     return y;
 }
 
 LOWBIT_NN_INLINE tensor relu::backward(const tensor& dy) {
     detail::check_backward(*this, ready_, dy, shape_, positive_.rows());
-    return {dy.values.cwiseProduct(positive_), dy.shape};
+    tensor dx{matrix(dy.values.rows(), dy.values.cols()), dy.shape};
+    lowbit::detail::parallel_for(dy.values.rows(), dy.values.size(), parallel_threshold, [&](Eigen::Index n) {
+        dx.values.row(n) = dy.values.row(n).cwiseProduct(positive_.row(n));
+    });
+    return dx;
 }
 #endif
 
