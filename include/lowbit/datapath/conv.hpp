@@ -18,6 +18,7 @@
 
 #include <Eigen/Core>
 
+#include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -65,6 +66,18 @@ inline void check_images(Eigen::Index cols, const conv_geometry& g, const char* 
                                     std::to_string(g.channels) + " x " + std::to_string(g.height) + " x " +
                                     std::to_string(g.width) + " = " + std::to_string(g.input_size()));
 }
+// The output positions o in [0, count) whose input coordinate o * stride + offset lies in [0, size):
+// one range [first, last) (first == last when there is none). im2col and col2im loop over it
+// instead of testing every position: no branch per element, and a plain copy when stride is 1.
+struct valid_positions {
+    int first = 0, last = 0;
+};
+inline valid_positions positions_inside(int offset, int stride, int size, int count) {
+    const int first = std::min(count, offset >= 0 ? 0 : (-offset + stride - 1) / stride);
+    const int beyond = size - 1 - offset;  // o * stride <= beyond
+    const int last = beyond < 0 ? first : std::clamp(beyond / stride + 1, first, count);
+    return {first, last};
+}
 }  // namespace detail
 
 // cols (K x batch * OH * OW) of `images` (batch x channels * height * width).
@@ -78,14 +91,21 @@ inline matrix_rm im2col(const matrix_rm& images, const conv_geometry& g) {
     detail::parallel_for(g.patch(), cols.size(), parallel_threshold, [&](Eigen::Index row) {
         const int c = int(row / (k * k)), i = int(row / k % k), j = int(row % k);
         float* out = cols.row(row).data();
+        const detail::valid_positions xs = detail::positions_inside(j - g.padding, g.stride, g.width, ow);
+        const int s = g.stride;
         for (Eigen::Index n = 0; n < batch; ++n) {
             const float* image = images.row(n).data() + std::ptrdiff_t(c) * g.height * g.width;
-            for (int oy = 0; oy < oh; ++oy) {
-                const int y = oy * g.stride + i - g.padding;
-                for (int ox = 0; ox < ow; ++ox) {
-                    const int x = ox * g.stride + j - g.padding;
-                    *out++ = (y >= 0 && y < g.height && x >= 0 && x < g.width) ? image[y * g.width + x] : 0.0f;
+            for (int oy = 0; oy < oh; ++oy, out += ow) {
+                const int y = oy * s + i - g.padding;
+                if (y < 0 || y >= g.height) {
+                    std::fill_n(out, ow, 0.0f);
+                    continue;
                 }
+                const float* in = image + y * g.width;
+                const int offset = j - g.padding;  // x = ox * s + offset
+                std::fill_n(out, xs.first, 0.0f);
+                for (int ox = xs.first; ox < xs.last; ++ox) out[ox] = in[ox * s + offset];
+                std::fill_n(out + xs.last, ow - xs.last, 0.0f);
             }
         }
     });
@@ -109,12 +129,14 @@ inline matrix_rm col2im(const matrix_rm& cols, Eigen::Index batch, const conv_ge
             const int c = int(row / (k * k)), i = int(row / k % k), j = int(row % k);
             const float* in = cols.row(row).data() + n * positions;
             float* image = images.row(n).data() + std::ptrdiff_t(c) * g.height * g.width;
-            for (int oy = 0; oy < oh; ++oy) {
-                const int y = oy * g.stride + i - g.padding;
-                for (int ox = 0; ox < ow; ++ox, ++in) {
-                    const int x = ox * g.stride + j - g.padding;
-                    if (y >= 0 && y < g.height && x >= 0 && x < g.width) image[y * g.width + x] += *in;
-                }
+            const detail::valid_positions xs = detail::positions_inside(j - g.padding, g.stride, g.width, ow);
+            const int s = g.stride;
+            for (int oy = 0; oy < oh; ++oy, in += ow) {
+                const int y = oy * s + i - g.padding;
+                if (y < 0 || y >= g.height) continue;
+                float* pixels = image + y * g.width;
+                const int offset = j - g.padding;  // x = ox * s + offset
+                for (int ox = xs.first; ox < xs.last; ++ox) pixels[ox * s + offset] += in[ox];
             }
         }
     });
