@@ -91,8 +91,8 @@ inline matrix_rm im2col(const matrix_rm& images, const conv_geometry& g) {
     detail::parallel_for(g.patch(), cols.size(), parallel_threshold, [&](Eigen::Index row) {
         const int c = int(row / (k * k)), i = int(row / k % k), j = int(row % k);
         float* out = cols.row(row).data();
-        const detail::valid_positions xs = detail::positions_inside(j - g.padding, g.stride, g.width, ow);
-        const int s = g.stride;
+        const int s = g.stride, offset = j - g.padding;  // x = ox * s + offset
+        const detail::valid_positions xs = detail::positions_inside(offset, s, g.width, ow);
         for (Eigen::Index n = 0; n < batch; ++n) {
             const float* image = images.row(n).data() + std::ptrdiff_t(c) * g.height * g.width;
             for (int oy = 0; oy < oh; ++oy, out += ow) {
@@ -102,7 +102,6 @@ inline matrix_rm im2col(const matrix_rm& images, const conv_geometry& g) {
                     continue;
                 }
                 const float* in = image + y * g.width;
-                const int offset = j - g.padding;  // x = ox * s + offset
                 std::fill_n(out, xs.first, 0.0f);
                 for (int ox = xs.first; ox < xs.last; ++ox) out[ox] = in[ox * s + offset];
                 std::fill_n(out + xs.last, ow - xs.last, 0.0f);
@@ -129,13 +128,12 @@ inline matrix_rm col2im(const matrix_rm& cols, Eigen::Index batch, const conv_ge
             const int c = int(row / (k * k)), i = int(row / k % k), j = int(row % k);
             const float* in = cols.row(row).data() + n * positions;
             float* image = images.row(n).data() + std::ptrdiff_t(c) * g.height * g.width;
-            const detail::valid_positions xs = detail::positions_inside(j - g.padding, g.stride, g.width, ow);
-            const int s = g.stride;
+            const int s = g.stride, offset = j - g.padding;  // x = ox * s + offset
+            const detail::valid_positions xs = detail::positions_inside(offset, s, g.width, ow);
             for (int oy = 0; oy < oh; ++oy, in += ow) {
                 const int y = oy * s + i - g.padding;
                 if (y < 0 || y >= g.height) continue;
                 float* pixels = image + y * g.width;
-                const int offset = j - g.padding;  // x = ox * s + offset
                 for (int ox = xs.first; ox < xs.last; ++ox) pixels[ox * s + offset] += in[ox];
             }
         }
