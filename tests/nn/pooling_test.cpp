@@ -275,3 +275,47 @@ TEST_CASE("backward rejects a gradient whose shape or batch differs from the for
     const lowbit::nn::tensor wrong_shape{lowbit::nn::matrix::Zero(3, 8), {8, 1, 1}};
     REQUIRE_THROWS_WITH(pool.backward(wrong_shape), Catch::Contains("backward got a gradient of 3 x 8 x 1 x 1"));
 }
+
+TEST_CASE("pooling: on ties the first maximum in window order wins, the first NaN over everything") {
+    // Values from {-1, 0, 1, NaN} (and -0 beside 0): most windows have ties; even and odd widths
+    // and heights, so that both the 2 x 2 path for even widths and the general path are checked.
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    const float values[] = {-1.0f, 0.0f, -0.0f, 1.0f, 1.0f, nan};
+    for (const pool_case pc : {pool_case{{3, 6, 8}, 2}, pool_case{{2, 5, 8}, 2}, pool_case{{2, 6, 7}, 2},
+                               pool_case{{2, 6, 6}, 3}}) {
+        const shape3 in = pc.in;
+        const int size = pc.size, oh = in.height / size, ow = in.width / size;
+        std::mt19937_64 engine(11 + std::uint64_t(in.width) * 7 + std::uint64_t(in.height));
+        matrix x(3, in.size());
+        for (Eigen::Index i = 0; i < x.size(); ++i) x.data()[i] = values[engine() % 6];
+        max_pool2d pool(in, size);
+        for (const pass p : {pass::inference, pass::training}) {
+            const tensor y = pool.forward({x, in}, p);
+            CAPTURE(in.to_string(), size);
+            for (Eigen::Index n = 0; n < x.rows(); ++n)
+                for (int c = 0; c < in.channels; ++c)
+                    for (int oy = 0; oy < oh; ++oy)
+                        for (int ox = 0; ox < ow; ++ox) {
+                            // The winner: the first NaN, else the first maximum, in row-major window order.
+                            int winner = -1;
+                            for (int i = 0; i < size; ++i)
+                                for (int j = 0; j < size; ++j) {
+                                    const int at = (c * in.height + oy * size + i) * in.width + ox * size + j;
+                                    const float v = x(n, at);
+                                    if (winner < 0) winner = at;
+                                    else if (!std::isnan(x(n, winner)) && (std::isnan(v) || v > x(n, winner))) winner = at;
+                                }
+                            const int o = (c * oh + oy) * ow + ox;
+                            CHECK(std::bit_cast<std::uint32_t>(y.values(n, o)) == std::bit_cast<std::uint32_t>(x(n, winner)));
+                            if (p == pass::training) {
+                                // The gradient of output o reaches its winner only.
+                                matrix dy = matrix::Zero(x.rows(), y.values.cols());
+                                dy(n, o) = 1;
+                                const tensor dx = pool.backward({dy, y.shape});
+                                CHECK(dx.values(n, winner) == 1.0f);
+                                CHECK(dx.values.cwiseAbs().sum() == 1.0f);
+                            }
+                        }
+        }
+    }
+}

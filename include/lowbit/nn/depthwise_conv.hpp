@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -116,10 +117,10 @@ LOWBIT_NN_INLINE tensor depthwise_conv::forward(const tensor& x, pass p) {
     }
     if (ready_) kept_channels_.assign(std::size_t(shape_.channels), {});
     for (const int c : channels) {
-        const matrix cols = columns(in, c, batch_)(taps, Eigen::all);
+        matrix cols = columns(in, c, batch_)(taps, Eigen::all);
         const matrix w = weight_.value(Eigen::seqN(c, 1), taps);
         gemm_operands* keep = ready_ ? &kept_channels_[std::size_t(c)] : nullptr;
-        const matrix r = datapath_gemm(w, cols, datapath, keep);  // 1 x n
+        const matrix r = datapath_gemm(w, std::move(cols), datapath, keep);  // 1 x n
         out.col(c) = r.row(0).transpose().array() + bias_.value(0, c);
     }
     return y;

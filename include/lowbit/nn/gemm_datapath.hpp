@@ -34,6 +34,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <variant>
 
 namespace lowbit::nn {
@@ -60,12 +61,13 @@ LOWBIT_NN_INLINE int datapath_threads(const gemm_datapath& d) {
 #endif
 
 // C = W X on the layer's datapath: W (M x K) weights, X (K x N) activations. When `keep` is given,
-// it receives the quantized W and X (the values the GEMM multiplied).
+// it receives the quantized W and X (the values the GEMM multiplied). X is taken by value: a layer
+// that moves its im2col matrix in keeps it for the backward pass without a copy.
 // The input quantizers may be given either by the datapath (weights, activations) or by the spec
 // (input_a, input_b), not both: a spec's own input quantizer is used when the datapath has none.
-LOWBIT_NN_INLINE matrix datapath_gemm(const matrix& w, const matrix& x, const gemm_datapath& d, gemm_operands* keep = nullptr);
+LOWBIT_NN_INLINE matrix datapath_gemm(const matrix& w, matrix x, const gemm_datapath& d, gemm_operands* keep = nullptr);
 #if LOWBIT_NN_DEFINE
-LOWBIT_NN_INLINE matrix datapath_gemm(const matrix& w, const matrix& x, const gemm_datapath& d, gemm_operands* keep) {
+LOWBIT_NN_INLINE matrix datapath_gemm(const matrix& w, matrix x, const gemm_datapath& d, gemm_operands* keep) {
     const auto input = [&](const input_quantizer& q, const quantizer gemm_spec::*field, const matrix& m,
                            const char* names) {
         const bool in_spec = d.spec && !((*d.spec).*field).is_exact();
@@ -89,9 +91,9 @@ LOWBIT_NN_INLINE matrix datapath_gemm(const matrix& w, const matrix& x, const ge
         spec.input_b = qx;
         c.resize(w.rows(), x.cols());
         gemm(w, x, c, spec, d.stats);
-        if (keep != nullptr) *keep = {quantized(w, qw, gemm_role::input_a), quantized(x, qx, gemm_role::input_b)};
+        if (keep != nullptr) *keep = {quantized(w, qw, gemm_role::input_a), quantized(std::move(x), qx, gemm_role::input_b)};
     } else {
-        gemm_operands q{quantized(w, qw, gemm_role::input_a), quantized(x, qx, gemm_role::input_b)};
+        gemm_operands q{quantized(w, qw, gemm_role::input_a), quantized(std::move(x), qx, gemm_role::input_b)};
         c = detail::tiled_product(q.weights, q.activations, threads);
         if (keep != nullptr) *keep = std::move(q);
     }

@@ -48,8 +48,9 @@ public:
 
 protected:
     // C = W X + b (W: outputs x K, X: K x N) on the layer's datapath, the skipped work left out;
-    // with pass::training, keeps the quantized operands for gemm_backward.
-    matrix gemm_forward(const matrix& x, pass p);
+    // with pass::training, keeps the quantized operands for gemm_backward (X moved in is kept
+    // without a copy).
+    matrix gemm_forward(matrix x, pass p);
 
     // From dL/dC (outputs x N): adds dL/dW and dL/db and returns dL/dX (K x N), straight-through
     // the quantizers; a skipped output has no gradient (its value does not depend on the weights).
@@ -79,12 +80,12 @@ LOWBIT_NN_INLINE void gemm_layer::set_active(std::vector<int> outputs, std::vect
     active_inputs_ = std::move(inputs);
 }
 
-LOWBIT_NN_INLINE matrix gemm_layer::gemm_forward(const matrix& x, pass p) {
+LOWBIT_NN_INLINE matrix gemm_layer::gemm_forward(matrix x, pass p) {
     const matrix& w = weight().value;
     gemm_operands* keep = p == pass::training ? &kept_ : nullptr;
     matrix c;
     if (!skips()) {
-        c = datapath_gemm(w, x, datapath, keep);
+        c = datapath_gemm(w, std::move(x), datapath, keep);
     } else {
         const std::vector<int> rows = all_if_empty(active_outputs_, w.rows());
         const std::vector<int> cols = all_if_empty(active_inputs_, w.cols());

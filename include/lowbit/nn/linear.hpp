@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 
 namespace lowbit::nn {
 
@@ -74,8 +75,8 @@ LOWBIT_NN_INLINE tensor linear::forward(const tensor& x, pass p) {
     detail::check_input(*this, x, x.shape.is_tokens() ? x.shape : shape3{inputs_, 1, 1});
     const shape3 out = output_shape(x.shape);  // tokens: checks the features
     const Eigen::Index rows = x.batch() * x.shape.tokens();  // one row per token (per sample)
-    const matrix xt = Eigen::Map<const matrix>(x.values.data(), rows, inputs_).transpose();  // inputs x rows
-    const matrix c = gemm_forward(xt, p);
+    matrix xt = Eigen::Map<const matrix>(x.values.data(), rows, inputs_).transpose();  // inputs x rows
+    const matrix c = gemm_forward(std::move(xt), p);
     ready_ = p == pass::training;
     in_ = x.shape;
     batch_ = x.batch();

@@ -5,7 +5,6 @@
 #include <lowbit/datapath/tile_pool.hpp>
 #include <lowbit/nn/layer.hpp>
 
-#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,18 +42,30 @@ public:
         const shape3 in_shape = in_, out_shape = out_;
         const int size = size_;
         int* const argmax = argmax_.data();
+        const bool track = p == pass::training;  // only the backward pass needs the winners
         lowbit::detail::parallel_for(x.batch(), x.values.size(), parallel_threshold, [&](Eigen::Index n) {
             const float* in = x.values.row(n).data();
             float* out = y.values.row(n).data();
+            int* const best = Kind == pooling_kind::max ? argmax + n * out_shape.size() : nullptr;
+            if (Kind == pooling_kind::max && size == 2 && in_shape.width % 2 == 0) {
+                const int plane_in = in_shape.height * in_shape.width, plane_out = out_shape.height * out_shape.width;
+                std::vector<float> pair_max(std::size_t(2 * plane_out));
+                std::vector<int> pair_best(track ? pair_max.size() : 0);
+                for (int c = 0; c < out_shape.channels; ++c)
+                    (track ? max_2x2<true> : max_2x2<false>)(in + c * plane_in, c * plane_in, out_shape.height,
+                                                             out_shape.width, out + c * plane_out,
+                                                             best + c * plane_out, pair_max.data(), pair_best.data());
+                return;
+            }
             for (int c = 0; c < out_shape.channels; ++c)
                 for (int oy = 0; oy < out_shape.height; ++oy) {
                     const int o = (c * out_shape.height + oy) * out_shape.width;
-                    int* const best = Kind == pooling_kind::max ? argmax + n * out_shape.size() + o : nullptr;
                     const int first = (c * in_shape.height + oy * size) * in_shape.width;
+                    int* const row_best = Kind == pooling_kind::max ? best + o : nullptr;
                     if (size == 2)  // the usual window: a constant stride, which compilers vectorize
-                        pool_row<2>(in, first, in_shape.width, 2, out_shape.width, out + o, best, inv_area);
+                        pool_row<2>(in, first, in_shape.width, 2, out_shape.width, out + o, row_best, inv_area);
                     else
-                        pool_row<0>(in, first, in_shape.width, size, out_shape.width, out + o, best, inv_area);
+                        pool_row<0>(in, first, in_shape.width, size, out_shape.width, out + o, row_best, inv_area);
                 }
         });
         ready_ = p == pass::training;
@@ -84,6 +95,36 @@ public:
     std::unique_ptr<layer> clone() const override { return std::make_unique<pool2d>(*this); }
 
 private:
+    // The maxima of one channel plane in 2 x 2 windows when the input's width is even
+    // (the usual case): first the larger of each horizontal pair over the whole plane (one long
+    // loop: the pairs of consecutive rows are contiguous), then the larger of the two pairs of each
+    // window. The rule is the one below (the first maximum in the order (0,0), (0,1), (1,0), (1,1)
+    // wins ties, the first NaN wins over everything): pairs keep their first element on ties and
+    // the lower pair wins only when strictly larger (or NaN where the upper is not). With Track,
+    // best receives the winners' indices (plane_index + their index in the plane).
+    template <bool Track>
+    static void max_2x2(const float* __restrict in, int plane_index, int out_height, int out_width,
+                        float* __restrict out, int* __restrict best, float* __restrict pair_max,
+                        int* __restrict pair_best) {
+        const auto second_wins = [](float first, float second) { return (second > first) | ((second != second) & (first == first)); };
+        const int pairs = 2 * out_height * out_width;
+        for (int k = 0; k < pairs; ++k) {
+            const float a = in[2 * k], b = in[2 * k + 1];
+            const bool take = second_wins(a, b);
+            pair_max[k] = take ? b : a;
+            if constexpr (Track) pair_best[k] = plane_index + 2 * k + int(take);
+        }
+        for (int oy = 0; oy < out_height; ++oy) {
+            const int upper = 2 * oy * out_width, lower = upper + out_width, o = oy * out_width;
+            for (int ox = 0; ox < out_width; ++ox) {
+                const float a = pair_max[upper + ox], b = pair_max[lower + ox];
+                const bool take = second_wins(a, b);
+                out[o + ox] = take ? b : a;
+                if constexpr (Track) best[o + ox] = take ? pair_best[lower + ox] : pair_best[upper + ox];
+            }
+        }
+    }
+
     // One row of outputs: the window's elements in order (row i, column j) in the outer loops and
     // the row's outputs inside, so that the inner loop has no branch and a fixed stride (Stride, or
     // `size` when Stride is 0) and compilers vectorize it. (Per output, element by element, the
