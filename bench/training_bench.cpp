@@ -8,11 +8,15 @@
 //               M7E4 products and accumulator in chunks of 16, toward_zero (lowbit::gemm forward,
 //               straight-through fp32 backward)
 //
+// The heap is set as the examples set it (examples::keep_freed_memory: freed temporaries stay
+// mapped); with --default_heap, glibc's defaults are kept instead.
+//
 // x_<name>_1t_idle: this case's images/s over the same network's on one thread, idle (so the
 // 2-thread idle row is the speed-up, and the loaded rows what the load costs).
 #include "bench_support.hpp"
 
 #include "../examples/accumulator_formats.hpp"
+#include "../examples/keep_freed_memory.hpp"
 #include "../examples/fashion_mnist_cnn.hpp"
 
 #include <lowbit/nn/batch_norm.hpp>
@@ -164,6 +168,15 @@ void register_all() {
 }  // namespace
 
 int main(int argc, char** argv) {
+    bool default_heap = false;
+    for (int i = 1; i < argc; ++i)
+        if (std::string(argv[i]) == "--default_heap") {
+            default_heap = true;
+            for (int j = i; j + 1 < argc; ++j) argv[j] = argv[j + 1];
+            --argc;
+            break;
+        }
+    if (!default_heap) examples::keep_freed_memory();
     register_all();
     benchmark::Initialize(&argc, argv);
     benchmark::RunSpecifiedBenchmarks();

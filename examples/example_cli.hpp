@@ -1,7 +1,10 @@
 // examples/example_cli.hpp: what every example's command line shares: a main that reports an error
 // and exits with a non-zero code instead of aborting, the output folder (created when missing),
-// the dataset folder, and validators for numbers that must be finite.
+// the dataset folder, validators for numbers that must be finite, and the heap settings of a
+// training program.
 #pragma once
+
+#include "keep_freed_memory.hpp"
 
 #include <CLI/CLI.hpp>
 
@@ -12,6 +15,7 @@
 #include <stdexcept>
 #include <string>
 #include <system_error>
+
 
 namespace examples {
 
@@ -69,11 +73,12 @@ inline CLI::Option* add_data_option(CLI::App& app, std::string& data) {
     return app.add_option("--data", data, "Fashion-MNIST folder (default: " + data + ", Debian's dataset-fashion-mnist)");
 }
 
-// Runs body(), an example's work after its options are parsed, and returns its exit code; an
-// exception (a bad option value, a missing dataset, a malformed file, a folder that cannot be
-// written) is reported as "<program>: error: <message>" with exit code 1.
+// Runs body(), an example's work after its options are parsed (keep_freed_memory first), and
+// returns its exit code; an exception (a bad option value, a missing dataset, a malformed file,
+// a folder that cannot be written) is reported as "<program>: error: <message>" with exit code 1.
 template <class F>
 int run(const char* program, F&& body) {
+    keep_freed_memory();
     try {
         return body();
     } catch (const std::exception& e) {
