@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <map>
+#include <stdexcept>
 #include <string>
 
 namespace lowbit_examples {
@@ -92,6 +93,33 @@ inline nn::gemm_datapath datapath_for(const lowbit::float_format& product, const
 inline std::string paper_name(const lowbit::float_format& f) {
     return "M" + std::to_string(f.man_bits) + "E" + std::to_string(f.exp_bits) + " bias " +
            std::to_string(f.exponent_bias());
+}
+
+// A --spec option's datapath: the text parsed as a gemm_spec (a malformed one names the option and
+// the field), on `threads` threads, with the FP8 range-biased weights and activations of the table.
+inline nn::gemm_datapath datapath_of_spec(const std::string& text, int threads) {
+    lowbit::gemm_spec spec;
+    try {
+        spec = lowbit::gemm_spec::parse(text);
+    } catch (const std::invalid_argument& e) {
+        throw std::invalid_argument("--spec '" + text + "': " + e.what());
+    }
+    spec.threads = threads;
+    return {.spec = spec, .weights = nn::range_biased_float{}, .activations = nn::range_biased_float{}, .stats = nullptr};
+}
+
+// A results file's datapath column: the spec as gemm_spec text (what --spec reads back) without its
+// thread count, which never changes a result bit.
+inline std::string datapath_text(lowbit::gemm_spec spec) {
+    spec.threads = lowbit::gemm_spec{}.threads;
+    return lowbit::to_string(spec);
+}
+
+// A results file's rounding column: the accumulator's rounding mode ("exact" without one).
+inline std::string rounding_text(const lowbit::gemm_spec& spec) {
+    if (const lowbit::float_quantizer* acc = spec.accumulator.as_float()) return lowbit::to_string(acc->mode);
+    if (const auto* acc = spec.accumulator.as_int()) return lowbit::to_string(acc->mode);
+    return "exact";
 }
 
 struct event_rates {

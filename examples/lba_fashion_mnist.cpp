@@ -180,12 +180,6 @@ struct result_row {
     std::optional<double> stage1, fine_tuned;
 };
 
-// The spec without its thread count, which never changes a result bit (results.csv's datapath).
-lowbit::gemm_spec datapath_only(lowbit::gemm_spec spec) {
-    spec.threads = lowbit::gemm_spec{}.threads;
-    return spec;
-}
-
 // What a plot's caption says about the run, and how wide its accuracies' error bars are.
 struct run_conditions {
     bool quick;
@@ -364,15 +358,8 @@ int run_example(int argc, char** argv) {
     std::vector<datapath_row> formats;
     for (const auto& f : o.formats) formats.push_back(row_for(f, o));
     // (parsed before any work: a malformed --spec is reported at once, naming the field)
-    std::vector<lowbit::gemm_spec> specs;
-    for (const auto& text : o.specs) {
-        try {
-            specs.push_back(lowbit::gemm_spec::parse(text));
-        } catch (const std::invalid_argument& e) {
-            throw std::invalid_argument("--spec '" + text + "': " + e.what());
-        }
-        specs.back().threads = o.threads;
-    }
+    std::vector<nn::gemm_datapath> specs;
+    for (const auto& text : o.specs) specs.push_back(lowbit_examples::datapath_of_spec(text, o.threads));
 
     std::printf("Loading Fashion-MNIST from %s\n", o.data.c_str());
     const nn::fashion_mnist_data data = nn::load_fashion_mnist(o.data);
@@ -423,10 +410,9 @@ int run_example(int argc, char** argv) {
     }
     for (std::size_t i = 0; i < specs.size(); ++i) {
         const std::string name = "spec" + std::to_string(i + 1);
-        std::printf("   %s: %s\n", name.c_str(), lowbit::to_string(specs[i]).c_str());
-        const nn::gemm_datapath d{.spec = specs[i], .weights = nn::range_biased_float{},
-                                  .activations = nn::range_biased_float{}, .stats = nullptr};
-        result_row row{name, lowbit::to_string(specs[i].product), lowbit::to_string(specs[i].accumulator), specs[i],
+        const nn::gemm_datapath& d = specs[i];
+        std::printf("   %s: %s\n", name.c_str(), lowbit::to_string(*d.spec).c_str());
+        result_row row{name, lowbit::to_string(d.spec->product), lowbit::to_string(d.spec->accumulator), *d.spec,
                        0.0, {}, {}, {}};
         folded.set_datapath(d);
         row.zero_shot = evaluate(folded, data.test, o.test_limit, name + " zero-shot");
@@ -502,16 +488,13 @@ int run_example(int argc, char** argv) {
                     100 * r.events.underflow, 100 * r.events.overflow,
                     r.stage1 ? std::to_string(*r.stage1).substr(0, 5).c_str() : "-",
                     r.fine_tuned ? std::to_string(*r.fine_tuned).substr(0, 5).c_str() : "-");
-        const lowbit::float_quantizer* acc = r.spec.accumulator.as_float();
-        const std::string rounding = acc != nullptr                          ? lowbit::to_string(acc->mode)
-                                     : r.spec.accumulator.as_int() != nullptr ? lowbit::to_string(r.spec.accumulator.as_int()->mode)
-                                                                              : "exact";
-        csv << r.name << ',' << r.product << ',' << r.accumulator << ',' << r.spec.chunk << ',' << rounding << ','
+        csv << r.name << ',' << r.product << ',' << r.accumulator << ',' << r.spec.chunk << ','
+            << lowbit_examples::rounding_text(r.spec) << ','
             << fp32_accuracy << ',' << fp8_accuracy << ',' << r.zero_shot << ',' << r.events.swamp << ','
             << r.events.underflow << ',' << r.events.overflow << ',' << opt_text(r.stage1) << ','
             << opt_text(r.fine_tuned) << ',' << int(o.quick) << ',' << test_images << ',' << o.seed << ','
             << std::min<std::size_t>(std::size_t(o.stats_samples), data.test.size()) << ",\""
-            << lowbit::to_string(datapath_only(r.spec)) << "\"\n";
+            << lowbit_examples::datapath_text(r.spec) << "\"\n";
     }
     csv.close();
     // The binomial standard error of an accuracy near fp32's over these images: differences below

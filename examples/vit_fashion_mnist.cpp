@@ -6,7 +6,7 @@
 //     a calibration split of 5,000 images;
 //  2. the flagship's accumulator table on it (accumulator_formats.hpp): zero-shot test accuracy
 //     with FP8 M4E3 weights and activations on MxEy products and accumulators, chunks of 16, event
-//     rates, and the two-stage M7E4 fine-tune;
+//     rates, and the two-stage M7E4 fine-tune; more rows from --spec (any gemm_spec text);
 //  3. dynamic inference under a budget (Sreedhar et al., papers.md section 2): channels are
 //     skipped in groups of G (the vector width; 8 and 16): the heads' channels, the MLP's hidden
 //     channels (fc1 outputs, their dwconv channels and fc2 inputs together) and the patch
@@ -19,7 +19,8 @@
 //  4. writes vit_budget.csv, vit_budget.png, vit_accumulators.csv in --out.
 //
 //   vit_fashion_mnist [--quick] [--out DIR] [--threads N] [--seed S] [--group 8,16]
-//                     [--budgets 100,90,...,40] [--retrain] ...   (--help for all)
+//                     [--budgets 100,90,...,40] [--retrain] [--spec "product=fp16 accumulator=bf16 chunk=32"]
+//                     ...   (--help for all)
 #include <lowbit/lowbit.hpp>
 #include <lowbit/nn/attention.hpp>
 #include <lowbit/nn/budget.hpp>
@@ -81,6 +82,7 @@ struct options {
     double weight_decay = 0.05;
     int cnn_epochs = 2;
     std::vector<std::string> formats{"m10e5", "m9e5", "m8e5", "m7e5", "m6e5", "m7e4"};
+    std::vector<std::string> specs;  // --spec: more datapaths, as gemm_spec text, zero-shot only
     lowbit_examples::datapath_settings datapath;
     int stats_samples = 500;
     double stage1_epochs = 0.25, stage2_epochs = 0.1;
@@ -536,8 +538,15 @@ int run_example(int argc, char** argv) {
     app.add_option("--stage2-epochs", o.stage2_epochs, "M7E4 fine-tuning stage 2 (real M7E4), in epochs")->check(examples::finite)->check(CLI::Range(0.0, 100.0));
     app.add_option("--budget-retrain-epochs", o.budget_retrain_epochs, "fine-tuning of the alternative paths, in epochs (0: none)")
         ->check(examples::finite)->check(CLI::Range(0.0, 100.0));
+    app.add_option("--spec", o.specs,
+                   "one more datapath for the accumulator table, as gemm_spec text, e.g. \"product=fp16 "
+                   "accumulator=bf16:toward_zero chunk=32\" (repeatable; the FP8 range-biased weights and "
+                   "activations are applied first)");
     CLI11_PARSE(app, argc, argv);
     o.datapath.seed = o.seed, o.datapath.threads = o.threads;
+    // (parsed before any work: a malformed --spec is reported at once, naming the field)
+    std::vector<nn::gemm_datapath> specs;
+    for (const auto& text : o.specs) specs.push_back(lowbit_examples::datapath_of_spec(text, o.threads));
     if (o.quick) {
         o.train_limit = 4000, o.test_limit = 1000, o.calibration = 500;
         if (app.count("--epochs") == 0) o.epochs = 2;
@@ -594,19 +603,32 @@ int run_example(int argc, char** argv) {
                 "and accumulators MxEy, chunk %d, %s, flush to zero, saturating\n",
                 o.datapath.chunk, o.datapath.rounding.c_str());
     struct table_row {
-        lowbit_examples::datapath_row formats;
+        lowbit_examples::datapath_row formats;  // (only the name for a --spec row)
+        std::string product, accumulator;
+        lowbit::gemm_spec spec;
         double zero_shot = 0;
         lowbit_examples::event_rates events;
         std::optional<double> stage1, fine_tuned;
     };
     std::vector<table_row> table;
     for (const auto& f : o.formats) {
-        table_row r{lowbit_examples::row_for(f, o.datapath), 0, {}, {}, {}};
-        const nn::gemm_datapath d = lowbit_examples::datapath_for(r.formats.product, r.formats.accumulator, o.datapath);
+        const lowbit_examples::datapath_row formats = lowbit_examples::row_for(f, o.datapath);
+        const nn::gemm_datapath d = lowbit_examples::datapath_for(formats.product, formats.accumulator, o.datapath);
+        table.push_back({formats, lowbit_examples::paper_name(formats.product),
+                         lowbit_examples::paper_name(formats.accumulator), *d.spec, 0, {}, {}, {}});
         vit.set_datapath(d);
-        r.zero_shot = lowbit_examples::evaluate(vit, data.test, o.test_limit, r.formats.name + " zero-shot");
-        if (o.stats_samples > 0) r.events = lowbit_examples::measure_events(vit, data.test, d, o.stats_samples);
-        table.push_back(r);
+        table.back().zero_shot = lowbit_examples::evaluate(vit, data.test, o.test_limit, formats.name + " zero-shot");
+        if (o.stats_samples > 0) table.back().events = lowbit_examples::measure_events(vit, data.test, d, o.stats_samples);
+    }
+    for (std::size_t i = 0; i < specs.size(); ++i) {
+        const nn::gemm_datapath& d = specs[i];
+        const std::string name = "spec" + std::to_string(i + 1);
+        std::printf("   %s: %s\n", name.c_str(), lowbit::to_string(*d.spec).c_str());
+        table.push_back({{name, {}, {}}, lowbit::to_string(d.spec->product), lowbit::to_string(d.spec->accumulator),
+                         *d.spec, 0, {}, {}, {}});
+        vit.set_datapath(d);
+        table.back().zero_shot = lowbit_examples::evaluate(vit, data.test, o.test_limit, name + " zero-shot");
+        if (o.stats_samples > 0) table.back().events = lowbit_examples::measure_events(vit, data.test, d, o.stats_samples);
     }
     double finetune_seconds = std::nan("");
     for (auto& r : table) {
@@ -641,15 +663,15 @@ int run_example(int argc, char** argv) {
         std::ofstream csv(o.out + "/vit_accumulators.csv");
         csv << "format,product,accumulator,chunk,rounding,fp32_accuracy,fp8_accuracy,zero_shot_accuracy,swamp_rate,"
                "underflow_rate,overflow_rate,stage1_accuracy,fine_tuned_accuracy,"
-            << conditions_header << ",event_samples\n";
+            << conditions_header << ",event_samples,datapath\n";
         const auto opt_text = [](const std::optional<double>& v) { return v ? std::to_string(*v) : std::string(); };
         for (const auto& r : table)
-            csv << r.formats.name << ',' << lowbit_examples::paper_name(r.formats.product) << ','
-                << lowbit_examples::paper_name(r.formats.accumulator) << ',' << o.datapath.chunk << ','
-                << o.datapath.rounding << ',' << fp32_accuracy << ',' << fp8_accuracy << ',' << r.zero_shot << ','
+            csv << r.formats.name << ',' << r.product << ',' << r.accumulator << ',' << r.spec.chunk << ','
+                << lowbit_examples::rounding_text(r.spec) << ',' << fp32_accuracy << ',' << fp8_accuracy << ',' << r.zero_shot << ','
                 << r.events.swamp << ',' << r.events.underflow << ',' << r.events.overflow << ',' << opt_text(r.stage1)
                 << ',' << opt_text(r.fine_tuned) << ',' << conditions_of(o, test_images) << ','
-                << std::min<std::size_t>(std::size_t(o.stats_samples), data.test.size()) << '\n';
+                << std::min<std::size_t>(std::size_t(o.stats_samples), data.test.size()) << ",\""
+                << lowbit_examples::datapath_text(r.spec) << "\"\n";
     }
 
     // 3. budgets: the ViT, then the CNN trained on the same split
@@ -694,8 +716,7 @@ int run_example(int argc, char** argv) {
                 "underflow", "overflow", "stage 1", "fine-tuned");
     for (const auto& r : table)
         std::printf("%-6s %-15s %-15s %8.2f%% %9.3f%% %9.3f%% %9.4f%% %8s%% %9s%%\n", r.formats.name.c_str(),
-                    lowbit_examples::paper_name(r.formats.product).c_str(),
-                    lowbit_examples::paper_name(r.formats.accumulator).c_str(), r.zero_shot, 100 * r.events.swamp,
+                    r.product.c_str(), r.accumulator.c_str(), r.zero_shot, 100 * r.events.swamp,
                     100 * r.events.underflow, 100 * r.events.overflow,
                     r.stage1 ? std::to_string(*r.stage1).substr(0, 5).c_str() : "-",
                     r.fine_tuned ? std::to_string(*r.fine_tuned).substr(0, 5).c_str() : "-");
