@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds lowbit in Release and runs every test. Then, for the other
+# Installs what is missing, builds lowbit in Release (with its Python package) and runs every test
+# (pytest on tests/python included). Then, for the other
 # x86-64 levels, whose kernels differ (they are chosen at compile time), builds and runs again:
 #   - AVX2 (x86-64-v3): the datapath and rounding tests, in Release;
 #   - the SSE2 baseline (x86-64): the datapath, rounding, formats, nn and types tests (the weights
@@ -17,8 +18,8 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Each stage's start, with the minutes since this script began: CI's budget is 60 minutes.
 stage() { printf 'lowbit [%d:%02d]: %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 "$root/scripts/install-deps.sh"
-stage "Release build of everything (native instruction set), then every test"
-cmake -S "$root" -B "$root/build/release" -DCMAKE_BUILD_TYPE=Release
+stage "Release build of everything (native instruction set, the Python package too), then every test"
+cmake -S "$root" -B "$root/build/release" -DCMAKE_BUILD_TYPE=Release -DLOWBIT_BUILD_PYTHON=ON
 cmake --build "$root/build/release" -j "$(nproc)"
 ctest --test-dir "$root/build/release" --output-on-failure -j "$(nproc)"
 

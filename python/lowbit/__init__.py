@@ -1,0 +1,119 @@
+"""lowbit: bit-exact simulation of low-precision arithmetic, from Python.
+
+    import lowbit
+    y = lowbit.quantize(x, "float8_e4m3fn", rounding="stochastic", seed=1)
+    c, events = lowbit.gemm(a, b, lowbit.spec("input_a=e4m3 input_b=e4m3 accumulator=fp16 chunk=16"),
+                            stats=True)
+
+Arrays are NumPy arrays or CPU torch tensors of float32 or float64; results come back as the
+same kind. Formats, quantizers and specs are written as the C++ library reads them (its parse
+functions do the reading here too), so text from a results file or a C++ program means the same.
+Errors are ValueError (a bad format, spec or shape) or TypeError (a wrong dtype or object) with
+lowbit's own message.
+"""
+
+import numpy as _np
+
+from ._lowbit import Format, Quantizer, Spec
+from . import _lowbit
+
+__all__ = ["Format", "Quantizer", "Spec", "format", "quantizer", "spec", "quantize", "quantize_", "gemm",
+           "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e4m3b11fnuz",
+           "float6_e2m3fn", "float6_e3m2fn", "float4_e2m1fn", "bfloat16", "float16", "float32"]
+
+
+def format(text):
+    """The float format a text names: "e4m3", "float8_e4m3fn", "bfloat16", "m7e4,bias=10,subnormals=off"."""
+    return Format(str(text))
+
+
+def quantizer(text):
+    """The quantizer a text names: "e4m3:toward_zero:saturate", "int8:frac=5:wrap", "exact"."""
+    return Quantizer(str(text))
+
+
+def spec(text="", *, threads=None):
+    """The GEMM datapath a text names (gemm_spec text), on `threads` threads (default: all cores)."""
+    s = Spec(str(text))
+    if threads is not None:
+        s.threads = int(threads)
+    return s
+
+
+# The names PyTorch and ml_dtypes users know.
+float8_e4m3fn = Format("float8_e4m3fn")
+float8_e5m2 = Format("float8_e5m2")
+float8_e4m3fnuz = Format("float8_e4m3fnuz")
+float8_e5m2fnuz = Format("float8_e5m2fnuz")
+float8_e4m3b11fnuz = Format("float8_e4m3b11fnuz")
+float6_e2m3fn = Format("float6_e2m3fn")
+float6_e3m2fn = Format("float6_e3m2fn")
+float4_e2m1fn = Format("float4_e2m1fn")
+bfloat16 = Format("bfloat16")
+float16 = Format("float16")
+float32 = Format("float32")
+
+
+def _torch_tensor_type():
+    import sys
+    torch = sys.modules.get("torch")  # (never imported here: a NumPy user need not have torch)
+    return torch.Tensor if torch is not None else None
+
+
+def _to_numpy(x, name):
+    """x as an array sharing its memory, and a function that turns a result back into x's kind."""
+    tensor = _torch_tensor_type()
+    if tensor is not None and isinstance(x, tensor):
+        if x.device.type != "cpu":
+            raise ValueError(f"lowbit: {name} is on {x.device}; lowbit runs on the CPU (use {name}.cpu())")
+        import torch
+        return x.detach().numpy(), torch.from_numpy
+    if isinstance(x, _np.ndarray):
+        return x, lambda a: a
+    raise TypeError(f"lowbit: {name} must be a NumPy array or a CPU torch tensor, not {type(x).__name__}")
+
+
+def _quantizer_text(q):
+    return str(q)
+
+
+def quantize_(x, quantizer, *, rounding=None, overflow=None, seed=None, random_bits=None):
+    """Rounds x in place (float32 or float64, contiguous) and returns it.
+
+    quantizer: a Format, a Quantizer, or their text ("e4m3", "float8_e5m2:stochastic", "int8:frac=5").
+    rounding: nearest_even (default), nearest_away, toward_zero, toward_positive, toward_negative,
+    stochastic or odd; overflow: "infinity" (default) or "saturate" ("wrap" or "saturate" for
+    integers); seed and random_bits: stochastic rounding's random stream, keyed by (seed, element
+    index in x's memory order), so results never depend on threads or on how x is split.
+    """
+    array, back = _to_numpy(x, "x")
+    _lowbit.quantize_(array, _quantizer_text(quantizer), rounding=rounding, overflow=overflow, seed=seed,
+                      random_bits=random_bits)
+    return x
+
+
+def quantize(x, quantizer, *, rounding=None, overflow=None, seed=None, random_bits=None):
+    """x rounded (a new array or tensor of x's dtype; x itself is not changed). See quantize_."""
+    array, back = _to_numpy(x, "x")
+    if array.dtype not in (_np.float32, _np.float64):
+        raise TypeError(f"lowbit.quantize: x has dtype {array.dtype}; pass float32 or float64")
+    result = _np.array(array, dtype=array.dtype, order="C", copy=True)
+    _lowbit.quantize_(result, _quantizer_text(quantizer), rounding=rounding, overflow=overflow, seed=seed,
+                      random_bits=random_bits)
+    return back(result)
+
+
+def gemm(a, b, spec, *, stats=False):
+    """C = A B on the datapath `spec` (a Spec or its text), float32; with stats=True, (C, events).
+
+    a: M x K, b: K x N, float32 or float64 (float64 is cast to float first), C-contiguous.
+    events: a dict of the event counts of lowbit::gemm_stats (macs, swamps, product_underflows, ...).
+    """
+    a_array, back = _to_numpy(a, "a")
+    b_array, _ = _to_numpy(b, "b")
+    if not isinstance(spec, Spec):
+        spec = Spec(str(spec))
+    result = _lowbit.gemm(a_array, b_array, spec, stats)
+    if stats:
+        return back(result[0]), result[1]
+    return back(result)

@@ -1,0 +1,195 @@
+// python/src/module.cpp: lowbit's compiled Python extension (lowbit._lowbit; the package
+// python/lowbit wraps it, torch tensors included).
+//
+// Arrays arrive through the buffer protocol without a copy: float32 or float64, C-contiguous
+// (anything else is refused with a message saying what to pass instead). The GIL is released
+// while C++ runs. Every C++ exception reaches Python as ValueError with lowbit's own message.
+#include <lowbit/datapath/gemm.hpp>
+#include <lowbit/datapath/gemm_spec.hpp>
+#include <lowbit/datapath/gemm_stats.hpp>
+#include <lowbit/datapath/quantizer.hpp>
+#include <lowbit/formats/float_format.hpp>
+#include <lowbit/formats/format_names.hpp>
+
+#include <Eigen/Core>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+
+namespace py = pybind11;
+
+namespace {
+
+// A float32 or float64 array that C++ may read (and write) in place, or an error naming `what`.
+py::array checked_array(const py::object& object, const char* function, const char* what) {
+    if (!py::isinstance<py::array>(object))
+        throw py::type_error(std::string("lowbit.") + function + ": " + what +
+                             " must be a NumPy array or a CPU torch tensor, not " +
+                             std::string(py::str(py::type::of(object).attr("__name__"))));
+    py::array a = py::reinterpret_borrow<py::array>(object);
+    const bool f32 = a.dtype().is(py::dtype::of<float>()), f64 = a.dtype().is(py::dtype::of<double>());
+    if (!f32 && !f64)
+        throw py::type_error(std::string("lowbit.") + function + ": " + what + " has dtype " +
+                             std::string(py::str(a.dtype())) + "; pass float32 or float64 (x.astype(numpy.float32))");
+    if (!(a.flags() & py::array::c_style))
+        throw py::value_error(std::string("lowbit.") + function + ": " + what +
+                              " is not C-contiguous; pass numpy.ascontiguousarray(x) (or x.contiguous() for a tensor)");
+    return a;
+}
+
+// The quantizer a text names, with the options given beside it appended (parse checks that none
+// is given twice).
+lowbit::quantizer quantizer_of(std::string text, const std::optional<std::string>& rounding,
+                               const std::optional<std::string>& overflow, const std::optional<std::uint64_t>& seed,
+                               const std::optional<int>& random_bits) {
+    if (rounding) text += ":" + *rounding;
+    if (overflow) text += ":" + *overflow;
+    if (seed) text += ":seed=" + std::to_string(*seed);
+    if (random_bits) text += ":random_bits=" + std::to_string(*random_bits);
+    return lowbit::quantizer::parse(text);
+}
+
+template <class T>
+void quantize_in_place(const lowbit::quantizer& q, T* data, std::size_t n) {
+    const std::span<T> values(data, n);
+    if (const auto* f = q.as_float()) (*f)(values);
+    else if (const auto* i = q.as_int()) {
+        if constexpr (std::is_same_v<T, float>) (*i)(values);
+        else for (std::size_t e = 0; e < n; ++e) data[e] = (*i)(data[e], e);
+    }
+}
+
+// A's or B's matrix view (row-major, C-contiguous) as float: float64 input is cast first.
+using row_major = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+row_major as_float_matrix(const py::array& a) {
+    const auto rows = Eigen::Index(a.shape(0)), cols = Eigen::Index(a.shape(1));
+    if (a.dtype().is(py::dtype::of<float>()))
+        return Eigen::Map<const row_major>(static_cast<const float*>(a.data()), rows, cols);
+    using row_major_d = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    return Eigen::Map<const row_major_d>(static_cast<const double*>(a.data()), rows, cols).cast<float>();
+}
+
+py::dict stats_dict(const lowbit::gemm_stats& s) {
+    py::dict d;
+    d["macs"] = s.macs;
+    d["input_nans"] = s.input_nans;
+    d["input_infinities"] = s.input_infinities;
+    d["input_overflows"] = s.input_overflows;
+    d["input_underflows"] = s.input_underflows;
+    d["inexact_inputs"] = s.inexact_inputs;
+    d["zero_operand"] = s.zero_operand;
+    d["product_overflows"] = s.product_overflows;
+    d["product_underflows"] = s.product_underflows;
+    d["accumulator_overflows"] = s.accumulator_overflows;
+    d["swamps"] = s.swamps;
+    d["inexact_additions"] = s.inexact_additions;
+    d["off_grid_products"] = s.off_grid_products;
+    return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_lowbit, m) {
+    m.doc() = "lowbit: bit-exact simulation of low-precision arithmetic (formats, rounding, GEMM datapaths)";
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const std::invalid_argument& e) {
+            PyErr_SetString(PyExc_ValueError, e.what());
+        } catch (const std::out_of_range& e) {
+            PyErr_SetString(PyExc_ValueError, e.what());
+        }
+    });
+
+    py::class_<lowbit::float_format>(m, "Format", "A binary floating-point format (lowbit::float_format).")
+        .def(py::init([](const std::string& text) { return lowbit::float_format::parse(text); }), py::arg("text"),
+             "The format a text names: 'e4m3', 'float8_e4m3fn', 'bfloat16', 'm7e4,bias=10,subnormals=off', ...")
+        .def_readonly("exp_bits", &lowbit::float_format::exp_bits)
+        .def_readonly("man_bits", &lowbit::float_format::man_bits)
+        .def_readonly("subnormals", &lowbit::float_format::subnormals)
+        .def_readonly("is_signed", &lowbit::float_format::is_signed)
+        .def_property_readonly("bias", &lowbit::float_format::exponent_bias)
+        .def_property_readonly("bits", &lowbit::float_format::bits)
+        .def_property_readonly("max", &lowbit::float_format::max_finite)
+        .def_property_readonly("min_normal", &lowbit::float_format::min_normal)
+        .def_property_readonly("min_subnormal", &lowbit::float_format::min_subnormal)
+        .def_property_readonly("epsilon", &lowbit::float_format::epsilon)
+        .def_property_readonly("emin", &lowbit::float_format::emin)
+        .def_property_readonly("emax", &lowbit::float_format::emax)
+        .def_property_readonly("has_infinity", &lowbit::float_format::has_infinity)
+        .def_property_readonly("has_nan", &lowbit::float_format::has_nan)
+        .def_property_readonly("has_negative_zero", &lowbit::float_format::has_negative_zero)
+        .def("__str__", [](const lowbit::float_format& f) { return lowbit::to_string(f); })
+        .def("__repr__", [](const lowbit::float_format& f) { return "lowbit.format('" + lowbit::to_string(f) + "')"; })
+        .def("__eq__", [](const lowbit::float_format& a, const lowbit::float_format& b) { return a == b; })
+        .def("__hash__", [](const lowbit::float_format& f) { return py::hash(py::str(lowbit::to_string(f))); });
+
+    py::class_<lowbit::quantizer>(m, "Quantizer", "One rounding step: exact, a float format or an integer format, with its mode.")
+        .def(py::init([](const std::string& text) { return lowbit::quantizer::parse(text); }), py::arg("text"),
+             "The quantizer a text names: 'e4m3:toward_zero:saturate', 'int8:frac=5:wrap', 'exact', ...")
+        .def_property_readonly("is_exact", &lowbit::quantizer::is_exact)
+        .def("__str__", [](const lowbit::quantizer& q) { return lowbit::to_string(q); })
+        .def("__repr__", [](const lowbit::quantizer& q) { return "lowbit.quantizer('" + lowbit::to_string(q) + "')"; })
+        .def("__eq__", [](const lowbit::quantizer& a, const lowbit::quantizer& b) { return a == b; })
+        .def("__hash__", [](const lowbit::quantizer& q) { return py::hash(py::str(lowbit::to_string(q))); });
+
+    py::class_<lowbit::gemm_spec>(m, "Spec", "A GEMM datapath (lowbit::gemm_spec), as gemm_spec text.")
+        .def(py::init([](const std::string& text) { return lowbit::gemm_spec::parse(text); }), py::arg("text") = "",
+             "The datapath a text names: 'input_a=e4m3 input_b=e4m3 product=... accumulator=fp16:toward_zero chunk=16'")
+        .def_readwrite("chunk", &lowbit::gemm_spec::chunk)
+        .def_readwrite("threads", &lowbit::gemm_spec::threads)
+        .def("__str__", [](const lowbit::gemm_spec& s) { return lowbit::to_string(s); })
+        .def("__repr__", [](const lowbit::gemm_spec& s) { return "lowbit.spec('" + lowbit::to_string(s) + "')"; })
+        .def("__eq__", [](const lowbit::gemm_spec& a, const lowbit::gemm_spec& b) {
+            return lowbit::to_string(a) == lowbit::to_string(b) && a.threads == b.threads;
+        });
+
+    m.def(
+        "quantize_",
+        [](py::object x, const std::string& quantizer, std::optional<std::string> rounding,
+           std::optional<std::string> overflow, std::optional<std::uint64_t> seed, std::optional<int> random_bits) {
+            py::array a = checked_array(x, "quantize_", "x");
+            if (!a.writeable()) throw py::value_error("lowbit.quantize_: x is read-only");
+            const lowbit::quantizer q = quantizer_of(quantizer, rounding, overflow, seed, random_bits);
+            const auto n = std::size_t(a.size());
+            void* data = a.mutable_data();
+            const bool f32 = a.dtype().is(py::dtype::of<float>());
+            {
+                py::gil_scoped_release unlocked;
+                if (f32) quantize_in_place(q, static_cast<float*>(data), n);
+                else quantize_in_place(q, static_cast<double*>(data), n);
+            }
+            return a;
+        },
+        py::arg("x"), py::arg("quantizer"), py::kw_only(), py::arg("rounding") = py::none(),
+        py::arg("overflow") = py::none(), py::arg("seed") = py::none(), py::arg("random_bits") = py::none(),
+        "Rounds x (float32 or float64, C-contiguous) in place; element e takes the random bits of index e.");
+
+    m.def(
+        "gemm",
+        [](py::object a_object, py::object b_object, const lowbit::gemm_spec& spec, bool stats) -> py::object {
+            const py::array a = checked_array(a_object, "gemm", "a"), b = checked_array(b_object, "gemm", "b");
+            if (a.ndim() != 2 || b.ndim() != 2 || a.shape(1) != b.shape(0))
+                throw py::value_error("lowbit.gemm: a (" + std::string(py::str(a.attr("shape"))) + ") and b (" +
+                                      std::string(py::str(b.attr("shape"))) +
+                                      ") must be matrices M x K and K x N");
+            py::array_t<float, py::array::c_style> c({a.shape(0), b.shape(1)});
+            lowbit::gemm_stats counted;
+            {
+                py::gil_scoped_release unlocked;
+                const row_major A = as_float_matrix(a), B = as_float_matrix(b);
+                Eigen::Map<row_major> C(c.mutable_data(), A.rows(), B.cols());
+                lowbit::gemm(A, B, C, spec, stats ? &counted : nullptr);
+            }
+            if (!stats) return c;
+            return py::make_tuple(c, stats_dict(counted));
+        },
+        py::arg("a"), py::arg("b"), py::arg("spec"), py::arg("stats") = false,
+        "C = A B on the datapath of spec (float32 result); with stats=True, (C, event counts).");
+}
