@@ -8,6 +8,7 @@
 #include <lowbit/datapath/gemm_spec.hpp>
 #include <lowbit/datapath/gemm_stats.hpp>
 #include <lowbit/datapath/quantizer.hpp>
+#include <lowbit/datapath/thread_count.hpp>
 #include <lowbit/formats/float_format.hpp>
 #include <lowbit/formats/format_names.hpp>
 
@@ -142,6 +143,11 @@ PYBIND11_MODULE(_lowbit, m) {
     py::class_<lowbit::gemm_spec>(m, "Spec", "A GEMM datapath (lowbit::gemm_spec), as gemm_spec text.")
         .def(py::init([](const std::string& text) { return lowbit::gemm_spec::parse(text); }), py::arg("text") = "",
              "The datapath a text names: 'input_a=e4m3 input_b=e4m3 product=... accumulator=fp16:toward_zero chunk=16'")
+        .def_readwrite("input_a", &lowbit::gemm_spec::input_a)
+        .def_readwrite("input_b", &lowbit::gemm_spec::input_b)
+        .def_readwrite("product", &lowbit::gemm_spec::product)
+        .def_readwrite("accumulator", &lowbit::gemm_spec::accumulator)
+        .def_readwrite("chunk_accumulator", &lowbit::gemm_spec::chunk_accumulator)
         .def_readwrite("chunk", &lowbit::gemm_spec::chunk)
         .def_readwrite("threads", &lowbit::gemm_spec::threads)
         .def("__str__", [](const lowbit::gemm_spec& s) { return lowbit::to_string(s); })
@@ -170,6 +176,28 @@ PYBIND11_MODULE(_lowbit, m) {
         py::arg("x"), py::arg("quantizer"), py::kw_only(), py::arg("rounding") = py::none(),
         py::arg("overflow") = py::none(), py::arg("seed") = py::none(), py::arg("random_bits") = py::none(),
         "Rounds x (float32 or float64, C-contiguous) in place; element e takes the random bits of index e.");
+
+    m.def(
+        "quantize_operand_",
+        [](py::object x, const lowbit::gemm_spec& spec, const std::string& which) {
+            py::array a = checked_array(x, "quantize_operand_", "x");
+            if (!a.dtype().is(py::dtype::of<float>())) throw py::type_error("lowbit.quantize_operand_: x must be float32");
+            if (!a.writeable()) throw py::value_error("lowbit.quantize_operand_: x is read-only");
+            if (which != "a" && which != "b")
+                throw py::value_error("lowbit.quantize_operand_: which = '" + which + "' must be 'a' or 'b'");
+            const lowbit::quantizer& q = which == "a" ? spec.input_a : spec.input_b;
+            const lowbit::gemm_role role = which == "a" ? lowbit::gemm_role::input_a : lowbit::gemm_role::input_b;
+            auto* data = static_cast<float*>(a.mutable_data());
+            const auto n = std::size_t(a.size());
+            {
+                py::gil_scoped_release unlocked;
+                lowbit::detail::quantize_input(q, role, data, n, lowbit::detail::thread_count(spec.threads));
+            }
+            return a;
+        },
+        py::arg("x"), py::arg("spec"), py::arg("which"),
+        "Rounds x in place as gemm rounds its operand A or B (the spec's input_a or input_b, with the\n"
+        "same random bits): the operands a straight-through backward pass multiplies.");
 
     m.def(
         "gemm",

@@ -1,0 +1,163 @@
+"""lowbit.torch: PyTorch layers whose products run on a lowbit datapath (CPU, float32).
+
+    import lowbit.torch as lt
+    spec = lowbit.spec("product=m7e4,bias=12,subnormals=off,specials=none:toward_zero:saturate "
+                       "accumulator=m7e4,bias=10,subnormals=off,specials=none:toward_zero:saturate chunk=16")
+    model = lt.convert(model, spec, weights="e4m3", activations="e4m3")   # nn.Linear / nn.Conv2d swapped
+    loss = criterion(model(x), y); loss.backward()                        # straight-through gradients
+
+Forward: each output of a layer is one dot product on the spec's datapath (its input quantizers,
+product and accumulator roundings, chunks, model), as lowbit.gemm computes it, the bias added in
+float afterwards. Backward: straight-through the quantizers, as lowbit's C++ layers train: the
+weights' gradient is dY times the quantized activations, the activations' gradient dY times the
+quantized weights, both in float (torch's own products).
+"""
+import torch as _torch
+import torch.nn.functional as _F
+
+import lowbit as _lowbit
+
+__all__ = ["matmul", "QLinear", "QConv2d", "convert"]
+
+
+def _spec_of(spec, weights=None, activations=None):
+    """A Spec (from a Spec or its text) with the weight and activation quantizers set, if given."""
+    s = spec if isinstance(spec, _lowbit.Spec) else _lowbit.Spec(str(spec))
+    s = _lowbit.Spec(str(s)) if weights is not None or activations is not None else s  # (a copy: specs are shared)
+    if weights is not None:
+        s.input_a = _lowbit.Quantizer(str(weights))
+    if activations is not None:
+        s.input_b = _lowbit.Quantizer(str(activations))
+    return s
+
+
+def _checked(t, name):
+    if not isinstance(t, _torch.Tensor):
+        raise TypeError(f"lowbit.torch: {name} must be a torch tensor, not {type(t).__name__}")
+    if t.device.type != "cpu":
+        raise ValueError(f"lowbit.torch: {name} is on {t.device}; lowbit runs on the CPU")
+    if t.dtype not in (_torch.float32, _torch.float64):
+        raise TypeError(f"lowbit.torch: {name} has dtype {t.dtype}; lowbit multiplies float32 (or float64, cast)")
+    return t.detach().to(_torch.float32).contiguous()
+
+
+class _Gemm(_torch.autograd.Function):
+    """C = A B on the datapath; gradients straight through the input quantizers."""
+
+    @staticmethod
+    def forward(ctx, a, b, spec):
+        a_, b_ = _checked(a, "a"), _checked(b, "b")
+        if a_.dim() != 2 or b_.dim() != 2 or a_.shape[1] != b_.shape[0]:
+            raise ValueError(f"lowbit.torch.matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} are not M x K and K x N")
+        c = _lowbit._lowbit.gemm(a_.numpy(), b_.numpy(), spec, False)
+        if any(ctx.needs_input_grad[:2]):
+            # the operands the datapath multiplied (the same rounding and random bits as gemm's)
+            aq = a_.clone() if a_.data_ptr() == a.data_ptr() else a_
+            bq = b_.clone() if b_.data_ptr() == b.data_ptr() else b_
+            _lowbit._lowbit.quantize_operand_(aq.numpy(), spec, "a")
+            _lowbit._lowbit.quantize_operand_(bq.numpy(), spec, "b")
+            ctx.save_for_backward(aq, bq)
+        return _torch.from_numpy(c).to(a.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        aq, bq = ctx.saved_tensors
+        grad = grad.to(_torch.float32)
+        ga = grad @ bq.T if ctx.needs_input_grad[0] else None
+        gb = aq.T @ grad if ctx.needs_input_grad[1] else None
+        return ga, gb, None
+
+
+def matmul(a, b, spec):
+    """a @ b on the datapath `spec` (a Spec or its text): 2-D, or batched over leading dimensions
+    (as torch.matmul, without broadcasting: attention's Q K^T and P V per head). Differentiable."""
+    spec = _spec_of(spec)
+    if a.dim() == 2 and b.dim() == 2:
+        return _Gemm.apply(a, b, spec)
+    if a.dim() < 2 or a.shape[:-2] != b.shape[:-2]:
+        raise ValueError(f"lowbit.torch.matmul: shapes {tuple(a.shape)} and {tuple(b.shape)}: batched operands need "
+                         "the same leading dimensions (no broadcasting)")
+    lead = a.shape[:-2]
+    a3, b3 = a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:])
+    out = _torch.stack([_Gemm.apply(a3[i], b3[i], spec) for i in range(a3.shape[0])])
+    return out.reshape(*lead, out.shape[-2], out.shape[-1])
+
+
+class QLinear(_torch.nn.Linear):
+    """nn.Linear on a datapath: y = x W^T + b with W x^T computed by lowbit.gemm (A = the weights,
+    B = the activations, so the spec's input_a rounds weights and input_b activations)."""
+
+    def __init__(self, in_features, out_features, bias=True, *, spec="", weights=None, activations=None,
+                 dtype=None):
+        super().__init__(in_features, out_features, bias=bias, dtype=dtype)
+        self.spec = _spec_of(spec, weights, activations)
+
+    def forward(self, x):
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(f"lowbit.torch.QLinear: the input's shape {tuple(x.shape)} does not end in "
+                             f"in_features = {self.in_features}")
+        rows = x.reshape(-1, self.in_features)
+        y = _Gemm.apply(self.weight, rows.T, self.spec).T
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self):
+        return super().extra_repr() + f", spec='{self.spec}'"
+
+
+class QConv2d(_torch.nn.Conv2d):
+    """nn.Conv2d on a datapath (groups = 1): the filters (out x in*kh*kw) times the im2col matrix
+    of the batch, each output one dot product over (channel, row, column) in that order."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True,
+                 *, spec="", weights=None, activations=None, dtype=None):
+        if groups != 1:
+            raise ValueError(f"lowbit.torch.QConv2d: groups = {groups}; only groups = 1 runs on a datapath")
+        if isinstance(padding, str):
+            raise ValueError(f"lowbit.torch.QConv2d: padding = '{padding}'; give the padding as numbers")
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
+                         bias=bias, dtype=dtype)
+        if self.padding_mode != "zeros":
+            raise ValueError("lowbit.torch.QConv2d: only zero padding")
+        self.spec = _spec_of(spec, weights, activations)
+
+    def forward(self, x):
+        n, _, h, w = x.shape
+        kh, kw = self.kernel_size
+        cols = _F.unfold(x, self.kernel_size, dilation=self.dilation, padding=self.padding, stride=self.stride)
+        positions = cols.shape[2]
+        b = cols.transpose(0, 1).reshape(cols.shape[1], n * positions)  # (in*kh*kw) x (batch * positions)
+        c = _Gemm.apply(self.weight.reshape(self.out_channels, -1), b, self.spec)
+        if self.bias is not None:
+            c = c + self.bias[:, None]
+        oh = (h + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
+        ow = (w + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
+        return c.reshape(self.out_channels, n, oh, ow).transpose(0, 1)
+
+    def extra_repr(self):
+        return super().extra_repr() + f", spec='{self.spec}'"
+
+
+def convert(model, spec, *, weights=None, activations=None):
+    """The model with every nn.Linear and nn.Conv2d (groups = 1, zero padding) replaced by QLinear
+    and QConv2d on `spec`, keeping their parameters (the same tensors). Changes `model` in place and
+    returns it."""
+    spec = _spec_of(spec, weights, activations)
+    for name, child in list(model.named_children()):
+        if isinstance(child, (QLinear, QConv2d)):
+            child.spec = spec
+            continue
+        if type(child) is _torch.nn.Linear:
+            q = QLinear(child.in_features, child.out_features, bias=child.bias is not None, spec=spec)
+        elif type(child) is _torch.nn.Conv2d and child.groups == 1 and child.padding_mode == "zeros" \
+                and not isinstance(child.padding, str):
+            q = QConv2d(child.in_channels, child.out_channels, child.kernel_size, stride=child.stride,
+                        padding=child.padding, dilation=child.dilation, bias=child.bias is not None, spec=spec)
+        else:
+            convert(child, spec)
+            continue
+        q.weight = child.weight
+        q.bias = child.bias
+        setattr(model, name, q)
+    return model

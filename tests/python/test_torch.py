@@ -1,0 +1,100 @@
+"""lowbit.torch: the layers against torch.nn.functional with an exact fp32 spec (forward and
+backward), against lowbit.gemm with a quantized spec, convert(), and bad input."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import lowbit  # noqa: E402
+import lowbit.torch as lt  # noqa: E402
+
+FP32 = "accumulator=fp32 chunk_accumulator=fp32"  # exact products, float sums
+M7E4 = ("input_a=e4m3 input_b=e4m3 product=m7e4,bias=12,subnormals=off,specials=none:toward_zero:saturate "
+        "accumulator=m7e4,bias=10,subnormals=off,specials=none:toward_zero:saturate chunk=16 "
+        "chunk_accumulator=m7e4,bias=10,subnormals=off,specials=none:toward_zero:saturate")
+
+
+def grads(module, x):
+    x = x.clone().requires_grad_(True)
+    y = module(x)
+    weights = torch.randn(y.shape, generator=torch.Generator().manual_seed(5))
+    (y * weights).sum().backward()
+    return y.detach(), x.grad, module.weight.grad, module.bias.grad
+
+
+def test_qlinear_with_an_fp32_spec_equals_linear_forward_and_backward():
+    torch.manual_seed(0)
+    ref = torch.nn.Linear(70, 9)
+    q = lt.QLinear(70, 9, spec=FP32)
+    q.load_state_dict(ref.state_dict())
+    x = torch.randn(13, 70)
+    for got, want in zip(grads(q, x), grads(ref, x)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("stride,padding,dilation", [(1, 1, 1), (2, 0, 1), (1, 2, 2)])
+def test_qconv2d_with_an_fp32_spec_equals_conv2d_forward_and_backward(stride, padding, dilation):
+    torch.manual_seed(1)
+    ref = torch.nn.Conv2d(3, 5, 3, stride=stride, padding=padding, dilation=dilation)
+    q = lt.QConv2d(3, 5, 3, stride=stride, padding=padding, dilation=dilation, spec=FP32)
+    q.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 3, 11, 9)
+    for got, want in zip(grads(q, x), grads(ref, x)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_qlinear_on_m7e4_is_lowbit_gemm_bit_for_bit_and_straight_through():
+    torch.manual_seed(2)
+    q = lt.QLinear(40, 6, spec=M7E4)
+    x = torch.randn(5, 40)
+    y, dx, dw, db = grads(q, x)
+    w = q.weight.detach().numpy()
+    expected = lowbit.gemm(w, np.ascontiguousarray(x.numpy().T), M7E4).T + q.bias.detach().numpy()
+    np.testing.assert_array_equal(y.numpy(), expected)
+    # straight-through: the gradients use the e4m3-rounded operands
+    g = torch.randn(y.shape, generator=torch.Generator().manual_seed(5))
+    wq = lowbit.quantize(q.weight.detach(), "e4m3")
+    xq = lowbit.quantize(x, "e4m3")
+    torch.testing.assert_close(dx, g @ wq, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(dw, g.T @ xq, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(db, g.sum(0))
+    assert not torch.equal(wq, q.weight.detach())  # (the rounding did something)
+
+
+def test_matmul_batched_as_attention_uses_it():
+    torch.manual_seed(3)
+    qh = torch.randn(2, 4, 7, 16)  # batch, heads, tokens, features
+    kh = torch.randn(2, 4, 16, 7)
+    s = lt.matmul(qh, kh, M7E4)
+    assert s.shape == (2, 4, 7, 7)
+    np.testing.assert_array_equal(s[1, 2].numpy(), lowbit.gemm(qh[1, 2].numpy(), kh[1, 2].numpy(), M7E4))
+    torch.testing.assert_close(lt.matmul(qh, kh, FP32), qh @ kh, rtol=1e-5, atol=1e-5)
+
+
+def test_convert_keeps_the_parameters_and_the_predictions_with_fp32():
+    torch.manual_seed(4)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                                torch.nn.Flatten(), torch.nn.Sequential(torch.nn.Linear(4 * 7 * 7, 10)))
+    x = torch.randn(8, 1, 14, 14)
+    before = model(x).detach()
+    weight = model[0].weight
+    lt.convert(model, FP32)
+    assert isinstance(model[0], lt.QConv2d) and isinstance(model[4][0], lt.QLinear)
+    assert model[0].weight is weight
+    torch.testing.assert_close(model(x).detach(), before, rtol=1e-5, atol=1e-5)
+    assert torch.equal(model(x).argmax(1), before.argmax(1))
+    lt.convert(model, M7E4)
+    assert str(model[4][0].spec) == str(lowbit.spec(M7E4))
+
+
+@pytest.mark.parametrize("call,error,message", [
+    (lambda: lt.QConv2d(4, 4, 3, groups=2), ValueError, "groups"),
+    (lambda: lt.QLinear(3, 2)(torch.randn(2, 4)), ValueError, "does not end in in_features = 3"),
+    (lambda: lt.matmul(torch.randn(2, 3), torch.randn(4, 2), ""), ValueError, "M x K and K x N"),
+    (lambda: lt.QLinear(3, 2, spec="chunk=x"), ValueError, "chunk"),
+    (lambda: lt.matmul(torch.randn(2, 3, 4), torch.randn(3, 4, 2), ""), ValueError, "leading dimensions"),
+    (lambda: lt.matmul(torch.ones(2, 3, dtype=torch.int32), torch.ones(3, 2, dtype=torch.int32), ""), TypeError, "dtype"),
+])
+def test_bad_input_raises_with_a_message(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
