@@ -73,10 +73,6 @@ def _to_numpy(x, name):
     raise TypeError(f"lowbit: {name} must be a NumPy array or a CPU torch tensor, not {type(x).__name__}")
 
 
-def _quantizer_text(q):
-    return str(q)
-
-
 def quantize_(x, quantizer, *, rounding=None, overflow=None, seed=None, random_bits=None):
     """Rounds x in place (float32 or float64, contiguous) and returns it.
 
@@ -87,20 +83,22 @@ def quantize_(x, quantizer, *, rounding=None, overflow=None, seed=None, random_b
     index in x's memory order), so results never depend on threads or on how x is split.
     """
     array, back = _to_numpy(x, "x")
-    _lowbit.quantize_(array, _quantizer_text(quantizer), rounding=rounding, overflow=overflow, seed=seed,
+    _lowbit.quantize_(array, str(quantizer), rounding=rounding, overflow=overflow, seed=seed,
                       random_bits=random_bits)
     return x
 
 
-def quantize(x, quantizer, *, rounding=None, overflow=None, seed=None, random_bits=None):
-    """x rounded (a new array or tensor of x's dtype; x itself is not changed). See quantize_."""
+def quantize(x, quantizer, *, rounding=None, overflow=None, seed=None, random_bits=None, out=None):
+    """x rounded into a new array or tensor of x's dtype (x itself is not changed), or into `out`
+    (an array or tensor of x's dtype and size, contiguous: no allocation). See quantize_ for the
+    options. A non-contiguous x is copied first; element e is then the e-th in x's logical order."""
     array, back = _to_numpy(x, "x")
     if array.dtype not in (_np.float32, _np.float64):
         raise TypeError(f"lowbit.quantize: x has dtype {array.dtype}; pass float32 or float64")
-    result = _np.array(array, dtype=array.dtype, order="C", copy=True)
-    _lowbit.quantize_(result, _quantizer_text(quantizer), rounding=rounding, overflow=overflow, seed=seed,
-                      random_bits=random_bits)
-    return back(result)
+    target = None if out is None else _to_numpy(out, "out")[0]
+    result = _lowbit.quantize(_np.ascontiguousarray(array), str(quantizer), rounding=rounding, overflow=overflow,
+                              seed=seed, random_bits=random_bits, out=target)
+    return out if out is not None else back(result)
 
 
 def gemm(a, b, spec, *, stats=False):

@@ -17,11 +17,14 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace py = pybind11;
 
@@ -56,14 +59,32 @@ lowbit::quantizer quantizer_of(std::string text, const std::optional<std::string
     return lowbit::quantizer::parse(text);
 }
 
+// out[e] = q(in[e]) with the random bits of index e; `out` may be `in`.
 template <class T>
-void quantize_in_place(const lowbit::quantizer& q, T* data, std::size_t n) {
-    const std::span<T> values(data, n);
-    if (const auto* f = q.as_float()) (*f)(values);
-    else if (const auto* i = q.as_int()) {
-        if constexpr (std::is_same_v<T, float>) (*i)(values);
-        else for (std::size_t e = 0; e < n; ++e) data[e] = (*i)(data[e], e);
+void quantize_array(const lowbit::quantizer& q, const T* in, T* out, std::size_t n) {
+    if (const auto* f = q.as_float()) {
+        (*f)(std::span<const T>(in, n), std::span<T>(out, n));
+    } else if (const auto* i = q.as_int()) {
+        if constexpr (std::is_same_v<T, float>) {
+            if (out != in) std::copy(in, in + n, out);
+            (*i)(std::span<float>(out, n));
+        } else {
+            for (std::size_t e = 0; e < n; ++e) out[e] = (*i)(in[e], e);
+        }
+    } else if (out != in) {
+        std::copy(in, in + n, out);
     }
+}
+
+// quantize_array on an array's data, the GIL released.
+void quantize_array(const lowbit::quantizer& q, const py::array& in, py::array& out) {
+    const auto n = std::size_t(in.size());
+    const bool f32 = in.dtype().is(py::dtype::of<float>());
+    const void* from = in.data();
+    void* to = out.mutable_data();
+    py::gil_scoped_release unlocked;
+    if (f32) quantize_array(q, static_cast<const float*>(from), static_cast<float*>(to), n);
+    else quantize_array(q, static_cast<const double*>(from), static_cast<double*>(to), n);
 }
 
 // A's or B's matrix view (row-major, C-contiguous) as float: float64 input is cast first.
@@ -156,6 +177,34 @@ PYBIND11_MODULE(_lowbit, m) {
             return lowbit::to_string(a) == lowbit::to_string(b) && a.threads == b.threads;
         });
 
+    const auto quantize_doc = [](const char* what) {
+        return std::string(what) + "\nquantizer: its text (a format alone, or with options); rounding, overflow, seed, "
+                                   "random_bits: options appended to it (each at most once).";
+    };
+    m.def(
+        "quantize",
+        [](py::object x, const std::string& quantizer, std::optional<std::string> rounding,
+           std::optional<std::string> overflow, std::optional<std::uint64_t> seed, std::optional<int> random_bits,
+           py::object out_object) {
+            const py::array a = checked_array(x, "quantize", "x");
+            const lowbit::quantizer q = quantizer_of(quantizer, rounding, overflow, seed, random_bits);
+            py::array out;
+            if (out_object.is_none()) {
+                out = py::array(a.dtype(), std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
+            } else {
+                out = checked_array(out_object, "quantize", "out");
+                if (!out.dtype().is(a.dtype()) || out.size() != a.size() || !out.writeable())
+                    throw py::value_error("lowbit.quantize: out must be a writeable array of x's dtype and size (" +
+                                          std::string(py::str(a.dtype())) + ", " + std::to_string(a.size()) + ")");
+            }
+            quantize_array(q, a, out);
+            return out;
+        },
+        py::arg("x"), py::arg("quantizer"), py::kw_only(), py::arg("rounding") = py::none(),
+        py::arg("overflow") = py::none(), py::arg("seed") = py::none(), py::arg("random_bits") = py::none(),
+        py::arg("out") = py::none(),
+        quantize_doc("x rounded into a new array, or into out (float32 or float64, C-contiguous); element e takes "
+                     "the random bits of index e.").c_str());
     m.def(
         "quantize_",
         [](py::object x, const std::string& quantizer, std::optional<std::string> rounding,
@@ -163,19 +212,40 @@ PYBIND11_MODULE(_lowbit, m) {
             py::array a = checked_array(x, "quantize_", "x");
             if (!a.writeable()) throw py::value_error("lowbit.quantize_: x is read-only");
             const lowbit::quantizer q = quantizer_of(quantizer, rounding, overflow, seed, random_bits);
-            const auto n = std::size_t(a.size());
-            void* data = a.mutable_data();
-            const bool f32 = a.dtype().is(py::dtype::of<float>());
-            {
-                py::gil_scoped_release unlocked;
-                if (f32) quantize_in_place(q, static_cast<float*>(data), n);
-                else quantize_in_place(q, static_cast<double*>(data), n);
-            }
+            quantize_array(q, a, a);
             return a;
         },
         py::arg("x"), py::arg("quantizer"), py::kw_only(), py::arg("rounding") = py::none(),
         py::arg("overflow") = py::none(), py::arg("seed") = py::none(), py::arg("random_bits") = py::none(),
-        "Rounds x (float32 or float64, C-contiguous) in place; element e takes the random bits of index e.");
+        quantize_doc("Rounds x in place (float32 or float64, C-contiguous).").c_str());
+
+    // The same calls timed inside C++ (for bench/python_overhead.py: a Python call against the C++
+    // work it runs, in one process on the same data): seconds per call, the best of `repeats`.
+    m.def("_time_quantize", [](py::object x, const std::string& quantizer, int repeats) {
+        const py::array a = checked_array(x, "_time_quantize", "x");
+        const lowbit::quantizer q = lowbit::quantizer::parse(quantizer);
+        py::array out(a.dtype(), std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
+        double best = 1e300;
+        for (int r = 0; r < repeats; ++r) {
+            const auto start = std::chrono::steady_clock::now();
+            quantize_array(q, a, out);
+            best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+        }
+        return best;
+    });
+    m.def("_time_gemm", [](py::object a_object, py::object b_object, const lowbit::gemm_spec& spec, int repeats) {
+        const py::array a = checked_array(a_object, "_time_gemm", "a"), b = checked_array(b_object, "_time_gemm", "b");
+        const row_major A = as_float_matrix(a), B = as_float_matrix(b);
+        row_major C(A.rows(), B.cols());
+        double best = 1e300;
+        py::gil_scoped_release unlocked;
+        for (int r = 0; r < repeats; ++r) {
+            const auto start = std::chrono::steady_clock::now();
+            lowbit::gemm(A, B, C, spec);
+            best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+        }
+        return best;
+    });
 
     m.def(
         "quantize_operand_",

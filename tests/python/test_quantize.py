@@ -102,3 +102,12 @@ def test_torch_tensors_in_and_out():
 def test_bad_input_raises_with_a_message(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def test_out_receives_the_result_without_allocation():
+    x = np.linspace(-2, 2, 17, dtype=np.float32)
+    y = np.empty_like(x)
+    assert lowbit.quantize(x, "e4m3", out=y) is y
+    np.testing.assert_array_equal(y, lowbit.quantize(x, "e4m3"))
+    with pytest.raises(ValueError, match="out must be a writeable array of x's dtype and size"):
+        lowbit.quantize(x, "e4m3", out=np.empty(16, np.float32))
