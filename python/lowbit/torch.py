@@ -17,7 +17,23 @@ import torch.nn.functional as _F
 
 import lowbit as _lowbit
 
-__all__ = ["matmul", "QLinear", "QConv2d", "convert"]
+__all__ = ["matmul", "QLinear", "QConv2d", "convert", "counting_events"]
+
+_event_totals = []  # the dicts of the counting_events blocks in force (innermost last)
+
+
+class counting_events:
+    """Within `with lowbit.torch.counting_events() as events:`, every forward product on a datapath
+    adds its event counts (lowbit.gemm's stats: macs, swamps, product_underflows, ...) to `events`."""
+
+    def __enter__(self):
+        self.events = {}
+        _event_totals.append(self.events)
+        return self.events
+
+    def __exit__(self, *exc):
+        _event_totals.remove(self.events)
+        return False
 
 
 def _spec_of(spec, weights=None, activations=None):
@@ -49,7 +65,13 @@ class _Gemm(_torch.autograd.Function):
         a_, b_ = _checked(a, "a"), _checked(b, "b")
         if a_.dim() != 2 or b_.dim() != 2 or a_.shape[1] != b_.shape[0]:
             raise ValueError(f"lowbit.torch.matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} are not M x K and K x N")
-        c = _lowbit._lowbit.gemm(a_.numpy(), b_.numpy(), spec, False)
+        if _event_totals:
+            c, counts = _lowbit._lowbit.gemm(a_.numpy(), b_.numpy(), spec, True)
+            for totals in _event_totals:
+                for name, n in counts.items():
+                    totals[name] = totals.get(name, 0) + n
+        else:
+            c = _lowbit._lowbit.gemm(a_.numpy(), b_.numpy(), spec, False)
         if any(ctx.needs_input_grad[:2]):
             # the operands the datapath multiplied (the same rounding and random bits as gemm's)
             aq = a_.clone() if a_.data_ptr() == a.data_ptr() else a_

@@ -98,3 +98,17 @@ def test_convert_keeps_the_parameters_and_the_predictions_with_fp32():
 def test_bad_input_raises_with_a_message(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def test_counting_events_adds_the_gemm_stats_of_every_forward_product():
+    torch.manual_seed(6)
+    q = lt.QLinear(40, 6, spec=M7E4)
+    x = torch.randn(5, 40)
+    with lt.counting_events() as events:
+        q(x)
+        q(x)
+    _, once = lowbit.gemm(q.weight.detach().numpy(), np.ascontiguousarray(x.numpy().T), M7E4, stats=True)
+    assert events["macs"] == 2 * 6 * 40 * 5
+    assert events == {name: 2 * n for name, n in once.items()}
+    q(x)  # (outside the block: nothing added)
+    assert events["macs"] == 2 * 6 * 40 * 5
