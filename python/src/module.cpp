@@ -87,14 +87,15 @@ void quantize_array(const lowbit::quantizer& q, const py::array& in, py::array& 
     else quantize_array(q, static_cast<const double*>(from), static_cast<double*>(to), n);
 }
 
-// A's or B's matrix view (row-major, C-contiguous) as float: float64 input is cast first.
+// A's or B's matrix (row-major, C-contiguous) as float: float32 in place, float64 cast into
+// `storage` (no copy of a float32 operand: QConv2d's im2col matrices reach 100 MB).
 using row_major = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-row_major as_float_matrix(const py::array& a) {
+Eigen::Map<const row_major> float_view(const py::array& a, row_major& storage) {
     const auto rows = Eigen::Index(a.shape(0)), cols = Eigen::Index(a.shape(1));
-    if (a.dtype().is(py::dtype::of<float>()))
-        return Eigen::Map<const row_major>(static_cast<const float*>(a.data()), rows, cols);
+    if (a.dtype().is(py::dtype::of<float>())) return {static_cast<const float*>(a.data()), rows, cols};
     using row_major_d = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-    return Eigen::Map<const row_major_d>(static_cast<const double*>(a.data()), rows, cols).cast<float>();
+    storage = Eigen::Map<const row_major_d>(static_cast<const double*>(a.data()), rows, cols).cast<float>();
+    return {storage.data(), rows, cols};
 }
 
 py::dict stats_dict(const lowbit::gemm_stats& s) {
@@ -235,7 +236,8 @@ PYBIND11_MODULE(_lowbit, m) {
     });
     m.def("_time_gemm", [](py::object a_object, py::object b_object, const lowbit::gemm_spec& spec, int repeats) {
         const py::array a = checked_array(a_object, "_time_gemm", "a"), b = checked_array(b_object, "_time_gemm", "b");
-        const row_major A = as_float_matrix(a), B = as_float_matrix(b);
+        row_major a_storage, b_storage;
+        const auto A = float_view(a, a_storage), B = float_view(b, b_storage);
         row_major C(A.rows(), B.cols());
         double best = 1e300;
         py::gil_scoped_release unlocked;
@@ -281,7 +283,8 @@ PYBIND11_MODULE(_lowbit, m) {
             lowbit::gemm_stats counted;
             {
                 py::gil_scoped_release unlocked;
-                const row_major A = as_float_matrix(a), B = as_float_matrix(b);
+                row_major a_storage, b_storage;
+                const auto A = float_view(a, a_storage), B = float_view(b, b_storage);
                 Eigen::Map<row_major> C(c.mutable_data(), A.rows(), B.cols());
                 lowbit::gemm(A, B, C, spec, stats ? &counted : nullptr);
             }
