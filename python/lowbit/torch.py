@@ -61,7 +61,7 @@ class _Gemm(_torch.autograd.Function):
     """C = A B on the datapath; gradients straight through the input quantizers."""
 
     @staticmethod
-    def forward(ctx, a, b, spec):
+    def forward(ctx, a, b, spec, grad_enabled):
         a_, b_ = _checked(a, "a"), _checked(b, "b")
         if a_.dim() != 2 or b_.dim() != 2 or a_.shape[1] != b_.shape[0]:
             raise ValueError(f"lowbit.torch.matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} are not M x K and K x N")
@@ -72,7 +72,7 @@ class _Gemm(_torch.autograd.Function):
                     totals[name] = totals.get(name, 0) + n
         else:
             c = _lowbit._lowbit.gemm(a_.numpy(), b_.numpy(), spec, False)
-        if any(ctx.needs_input_grad[:2]):
+        if grad_enabled and any(ctx.needs_input_grad[:2]):  # (not under no_grad: evaluation)
             # the operands the datapath multiplied (the same rounding and random bits as gemm's)
             aq = a_.clone() if a_.data_ptr() == a.data_ptr() else a_
             bq = b_.clone() if b_.data_ptr() == b.data_ptr() else b_
@@ -87,7 +87,12 @@ class _Gemm(_torch.autograd.Function):
         grad = grad.to(_torch.float32)
         ga = grad @ bq.T if ctx.needs_input_grad[0] else None
         gb = aq.T @ grad if ctx.needs_input_grad[1] else None
-        return ga, gb, None
+        return ga, gb, None, None
+
+
+def _gemm(a, b, spec):
+    # (inside forward, grad mode is always off: whether the caller's is on is passed in)
+    return _Gemm.apply(a, b, spec, _torch.is_grad_enabled())
 
 
 def matmul(a, b, spec):
@@ -95,13 +100,13 @@ def matmul(a, b, spec):
     (as torch.matmul, without broadcasting: attention's Q K^T and P V per head). Differentiable."""
     spec = _spec_of(spec)
     if a.dim() == 2 and b.dim() == 2:
-        return _Gemm.apply(a, b, spec)
+        return _gemm(a, b, spec)
     if a.dim() < 2 or a.shape[:-2] != b.shape[:-2]:
         raise ValueError(f"lowbit.torch.matmul: shapes {tuple(a.shape)} and {tuple(b.shape)}: batched operands need "
                          "the same leading dimensions (no broadcasting)")
     lead = a.shape[:-2]
     a3, b3 = a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:])
-    out = _torch.stack([_Gemm.apply(a3[i], b3[i], spec) for i in range(a3.shape[0])])
+    out = _torch.stack([_gemm(a3[i], b3[i], spec) for i in range(a3.shape[0])])
     return out.reshape(*lead, out.shape[-2], out.shape[-1])
 
 
@@ -119,7 +124,7 @@ class QLinear(_torch.nn.Linear):
             raise ValueError(f"lowbit.torch.QLinear: the input's shape {tuple(x.shape)} does not end in "
                              f"in_features = {self.in_features}")
         rows = x.reshape(-1, self.in_features)
-        y = _Gemm.apply(self.weight, rows.T, self.spec).T
+        y = _gemm(self.weight, rows.T, self.spec).T
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*x.shape[:-1], self.out_features)
@@ -150,7 +155,7 @@ class QConv2d(_torch.nn.Conv2d):
         cols = _F.unfold(x, self.kernel_size, dilation=self.dilation, padding=self.padding, stride=self.stride)
         positions = cols.shape[2]
         b = cols.transpose(0, 1).reshape(cols.shape[1], n * positions)  # (in*kh*kw) x (batch * positions)
-        c = _Gemm.apply(self.weight.reshape(self.out_channels, -1), b, self.spec)
+        c = _gemm(self.weight.reshape(self.out_channels, -1), b, self.spec)
         if self.bias is not None:
             c = c + self.bias[:, None]
         oh = (h + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1

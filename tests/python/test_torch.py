@@ -112,3 +112,13 @@ def test_counting_events_adds_the_gemm_stats_of_every_forward_product():
     assert events == {name: 2 * n for name, n in once.items()}
     q(x)  # (outside the block: nothing added)
     assert events["macs"] == 2 * 6 * 40 * 5
+
+
+def test_no_grad_evaluation_gives_the_same_outputs():
+    torch.manual_seed(7)
+    q = lt.QLinear(40, 6, spec=M7E4)
+    x = torch.randn(5, 40)
+    with torch.no_grad():
+        quiet = q(x)
+    assert not quiet.requires_grad
+    torch.testing.assert_close(quiet, q(x).detach(), rtol=0, atol=0)
