@@ -17,7 +17,7 @@ import numpy as _np
 from ._lowbit import Format, Quantizer, Spec
 from . import _lowbit
 
-__all__ = ["Format", "Quantizer", "Spec", "format", "quantizer", "spec", "quantize", "quantize_", "gemm",
+__all__ = ["Format", "Quantizer", "Spec", "format", "quantizer", "spec", "quantize", "quantize_", "quantize_blocks", "gemm",
            "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e4m3b11fnuz",
            "float6_e2m3fn", "float6_e3m2fn", "float4_e2m1fn", "bfloat16", "float16", "float32"]
 
@@ -99,6 +99,25 @@ def quantize(x, quantizer, *, rounding=None, overflow=None, seed=None, random_bi
     result = _lowbit.quantize(_np.ascontiguousarray(array), str(quantizer), rounding=rounding, overflow=overflow,
                               seed=seed, random_bits=random_bits, out=target)
     return out if out is not None else back(result)
+
+
+def quantize_blocks(x, format, *, axis=-1):
+    """x after block quantization, as float32 values (element x block scale x coarse scale), in x's
+    kind and shape. format: mxfp8_e4m3, mxfp8_e5m2, mxfp6_e2m3, mxfp6_e3m2, mxfp4, mxint8 (OCP MX:
+    power-of-two scales per 32), nvfp4 (fp4 elements, ue4m3 scales per 16, one fp32 scale for x),
+    or "vsquant:N:M:V" (N-bit integers, M-bit vector scales per V, one coarse scale per line).
+    axis: the dimension cut into blocks (the reduction dimension K); the others are lines.
+    """
+    array, back = _to_numpy(x, "x")
+    if array.dtype not in (_np.float32, _np.float64):
+        raise TypeError(f"lowbit.quantize_blocks: x has dtype {array.dtype}; pass float32 or float64")
+    if array.ndim == 0:
+        raise ValueError("lowbit.quantize_blocks: x must have at least one dimension")
+    moved = _np.moveaxis(array, axis, -1)
+    lines = _np.ascontiguousarray(moved.reshape(-1, moved.shape[-1]))
+    values = _lowbit.quantize_blocks(lines, str(format), 1)
+    result = _np.moveaxis(values.reshape(moved.shape), -1, axis)
+    return back(_np.ascontiguousarray(result))
 
 
 def gemm(a, b, spec, *, stats=False):

@@ -11,6 +11,7 @@
 #include <lowbit/datapath/thread_count.hpp>
 #include <lowbit/formats/float_format.hpp>
 #include <lowbit/formats/format_names.hpp>
+#include <lowbit/scaling/block_scaling.hpp>
 
 #include <Eigen/Core>
 #include <pybind11/numpy.h>
@@ -20,10 +21,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace py = pybind11;
@@ -96,6 +99,23 @@ Eigen::Map<const row_major> float_view(const py::array& a, row_major& storage) {
     using row_major_d = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
     storage = Eigen::Map<const row_major_d>(static_cast<const double*>(a.data()), rows, cols).cast<float>();
     return {storage.data(), rows, cols};
+}
+
+// A block format by name: the OCP MX presets, NVFP4, or "vsquant:N:M:V" (N-bit elements, M-bit
+// vector scales, vectors of V, one coarse scale per line).
+lowbit::block_format block_format_named(const std::string& name) {
+    static const std::pair<const char*, lowbit::block_format> presets[] = {
+        {"mxfp8_e4m3", lowbit::mxfp8_e4m3}, {"mxfp8_e5m2", lowbit::mxfp8_e5m2}, {"mxfp6_e2m3", lowbit::mxfp6_e2m3},
+        {"mxfp6_e3m2", lowbit::mxfp6_e3m2}, {"mxfp4", lowbit::mxfp4},           {"mxint8", lowbit::mxint8},
+        {"nvfp4", lowbit::nvfp4}};
+    for (const auto& [preset, format] : presets)
+        if (name == preset) return format;
+    int n = 0, m = 0, v = 0;
+    char rest = 0;
+    if (std::sscanf(name.c_str(), "vsquant:%d:%d:%d%c", &n, &m, &v, &rest) == 3) return lowbit::vsquant(n, m, v);
+    throw std::invalid_argument("lowbit.quantize_blocks: '" + name +
+                                "' is not a block format (mxfp8_e4m3, mxfp8_e5m2, mxfp6_e2m3, mxfp6_e3m2, mxfp4, "
+                                "mxint8, nvfp4, or vsquant:N:M:V)");
 }
 
 py::dict stats_dict(const lowbit::gemm_stats& s) {
@@ -248,6 +268,28 @@ PYBIND11_MODULE(_lowbit, m) {
         }
         return best;
     });
+
+    m.def(
+        "quantize_blocks",
+        [](py::object x, const std::string& format, int k_axis) {
+            const py::array a = checked_array(x, "quantize_blocks", "x");
+            if (a.ndim() != 2) throw py::value_error("lowbit.quantize_blocks: x must be a matrix here");
+            const lowbit::block_format f = block_format_named(format);
+            row_major storage;
+            const auto X = float_view(a, storage);
+            py::array_t<float, py::array::c_style> out({a.shape(0), a.shape(1)});
+            float* to = out.mutable_data();
+            {
+                py::gil_scoped_release unlocked;
+                const lowbit::block_scaled_matrix m =
+                    lowbit::quantize_blocks(X.data(), std::size_t(X.rows()), std::size_t(X.cols()), f, k_axis);
+                lowbit::dequantize(m, to);
+            }
+            return out;
+        },
+        py::arg("x"), py::arg("format"), py::arg("k_axis"),
+        "The values of x (rows x cols) after block quantization (blocks along rows for k_axis = 1,\n"
+        "down columns for 0), as float32: element times block scale times coarse scale.");
 
     m.def(
         "quantize_operand_",

@@ -92,3 +92,38 @@ def sequential_dot(a, b, q_in, q_prod, q_acc, chunk, q_chunk=None):
             s = rnd(s + p, q_acc)
         total = rnd(total + s, q_chunk)
     return round_fraction(total, FP32, "nearest_even")
+
+
+# OCP MX element formats (emax: the exponent of the top binade) and NVFP4's.
+FP6_E2M3 = Fmt(3, 0, 7.5)
+FP6_E3M2 = Fmt(2, -2, 28)
+FP4_E2M1 = Fmt(1, 0, 6)
+MX_ELEMENTS = {"mxfp8_e4m3": (E4M3, 8), "mxfp8_e5m2": (E5M2, 15), "mxfp6_e2m3": (FP6_E2M3, 2),
+               "mxfp6_e3m2": (FP6_E3M2, 4), "mxfp4": (FP4_E2M1, 2)}
+
+
+def mx_block(values, name):
+    """One OCP MX block (v1.0): X = 2^(floor(log2 amax) - emax_elem), clamped to E8M0's
+    [-127, 127]; elements x / X rounded to nearest even, saturating; returns element * X."""
+    fmt, emax = MX_ELEMENTS[name]
+    amax = max(abs(Fraction(float(v))) for v in values)
+    e = -127 if amax == 0 else max(-127, min(127, _floor_log2(amax) - emax))
+    scale = Fraction(2) ** e
+    return [round_fraction(Fraction(float(v)) / scale, fmt, "nearest_even") * scale for v in values]
+
+
+def nvfp4(values, block=16):
+    """NVFP4 on one line: g = fp32(amax / (6 * 448)) for the whole input, per block of 16
+    s = ue4m3(amax_b / (6 g)) (nearest even, saturating), elements fp4(x / (s g)); returns
+    element * s * g rounded once to fp32."""
+    xs = [Fraction(float(v)) for v in values]
+    amax = max(abs(x) for x in xs)
+    g = Fraction(1) if amax == 0 else round_fraction(amax / (6 * 448), FP32, "nearest_even")
+    out = []
+    for start in range(0, len(xs), block):
+        part = xs[start:start + block]
+        s = round_fraction(max(abs(x) for x in part) / (6 * g), E4M3, "nearest_even")
+        for x in part:
+            element = Fraction(0) if s == 0 else round_fraction(x / (s * g), FP4_E2M1, "nearest_even")
+            out.append(round_fraction(element * s * g, FP32, "nearest_even"))
+    return out
