@@ -17,7 +17,7 @@ import numpy as _np
 from ._lowbit import Format, Quantizer, Spec
 from . import _lowbit
 
-__all__ = ["Format", "Quantizer", "Spec", "format", "quantizer", "spec", "quantize", "quantize_", "quantize_blocks", "gemm",
+__all__ = ["Format", "Quantizer", "Spec", "format", "quantizer", "spec", "quantize", "quantize_", "quantize_blocks", "lns_quantize", "gemm",
            "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e4m3b11fnuz",
            "float6_e2m3fn", "float6_e3m2fn", "float4_e2m1fn", "bfloat16", "float16", "float32"]
 
@@ -118,6 +118,20 @@ def quantize_blocks(x, format, *, axis=-1):
     values = _lowbit.quantize_blocks(lines, str(format), 1)
     result = _np.moveaxis(values.reshape(moved.shape), -1, axis)
     return back(_np.ascontiguousarray(result))
+
+
+def lns_quantize(x, format="lns8", *, rounding="nearest_log", underflow="zero", seed=0):
+    """x on a logarithmic grid 2^(k / gamma) (a new array or tensor of x's dtype): format "lns8"
+    (sign + 7-bit k, gamma 8), "lns16" or "lns:LOG_BITS:FRAC_BITS"; rounding nearest_log,
+    nearest_linear, toward_zero or stochastic_log (keyed by seed and element index); k beyond the
+    range saturates, below it underflows to zero (underflow="smallest": to the smallest value)."""
+    array, back = _to_numpy(x, "x")
+    if array.dtype not in (_np.float32, _np.float64):
+        raise TypeError(f"lowbit.lns_quantize: x has dtype {array.dtype}; pass float32 or float64")
+    if underflow not in ("zero", "smallest"):
+        raise ValueError(f"lowbit.lns_quantize: underflow = '{underflow}' must be 'zero' or 'smallest'")
+    return back(_lowbit.lns_quantize(_np.ascontiguousarray(array), str(format), str(rounding),
+                                     underflow == "smallest", int(seed)))
 
 
 def gemm(a, b, spec, *, stats=False):

@@ -11,6 +11,8 @@
 #include <lowbit/datapath/thread_count.hpp>
 #include <lowbit/formats/float_format.hpp>
 #include <lowbit/formats/format_names.hpp>
+#include <lowbit/formats/lns_format.hpp>
+#include <lowbit/rounding/lns_quantize.hpp>
 #include <lowbit/scaling/block_scaling.hpp>
 
 #include <Eigen/Core>
@@ -116,6 +118,26 @@ lowbit::block_format block_format_named(const std::string& name) {
     throw std::invalid_argument("lowbit.quantize_blocks: '" + name +
                                 "' is not a block format (mxfp8_e4m3, mxfp8_e5m2, mxfp6_e2m3, mxfp6_e3m2, mxfp4, "
                                 "mxint8, nvfp4, or vsquant:N:M:V)");
+}
+
+// An LNS format by name: "lns8", "lns16", or "lns:LOG_BITS:FRAC_BITS" (sign + LOG_BITS-bit k,
+// gamma = 2^FRAC_BITS).
+lowbit::lns_format lns_format_named(const std::string& name) {
+    if (name == "lns8") return lowbit::lns8;
+    if (name == "lns16") return lowbit::lns16;
+    int log_bits = 0, frac_bits = 0;
+    char rest = 0;
+    if (std::sscanf(name.c_str(), "lns:%d:%d%c", &log_bits, &frac_bits, &rest) == 2)
+        return lowbit::lns_format{.log_bits = log_bits, .frac_bits = frac_bits}.validate();
+    throw std::invalid_argument("lowbit.lns_quantize: '" + name + "' is not an LNS format (lns8, lns16, lns:LOG_BITS:FRAC_BITS)");
+}
+
+lowbit::lns_rounding lns_rounding_named(const std::string& name) {
+    for (const auto mode : {lowbit::lns_rounding::nearest_log, lowbit::lns_rounding::nearest_linear,
+                            lowbit::lns_rounding::toward_zero, lowbit::lns_rounding::stochastic_log})
+        if (name == lowbit::to_string(mode)) return mode;
+    throw std::invalid_argument("lowbit.lns_quantize: rounding '" + name +
+                                "' is not nearest_log, nearest_linear, toward_zero or stochastic_log");
 }
 
 py::dict stats_dict(const lowbit::gemm_stats& s) {
@@ -290,6 +312,34 @@ PYBIND11_MODULE(_lowbit, m) {
         py::arg("x"), py::arg("format"), py::arg("k_axis"),
         "The values of x (rows x cols) after block quantization (blocks along rows for k_axis = 1,\n"
         "down columns for 0), as float32: element times block scale times coarse scale.");
+
+    m.def(
+        "lns_quantize",
+        [](py::object x, const std::string& format, const std::string& rounding, bool underflow_to_smallest,
+           std::uint64_t seed) {
+            const py::array a = checked_array(x, "lns_quantize", "x");
+            const lowbit::lns_quantizer q{.format = lns_format_named(format), .mode = lns_rounding_named(rounding),
+                                          .on_underflow = underflow_to_smallest ? lowbit::lns_underflow::smallest
+                                                                                : lowbit::lns_underflow::zero,
+                                          .seed = seed};
+            py::array out(a.dtype(), std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
+            const auto n = std::size_t(a.size());
+            const bool f32 = a.dtype().is(py::dtype::of<float>());
+            const void* from = a.data();
+            void* to = out.mutable_data();
+            {
+                py::gil_scoped_release unlocked;
+                if (f32)
+                    for (std::size_t e = 0; e < n; ++e)
+                        static_cast<float*>(to)[e] = q(static_cast<const float*>(from)[e], e);
+                else
+                    for (std::size_t e = 0; e < n; ++e)
+                        static_cast<double*>(to)[e] = q(static_cast<const double*>(from)[e], e);
+            }
+            return out;
+        },
+        py::arg("x"), py::arg("format"), py::arg("rounding"), py::arg("underflow_to_smallest"), py::arg("seed"),
+        "x on the LNS grid 2^(k / gamma) (a new array; element e takes the random bits of index e).");
 
     m.def(
         "quantize_operand_",
