@@ -82,7 +82,7 @@ def quantize_(x, quantizer, *, rounding=None, overflow=None, seed=None, random_b
     integers); seed and random_bits: stochastic rounding's random stream, keyed by (seed, element
     index in x's memory order), so results never depend on threads or on how x is split.
     """
-    array, back = _to_numpy(x, "x")
+    array, _ = _to_numpy(x, "x")
     _lowbit.quantize_(array, str(quantizer), rounding=rounding, overflow=overflow, seed=seed,
                       random_bits=random_bits)
     return x
