@@ -28,6 +28,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -81,15 +82,26 @@ void quantize_array(const lowbit::quantizer& q, const T* in, T* out, std::size_t
     }
 }
 
-// quantize_array on an array's data, the GIL released.
-void quantize_array(const lowbit::quantizer& q, const py::array& in, py::array& out) {
+// body(in, out, n) on two arrays of one dtype (float32 or float64, checked_array) and size, as
+// typed pointers, the GIL released.
+template <class Body>
+void on_elements(const py::array& in, py::array& out, Body&& body) {
     const auto n = std::size_t(in.size());
     const bool f32 = in.dtype().is(py::dtype::of<float>());
     const void* from = in.data();
     void* to = out.mutable_data();
     py::gil_scoped_release unlocked;
-    if (f32) quantize_array(q, static_cast<const float*>(from), static_cast<float*>(to), n);
-    else quantize_array(q, static_cast<const double*>(from), static_cast<double*>(to), n);
+    if (f32) body(static_cast<const float*>(from), static_cast<float*>(to), n);
+    else body(static_cast<const double*>(from), static_cast<double*>(to), n);
+}
+
+void quantize_array(const lowbit::quantizer& q, const py::array& in, py::array& out) {
+    on_elements(in, out, [&](const auto* from, auto* to, std::size_t n) { quantize_array(q, from, to, n); });
+}
+
+// A new C-contiguous array of a's dtype and shape.
+py::array empty_like(const py::array& a) {
+    return py::array(a.dtype(), std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
 }
 
 // A's or B's matrix (row-major, C-contiguous) as float: float32 in place, float64 cast into
@@ -233,7 +245,7 @@ PYBIND11_MODULE(_lowbit, m) {
             const lowbit::quantizer q = quantizer_of(quantizer, rounding, overflow, seed, random_bits);
             py::array out;
             if (out_object.is_none()) {
-                out = py::array(a.dtype(), std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
+                out = empty_like(a);
             } else {
                 out = checked_array(out_object, "quantize", "out");
                 if (!out.dtype().is(a.dtype()) || out.size() != a.size() || !out.writeable())
@@ -267,7 +279,7 @@ PYBIND11_MODULE(_lowbit, m) {
     m.def("_time_quantize", [](py::object x, const std::string& quantizer, int repeats) {
         const py::array a = checked_array(x, "_time_quantize", "x");
         const lowbit::quantizer q = lowbit::quantizer::parse(quantizer);
-        py::array out(a.dtype(), std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
+        py::array out = empty_like(a);
         double best = 1e300;
         for (int r = 0; r < repeats; ++r) {
             const auto start = std::chrono::steady_clock::now();
@@ -322,20 +334,11 @@ PYBIND11_MODULE(_lowbit, m) {
                                           .on_underflow = underflow_to_smallest ? lowbit::lns_underflow::smallest
                                                                                 : lowbit::lns_underflow::zero,
                                           .seed = seed};
-            py::array out(a.dtype(), std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
-            const auto n = std::size_t(a.size());
-            const bool f32 = a.dtype().is(py::dtype::of<float>());
-            const void* from = a.data();
-            void* to = out.mutable_data();
-            {
-                py::gil_scoped_release unlocked;
-                if (f32)
-                    for (std::size_t e = 0; e < n; ++e)
-                        static_cast<float*>(to)[e] = q(static_cast<const float*>(from)[e], e);
-                else
-                    for (std::size_t e = 0; e < n; ++e)
-                        static_cast<double*>(to)[e] = q(static_cast<const double*>(from)[e], e);
-            }
+            py::array out = empty_like(a);
+            on_elements(a, out, [&](const auto* from, auto* to, std::size_t n) {
+                using T = std::remove_pointer_t<decltype(to)>;
+                q(std::span<const T>(from, n), std::span<T>(to, n));
+            });
             return out;
         },
         py::arg("x"), py::arg("format"), py::arg("rounding"), py::arg("underflow_to_smallest"), py::arg("seed"),
