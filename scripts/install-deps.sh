@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(g++ cmake make git pkg-config libeigen3-dev catch2 libbenchmark-dev libmpfr-dev libgmp-dev
           librandom123-dev zlib1g-dev libcli11-dev gnuplot-nox dataset-fashion-mnist python3-torch
           clang libclang-rt-14-dev libomp-14-dev
-          python3-dev pybind11-dev python3-numpy python3-pytest)
+          python3-dev pybind11-dev python3-numpy python3-pytest python3-hypothesis)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
