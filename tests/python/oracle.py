@@ -102,13 +102,26 @@ MX_ELEMENTS = {"mxfp8_e4m3": (E4M3, 8), "mxfp8_e5m2": (E5M2, 15), "mxfp6_e2m3": 
                "mxfp6_e3m2": (FP6_E3M2, 4), "mxfp4": (FP4_E2M1, 2)}
 
 
+def _int8_element(x):
+    """MXINT8's element: 8-bit two's complement with an implied scale 2^-6 (k / 64, k in
+    [-128, 127]); x * 64 rounded to nearest even, then clamped to the codes."""
+    n = x * 64
+    low = math.floor(n)
+    rest = n - low
+    k = low + (1 if rest > Fraction(1, 2) or (rest == Fraction(1, 2) and low % 2 == 1) else 0)
+    return Fraction(max(-128, min(127, k)), 64)
+
+
 def mx_block(values, name):
     """One OCP MX block (v1.0): X = 2^(floor(log2 amax) - emax_elem), clamped to E8M0's
-    [-127, 127]; elements x / X rounded to nearest even, saturating; returns element * X."""
-    fmt, emax = MX_ELEMENTS[name]
+    [-127, 127]; elements x / X rounded to nearest even, saturating; returns element * X.
+    MXINT8's emax_elem is 0."""
+    fmt, emax = MX_ELEMENTS[name] if name != "mxint8" else (None, 0)
     amax = max(abs(Fraction(float(v))) for v in values)
     e = -127 if amax == 0 else max(-127, min(127, _floor_log2(amax) - emax))
     scale = Fraction(2) ** e
+    if fmt is None:
+        return [_int8_element(Fraction(float(v)) / scale) * scale for v in values]
     return [round_fraction(Fraction(float(v)) / scale, fmt, "nearest_even") * scale for v in values]
 
 

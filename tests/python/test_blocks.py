@@ -17,9 +17,15 @@ def data(shape, seed):
     return x.astype(np.float32)
 
 
-@pytest.mark.parametrize("name", sorted(oracle.MX_ELEMENTS))
+@pytest.mark.parametrize("name", sorted(oracle.MX_ELEMENTS) + ["mxint8"])
 def test_mx_formats_equal_the_ocp_recipe(name):
     x = data((4, 70), 1)  # 70 = two blocks of 32 and a short one of 6
+    # blocks whose amax is just below a power of two: for MXINT8 x / X rounds to -128 / 64 (the -2
+    # code) or, positive, saturates to 127 / 64
+    x[0, 0], x[2, 0] = -1.999 * 2.0**3, 1.999 * 2.0**3
+    x[0, 1:32] /= np.abs(x[0, 1:32]).max()
+    x[2, 1:32] /= np.abs(x[2, 1:32]).max()
+    x[1, 32:64] = 0.0  # an all-zero block
     y = lowbit.quantize_blocks(x, name)
     for r in range(x.shape[0]):
         expected = []
