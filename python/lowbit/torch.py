@@ -134,32 +134,37 @@ class QLinear(_torch.nn.Linear):
 
 
 class QConv2d(_torch.nn.Conv2d):
-    """nn.Conv2d on a datapath (groups = 1): the filters (out x in*kh*kw) times the im2col matrix
-    of the batch, each output one dot product over (channel, row, column) in that order."""
+    """nn.Conv2d on a datapath: per group, the group's filters (out/groups x in/groups*kh*kw) times
+    the im2col matrix of its input channels over the batch, each output one dot product over
+    (channel, row, column) in that order. Every nn.Conv2d option works: stride, dilation, groups
+    (depthwise included), padding as numbers, 'valid' or 'same', and every padding_mode (the input
+    is padded as nn.Conv2d pads it, then unfolded)."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True,
-                 *, spec="", weights=None, activations=None, dtype=None):
-        if groups != 1:
-            raise ValueError(f"lowbit.torch.QConv2d: groups = {groups}; only groups = 1 runs on a datapath")
-        if isinstance(padding, str):
-            raise ValueError(f"lowbit.torch.QConv2d: padding = '{padding}'; give the padding as numbers")
+                 padding_mode="zeros", *, spec="", weights=None, activations=None, dtype=None):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
-                         bias=bias, dtype=dtype)
-        if self.padding_mode != "zeros":
-            raise ValueError("lowbit.torch.QConv2d: only zero padding")
+                         groups=groups, bias=bias, padding_mode=padding_mode, dtype=dtype)
         self.spec = _spec_of(spec, weights, activations)
 
     def forward(self, x):
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"lowbit.torch.QConv2d: the input's shape {tuple(x.shape)} is not "
+                             f"batch x {self.in_channels} x height x width")
+        mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+        if any(self._reversed_padding_repeated_twice):
+            x = _F.pad(x, self._reversed_padding_repeated_twice, mode=mode)
         n, _, h, w = x.shape
         kh, kw = self.kernel_size
-        cols = _F.unfold(x, self.kernel_size, dilation=self.dilation, padding=self.padding, stride=self.stride)
-        positions = cols.shape[2]
-        b = cols.transpose(0, 1).reshape(cols.shape[1], n * positions)  # (in*kh*kw) x (batch * positions)
-        c = _gemm(self.weight.reshape(self.out_channels, -1), b, self.spec)
+        cols = _F.unfold(x, self.kernel_size, dilation=self.dilation, stride=self.stride)
+        oh = (h - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
+        ow = (w - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
+        b = cols.transpose(0, 1).reshape(cols.shape[1], n * oh * ow)  # (in*kh*kw) x (batch * positions)
+        weight = self.weight.reshape(self.out_channels, -1)
+        per_in, per_out = b.shape[0] // self.groups, self.out_channels // self.groups
+        c = _torch.cat([_gemm(weight[g * per_out:(g + 1) * per_out], b[g * per_in:(g + 1) * per_in], self.spec)
+                        for g in range(self.groups)]) if self.groups > 1 else _gemm(weight, b, self.spec)
         if self.bias is not None:
             c = c + self.bias[:, None]
-        oh = (h + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
-        ow = (w + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
         return c.reshape(self.out_channels, n, oh, ow).transpose(0, 1)
 
     def extra_repr(self):
@@ -167,8 +172,7 @@ class QConv2d(_torch.nn.Conv2d):
 
 
 def convert(model, spec, *, weights=None, activations=None):
-    """The model with every nn.Linear and nn.Conv2d (groups = 1, zero padding) replaced by QLinear
-    and QConv2d on `spec`, keeping their parameters (the same tensors). Changes `model` in place and
+    """The model with every nn.Linear and nn.Conv2d replaced by QLinear and QConv2d on `spec`, keeping their parameters (the same tensors). Changes `model` in place and
     returns it."""
     spec = _spec_of(spec, weights, activations)
     for name, child in list(model.named_children()):
@@ -177,10 +181,10 @@ def convert(model, spec, *, weights=None, activations=None):
             continue
         if type(child) is _torch.nn.Linear:
             q = QLinear(child.in_features, child.out_features, bias=child.bias is not None, spec=spec)
-        elif type(child) is _torch.nn.Conv2d and child.groups == 1 and child.padding_mode == "zeros" \
-                and not isinstance(child.padding, str):
+        elif type(child) is _torch.nn.Conv2d:
             q = QConv2d(child.in_channels, child.out_channels, child.kernel_size, stride=child.stride,
-                        padding=child.padding, dilation=child.dilation, bias=child.bias is not None, spec=spec)
+                        padding=child.padding, dilation=child.dilation, groups=child.groups,
+                        bias=child.bias is not None, padding_mode=child.padding_mode, spec=spec)
         else:
             convert(child, spec)
             continue

@@ -32,15 +32,37 @@ def test_qlinear_with_an_fp32_spec_equals_linear_forward_and_backward():
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("stride,padding,dilation", [(1, 1, 1), (2, 0, 1), (1, 2, 2)])
-def test_qconv2d_with_an_fp32_spec_equals_conv2d_forward_and_backward(stride, padding, dilation):
+@pytest.mark.parametrize("options", [
+    dict(stride=1, padding=1), dict(stride=2, padding=0), dict(padding=2, dilation=2),
+    dict(padding="same"), dict(padding="valid", stride=(2, 1)), dict(padding=(1, 2), padding_mode="reflect"),
+    dict(padding="same", padding_mode="circular"), dict(padding=1, padding_mode="replicate"),
+    dict(padding=1, groups=3), dict(padding=1, groups=6, out=12),  # grouped and depthwise
+])
+def test_qconv2d_with_an_fp32_spec_equals_conv2d_forward_and_backward(options):
     torch.manual_seed(1)
-    ref = torch.nn.Conv2d(3, 5, 3, stride=stride, padding=padding, dilation=dilation)
-    q = lt.QConv2d(3, 5, 3, stride=stride, padding=padding, dilation=dilation, spec=FP32)
+    options = dict(options)
+    out = options.pop("out", 6)
+    kernel = (3, 2) if options.get("padding") == "same" else 3  # 'same' with an even kernel pads one side more
+    ref = torch.nn.Conv2d(6, out, kernel, **options)
+    q = lt.QConv2d(6, out, kernel, spec=FP32, **options)
     q.load_state_dict(ref.state_dict())
-    x = torch.randn(2, 3, 11, 9)
+    x = torch.randn(2, 6, 11, 9)
     for got, want in zip(grads(q, x), grads(ref, x)):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_grouped_qconv2d_on_m7e4_is_one_lowbit_gemm_per_group():
+    torch.manual_seed(3)
+    q = lt.QConv2d(4, 6, 3, padding=1, groups=2, spec=M7E4)
+    x = torch.randn(2, 4, 5, 5)
+    y = q(x).detach()
+    cols = torch.nn.functional.unfold(x, 3, padding=1)  # 2 x 36 x 25: channel-major rows
+    b = cols.transpose(0, 1).reshape(36, 50).numpy()
+    w = q.weight.detach().reshape(6, 18).numpy()
+    for g in range(2):
+        c = lowbit.gemm(np.ascontiguousarray(w[3 * g:3 * g + 3]), np.ascontiguousarray(b[18 * g:18 * g + 18]), M7E4)
+        expected = c + q.bias.detach().numpy()[3 * g:3 * g + 3, None]
+        np.testing.assert_array_equal(y[:, 3 * g:3 * g + 3].transpose(0, 1).reshape(3, 50).numpy(), expected)
 
 
 def test_qlinear_on_m7e4_is_lowbit_gemm_bit_for_bit_and_straight_through():
@@ -88,7 +110,8 @@ def test_convert_keeps_the_parameters_and_the_predictions_with_fp32():
 
 
 @pytest.mark.parametrize("call,error,message", [
-    (lambda: lt.QConv2d(4, 4, 3, groups=2), ValueError, "groups"),
+    (lambda: lt.QConv2d(4, 6, 3, groups=3), ValueError, "divisible by groups"),
+    (lambda: lt.QConv2d(4, 4, 3)(torch.randn(1, 3, 8, 8)), ValueError, "not batch x 4 x height x width"),
     (lambda: lt.QLinear(3, 2)(torch.randn(2, 4)), ValueError, "does not end in in_features = 3"),
     (lambda: lt.matmul(torch.randn(2, 3), torch.randn(4, 2), ""), ValueError, "M x K and K x N"),
     (lambda: lt.QLinear(3, 2, spec="chunk=x"), ValueError, "chunk"),
