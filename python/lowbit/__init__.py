@@ -19,7 +19,7 @@ from . import _lowbit
 
 __all__ = ["Format", "Quantizer", "Spec", "format", "quantizer", "spec", "quantize", "quantize_", "quantize_blocks", "lns_quantize", "gemm",
            "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e4m3b11fnuz",
-           "float6_e2m3fn", "float6_e3m2fn", "float4_e2m1fn", "bfloat16", "float16", "float32"]
+           "float8_e4m3", "float8_e3m4", "float8_e8m0fnu", "float6_e2m3fn", "float6_e3m2fn", "float4_e2m1fn", "bfloat16", "float16", "float32"]
 
 
 def format(text):
@@ -46,6 +46,9 @@ float8_e5m2 = Format("float8_e5m2")
 float8_e4m3fnuz = Format("float8_e4m3fnuz")
 float8_e5m2fnuz = Format("float8_e5m2fnuz")
 float8_e4m3b11fnuz = Format("float8_e4m3b11fnuz")
+float8_e4m3 = Format("float8_e4m3")  # ml_dtypes' IEEE-style e4m3 (max 240, infinities), not PyTorch's e4m3fn
+float8_e3m4 = Format("float8_e3m4")
+float8_e8m0fnu = Format("float8_e8m0fnu")  # the OCP MX block scale (ue8m0)
 float6_e2m3fn = Format("float6_e2m3fn")
 float6_e3m2fn = Format("float6_e3m2fn")
 float4_e2m1fn = Format("float4_e2m1fn")

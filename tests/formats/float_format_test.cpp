@@ -68,6 +68,13 @@ TEST_CASE("parse reads the PyTorch and ml_dtypes names; to_string keeps the pres
           float_format{.exp_bits = 5, .man_bits = 2, .bias = 16, .specials = special_values::fnuz});
     CHECK(float_format::parse("float8_e4m3b11fnuz") ==
           float_format{.exp_bits = 4, .man_bits = 3, .bias = 11, .specials = special_values::fnuz});
+    // ml_dtypes' IEEE-style FP8: infinities, NaN in the top exponent field (e4m3: max 240)
+    CHECK(float_format::parse("float8_e4m3") == float_format{.exp_bits = 4, .man_bits = 3});
+    CHECK(float_format::parse("float8_e4m3").max_finite() == 240.0);
+    CHECK(float_format::parse("float8_e4m3").has_infinity());
+    CHECK(float_format::parse("float8_e3m4") == float_format{.exp_bits = 3, .man_bits = 4});
+    CHECK(float_format::parse("float8_e3m4").max_finite() == 15.5);
+    CHECK(float_format::parse(lowbit::to_string(float_format::parse("float8_e4m3"))) == float_format::parse("float8_e4m3"));
     CHECK(lowbit::to_string(e4m3fnuz) == "float8_e4m3fnuz");
     CHECK(lowbit::to_string(lowbit::fp8_e5m2fnuz) == "float8_e5m2fnuz");
     CHECK(lowbit::to_string(lowbit::fp8_e4m3b11fnuz) == "float8_e4m3b11fnuz");
@@ -105,7 +112,7 @@ TEST_CASE("to_string is read back by parse for every small format") {
                           lowbit::lba_m7e4_acc, lowbit::lba_m7e4_prod})
         CHECK(float_format::parse(lowbit::to_string(f)) == f);
     CHECK(lowbit::to_string(lowbit::fp8_e4m3) == "fp8_e4m3");
-    CHECK(lowbit::to_string(float_format{.exp_bits = 4, .man_bits = 3}) == "e4m3,specials=ieee");
+    CHECK(lowbit::to_string(float_format{.exp_bits = 4, .man_bits = 3}) == "float8_e4m3");  // ml_dtypes' name
 }
 
 TEST_CASE("invalid formats name the field and the value") {

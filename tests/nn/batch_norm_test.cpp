@@ -8,6 +8,9 @@
 //  * backward (dL/dx, dL/dgamma, dL/dbeta) against central finite differences of L = sum R .* y
 //    through the training-mode forward; the tolerance is the rounding of L to float outputs
 //    (bounded) plus the truncation error, estimated from the difference of quotients at h and 2h;
+//  * a batch cut into micro-batches (static forward/backward over copies, as a network training
+//    in micro-batches runs it): outputs, running statistics, input gradients and the gradients of
+//    gamma and beta are the bits of the batch joined;
 //  * errors: channels, momentum, eps, the input's channels, training with one value per channel,
 //    backward without a training forward.
 #include <lowbit/nn/batch_norm.hpp>
@@ -244,6 +247,45 @@ TEST_CASE("batch_norm: backward matches central finite differences of the traini
     CHECK(outside == 0);
     CHECK(worst_truncation < 1e-3);  // the tolerance is not made loose by the truncation estimate
     CHECK(dx.values.cwiseAbs().maxCoeff() > 0.1f);
+}
+
+TEST_CASE("batch_norm: a batch cut into micro-batches gives the bits of the batch joined") {
+    const shape3 shape{3, 5, 7};  // 35 positions: runs of eight lanes and a remainder
+    matrix x(23, shape.size()), dy(23, shape.size());
+    rng r(84);
+    for (Eigen::Index i = 0; i < x.size(); ++i) x.data()[i] = float(r.uniform(-2, 3)), dy.data()[i] = float(r.uniform(-2, 3));
+    batch_norm joined(3), first(3);
+    joined.parameters()[0]->value << 1.5f, -0.5f, 2.0f;  // gamma
+    joined.parameters()[1]->value << 0.25f, 1.0f, -3.0f;  // beta
+    for (int k = 0; k < 2; ++k) first.parameters()[k]->value = joined.parameters()[k]->value;
+    batch_norm second = first, third = first;
+    const tensor y = joined.forward({x, shape}, pass::training);
+    const tensor dx = joined.backward({dy, shape});
+
+    const std::vector<Eigen::Index> rows = {9, 1, 13};
+    std::vector<tensor> xs, dys;
+    for (Eigen::Index b = 0, begin = 0; b < 3; begin += rows[std::size_t(b)], ++b) {
+        xs.push_back({x.middleRows(begin, rows[std::size_t(b)]), shape});
+        dys.push_back({dy.middleRows(begin, rows[std::size_t(b)]), shape});
+    }
+    batch_norm* const layers[] = {&first, &second, &third};
+    const tensor* const in[] = {&xs[0], &xs[1], &xs[2]};
+    const tensor* const grads[] = {&dys[0], &dys[1], &dys[2]};
+    const std::vector<tensor> ys = batch_norm::forward(layers, in, pass::training);
+    const std::vector<tensor> dxs = batch_norm::backward(layers, grads);
+    matrix y_cut(23, shape.size()), dx_cut(23, shape.size());
+    for (Eigen::Index b = 0, begin = 0; b < 3; begin += rows[std::size_t(b)], ++b) {
+        y_cut.middleRows(begin, rows[std::size_t(b)]) = ys[std::size_t(b)].values;
+        dx_cut.middleRows(begin, rows[std::size_t(b)]) = dxs[std::size_t(b)].values;
+    }
+    const auto same = [](const matrix& a, const matrix& b) { return lowbit_test::same_bits(a, b); };
+    CHECK(same(y_cut, y.values));
+    CHECK(same(dx_cut, dx.values));
+    for (int k = 0; k < 4; ++k) {  // gamma, beta (gradients), running mean and variance
+        CHECK(same(first.parameters()[std::size_t(k)]->value, joined.parameters()[std::size_t(k)]->value));
+        CHECK(same(first.parameters()[std::size_t(k)]->grad, joined.parameters()[std::size_t(k)]->grad));
+    }
+    CHECK(second.parameters()[0]->grad.isZero());  // the copies' gamma and beta take no gradient
 }
 
 TEST_CASE("batch_norm: parameters, names and errors") {

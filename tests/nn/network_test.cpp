@@ -10,6 +10,12 @@
 //  * Training a small synthetic problem (horizontal, vertical or diagonal bar at a random place in a
 //    6x6 image, with noise: no linear function of the pixels separates these) with Adam and with
 //    SGD lowers the held-out loss to a fraction of its start and reaches high accuracy.
+//  * Training in micro-batches (batch 45: three of 15): the same bits on one and two threads
+//    (outputs, input gradient, every parameter's gradient, running statistics), and, against the
+//    batch trained whole (set_micro_batch(0), the path the tests above check layer by layer), the
+//    same outputs and gradients within float rounding; a network with a layer that needs the
+//    whole batch (a datapath with a spec) trains it whole, bit for bit as set_micro_batch(0);
+//    a gradient of the wrong batch and a negative micro-batch are rejected with a message.
 //  * save then load into a freshly constructed network is bit for bit (values and outputs);
 //    files of a network with another layer size or other layer names, and truncated files, are
 //    rejected with a message saying what differs, and no weight changes.
@@ -30,6 +36,10 @@
 #include <catch2/catch.hpp>
 
 #include <Eigen/Core>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 #include <bit>
 #include <cmath>
@@ -229,6 +239,71 @@ TEST_CASE("network: forward and backward are the layers in sequence") {
     for (auto* p : net.parameters(true)) CHECK(p->trainable);
     net.zero_grad();
     for (auto* p : net.parameters()) CHECK(p->grad.isZero());
+}
+
+// One training step of `net` on batch x (a fixed loss gradient): the output, the input gradient and
+// every parameter's gradient and value, in order, on `threads` threads.
+std::vector<matrix> training_step(network& net, const matrix& x, const matrix& dy, int threads) {
+#if defined(_OPENMP)
+    const int before = omp_get_max_threads();
+    omp_set_num_threads(threads);
+#else
+    (void)threads;
+#endif
+    net.zero_grad();
+    const tensor y = net.forward({x, image_shape}, pass::training);
+    const tensor dx = net.backward({dy, y.shape});
+#if defined(_OPENMP)
+    omp_set_num_threads(before);
+#endif
+    std::vector<matrix> out = {y.values, dx.values};
+    for (auto* p : net.parameters()) out.push_back(p->grad), out.push_back(p->value);
+    return out;
+}
+
+TEST_CASE("network: training in micro-batches: the same bits on any thread count, the whole batch's values") {
+    std::mt19937_64 engine(2027);
+    const matrix x = random_matrix(45, 36, engine), dy = random_matrix(45, 3, engine);
+    network whole = small_cnn(9, true);
+    whole.set_micro_batch(0);
+    network one = small_cnn(9, true), two = small_cnn(9, true);
+    CHECK(one.micro_batch() == 16);
+    std::vector<matrix> a, b, w;
+    for (int step = 0; step < 2; ++step) {  // twice: the copies' parameters follow the network's
+        a = training_step(one, x, dy, 1);
+        b = training_step(two, x, dy, 2);
+        w = training_step(whole, x, dy, 1);
+        for (auto* net : {&one, &two, &whole})
+            for (auto* p : net->parameters(true)) p->value -= 0.1f * p->grad;
+    }
+    REQUIRE(a.size() == w.size());
+    float largest_grad = 0;
+    for (std::size_t i = 2; i < w.size(); i += 2) largest_grad = std::max(largest_grad, w[i].cwiseAbs().maxCoeff());
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        INFO("item " << i);
+        CHECK(same_bits(a[i], b[i]));
+        // Rounding differs (the parameter gradients are summed per micro-batch, then added):
+        // a few float ulps of the largest value involved.
+        const float scale = i >= 2 && i % 2 == 0 ? largest_grad : std::max(1.0f, w[i].cwiseAbs().maxCoeff());
+        CHECK((a[i] - w[i]).cwiseAbs().maxCoeff() <= 1e-5f * scale);
+    }
+
+    // A layer that needs the batch together: trained whole, bit for bit.
+    lowbit::nn::gemm_datapath quantized;
+    quantized.spec = lowbit::gemm_spec{.accumulator = lowbit::quantizer::parse("bf16")};
+    network spec = small_cnn(9, true), spec_whole = small_cnn(9, true);
+    dynamic_cast<lowbit::nn::gemm_layer&>(spec.at("fc")).datapath = quantized;  // (not conv1: set_datapath would)
+    dynamic_cast<lowbit::nn::gemm_layer&>(spec_whole.at("fc")).datapath = quantized;
+    spec_whole.set_micro_batch(0);
+    const std::vector<matrix> s = training_step(spec, x, dy, 2), sw = training_step(spec_whole, x, dy, 2);
+    for (std::size_t i = 0; i < s.size(); ++i) CHECK(same_bits(s[i], sw[i]));
+
+    // Errors.
+    (void)one.forward({x, image_shape}, pass::training);
+    CHECK_THROWS_WITH(one.backward({random_matrix(44, 3, engine), {3, 1, 1}}),
+                      Contains("the gradient is 44 x") && Contains("gave 45 x"));
+    CHECK_THROWS_AS(one.set_micro_batch(-1), std::invalid_argument);
+    CHECK_THROWS_WITH(one.set_micro_batch(-1), Contains("0 to train every batch whole"));
 }
 
 TEST_CASE("network: set_datapath reaches every conv2d and linear; copies are deep") {

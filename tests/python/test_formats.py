@@ -8,7 +8,7 @@ import lowbit
     ("float8_e4m3fn", 8, 448.0, True), ("float8_e5m2", 8, 57344.0, True), ("float8_e4m3fnuz", 8, 240.0, False),
     ("float8_e5m2fnuz", 8, 57344.0, False), ("float8_e4m3b11fnuz", 8, 30.0, False), ("bfloat16", 16, 3.3895313892515355e38, True),
     ("float16", 16, 65504.0, True), ("float4_e2m1fn", 4, 6.0, True), ("float6_e2m3fn", 6, 7.5, True),
-    ("float6_e3m2fn", 6, 28.0, True),
+    ("float6_e3m2fn", 6, 28.0, True), ("float8_e4m3", 8, 240.0, True), ("float8_e3m4", 8, 15.5, True),
 ])
 def test_the_names_pytorch_and_ml_dtypes_use(name, bits, maximum, negative_zero):
     f = lowbit.format(name)

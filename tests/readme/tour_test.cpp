@@ -245,7 +245,7 @@ TEST_CASE("tour: networks on the datapath", "[readme]") {
     auto data = nn::load_fashion_mnist();                           // /usr/share/datasets/fashion-mnist
     nn::tensor x{data.train.images.topRows(64), {1, 28, 28}};
     net.zero_grad();
-    nn::tensor y = net.forward(x, nn::pass::training);
+    nn::tensor y = net.forward(x, nn::pass::training);             // fp32: micro-batches of 16, threads
     auto loss = nn::softmax_cross_entropy(y.values, std::span(data.train.labels).first(64));
     net.backward({loss.gradient, y.shape});
     opt.step();

@@ -4,13 +4,15 @@
 //   base:   a preset name (fp32, tf32, bf16, fp16, fp8_e4m3, fp8_e5m2, fp6_e2m3, fp6_e3m2,
 //           fp4_e2m1, ue8m0, ue4m3, lba_m7e4_acc, lba_m7e4_prod), or its PyTorch / ml_dtypes
 //           name (float32, bfloat16, float16, float8_e4m3fn, float8_e5m2, float6_e2m3fn,
-//           float6_e3m2fn, float4_e2m1fn, float8_e8m0fnu), or an fnuz format by its ml_dtypes
+//           float6_e3m2fn, float4_e2m1fn, float8_e8m0fnu), ml_dtypes' IEEE-style FP8 (float8_e4m3:
+//           max 240 and infinities; float8_e3m4: max 15.5), or an fnuz format by its ml_dtypes
 //           name (float8_e4m3fnuz, float8_e5m2fnuz, float8_e4m3b11fnuz),
 //           "eXmY" (X exponent bits, Y mantissa bits: IEEE-style defaults),
 //           "mYeX" (the MxEy spelling of Blumenfeld et al.: Y mantissa bits, X exponent bits),
 //           either with a leading "u" for an unsigned format.
 //           The OCP element names e4m3, e5m2, e2m3, e3m2 and e2m1 mean the OCP presets
-//           (so "e4m3" has max 448 and no infinity); write "e4m3,specials=ieee" for IEEE style.
+//           (so "e4m3" has max 448 and no infinity); write "e4m3,specials=ieee" (ml_dtypes'
+//           float8_e4m3, the name to_string prints) for IEEE style.
 //   option: bias=N | subnormals=on|off | specials=ieee|fn|none|fnuz | signed | unsigned | zero | nozero
 #pragma once
 
@@ -34,7 +36,7 @@ struct named_format {
 };
 
 // Canonical names first: to_string prints the first name whose format matches.
-inline constexpr std::array<named_format, 30> format_names{{
+inline constexpr std::array<named_format, 32> format_names{{
     {"fp32", fp32},         {"tf32", tf32},           {"bf16", bf16},
     {"fp16", fp16},         {"fp8_e4m3", fp8_e4m3},   {"fp8_e5m2", fp8_e5m2},
     {"fp6_e2m3", fp6_e2m3}, {"fp6_e3m2", fp6_e3m2},   {"fp4_e2m1", fp4_e2m1},
@@ -48,6 +50,7 @@ inline constexpr std::array<named_format, 30> format_names{{
     {"float32", fp32},      {"bfloat16", bf16},       {"float16", fp16},
     {"float8_e4m3fn", fp8_e4m3}, {"float8_e5m2", fp8_e5m2}, {"float6_e2m3fn", fp6_e2m3},
     {"float6_e3m2fn", fp6_e3m2}, {"float4_e2m1fn", fp4_e2m1}, {"float8_e8m0fnu", ue8m0},
+    {"float8_e4m3", float_format{.exp_bits = 4, .man_bits = 3}}, {"float8_e3m4", float_format{.exp_bits = 3, .man_bits = 4}},
 }};
 
 [[noreturn]] inline void parse_error(std::string_view field, std::string_view text,

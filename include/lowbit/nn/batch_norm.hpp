@@ -13,25 +13,31 @@
 
 #include <cmath>
 #include <memory>
+#include <span>
 #include <string>
+#include <vector>
 
 namespace lowbit::nn {
 
 namespace detail {
-// The sum of term(at) over one channel's values: `rows` runs of `positions` values, `stride` apart
-// (at = r * stride + i). Added in double in eight lanes (value i of a run into lane i mod 8, the
-// lanes added in order at the end), so that the compiler vectorizes it; the order depends on the
-// shape only. (Eigen's sum of a cast<double>() block runs one value at a time: 5x slower.)
+// The sum of term(block, at) over one channel's values in a batch held as consecutive blocks of
+// samples (one block, or a network's micro-batches): block b has rows[b] runs of `positions`
+// values, `stride` apart (at = r * stride + i). Added in double in eight lanes (value i of a run
+// into lane i mod 8, the lanes added in order at the end), so that the compiler vectorizes it;
+// the order depends on the shape only, and the lanes run on from one block into the next, so the
+// sum is the same bits however the batch is cut into blocks. (Eigen's sum of a cast<double>()
+// block runs one value at a time: 5x slower.)
 template <class Term>
-double channel_sum(Eigen::Index rows, Eigen::Index positions, Eigen::Index stride, Term term) {
+double channel_sum(std::span<const Eigen::Index> rows, Eigen::Index positions, Eigen::Index stride, Term term) {
     constexpr int lanes = 8;
     double lane[lanes] = {};
-    for (Eigen::Index r = 0, row = 0; r < rows; ++r, row += stride) {
-        Eigen::Index i = 0;
-        for (; i + lanes <= positions; i += lanes)
-            for (int j = 0; j < lanes; ++j) lane[j] += term(row + i + j);
-        for (; i < positions; ++i) lane[i % lanes] += term(row + i);
-    }
+    for (std::size_t b = 0; b < rows.size(); ++b)
+        for (Eigen::Index r = 0, row = 0; r < rows[b]; ++r, row += stride) {
+            Eigen::Index i = 0;
+            for (; i + lanes <= positions; i += lanes)
+                for (int j = 0; j < lanes; ++j) lane[j] += term(b, row + i + j);
+            for (; i < positions; ++i) lane[i % lanes] += term(b, row + i);
+        }
     double sum = 0;
     for (const double v : lane) sum += v;
     return sum;
@@ -55,6 +61,16 @@ public:
     LOWBIT_NN_INLINE tensor forward(const tensor& x, pass p) override;
 
     LOWBIT_NN_INLINE tensor backward(const tensor& dy) override;
+
+    // One batch cut into micro-batches (a network training in micro-batches, network.hpp): x[b]
+    // goes through layers[b], a copy of layers[0] each, with the statistics of the whole batch, as
+    // forward would compute them on the batch joined (the same bits). The parameters and running
+    // statistics used and updated are layers[0]'s; each layer keeps its micro-batch for backward.
+    LOWBIT_NN_INLINE static std::vector<tensor> forward(std::span<batch_norm* const> layers,
+                                                        std::span<const tensor* const> x, pass p);
+    // The gradients of the same: gamma's and beta's are added to layers[0].
+    LOWBIT_NN_INLINE static std::vector<tensor> backward(std::span<batch_norm* const> layers,
+                                                         std::span<const tensor* const> dy);
 
     std::vector<parameter*> parameters() override { return {&gamma_, &beta_, &mean_, &var_}; }
     std::unique_ptr<layer> clone() const override { return std::make_unique<batch_norm>(*this); }
@@ -89,69 +105,110 @@ LOWBIT_NN_INLINE shape3 batch_norm::output_shape(shape3 in) const {
 }
 
 LOWBIT_NN_INLINE tensor batch_norm::forward(const tensor& x, pass p) {
-    detail::check_input(*this, x, output_shape(x.shape));
-    const Eigen::Index n = x.batch(), positions = x.shape.height * x.shape.width;
-    const double count = double(n * positions);
-    tensor y{matrix(n, x.values.cols()), x.shape};
-    if (p == pass::training) {
-        if (n * positions < 2)
-            throw std::invalid_argument("lowbit::nn: " + describe() + ": training needs more than one value per channel");
-        xhat_.resize(n, x.values.cols());
-        inv_std_.resize(channels_);
-    }
-    // Channels are independent (each writes its own columns and statistics): split among threads.
-    const Eigen::Index stride = x.values.cols();
-    lowbit::detail::parallel_for(channels_, x.values.size(), parallel_threshold, [&](std::int64_t c) {
-        const float* in = x.values.data() + c * positions;
-        double mean, var;
-        if (p == pass::training) {
-            mean = detail::channel_sum(n, positions, stride, [&](Eigen::Index at) { return double(in[at]); }) / count;
-            var = detail::channel_sum(n, positions, stride, [&](Eigen::Index at) {
-                      const double d = in[at] - mean;
-                      return d * d;
-                  }) / count;
-            mean_.value(0, c) = float((1 - momentum_) * mean_.value(0, c) + momentum_ * mean);
-            var_.value(0, c) = float((1 - momentum_) * var_.value(0, c) + momentum_ * var * count / (count - 1));
-        } else {
-            mean = mean_.value(0, c);
-            var = var_.value(0, c);
-        }
-        const double inv_std = 1 / std::sqrt(var + eps_), gamma = gamma_.value(0, c), beta = beta_.value(0, c);
-        float* out = y.values.data() + c * positions;
-        float* kept = nullptr;
-        if (p == pass::training) kept = xhat_.data() + c * positions, inv_std_[c] = inv_std;
-        for (Eigen::Index r = 0; r < n; ++r, in += stride, out += stride) {
-            for (Eigen::Index i = 0; i < positions; ++i) out[i] = float((in[i] - mean) * inv_std * gamma + beta);
-            if (kept != nullptr) {
-                for (Eigen::Index i = 0; i < positions; ++i) kept[i] = float((in[i] - mean) * inv_std);
-                kept += stride;
-            }
-        }
-    });
-    ready_ = p == pass::training;
-    shape_ = x.shape;
-    return y;
+    batch_norm* const self = this;
+    const tensor* const in = &x;
+    return std::move(forward(std::span(&self, 1), std::span(&in, 1), p)[0]);
 }
 
 LOWBIT_NN_INLINE tensor batch_norm::backward(const tensor& dy) {
-    detail::check_backward(*this, ready_, dy, shape_, xhat_.rows());
-    const Eigen::Index n = dy.batch(), positions = dy.shape.height * dy.shape.width;
+    batch_norm* const self = this;
+    const tensor* const in = &dy;
+    return std::move(backward(std::span(&self, 1), std::span(&in, 1))[0]);
+}
+
+LOWBIT_NN_INLINE std::vector<tensor> batch_norm::forward(std::span<batch_norm* const> layers,
+                                                         std::span<const tensor* const> x, pass p) {
+    batch_norm& bn = *layers[0];
+    const std::size_t blocks = x.size();
+    std::vector<Eigen::Index> rows(blocks);
+    Eigen::Index n = 0;
+    for (std::size_t b = 0; b < blocks; ++b) {
+        detail::check_input(bn, *x[b], bn.output_shape(x[b]->shape));
+        if (x[b]->shape != x[0]->shape)
+            throw std::invalid_argument("lowbit::nn: " + bn.describe() + ": micro-batches of different shapes");
+        n += rows[b] = x[b]->batch();
+    }
+    const shape3 shape = x[0]->shape;
+    const Eigen::Index positions = shape.height * shape.width, stride = x[0]->values.cols();
     const double count = double(n * positions);
-    tensor dx{matrix(n, dy.values.cols()), dy.shape};
-    const Eigen::Index stride = dy.values.cols();
-    lowbit::detail::parallel_for(channels_, dy.values.size(), parallel_threshold, [&](std::int64_t c) {
-        const float* g = dy.values.data() + c * positions;
-        const float* xhat = xhat_.data() + c * positions;
-        const double sum_g = detail::channel_sum(n, positions, stride, [&](Eigen::Index at) { return double(g[at]); });
-        const double sum_g_xhat =
-            detail::channel_sum(n, positions, stride, [&](Eigen::Index at) { return double(g[at]) * xhat[at]; });
-        gamma_.grad(0, c) += float(sum_g_xhat);
-        beta_.grad(0, c) += float(sum_g);
+    std::vector<tensor> y(blocks);
+    for (std::size_t b = 0; b < blocks; ++b) {
+        y[b] = {matrix(rows[b], stride), shape};
+        if (p == pass::training) {
+            layers[b]->xhat_.resize(rows[b], stride);
+            layers[b]->inv_std_.resize(bn.channels_);
+        }
+    }
+    if (p == pass::training && n * positions < 2)
+        throw std::invalid_argument("lowbit::nn: " + bn.describe() + ": training needs more than one value per channel");
+    // Channels are independent (each writes its own columns and statistics): split among threads.
+    lowbit::detail::parallel_for(bn.channels_, n * stride, parallel_threshold, [&](std::int64_t c) {
+        const auto value = [&](std::size_t b, Eigen::Index at) { return x[b]->values.data()[c * positions + at]; };
+        double mean, var;
+        if (p == pass::training) {
+            mean = detail::channel_sum(rows, positions, stride, [&](std::size_t b, Eigen::Index at) { return double(value(b, at)); }) / count;
+            var = detail::channel_sum(rows, positions, stride, [&](std::size_t b, Eigen::Index at) {
+                      const double d = value(b, at) - mean;
+                      return d * d;
+                  }) / count;
+            bn.mean_.value(0, c) = float((1 - bn.momentum_) * bn.mean_.value(0, c) + bn.momentum_ * mean);
+            bn.var_.value(0, c) = float((1 - bn.momentum_) * bn.var_.value(0, c) + bn.momentum_ * var * count / (count - 1));
+        } else {
+            mean = bn.mean_.value(0, c);
+            var = bn.var_.value(0, c);
+        }
+        const double inv_std = 1 / std::sqrt(var + bn.eps_), gamma = bn.gamma_.value(0, c), beta = bn.beta_.value(0, c);
+        for (std::size_t b = 0; b < blocks; ++b) {
+            const float* in = x[b]->values.data() + c * positions;
+            float* out = y[b].values.data() + c * positions;
+            float* kept = nullptr;
+            if (p == pass::training) kept = layers[b]->xhat_.data() + c * positions, layers[b]->inv_std_[c] = inv_std;
+            for (Eigen::Index r = 0; r < rows[b]; ++r, in += stride, out += stride) {
+                for (Eigen::Index i = 0; i < positions; ++i) out[i] = float((in[i] - mean) * inv_std * gamma + beta);
+                if (kept != nullptr) {
+                    for (Eigen::Index i = 0; i < positions; ++i) kept[i] = float((in[i] - mean) * inv_std);
+                    kept += stride;
+                }
+            }
+        }
+    });
+    for (batch_norm* l : layers) l->ready_ = p == pass::training, l->shape_ = shape;
+    return y;
+}
+
+LOWBIT_NN_INLINE std::vector<tensor> batch_norm::backward(std::span<batch_norm* const> layers,
+                                                          std::span<const tensor* const> dy) {
+    batch_norm& bn = *layers[0];
+    const std::size_t blocks = dy.size();
+    std::vector<Eigen::Index> rows(blocks);
+    Eigen::Index n = 0;
+    for (std::size_t b = 0; b < blocks; ++b) {
+        detail::check_backward(*layers[b], layers[b]->ready_, *dy[b], layers[b]->shape_, layers[b]->xhat_.rows());
+        n += rows[b] = dy[b]->batch();
+    }
+    const shape3 shape = dy[0]->shape;
+    const Eigen::Index positions = shape.height * shape.width, stride = dy[0]->values.cols();
+    const double count = double(n * positions);
+    std::vector<tensor> dx(blocks);
+    for (std::size_t b = 0; b < blocks; ++b) dx[b] = {matrix(rows[b], stride), shape};
+    lowbit::detail::parallel_for(bn.channels_, n * stride, parallel_threshold, [&](std::int64_t c) {
+        const auto g = [&](std::size_t b, Eigen::Index at) { return dy[b]->values.data()[c * positions + at]; };
+        const auto xhat = [&](std::size_t b, Eigen::Index at) { return layers[b]->xhat_.data()[c * positions + at]; };
+        const double sum_g = detail::channel_sum(rows, positions, stride, [&](std::size_t b, Eigen::Index at) { return double(g(b, at)); });
+        const double sum_g_xhat = detail::channel_sum(rows, positions, stride, [&](std::size_t b, Eigen::Index at) {
+            return double(g(b, at)) * xhat(b, at);
+        });
+        bn.gamma_.grad(0, c) += float(sum_g_xhat);
+        bn.beta_.grad(0, c) += float(sum_g);
         // d/dx of gamma * xhat with the batch's mean and variance depending on x.
-        const double mean_g = sum_g / count, mean_g_xhat = sum_g_xhat / count, scale = gamma_.value(0, c) * inv_std_[c];
-        float* out = dx.values.data() + c * positions;
-        for (Eigen::Index r = 0; r < n; ++r, g += stride, xhat += stride, out += stride)
-            for (Eigen::Index i = 0; i < positions; ++i) out[i] = float((g[i] - mean_g - xhat[i] * mean_g_xhat) * scale);
+        const double mean_g = sum_g / count, mean_g_xhat = sum_g_xhat / count, scale = bn.gamma_.value(0, c) * bn.inv_std_[c];
+        for (std::size_t b = 0; b < blocks; ++b) {
+            const float* gb = dy[b]->values.data() + c * positions;
+            const float* xb = layers[b]->xhat_.data() + c * positions;
+            float* out = dx[b].values.data() + c * positions;
+            for (Eigen::Index r = 0; r < rows[b]; ++r, gb += stride, xb += stride, out += stride)
+                for (Eigen::Index i = 0; i < positions; ++i) out[i] = float((gb[i] - mean_g - xb[i] * mean_g_xhat) * scale);
+        }
     });
     return dx;
 }

@@ -17,6 +17,7 @@ public:
     LOWBIT_NN_INLINE tensor forward(const tensor& x, pass p) override;
     LOWBIT_NN_INLINE tensor backward(const tensor& dy) override;
     std::unique_ptr<layer> clone() const override { return std::make_unique<flatten>(*this); }
+    bool batch_separable() const override { return true; }
 
 private:
     shape3 in_;

@@ -22,6 +22,7 @@
 #include <random>
 #include <string>
 #include <utility>
+#include <variant>
 #include <vector>
 
 namespace lowbit::nn {
@@ -45,6 +46,13 @@ public:
     const std::vector<int>& active_outputs() const { return active_outputs_; }
     const std::vector<int>& active_inputs() const { return active_inputs_; }
     bool skips() const { return !active_outputs_.empty() || !active_inputs_.empty(); }
+
+    // On the plain fp32 datapath, without skipping: a datapath's quantizers may take their scale
+    // from the whole batch, and lowbit::gemm counts events and keys random bits by position.
+    bool batch_separable() const override {
+        return !skips() && !datapath.spec && std::holds_alternative<std::monostate>(datapath.weights) &&
+               std::holds_alternative<std::monostate>(datapath.activations);
+    }
 
 protected:
     // C = W X + b (W: outputs x K, X: K x N) on the layer's datapath, the skipped work left out;

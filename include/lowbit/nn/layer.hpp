@@ -40,6 +40,13 @@ public:
     // ("block1_attn.attn.qkv.weight").
     virtual std::vector<layer*> sublayers() { return {}; }
     LOWBIT_NN_INLINE virtual std::vector<std::pair<std::string, parameter*>> named_parameters();
+
+    // True when a sample's output depends on that sample and the parameters alone (and so do its
+    // input gradient and its share of the parameters' gradients): the network may then train the
+    // batch in micro-batches, each on its own copy of the layer (network.hpp). False unless a
+    // layer says so: batch statistics, a scale computed from the whole batch, random numbers
+    // keyed by the position in the batch, counted events all need the batch together.
+    virtual bool batch_separable() const { return false; }
 };
 
 #if LOWBIT_NN_DEFINE

@@ -93,6 +93,7 @@ public:
     }
 
     std::unique_ptr<layer> clone() const override { return std::make_unique<pool2d>(*this); }
+    bool batch_separable() const override { return true; }
 
 private:
     // The maxima of one channel plane in 2 x 2 windows when the input's width is even

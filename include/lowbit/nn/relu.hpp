@@ -18,6 +18,7 @@ public:
     LOWBIT_NN_INLINE tensor forward(const tensor& x, pass p) override;
     LOWBIT_NN_INLINE tensor backward(const tensor& dy) override;
     std::unique_ptr<layer> clone() const override { return std::make_unique<relu>(*this); }
+    bool batch_separable() const override { return true; }
 
 private:
     matrix positive_;
@@ -32,9 +33,18 @@ LOWBIT_NN_INLINE tensor relu::forward(const tensor& x, pass p) {
     if (training) positive_.resize(x.values.rows(), x.values.cols());
     // Over the batch on lowbit's threads: run on one thread, these passes over every activation
     // were the largest serial part of a training step.
+    // One pass over each sample's values, written as a plain loop that compilers vectorize (-O3):
+    // Eigen's unaryExpr of this lambda and its cast of a comparison ran one value at a time, 4x
+    // slower in training.
+    const Eigen::Index width = x.values.cols();
     lowbit::detail::parallel_for(x.values.rows(), x.values.size(), parallel_threshold, [&](Eigen::Index n) {
-        y.values.row(n) = x.values.row(n).unaryExpr([](float v) { return v > 0 ? v : (v == v ? 0.0f : v); });
-        if (training) positive_.row(n) = (x.values.row(n).array() > 0).cast<float>().matrix();
+        const float* in = x.values.data() + n * width;
+        float* out = y.values.data() + n * width;
+        for (Eigen::Index i = 0; i < width; ++i) out[i] = in[i] > 0 ? in[i] : (in[i] == in[i] ? 0.0f : in[i]);
+        if (training) {
+            float* mask = positive_.data() + n * width;
+            for (Eigen::Index i = 0; i < width; ++i) mask[i] = in[i] > 0 ? 1.0f : 0.0f;
+        }
     });
     ready_ = training;
     shape_ = x.shape;
