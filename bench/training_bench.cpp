@@ -3,7 +3,10 @@
 // idle machine and beside busy processes that the benchmark itself starts and stops (`yes`
 // writing to /dev/null, as a user's other work would).
 //
-//   fp32:       the training network (batch norm, plain fp32 GEMMs), Adam
+//   fp32:       the training network (batch norm, plain fp32 GEMMs), Adam, in micro-batches of 16
+//               (network.hpp)
+//   fp32_whole: the same with every batch trained whole (set_micro_batch(0)), idle only: the
+//               baseline of the micro-batches
 //   m7e4:       the flagship's fine-tuning: batch norm folded, FP8 M4E3 weights and activations,
 //               M7E4 products and accumulator in chunks of 16, toward_zero (lowbit::gemm forward,
 //               straight-through fp32 backward)
@@ -89,7 +92,8 @@ nn::labeled_images random_batch(std::uint64_t seed) {
 
 nn::network network_for(const std::string& which, int threads) {
     nn::network net = lowbit_examples::make_cnn(1);
-    if (which == "fp32") return net;
+    if (which == "fp32_whole") net.set_micro_batch(0);
+    if (which != "m7e4") return net;
     nn::network folded = nn::fold_batch_norm(net);
     lowbit_examples::datapath_settings s;
     s.threads = threads;
@@ -153,8 +157,9 @@ void register_all() {
             ->UseManualTime()
             ->Unit(benchmark::kMillisecond)
             ->MinTime(1.0);
-    for (const std::string which : {"fp32", "m7e4"})
-        for (const int busy : {0, 1, 2})
+    for (const std::string which : {"fp32", "fp32_whole", "m7e4"})
+        for (const int busy : {0, 1, 2}) {
+            if (which == "fp32_whole" && busy > 0) continue;
             for (const int threads : {1, 0}) {
                 const std::string name = "training/" + which + "/" + (threads == 0 ? "all_cores" : "1_thread") +
                                          "/" + (busy == 0 ? "idle" : "beside_" + std::to_string(busy) + "_busy");
@@ -163,6 +168,7 @@ void register_all() {
                     ->Unit(benchmark::kMillisecond)
                     ->MinTime(2.0);
             }
+        }
 }
 
 }  // namespace

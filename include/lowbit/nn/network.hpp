@@ -259,15 +259,23 @@ LOWBIT_NN_INLINE tensor network::backward_in_micro_batches(const tensor& grad) {
         });
         i = begin;
     }
-    // The micro-batches' parameter gradients, added into the network's in their order.
+    // The micro-batches' parameter gradients, added into the network's in their order (each
+    // parameter on one thread).
+    std::vector<std::vector<parameter*>> sums;  // the network's parameter, then its copies'
+    Eigen::Index values = 0;
     for (std::size_t i = 0; i < layers_.size(); ++i) {
         const std::vector<parameter*> into = layers_[i]->parameters();
-        for (std::size_t b = 1; b < blocks; ++b) {
-            const std::vector<parameter*> from = copies_[b - 1][i]->parameters();
-            for (std::size_t k = 0; k < into.size(); ++k)
-                if (into[k]->trainable) into[k]->grad += from[k]->grad;
+        for (std::size_t k = 0; k < into.size(); ++k) {
+            if (!into[k]->trainable) continue;
+            sums.push_back({into[k]});
+            for (std::size_t b = 1; b < blocks; ++b) sums.back().push_back(copies_[b - 1][i]->parameters()[k]);
+            values += into[k]->grad.size() * Eigen::Index(blocks - 1);
         }
     }
+    lowbit::detail::parallel_for(std::int64_t(sums.size()), values, parallel_threshold, [&](std::int64_t j) {
+        const std::vector<parameter*>& p = sums[std::size_t(j)];
+        for (std::size_t b = 1; b < p.size(); ++b) p[0]->grad += p[b]->grad;
+    });
     tensor dx{matrix(batch, gs[0].values.cols()), gs[0].shape};
     for (Eigen::Index b = 0, begin = 0; b < Eigen::Index(blocks); begin += rows[std::size_t(b)], ++b)
         dx.values.middleRows(begin, rows[std::size_t(b)]) = gs[std::size_t(b)].values;
