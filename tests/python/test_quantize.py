@@ -29,13 +29,14 @@ def test_e4m3_every_fp16_input(mode):
 
 
 @pytest.mark.parametrize("name,fmt", [("bfloat16", oracle.BF16), ("float16", oracle.FP16), ("e5m2", oracle.E5M2),
+                                      ("float8_e4m3fn", oracle.E4M3),
                                       ("m7e4,bias=10,subnormals=off,specials=none", oracle.M7E4_ACC)])
 @pytest.mark.parametrize("mode", oracle.MODES)
 def test_random_floats_and_exponent_edges(name, fmt, mode):
     rng = np.random.default_rng(7)
     # random magnitudes over the format's range and beyond, and values next to each power of two
     x = (rng.standard_normal(3000) * np.exp2(rng.uniform(-30, 20, 3000))).astype(np.float32)
-    powers = np.exp2(np.arange(-40, 40, dtype=np.float32))
+    powers = np.exp2(np.arange(-149, 128, dtype=np.float32))  # every float32 exponent, subnormals included
     edges = np.concatenate([powers, np.nextafter(powers, 0), np.nextafter(powers, np.float32(np.inf))])
     x = np.concatenate([x, edges, -edges, [0.0, -0.0]]).astype(np.float32)
     y = lowbit.quantize(x, name, rounding=mode, overflow="saturate")
