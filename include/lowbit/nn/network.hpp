@@ -162,6 +162,7 @@ LOWBIT_NN_INLINE void network::set_micro_batch(int samples) {
                                     " samples; give a positive number, or 0 to train every batch whole");
     micro_batch_ = samples;
     split_.clear();
+    if (samples == 0) copies_.clear();  // (their memory: they keep their micro-batches' activations)
 }
 
 LOWBIT_NN_INLINE std::vector<Eigen::Index> network::micro_batches(Eigen::Index batch) {
