@@ -61,9 +61,7 @@ def formats(draw, e_range=(2, 8), m_range=(1, 12)):
     default_bias = 2 ** (e - 1) - 1
     # biases around the usual one, keeping every value inside float32's normal range
     bias = default_bias if e >= 7 else default_bias + draw(st.integers(-2, 3))
-    specials = draw(st.sampled_from(["ieee", "fn", "none", "fnuz"] if e >= 2 else ["none"]))
-    if specials == "ieee" and e < 2:
-        specials = "none"
+    specials = draw(st.sampled_from(["ieee", "fn", "none", "fnuz"]))
     return Spec(e, m, bias, draw(st.booleans()), specials)
 
 

@@ -44,6 +44,29 @@
 
 namespace lowbit::nn {
 
+namespace detail {
+// A batch cut into consecutive micro-batches of rows[b] samples, and joined back.
+inline std::vector<tensor> split_rows(const tensor& t, const std::vector<Eigen::Index>& rows) {
+    std::vector<tensor> parts;
+    Eigen::Index begin = 0;
+    for (const Eigen::Index r : rows) parts.push_back({t.values.middleRows(begin, r), t.shape}), begin += r;
+    return parts;
+}
+inline tensor join_rows(const std::vector<tensor>& parts) {
+    Eigen::Index batch = 0;
+    for (const tensor& p : parts) batch += p.batch();
+    tensor t{matrix(batch, parts.front().values.cols()), parts.front().shape};
+    Eigen::Index begin = 0;
+    for (const tensor& p : parts) t.values.middleRows(begin, p.batch()) = p.values, begin += p.batch();
+    return t;
+}
+inline std::vector<const tensor*> pointers_to(const std::vector<tensor>& parts) {
+    std::vector<const tensor*> out;
+    for (const tensor& p : parts) out.push_back(&p);
+    return out;
+}
+}  // namespace detail
+
 class network {
 public:
     explicit network(shape3 input) : input_(input), output_(input) {}
@@ -100,6 +123,9 @@ private:
     LOWBIT_NN_INLINE tensor forward_in_micro_batches(const tensor& x, const std::vector<Eigen::Index>& rows);
     LOWBIT_NN_INLINE tensor backward_in_micro_batches(const tensor& grad);
     bool is_batch_norm(std::size_t i) const { return dynamic_cast<const batch_norm*>(layers_[i].get()) != nullptr; }
+    // Batch norm i of every micro-batch, and each micro-batch's tensor: what batch_norm's
+    // forward and backward over micro-batches take.
+    LOWBIT_NN_INLINE std::vector<batch_norm*> batch_norms_at(std::size_t i, std::size_t blocks);
     // Layer i of micro-batch b: the network's own for b = 0, a copy otherwise.
     layer& layer_for(std::size_t b, std::size_t i) { return b == 0 ? *layers_[i] : *copies_[b - 1][i]; }
 
@@ -190,24 +216,16 @@ LOWBIT_NN_INLINE std::vector<Eigen::Index> network::micro_batches(Eigen::Index b
 LOWBIT_NN_INLINE tensor network::forward_in_micro_batches(const tensor& x, const std::vector<Eigen::Index>& rows) {
     const std::size_t blocks = rows.size();
     const int threads = lowbit::detail::thread_count(0);
-    std::vector<tensor> xs(blocks);
-    lowbit::detail::for_each_tile(std::int64_t(blocks), threads, [&](std::int64_t t) {
-        const auto b = std::size_t(t);
-        Eigen::Index begin = 0;
-        for (std::size_t k = 0; k < b; ++k) begin += rows[k];
-        xs[b] = {x.values.middleRows(begin, rows[b]), x.shape};
-        if (b > 0)  // the copies' parameters are the network's
-            for (std::size_t i = 0; i < layers_.size(); ++i) {
-                const std::vector<parameter*> from = layers_[i]->parameters(), to = copies_[b - 1][i]->parameters();
-                for (std::size_t k = 0; k < from.size(); ++k) to[k]->value = from[k]->value;
-            }
+    std::vector<tensor> xs = detail::split_rows(x, rows);
+    lowbit::detail::for_each_tile(std::int64_t(blocks) - 1, threads, [&](std::int64_t t) {
+        for (std::size_t i = 0; i < layers_.size(); ++i) {  // the copies' parameters are the network's
+            const std::vector<parameter*> from = layers_[i]->parameters(), to = copies_[std::size_t(t)][i]->parameters();
+            for (std::size_t k = 0; k < from.size(); ++k) to[k]->value = from[k]->value;
+        }
     });
     for (std::size_t i = 0; i < layers_.size();) {
         if (is_batch_norm(i)) {
-            std::vector<batch_norm*> norms(blocks);
-            std::vector<const tensor*> in(blocks);
-            for (std::size_t b = 0; b < blocks; ++b) norms[b] = static_cast<batch_norm*>(&layer_for(b, i)), in[b] = &xs[b];
-            xs = batch_norm::forward(norms, in, pass::training);
+            xs = batch_norm::forward(batch_norms_at(i, blocks), detail::pointers_to(xs), pass::training);
             ++i;
             continue;
         }
@@ -218,10 +236,7 @@ LOWBIT_NN_INLINE tensor network::forward_in_micro_batches(const tensor& x, const
         });
         i = end;
     }
-    tensor y{matrix(x.batch(), xs[0].values.cols()), xs[0].shape};
-    for (Eigen::Index b = 0, begin = 0; b < Eigen::Index(blocks); begin += rows[std::size_t(b)], ++b)
-        y.values.middleRows(begin, rows[std::size_t(b)]) = xs[std::size_t(b)].values;
-    return y;
+    return detail::join_rows(xs);
 }
 
 LOWBIT_NN_INLINE tensor network::backward_in_micro_batches(const tensor& grad) {
@@ -234,22 +249,14 @@ LOWBIT_NN_INLINE tensor network::backward_in_micro_batches(const tensor& grad) {
                                     " x " + grad.shape.to_string() + " but the last training forward gave " +
                                     std::to_string(batch) + " x " + output_.to_string());
     const int threads = lowbit::detail::thread_count(0);
-    std::vector<tensor> gs(blocks);
-    lowbit::detail::for_each_tile(std::int64_t(blocks), threads, [&](std::int64_t t) {
-        const auto b = std::size_t(t);
-        Eigen::Index begin = 0;
-        for (std::size_t k = 0; k < b; ++k) begin += rows[k];
-        gs[b] = {grad.values.middleRows(begin, rows[b]), grad.shape};
-        if (b > 0)
-            for (auto& l : copies_[b - 1])
-                for (parameter* p : l->parameters()) p->grad.setZero();
+    std::vector<tensor> gs = detail::split_rows(grad, rows);
+    lowbit::detail::for_each_tile(std::int64_t(blocks) - 1, threads, [&](std::int64_t t) {
+        for (auto& l : copies_[std::size_t(t)])
+            for (parameter* p : l->parameters()) p->grad.setZero();
     });
     for (std::size_t i = layers_.size(); i > 0;) {
         if (is_batch_norm(i - 1)) {
-            std::vector<batch_norm*> norms(blocks);
-            std::vector<const tensor*> in(blocks);
-            for (std::size_t b = 0; b < blocks; ++b) norms[b] = static_cast<batch_norm*>(&layer_for(b, i - 1)), in[b] = &gs[b];
-            gs = batch_norm::backward(norms, in);
+            gs = batch_norm::backward(batch_norms_at(i - 1, blocks), detail::pointers_to(gs));
             --i;
             continue;
         }
@@ -277,10 +284,13 @@ LOWBIT_NN_INLINE tensor network::backward_in_micro_batches(const tensor& grad) {
         const std::vector<parameter*>& p = sums[std::size_t(j)];
         for (std::size_t b = 1; b < p.size(); ++b) p[0]->grad += p[b]->grad;
     });
-    tensor dx{matrix(batch, gs[0].values.cols()), gs[0].shape};
-    for (Eigen::Index b = 0, begin = 0; b < Eigen::Index(blocks); begin += rows[std::size_t(b)], ++b)
-        dx.values.middleRows(begin, rows[std::size_t(b)]) = gs[std::size_t(b)].values;
-    return dx;
+    return detail::join_rows(gs);
+}
+
+LOWBIT_NN_INLINE std::vector<batch_norm*> network::batch_norms_at(std::size_t i, std::size_t blocks) {
+    std::vector<batch_norm*> norms(blocks);
+    for (std::size_t b = 0; b < blocks; ++b) norms[b] = static_cast<batch_norm*>(&layer_for(b, i));
+    return norms;
 }
 
 LOWBIT_NN_INLINE std::vector<parameter*> network::parameters(bool trainable_only) {
