@@ -26,7 +26,7 @@ template void quantize_rows_piece<>(const quantizer&, gemm_role, float*, std::si
 template void multiply_quantized<>(const row_major_view&, const row_major_view&, row_major_view&, const gemm_spec&,
                                    gemm_stats*, gemm_report*);
 template Eigen::MatrixXf block_scaled_multiply<>(const block_scaled_matrix&, const block_scaled_matrix&,
-                                                 const gemm_spec&, const quantizer&, gemm_stats*);
+                                                 const gemm_spec&, const quantizer&, gemm_stats*, gemm_report*);
 template Eigen::MatrixXf lns_multiply<>(const lns_matrix&, const lns_matrix&, const lns_gemm_spec&,
                                         const lns_product_range&, gemm_stats*, gemm_report*);
 

@@ -503,6 +503,79 @@ TEST_CASE("VS-Quant integer accumulators wrap and saturate exactly where a P-bit
     }
 }
 
+TEST_CASE("block terms in fp32 and integer lanes equal the reference, and the report names them",
+          "[block_gemm][lanes]") {
+    // Formats whose block dots and terms are exact floats: the lanes serve them where the spec
+    // allows (without stats). Ragged widths around the 64 lanes, K around the block sizes.
+    const std::vector<named_format> formats{{"mxfp4", lowbit::mxfp4},
+                                            {"mxfp6_e2m3", lowbit::mxfp6_e2m3},
+                                            {"mxfp6_e3m2", lowbit::mxfp6_e3m2},
+                                            {"mxint8", lowbit::mxint8},
+                                            {"nvfp4", lowbit::nvfp4},
+                                            {"vsquant(4,4,16)", lowbit::vsquant(4, 4, 16)},
+                                            {"vsquant(3,2,16)", lowbit::vsquant(3, 2, 16)},
+                                            {"vsquant(4,6,16) per tensor",
+                                             lowbit::vsquant(4, 6, 16, lowbit::coarse_scope::per_tensor)}};
+    generator g(4242);
+    failure_log log;
+    int trials = 0, in_lanes = 0;
+    const auto check = [&](const block_scaled_matrix& A, const block_scaled_matrix& B, const gemm_spec& s,
+                           const std::string& what) {
+        gemm_stats unused;
+        const Eigen::MatrixXf expected = reference_block_gemm(A, B, s, quantizer{}, &unused);
+        lowbit::gemm_report report;
+        const Eigen::MatrixXf got = lowbit::block_scaled_gemm(A, B, s, nullptr, &report);
+        const std::string where = what + " " + std::to_string(A.rows) + "x" + std::to_string(A.cols) + "x" +
+                                  std::to_string(B.cols) + "\n  " + describe(s, quantizer{});
+        if (const auto d = matrix_difference(expected, got); !d.empty()) log.report("result " + where, d);
+        return report;
+    };
+    for (const auto& [name, format] : formats)
+        for (int trial = 0; trial < 50; ++trial) {
+            const auto M = std::size_t(g.uniform(1, 9));
+            const auto N = std::size_t(g.pick(std::vector<int>{1, 5, 63, 64, 65, 130}));
+            const auto K = std::size_t(g.pick(std::vector<int>{1, 15, 16, 17, 64, 100}));
+            const auto a = g.data(M, K, false, 0.0), b = g.data(K, N, false, 0.0);
+            const auto A = lowbit::quantize_blocks(a.data(), M, K, format, 1);
+            const auto B = lowbit::quantize_blocks(b.data(), K, N, format, 0);
+            const auto report = check(A, B, g.spec(integer_valued(format)), name);
+            in_lanes += report.kernel == lowbit::gemm_kernel::vectorized_chain;
+            ++trials;
+        }
+    INFO(in_lanes << " of " << trials << " random specs ran in lanes");
+    CHECK(in_lanes * 4 > trials);
+
+    // The benchmarked configurations always do.
+    const float_quantizer m7e4{.format = lowbit::lba_m7e4_acc, .mode = rounding::toward_zero};
+    std::vector<std::pair<std::string, gemm_spec>> specs{
+        {"fp32", gemm_spec{.accumulator = lowbit::fp32}},
+        {"M7E4, chunks of 4 blocks in fp32", gemm_spec{.accumulator = m7e4, .chunk = 4, .chunk_accumulator = lowbit::fp32}},
+        {"fp16 pairwise, chunks of 2", gemm_spec{.accumulator = lowbit::fp16, .model = lowbit::accumulation::pairwise,
+                                                 .chunk = 2, .chunk_accumulator = lowbit::fp16}}};
+    for (const auto& [name, format] : formats) {
+        const auto a = g.data(9, 100, false, 0.0), b = g.data(100, 70, false, 0.0);
+        const auto A = lowbit::quantize_blocks(a.data(), 9, 100, format, 1);
+        const auto B = lowbit::quantize_blocks(b.data(), 100, 70, format, 0);
+        auto all = specs;
+        if (integer_valued(format))
+            for (const auto overflow : {int_overflow::wrap, int_overflow::saturate})
+                all.push_back({"a 16-bit integer register, chunks of 3", gemm_spec{.accumulator = int_quantizer{.format = {.bits = 16}, .on_overflow = overflow},
+                                                  .chunk = 3}});
+        for (auto& [spec_name, s] : all) {
+            const auto report = check(A, B, s, name + ", " + spec_name);
+            INFO(name << ", " << spec_name << ": " << report.reason);
+            CHECK(report.kernel == lowbit::gemm_kernel::vectorized_chain);
+            s.threads = 1;
+            const Eigen::MatrixXf one = lowbit::block_scaled_gemm(A, B, s);
+            for (const int threads : {2, 3}) {  // the same bits for any thread count
+                s.threads = threads;
+                CHECK(matrix_difference(one, lowbit::block_scaled_gemm(A, B, s)).empty());
+            }
+        }
+    }
+    CHECK(log.failures == 0);
+}
+
 TEST_CASE("a NaN block scale makes exactly the outputs that use the block NaN", "[block_gemm][nan]") {
     generator g(3);
     for (const auto& [name, format] : presets()) {

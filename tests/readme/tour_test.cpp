@@ -152,6 +152,7 @@ TEST_CASE("tour: calibration, scaled integers and block-scaled matrices", "[read
     const std::vector<std::int64_t> row{3, -7, 120, -128, 5};
     lowbit::gemm_spec spec{.accumulator = lowbit::fp32};
     lowbit::gemm_stats stats;
+    lowbit::gemm_report report;
 
     auto r = lowbit::octav(std::span<const float>(weights), {.bits = 4});  // also .sign, .iterations,
     double clip = r.scale;                     // .start, .step; the MSE-optimal clipping scalar (Newton-
@@ -175,6 +176,9 @@ TEST_CASE("tour: calibration, scaled integers and block-scaled matrices", "[read
     // scales (optionally rounded), reduced by the spec's model / accumulator / chunks (chunk counts
     // blocks), coarse scales applied once at the end. An int accumulator of P bits wraps or saturates.
     Eigen::MatrixXf Y = lowbit::block_scaled_gemm(W4, X4, spec, /*scale_product*/ {}, &stats);
+    Y = lowbit::block_scaled_gemm(W4, X4, spec, {}, nullptr, &report);  // report.kernel: vectorized_chain
+    // where block dots and terms are exact floats (MXFP4/6, MXINT8, NVFP4, VS-Quant with scales of <= 4
+    // bits: fp32 or integer lanes, as gemm's), else block_terms_per_output, with the reason
 
     CHECK(clip > 0);
     CHECK(per_row.size() == rows);
@@ -185,6 +189,7 @@ TEST_CASE("tour: calibration, scaled integers and block-scaled matrices", "[read
     CHECK(Y.rows() == Eigen::Index(rows));
     CHECK(Y.cols() == Eigen::Index(batch));
     CHECK(stats.macs == rows * cols * batch);
+    CHECK(report.kernel == lowbit::gemm_kernel::vectorized_chain);
 }
 
 TEST_CASE("tour: the logarithmic number system", "[readme]") {

@@ -37,12 +37,16 @@
 #include <lowbit/datapath/block_scaled_gemm.hpp>
 #include <lowbit/datapath/exact_datapath.hpp>
 #include <lowbit/datapath/exact_sum.hpp>
+#include <lowbit/datapath/fast_datapath.hpp>
 #include <lowbit/datapath/gemm.hpp>
 #include <lowbit/datapath/gemm_spec.hpp>
+#include <lowbit/datapath/gemm_report.hpp>
 #include <lowbit/datapath/gemm_stats.hpp>
+#include <lowbit/datapath/integer_chain.hpp>
 #include <lowbit/datapath/quantizer.hpp>
 #include <lowbit/datapath/rounding_steps.hpp>
 #include <lowbit/datapath/thread_count.hpp>
+#include <lowbit/datapath/tile_pool.hpp>
 #include <lowbit/rounding/exact_ops.hpp>
 #include <lowbit/scaling/block_scaling.hpp>
 
@@ -116,6 +120,7 @@ struct block_dot_plan {
     block_dot_method method = block_dot_method::exact_sum;
     double split_constant = 0;  // split_double: 1.5 * 2^52 * (the grid of the high parts)
     int bits = 0;               // a block dot has at most this many significant bits
+    int lsb = 0;                // and is a multiple of 2^lsb (qA qB)
 };
 
 inline int ceil_log2(std::int64_t v) { return v <= 1 ? 0 : int(std::bit_width(std::uint64_t(v - 1))); }
@@ -125,6 +130,7 @@ inline block_dot_plan plan_block_dots(const element_span& a, const element_span&
     const int lsb = a.lsb + b.lsb;                     // qA qB = 2^lsb
     block_dot_plan plan;
     plan.bits = bits;
+    plan.lsb = lsb;
     if (bits <= 24 && lsb >= -149 && lsb + bits <= 127) plan.method = block_dot_method::in_float;
     else if (bits <= 53) plan.method = block_dot_method::in_double;
     else if (a.bits + b.bits + 2 * std::max(ceil_log2(V), 2) + 2 <= 108) {
@@ -354,6 +360,198 @@ inline int scale_product_bits(const block_scaled_matrix& A, const block_scaled_m
     };
     return widest(A.block_scales) + widest(B.block_scales);
 }
+
+// ---- the block terms in fp32 lanes ----
+//
+// Where every step is exact in fp32 (block dots of at most 24 bits, block_dot_method::in_float;
+// finite elements; scale products sA sB and terms d_b s_b exact floats; scale products
+// unrounded), the block terms of fast_lanes outputs at once are the term source of
+// fast_datapath.hpp's product stage (Q_prod) and lane reduction: the same operations that run
+// under lowbit::gemm, with blocks in the place of k. Every value equals the per-output path's
+// (the terms are the same exact values, and the lane operations are proven equal to the exact
+// reduction), so the choice changes only the speed.
+
+// out[t][l] = Q_prod(d s) for blocks first .. first + m - 1 of a row of A (a_row, its block
+// scales a_scales) and fast_lanes columns of B (rows of ldb floats; block scales b_scales, a row
+// of ldb per block): d the block dot in fp32 lanes (exact), s = sA sB (exact).
+template <class P>
+void block_terms_pass(const float* a_row, const float* a_scales, const float* b, const float* b_scales,
+                      std::ptrdiff_t ldb, std::int64_t K, std::int64_t V, std::int64_t first, int m, const void* product,
+                      float* out) {
+    const P prod = *static_cast<const P*>(product);  // a local copy: stores cannot alias it
+    for (int t = 0; t < m; ++t) {
+        const std::int64_t block = first + t, k_end = std::min(K, (block + 1) * V);
+        float d[fast_lanes] = {};  // +0: a zero dot is +0, as the per-output path's
+        for (std::int64_t k = block * V; k < k_end; ++k) {
+            const float x = a_row[k];
+            const float* row = b + k * ldb;
+            for (int l = 0; l < fast_lanes; ++l) d[l] += x * row[l];
+        }
+        const float sa = a_scales[block];
+        const float* sb = b_scales + block * ldb;
+        float* o = out + t * fast_lanes;
+        for (int l = 0; l < fast_lanes; ++l) o[l] = prod(d[l] * (sa * sb[l]));
+    }
+}
+
+using block_terms_pass_fn = void (*)(const float*, const float*, const float*, const float*, std::ptrdiff_t,
+                                     std::int64_t, std::int64_t, std::int64_t, int, const void*, float*);
+
+// The operands of the lanes: the block scales as floats (A's by rows, B's transposed: a row of
+// ldb per block) and B's elements with its columns padded to whole blocks of lanes, where every
+// block term d s is an exact float (else nothing, with why_not set).
+struct block_lane_operands {
+    const block_scaled_matrix& A;
+    std::int64_t M, N, K, V, nb, blocks, ldb;
+    std::vector<float> a_scales, b_scales, b_padded;
+    value_grid terms;  // of the exact terms d s
+
+    static std::optional<block_lane_operands> make(const block_scaled_matrix& A, const block_scaled_matrix& B,
+                                                   const block_dot_plan& plan, std::string& why_not) {
+        const auto refuse = [&](std::string why) {
+            why_not = std::move(why);
+            return std::optional<block_lane_operands>{};
+        };
+        const auto M = std::int64_t(A.rows), N = std::int64_t(B.cols), K = std::int64_t(A.cols);
+        const std::int64_t V = A.block_size(), nb = (K + V - 1) / V;
+        if (K == 0) return refuse("K = 0");
+        if (plan.method != block_dot_method::in_float)
+            return refuse("block dots of " + std::to_string(plan.bits) + " significant bits are not exact in fp32");
+        if (!all_finite(A.elements.data(), Eigen::Index(A.elements.size())) ||
+            !all_finite(B.elements.data(), Eigen::Index(B.elements.size())))
+            return refuse("elements: an infinity or NaN");
+        const std::int64_t blocks = (N + fast_lanes - 1) / fast_lanes, ldb = blocks * fast_lanes;
+        block_lane_operands o{A, M, N, K, V, nb, blocks, ldb, {}, {}, {}, {}};
+        o.a_scales.resize(A.block_scales.size());
+        o.b_scales.assign(std::size_t(nb * ldb), 0.0f);
+        bool floats = true;
+        for (std::size_t t = 0; t < o.a_scales.size(); ++t) {
+            o.a_scales[t] = float(A.block_scales[t]);
+            floats = floats && double(o.a_scales[t]) == A.block_scales[t];  // (false for NaN)
+        }
+        for (std::int64_t j = 0; j < N; ++j)
+            for (std::int64_t b = 0; b < nb; ++b) {
+                const double s = B.block_scales[std::size_t(j * nb + b)];
+                o.b_scales[std::size_t(b * ldb + j)] = float(s);
+                floats = floats && double(float(s)) == s;
+            }
+        if (!floats) return refuse("block scales: a NaN, or one that is not a float");
+        const auto grid_sa = scanned_grid(o.a_scales.data(), Eigen::Index(o.a_scales.size()));
+        const auto grid_sb = scanned_grid(o.b_scales.data(), Eigen::Index(o.b_scales.size()));
+        if (!products_exact_in_float(*grid_sa, *grid_sb)) return refuse("scale products: not exact in fp32");
+        const value_grid scales = product_grid(*grid_sa, *grid_sb);
+        const value_grid dots{plan.lsb, plan.bits, std::ldexp(1.0, plan.lsb + plan.bits), true};
+        if (!products_exact_in_float(dots, scales)) return refuse("block terms d s: not exact in fp32");
+        o.terms = product_grid(dots, scales);
+        o.b_padded.assign(std::size_t(K * ldb), 0.0f);
+        for (std::int64_t k = 0; k < K; ++k) std::copy_n(B.elements.data() + k * N, N, o.b_padded.data() + k * ldb);
+        return o;
+    }
+
+    // out[t][l] = Q_prod(d s) for blocks first .. first + m - 1 of row i and the block of lanes
+    // from column j0.
+    void fill(block_terms_pass_fn pass, const void* product, std::int64_t i, std::int64_t j0, std::int64_t first, int m,
+              float* out) const {
+        pass(A.elements.data() + i * K, a_scales.data() + i * nb, b_padded.data() + j0, b_scales.data() + j0, ldb, K,
+             V, first, m, product, out);
+    }
+};
+
+// C = A B on the lanes where they apply (see above); false, with why_not set and C untouched,
+// where they do not. Float accumulators reduce the terms as lowbit::gemm reduces products
+// (lane_reduction); integer ones on the integer chain (integer_chain.hpp), where every term is an
+// integer of the accumulator's grid.
+inline bool block_terms_in_lanes(const block_scaled_matrix& A, const block_scaled_matrix& B, const gemm_spec& spec,
+                                 const quantizer& scale_product, const block_dot_plan& plan, Eigen::MatrixXf& C,
+                                 std::string& why_not) {
+    if (!scale_product.is_exact()) {
+        why_not = "scale_product: rounded scale products are formed per output";
+        return false;
+    }
+    const auto o = block_lane_operands::make(A, B, plan, why_not);
+    if (!o) return false;
+    const std::int64_t M = o->M, N = o->N, nb = o->nb;
+    // C(i, j) = RN_float(total cA(i) cB(j)), for a row's block of lanes
+    const auto store = [&](std::int64_t i, std::int64_t j0, const auto* total) {
+        const double coarse_a = A.coarse_scale(std::size_t(i));
+        for (std::int64_t l = 0; l < std::min<std::int64_t>(fast_lanes, N - j0); ++l)
+            C(i, j0 + l) = scaled_result(double(total[l]), coarse_a * B.coarse_scale(std::size_t(j0 + l)));
+    };
+    const int threads = thread_count(spec.threads);
+    const block_terms_pass_fn exact_terms = &block_terms_pass<product_exact>;
+    const product_exact no_rounding;
+
+    if (spec.accumulator.as_int() != nullptr) {
+        const auto integer = make_integer_plan(spec, o->terms, value_grid{0, 1, 1.0, true}, nb, why_not);
+        if (!integer) return false;
+        // (the totals must be exact doubles for the coarse scales to multiply them)
+        const int_quantizer& acc = *spec.accumulator.as_int();
+        const int_quantizer* chunk_acc = spec.chunk_accumulator.as_int();
+        const double range = std::max(-acc.format.min_value(), acc.format.max_value()) + 1;
+        const double chunks = double((nb + integer->chunk - 1) / integer->chunk);
+        if ((chunk_acc != nullptr ? std::max(-chunk_acc->format.min_value(), chunk_acc->format.max_value()) + 1
+                                  : chunks * range) >= 0x1p53) {
+            why_not = "integer_chain: totals of 2^53 grid steps or more";
+            return false;
+        }
+        const std::int64_t rows = integer->model == accumulation::pairwise
+                                      ? std::int64_t(std::bit_ceil(std::uint64_t(integer->chunk)))
+                                      : fast_panel;
+        std::visit(
+            [&](const auto& op, const auto& chunk_op) {
+                using Op = std::decay_t<decltype(op)>;
+                using ChunkOp = std::decay_t<decltype(chunk_op)>;
+                const auto run = [&]<class L>(std::int64_t begin, std::int64_t end) {
+                    std::vector<L> scratch(std::size_t(2 * rows * fast_lanes));
+                    std::vector<float> terms(std::size_t(rows * fast_lanes));
+                    alignas(64) double total[fast_lanes];
+                    for (std::int64_t at = begin; at < end; ++at) {
+                        const std::int64_t i = at % M, j0 = at / M * fast_lanes;
+                        integer_row<L, Op, ChunkOp, false>(
+                            [&](std::int64_t first, int m, L* n) {
+                                o->fill(exact_terms, &no_rounding, i, j0, first, m, terms.data());
+                                for (std::int64_t t = 0; t < m * fast_lanes; ++t)
+                                    n[t] = L(std::int32_t(terms[std::size_t(t)] * integer->scale));  // exact
+                            },
+                            nb, *integer, op, chunk_op, scratch.data(), scratch.data() + rows * fast_lanes, total,
+                            nullptr);
+                        store(i, j0, total);
+                    }
+                };
+                for_each_range(o->blocks * M, threads, [&](std::int64_t begin, std::int64_t end) {
+                    if (integer->lanes32) run.template operator()<std::int32_t>(begin, end);
+                    else run.template operator()<std::int64_t>(begin, end);
+                });
+            },
+            integer->accumulate, integer->chunk_step);
+        return true;
+    }
+
+    const auto terms = product_stage::make(spec, o->terms, why_not);
+    if (!terms) return false;
+    const auto reduction = lane_reduction::make(spec, nb, terms->grid, why_not);
+    if (!reduction) return false;
+    const block_terms_pass_fn terms_pass = std::visit(
+        [](const auto& p) -> block_terms_pass_fn { return &block_terms_pass<std::decay_t<decltype(p)>>; }, terms->op);
+    const void* const product_address = address_of(terms->op);
+    // Ranges of (block of columns, row), blocks outermost: a block's K x lanes panel of B stays
+    // in cache across rows.
+    for_each_range(o->blocks * M, threads, [&](std::int64_t begin, std::int64_t end) {
+        std::vector<float> scratch(std::size_t(reduction->scratch_rows() * fast_lanes));
+        for (std::int64_t at = begin; at < end; ++at) {
+            const std::int64_t i = at % M, j0 = at / M * fast_lanes;
+            alignas(64) float total[fast_lanes] = {};
+            reduction->row(
+                nb,
+                [&](std::int64_t first, int m, float* out) { o->fill(terms_pass, product_address, i, j0, first, m, out); },
+                [](std::int64_t, int, float*) { return false; }, scratch.data(), total);
+            store(i, j0, total);
+        }
+    });
+    return true;
+}
+
+// ---- the per-output way ----
 
 // The whole product, on one thread per tile of R rows.
 struct block_gemm_run {
@@ -606,14 +804,26 @@ struct block_gemm_run {
 
 template <class>
 Eigen::MatrixXf block_scaled_multiply(const block_scaled_matrix& A, const block_scaled_matrix& B,
-                                      const gemm_spec& spec, const quantizer& scale_product, gemm_stats* stats) {
+                                      const gemm_spec& spec, const quantizer& scale_product, gemm_stats* stats,
+                                      gemm_report* report) {
     const auto M = std::int64_t(A.rows), N = std::int64_t(B.cols), K = std::int64_t(A.cols);
     const std::int64_t V = A.block_size(), nb = (K + V - 1) / V;
     const block_dot_plan plan = plan_block_dots(span_of(A), span_of(B), V);
+    Eigen::MatrixXf C(M, N);
+    gemm_report ran;
+    ran.kernel = gemm_kernel::vectorized_chain;
+    if (stats != nullptr)
+        ran.reason = "stats: the events of block terms are counted per output";
+    else if (block_terms_in_lanes(A, B, spec, scale_product, plan, C, ran.reason)) {
+        if (report != nullptr) *report = ran;
+        return C;
+    }
+    ran.kernel = gemm_kernel::block_terms_per_output;
+    if (report != nullptr) *report = ran;
+
     const block_gemm_run run{A, B, spec, scale_product, M, N, K, V, nb,
                              plan, plan.method != block_dot_method::exact_sum &&
                                        plan.bits + scale_product_bits(A, B, scale_product) <= 53};
-    Eigen::MatrixXf C(M, N);
     if (stats != nullptr) {
         stats->macs += std::uint64_t(M) * std::uint64_t(N) * std::uint64_t(K);
         stats->zero_operand += run.zero_operands();
@@ -627,7 +837,8 @@ Eigen::MatrixXf block_scaled_multiply(const block_scaled_matrix& A, const block_
 
 #ifdef LOWBIT_COMPILED_LIB
 extern template Eigen::MatrixXf block_scaled_multiply<>(const block_scaled_matrix&, const block_scaled_matrix&,
-                                                        const gemm_spec&, const quantizer&, gemm_stats*);
+                                                        const gemm_spec&, const quantizer&, gemm_stats*,
+                                                        gemm_report*);
 #endif
 
 }  // namespace lowbit::detail

@@ -61,6 +61,7 @@
 #pragma once
 
 #include <lowbit/datapath/gemm.hpp>
+#include <lowbit/datapath/gemm_report.hpp>
 #include <lowbit/datapath/gemm_spec.hpp>
 #include <lowbit/datapath/gemm_stats.hpp>
 #include <lowbit/datapath/quantizer.hpp>
@@ -181,22 +182,25 @@ inline void check_block_gemm(const block_scaled_matrix& A, const block_scaled_ma
 // that the compiled library can instantiate it once for a whole program (see gemm.hpp).
 template <class = void>
 Eigen::MatrixXf block_scaled_multiply(const block_scaled_matrix& A, const block_scaled_matrix& B,
-                                      const gemm_spec& spec, const quantizer& scale_product, gemm_stats* stats);
+                                      const gemm_spec& spec, const quantizer& scale_product, gemm_stats* stats,
+                                      gemm_report* report);
 
 }  // namespace detail
 
 // C = A B on the datapath `spec`, the block-scale products rounded by `scale_product` (unset:
-// exact). See the top of this header.
+// exact). See the top of this header. *report, when given, says which kernel ran and why no
+// faster one (gemm_report.hpp).
 inline Eigen::MatrixXf block_scaled_gemm(const block_scaled_matrix& A, const block_scaled_matrix& B,
                                          const gemm_spec& spec, const quantizer& scale_product,
-                                         gemm_stats* stats = nullptr) {
+                                         gemm_stats* stats = nullptr, gemm_report* report = nullptr) {
     detail::check_block_gemm(A, B, spec, scale_product, stats);
-    return detail::block_scaled_multiply(A, B, spec, scale_product, stats);
+    return detail::block_scaled_multiply(A, B, spec, scale_product, stats, report);
 }
 
 inline Eigen::MatrixXf block_scaled_gemm(const block_scaled_matrix& A, const block_scaled_matrix& B,
-                                         const gemm_spec& spec, gemm_stats* stats = nullptr) {
-    return block_scaled_gemm(A, B, spec, quantizer{}, stats);
+                                         const gemm_spec& spec, gemm_stats* stats = nullptr,
+                                         gemm_report* report = nullptr) {
+    return block_scaled_gemm(A, B, spec, quantizer{}, stats, report);
 }
 
 }  // namespace lowbit

@@ -971,11 +971,21 @@ inline std::optional<value_grid> scanned_grid(const float* x, Eigen::Index n) {
     return value_grid{lowest, widest, double(std::bit_cast<float>(largest)), true};
 }
 
+// The grid of the exact products of finite values of grids a and b (finite themselves where
+// products_exact_in_float holds): significands of p and q bits multiply to at most p + q bits,
+// and to q bits when p = 1 (a power of two, as MX scales are).
+inline value_grid product_grid(const value_grid& a, const value_grid& b) {
+    const int bits = a.significand_bits <= 1 || b.significand_bits <= 1
+                         ? std::max(a.significand_bits, b.significand_bits)
+                         : a.significand_bits + b.significand_bits;
+    return value_grid{a.smallest_step + b.smallest_step, bits, a.max_magnitude * b.max_magnitude, true};
+}
+
 // Whether every product of a value of grid a and one of grid b is exact in fp32 (and neither
 // underflows nor overflows it).
 inline bool products_exact_in_float(const value_grid& a, const value_grid& b) {
-    return a.significand_bits + b.significand_bits <= 24 && a.smallest_step + b.smallest_step >= -149 &&
-           a.max_magnitude * b.max_magnitude <= double(FLT_MAX);
+    const value_grid p = product_grid(a, b);
+    return p.significand_bits <= 24 && p.smallest_step >= -149 && p.max_magnitude <= double(FLT_MAX);
 }
 
 // The grids of a call's two inputs (rows x cols floats at a and b): the declared formats' where
@@ -1025,6 +1035,51 @@ private:
     const float* data_;
 };
 
+// ---- the product stage ----
+
+// How exact terms (the products of two inputs, or block terms d s: lns and block-scaled GEMMs)
+// are rounded by the spec's product quantizer in fp32 lanes, and the grid of what comes out:
+// nothing where lanes cannot do it (a stochastic, integer or fnuz product quantizer).
+struct product_stage {
+    product_op op;
+    value_grid grid;
+
+    // The stage for finite exact terms on grid `exact`, which must be floats exactly (under
+    // accumulation::fma the product is not rounded: the step rounds term + acc once).
+    static std::optional<product_stage> make(const gemm_spec& spec, const value_grid& exact, std::string& why_not) {
+        product_stage r{product_exact{}, exact};
+        if (spec.model == accumulation::fma || spec.product.is_exact()) return r;
+        const auto grid_p = float_grid(spec.product);
+        if (!grid_p || !deterministic_float(spec.product) || !spec.product.as_float()->format.has_negative_zero()) {
+            why_not = lane_refusal(spec.product, "product");
+            return {};
+        }
+        const float_quantizer& qp = *spec.product.as_float();
+        const auto plan = rounding_plan<float>::make(qp.format, qp.on_overflow, qp.random_bits);
+        const bool on_grid = exact.significand_bits <= grid_p->significand_bits &&
+                             exact.smallest_step >= grid_p->smallest_step;
+        if (on_grid) {
+            // Rounding an on-grid value changes it only by overflow (per mode and sign) or flush.
+            // Every on-grid value beyond the largest rounds as twice the largest does (a value just
+            // above the largest would round back to it in the nearest modes: not an overflow).
+            const float max = plan.max_finite;
+            const float up = float(rounded_by(qp, 2.0 * max)), down = float(rounded_by(qp, -2.0 * max));
+            if (up == max && down == -max)
+                r.op = product_range<true>{std::bit_cast<std::uint32_t>(max), std::bit_cast<std::uint32_t>(plan.flush_below)};
+            else
+                r.op = product_range<false>{max, up, down, plan.flush_below};
+        } else {
+            r.op = dispatch_deterministic(qp.mode, [&](auto m) -> product_op {
+                if (exact.smallest_step >= -126) return round_normal<m()>{plan};  // exact terms: normal floats
+                return round_any<m()>{plan};
+            });
+        }
+        r.grid = *grid_p;
+        r.grid.finite = r.grid.finite || overflow_stays_finite(qp);  // (the terms are finite)
+        return r;
+    }
+};
+
 // ---- the reduction stage ----
 
 // How the terms of a row become its outputs, for fast_lanes outputs at once: the accumulator,
@@ -1056,15 +1111,20 @@ public:
             accumulated.max_magnitude = std::max(accumulated.max_magnitude, terms.max_magnitude);
             accumulated.finite = accumulated.finite && terms.finite;
         }
-        const auto chunk_step = choose_accumulator(spec.chunk_accumulator, accumulated,
-                                                   accumulated_non_finite(spec.accumulator, non_finite_terms, unrounded_terms));
+        r.chunk_ = spec.chunk == 0 ? K : std::min<std::int64_t>(spec.chunk, K);
+        // One chunk and an exact chunk accumulator: the total is 0 + the chunk's result, which
+        // fp32's addition gives exactly (a -0 becomes +0, as in the exact sum).
+        const auto chunk_step =
+            spec.chunk_accumulator.is_exact() && r.chunk_ == K
+                ? std::optional<accumulate_op>(sum_fp32{})
+                : choose_accumulator(spec.chunk_accumulator, accumulated,
+                                     accumulated_non_finite(spec.accumulator, non_finite_terms, unrounded_terms));
         if (!chunk_step) return refuse(lane_refusal(spec.chunk_accumulator, "chunk_accumulator"));
         r.accumulate_ = *accumulate;
         r.chunk_step_ = *chunk_step;
         r.model_ = spec.model;
         r.group_ = spec.group;
         r.window_ = spec.window;
-        r.chunk_ = spec.chunk == 0 ? K : std::min<std::int64_t>(spec.chunk, K);
         r.chunk_same_ = std::visit(
             [](const auto& x, const auto& y) {
                 using X = std::decay_t<decltype(x)>;
@@ -1240,37 +1300,10 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
     if (!grids) return refuse(why_not);
     const auto grid_a = &grids->first, grid_b = &grids->second;
 
-    value_grid product{grid_a->smallest_step + grid_b->smallest_step,
-                       grid_a->significand_bits + grid_b->significand_bits,
-                       grid_a->max_magnitude * grid_b->max_magnitude, true};
-    product_op prod = product_exact{};
-    if (spec.model != accumulation::fma && !spec.product.is_exact()) {
-        const auto grid_p = float_grid(spec.product);
-        if (!grid_p || !deterministic_float(spec.product) || !spec.product.as_float()->format.has_negative_zero())
-            return refuse(lane_refusal(spec.product, "product"));
-        const float_quantizer& qp = *spec.product.as_float();
-        const auto plan = rounding_plan<float>::make(qp.format, qp.on_overflow, qp.random_bits);
-        const bool on_grid = product.significand_bits <= grid_p->significand_bits &&
-                             product.smallest_step >= grid_p->smallest_step;
-        if (on_grid) {
-            // Rounding an on-grid value changes it only by overflow (per mode and sign) or flush.
-            // Every on-grid value beyond the largest rounds as twice the largest does (a value just
-            // above the largest would round back to it in the nearest modes: not an overflow).
-            const float max = plan.max_finite;
-            const float up = float(rounded_by(qp, 2.0 * max)), down = float(rounded_by(qp, -2.0 * max));
-            if (up == max && down == -max)
-                prod = product_range<true>{std::bit_cast<std::uint32_t>(max), std::bit_cast<std::uint32_t>(plan.flush_below)};
-            else
-                prod = product_range<false>{max, up, down, plan.flush_below};
-        } else {
-            prod = dispatch_deterministic(qp.mode, [&](auto m) -> product_op {
-                if (product.smallest_step >= -126) return round_normal<m()>{plan};  // exact products: normal floats
-                return round_any<m()>{plan};
-            });
-        }
-        product = *grid_p;
-        product.finite = product.finite || overflow_stays_finite(qp);  // (the inputs are finite here)
-    }
+    const auto products = product_stage::make(spec, product_grid(*grid_a, *grid_b), why_not);
+    if (!products) return refuse(why_not);
+    const product_op& prod = products->op;
+    const value_grid& product = products->grid;
     const auto reduction = lane_reduction::make(spec, K, product, why_not);
     if (!reduction) return refuse(why_not);
     const accumulate_op* const accumulate = &reduction->accumulate();

@@ -4,7 +4,8 @@
 //   lowbit::gemm_report report;
 //   lowbit::gemm(A, B, C, spec, /*stats*/ nullptr, &report);
 //   report.kernel;   // lowbit::gemm_kernel::scaled_chain_avx512, vectorized_chain, integer_chain,
-//                    // integer_buckets (lns_gemm) or exact
+//                    // integer_buckets (lns_gemm), block_terms_per_output (block_scaled_gemm)
+//                    // or exact
 //   report.isa;      // "avx512", "avx2", "sse2" or "scalar": what the caller's flags compiled
 //   report.reason;   // empty when the fastest kernel for the spec ran; otherwise why the faster
 //                    // one did not apply, e.g. "accumulator: stochastic rounding"
@@ -23,6 +24,8 @@ enum class gemm_kernel {
     scaled_chain_avx512,  // scaled_chain.hpp: the paper's flush-and-saturate chain in AVX-512
     integer_chain,        // integer_chain.hpp: integer accumulators in int64 lanes
     integer_buckets,      // lns_gemm.hpp: exact or wrapping LNS buckets summed in 64-bit integers
+    block_terms_per_output,  // block_scaled_gemm.hpp: vectorized block dots, each output's terms
+                             // scaled and reduced on its own (the exact reduction)
 };
 
 constexpr const char* to_string(gemm_kernel k) {
@@ -32,6 +35,7 @@ constexpr const char* to_string(gemm_kernel k) {
         case gemm_kernel::scaled_chain_avx512: return "scaled_chain_avx512";
         case gemm_kernel::integer_chain: return "integer_chain";
         case gemm_kernel::integer_buckets: return "integer_buckets";
+        case gemm_kernel::block_terms_per_output: return "block_terms_per_output";
     }
     return "?";
 }

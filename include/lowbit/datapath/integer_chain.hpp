@@ -164,12 +164,15 @@ void integer_tree(const L* buf, int n, const Op& op, L* acc, L* tree, int_lane_e
     std::copy(tree, tree + fast_lanes, acc);
 }
 
-// Row i's block of outputs: every chunk, then the chunk accumulator, into out (floats). buf holds
-// a panel of products, or a pairwise chunk's; tree half as many rows. L: the lanes of a chunk
-// (int32 where the plan allows it); the total is int64.
-template <class L, class Op, class ChunkOp, bool Count>
-void integer_row(const float* a_row, const float* b_block, std::ptrdiff_t ldb, std::int64_t K, const integer_plan& plan,
-                 const Op& op, const ChunkOp& chunk_op, L* buf, L* tree, float* out, int_lane_events* events) {
+// A row's block of outputs from its K integer terms: every chunk, then the chunk accumulator, into
+// out, each total times 2^-f rounded to odd in double (the total itself where it is below 2^53).
+// fill(k, m, buf) writes the integers n of terms k .. k + m - 1 (m rows of fast_lanes), which
+// are the products of a gemm or the block terms of a block-scaled one. buf holds a panel of
+// terms, or a pairwise chunk's; tree half as many rows. L: the lanes of a chunk (int32 where the
+// plan allows it); the total is int64.
+template <class L, class Op, class ChunkOp, bool Count, class Fill>
+void integer_row(const Fill& fill, std::int64_t K, const integer_plan& plan, const Op& op, const ChunkOp& chunk_op,
+                 L* buf, L* tree, double* out, int_lane_events* events) {
     alignas(64) std::int64_t total[fast_lanes] = {};
     alignas(64) L acc[fast_lanes];
     // The rule once on the exact sum: fused, and wrap without events (the same as at every step).
@@ -177,13 +180,13 @@ void integer_row(const float* a_row, const float* b_block, std::ptrdiff_t ldb, s
     for (std::int64_t start = 0; start < K; start += plan.chunk) {
         const int n = int(std::min(plan.chunk, K - start));
         if (plan.model == accumulation::pairwise) {
-            integer_products<L, Count>(a_row + start, b_block + start * ldb, ldb, n, plan, buf, events);
+            fill(start, n, buf);
             integer_tree<L, Op, Count>(buf, n, op, acc, tree, events);
         } else {
             std::fill(acc, acc + fast_lanes, L(0));
             for (int k = 0; k < n; k += fast_panel) {
                 const int m = std::min(fast_panel, n - k);
-                integer_products<L, Count>(a_row + start + k, b_block + (start + k) * ldb, ldb, m, plan, buf, events);
+                fill(start + k, m, buf);
                 if (summed) {
                     for (int t = 0; t < m; ++t)
                         for (int l = 0; l < fast_lanes; ++l) acc[l] = sum(acc[l], buf[t * fast_lanes + l]);
@@ -209,11 +212,10 @@ void integer_row(const float* a_row, const float* b_block, std::ptrdiff_t ldb, s
             total[l] = r;
         }
     }
-    // total, rounded to odd in double (two exact halves, exact_ops.hpp) and scaled exactly, then
-    // rounded once to float: the nearest float to the exact total, as on the exact path
+    // total, rounded to odd in double (two exact halves, exact_ops.hpp) and scaled exactly
     for (int l = 0; l < fast_lanes; ++l) {
         const std::int64_t low = total[l] & 0xFFFFFFFF;
-        out[l] = float(add_round_odd(double(total[l] - low), double(low)) * plan.unscale);
+        out[l] = add_round_odd(double(total[l] - low), double(low)) * plan.unscale;
     }
 }
 
@@ -312,27 +314,32 @@ bool integer_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_s
                 std::vector<std::int64_t> scratch(lanes32 ? 0 : std::size_t(2 * rows * fast_lanes));
                 std::vector<std::int32_t> scratch32(lanes32 ? std::size_t(2 * rows * fast_lanes) : 0);
                 int_lane_events events;
-                alignas(64) float out[fast_lanes];
+                alignas(64) double out[fast_lanes];
+                // (the products of gemm are the terms; ldb captured by value: clang 14 does not
+                // find it by reference from a lambda in a lambda in an OpenMP region)
+                const auto row = [&, ldb]<class L, bool Count>(const float* a_row, const float* b_block, L* buf) {
+                    integer_row<L, Op, ChunkOp, Count>(
+                        [&, ldb](std::int64_t k, int m, L* terms) {
+                            integer_products<L, Count>(a_row + k, b_block + k * ldb, ldb, m, *plan, terms,
+                                                       Count ? &events : nullptr);
+                        },
+                        K, *plan, op, chunk_op, buf, buf + rows * fast_lanes, out, Count ? &events : nullptr);
+                };
 #pragma omp for schedule(static) collapse(2)
                 for (std::int64_t block = 0; block < blocks; ++block) {
                     for (std::int64_t i = 0; i < M; ++i) {
                         const float* a_row = a.data() + i * K;
                         const float* b_block = b_padded.data() + block * fast_lanes;
-                        if (lanes32) {
-                            std::int32_t* const buf = scratch32.data();
-                            integer_row<std::int32_t, Op, ChunkOp, false>(a_row, b_block, ldb, K, *plan, op, chunk_op,
-                                                                          buf, buf + rows * fast_lanes, out, nullptr);
-                        } else if (stats != nullptr) {
-                            std::int64_t* const buf = scratch.data();
-                            integer_row<std::int64_t, Op, ChunkOp, true>(a_row, b_block, ldb, K, *plan, op, chunk_op,
-                                                                         buf, buf + rows * fast_lanes, out, &events);
-                        } else {
-                            std::int64_t* const buf = scratch.data();
-                            integer_row<std::int64_t, Op, ChunkOp, false>(a_row, b_block, ldb, K, *plan, op, chunk_op,
-                                                                          buf, buf + rows * fast_lanes, out, nullptr);
-                        }
+                        if (lanes32)
+                            row.template operator()<std::int32_t, false>(a_row, b_block, scratch32.data());
+                        else if (stats != nullptr)
+                            row.template operator()<std::int64_t, true>(a_row, b_block, scratch.data());
+                        else
+                            row.template operator()<std::int64_t, false>(a_row, b_block, scratch.data());
+                        // the nearest float to the exact total (rounding its round-to-odd double
+                        // rounds it once), as on the exact path
                         const std::int64_t width = std::min<std::int64_t>(fast_lanes, N - block * fast_lanes);
-                        for (std::int64_t l = 0; l < width; ++l) c(i, block * fast_lanes + l) = out[l];
+                        for (std::int64_t l = 0; l < width; ++l) c(i, block * fast_lanes + l) = float(out[l]);
                     }
                 }
                 if (stats != nullptr) {

@@ -67,9 +67,11 @@ namespace detail {
 // of exact - s, zero when s is exact) says s is inexact and s is even. Needs the exact value to
 // lie strictly between s and that neighbour, which holds when s is a faithful rounding of it.
 inline double odd_neighbour(double s, double err) {
-    if (err == 0 || (std::bit_cast<std::uint64_t>(s) & 1) != 0) return s;
-    return std::nextafter(s, err > 0 ? std::numeric_limits<double>::infinity()
-                                     : -std::numeric_limits<double>::infinity());
+    const auto bits = std::bit_cast<std::uint64_t>(s);
+    if (err == 0 || (bits & 1) != 0) return s;
+    // The neighbour on the bits (std::nextafter is a library call): s is finite, non-zero and
+    // even, so one step up or down its magnitude stays on the same side of zero and off infinity.
+    return std::bit_cast<double>((err > 0) == (s > 0) ? bits + 1 : bits - 1);
 }
 
 // RO of the exact value o * 2^k, where o in [1/4, 2) is already the 53-bit round-to-odd of the
