@@ -81,6 +81,41 @@ TEST_CASE("fast path equals the exact path: the paper's M7E4 setup, every mode a
                 }
 }
 
+TEST_CASE("fast path equals the exact path: one chunk with an exact chunk accumulator") {
+    // total = 0 + the one chunk's result: fp32's addition in lanes (a -0 result becomes +0).
+    std::mt19937 gen(23);
+    const lowbit::float_quantizer e4m3{.format = lowbit::fp8_e4m3};
+    for (const rounding mode : deterministic)
+        for (const int chunk : {0, 131, 500})
+            for (const auto model : {lowbit::accumulation::sequential, lowbit::accumulation::pairwise,
+                                     lowbit::accumulation::fused})
+                for (const auto& acc_format : {lowbit::fp32, lowbit::lba_m7e4_acc, lowbit::bf16}) {
+                    const lowbit::float_quantizer acc{.format = acc_format, .mode = mode};
+                    lowbit::gemm_spec spec{.input_a = e4m3, .input_b = e4m3, .accumulator = acc, .model = model,
+                                           .chunk = chunk};  // chunk_accumulator unset: exact
+                    auto A = scaled_normal(5, 131, gen, 6), B = scaled_normal(131, 70, gen, 6);
+                    // row 0: products in pairs p, -p, whose sums cancel to a zero; column 3 all zero
+                    for (Eigen::Index k = 0; k + 1 < 131; k += 2) {
+                        A(0, k + 1) = -A(0, k);
+                        B.row(k + 1) = B.row(k);
+                    }
+                    A(0, 130) = 0;
+                    B.col(3).setZero();
+                    lowbit::gemm_stats stats;
+                    const Eigen::MatrixXf exact = exact_gemm(A, B, spec, stats);
+                    lowbit::gemm_report report;
+                    Eigen::MatrixXf fast(5, 70);
+                    lowbit::gemm(A, B, fast, spec, nullptr, &report);
+                    INFO("mode " << lowbit::to_string(mode) << " chunk " << chunk << " model "
+                                 << lowbit::to_string(model) << " accumulator " << lowbit::to_string(acc_format)
+                                 << ": " << report.reason);
+                    CHECK(same_bits(exact, fast));
+                    // (fp32 in lanes is the hardware's addition: nearest_even only)
+                    if (acc_format != lowbit::fp32 || mode == rounding::nearest_even)
+                        CHECK(report.kernel != lowbit::gemm_kernel::exact);
+                }
+}
+
 TEST_CASE("fast path equals the exact path: pairwise, fused and aligned models") {
     std::mt19937 gen(13);
     const lowbit::float_quantizer e4m3{.format = lowbit::fp8_e4m3};
