@@ -58,6 +58,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 #include <span>
 #include <stdexcept>
@@ -367,43 +368,92 @@ inline int scale_product_bits(const block_scaled_matrix& A, const block_scaled_m
 // finite elements; scale products sA sB and terms d_b s_b exact floats; scale products
 // unrounded), the block terms of fast_lanes outputs at once are the term source of
 // fast_datapath.hpp's product stage (Q_prod) and lane reduction: the same operations that run
-// under lowbit::gemm, with blocks in the place of k. Every value equals the per-output path's
-// (the terms are the same exact values, and the lane operations are proven equal to the exact
+// under lowbit::gemm, with blocks in the place of k. Where block dots and terms are exact in
+// double instead (block_dot_method::in_double: MXFP8 e4m3, 41 bits), the terms are doubles and
+// the lane reduction adds each to its float accumulator as the round-to-odd of the exact sum
+// (sequential and fma chains, unrounded terms). Every value equals the per-output path's (the
+// terms are the same exact values, and the lane operations are proven equal to the exact
 // reduction), so the choice changes only the speed.
 
+// 64 bytes of floats or doubles as one value of GCC's vector extension (clang has it too).
+template <class W>
+struct vector_of_64_bytes;
+template <>
+struct vector_of_64_bytes<float> {
+    typedef float type __attribute__((vector_size(64)));
+};
+template <>
+struct vector_of_64_bytes<double> {
+    typedef double type __attribute__((vector_size(64)));
+};
+
 // out[t][l] = Q_prod(d s) for blocks first .. first + m - 1 of a row of A (a_row, its block
-// scales a_scales) and fast_lanes columns of B (rows of ldb floats; block scales b_scales, a row
-// of ldb per block): d the block dot in fp32 lanes (exact), s = sA sB (exact).
-template <class P>
-void block_terms_pass(const float* a_row, const float* a_scales, const float* b, const float* b_scales,
-                      std::ptrdiff_t ldb, std::int64_t K, std::int64_t V, std::int64_t first, int m, const void* product,
-                      float* out) {
+// scales a_scales) and fast_lanes columns of B (rows of ldb values; block scales b_scales, a row
+// of ldb per block): d the block dot in lanes of W (exact), s = sA sB (exact). Double terms are
+// not rounded (P is product_exact).
+template <class W, class P>
+void block_terms_pass(const W* a_row, const W* a_scales, const W* b, const W* b_scales, std::ptrdiff_t ldb,
+                      std::int64_t K, std::int64_t V, std::int64_t first, int m, const void* product, W* out) {
     const P prod = *static_cast<const P*>(product);  // a local copy: stores cannot alias it
+    // The dots in vectors of 64 bytes (GCC's vector extension, split into what the target has):
+    // GCC keeps an array of them in registers across k, where it kept a plain array in memory
+    // and stored it back at every k.
+    using vector = typename vector_of_64_bytes<W>::type;
+    constexpr int per_vector = int(64 / sizeof(W)), vectors = fast_lanes / per_vector;
     for (int t = 0; t < m; ++t) {
         const std::int64_t block = first + t, k_end = std::min(K, (block + 1) * V);
-        float d[fast_lanes] = {};  // +0: a zero dot is +0, as the per-output path's
+        vector dots[vectors] = {};  // +0: a zero dot is +0, as the per-output path's
         for (std::int64_t k = block * V; k < k_end; ++k) {
-            const float x = a_row[k];
-            const float* row = b + k * ldb;
-            for (int l = 0; l < fast_lanes; ++l) d[l] += x * row[l];
+            const W x = a_row[k];
+            const W* row = b + k * ldb;
+#pragma GCC unroll 8
+            for (int v = 0; v < vectors; ++v) {
+                vector r;
+                std::memcpy(&r, row + v * per_vector, sizeof r);
+                dots[v] += x * r;
+            }
         }
-        const float sa = a_scales[block];
-        const float* sb = b_scales + block * ldb;
-        float* o = out + t * fast_lanes;
-        for (int l = 0; l < fast_lanes; ++l) o[l] = prod(d[l] * (sa * sb[l]));
+        alignas(64) W d[fast_lanes];
+        std::memcpy(d, dots, sizeof d);
+        const W sa = a_scales[block];
+        const W* sb = b_scales + block * ldb;
+        W* o = out + t * fast_lanes;
+        if constexpr (std::is_same_v<W, float>)
+            for (int l = 0; l < fast_lanes; ++l) o[l] = prod(d[l] * (sa * sb[l]));
+        else
+            for (int l = 0; l < fast_lanes; ++l) o[l] = d[l] * (sa * sb[l]);
     }
 }
 
-using block_terms_pass_fn = void (*)(const float*, const float*, const float*, const float*, std::ptrdiff_t,
-                                     std::int64_t, std::int64_t, std::int64_t, int, const void*, float*);
+template <class W>
+using block_terms_pass_fn = void (*)(const W*, const W*, const W*, const W*, std::ptrdiff_t, std::int64_t,
+                                     std::int64_t, std::int64_t, int, const void*, W*);
 
-// The operands of the lanes: the block scales as floats (A's by rows, B's transposed: a row of
-// ldb per block) and B's elements with its columns padded to whole blocks of lanes, where every
-// block term d s is an exact float (else nothing, with why_not set).
+// The grid of n doubles (finite; zeros left out): their lowest bit, widest significand and
+// largest magnitude.
+inline value_grid grid_of_doubles(const double* x, std::size_t n) {
+    value_grid g{0, 1, 0.0, true};
+    int lowest = std::numeric_limits<int>::max();
+    for (std::size_t t = 0; t < n; ++t) {
+        if (x[t] == 0) continue;
+        int e = 0;
+        const auto m = static_cast<std::uint64_t>(std::ldexp(std::fabs(std::frexp(x[t], &e)), 53));  // 53-bit integer
+        lowest = std::min(lowest, e - 53 + std::countr_zero(m));
+        g.significand_bits = std::max(g.significand_bits, 53 - std::countr_zero(m));
+        g.max_magnitude = std::max(g.max_magnitude, std::fabs(x[t]));
+    }
+    if (lowest != std::numeric_limits<int>::max()) g.smallest_step = lowest;
+    return g;
+}
+
+// The operands of the lanes of W (float or double): A's elements, the block scales (A's by rows,
+// B's transposed: a row of ldb per block) and B's elements with its columns padded to whole
+// blocks of lanes, where every block dot and every term d s is exact in W (else nothing, with
+// why_not set).
+template <class W>
 struct block_lane_operands {
-    const block_scaled_matrix& A;
     std::int64_t M, N, K, V, nb, blocks, ldb;
-    std::vector<float> a_scales, b_scales, b_padded;
+    std::vector<W> a, a_scales, b_scales, b_padded;
     value_grid terms;  // of the exact terms d s
 
     static std::optional<block_lane_operands> make(const block_scaled_matrix& A, const block_scaled_matrix& B,
@@ -412,48 +462,48 @@ struct block_lane_operands {
             why_not = std::move(why);
             return std::optional<block_lane_operands>{};
         };
+        constexpr bool in_float = std::is_same_v<W, float>;
+        constexpr int W_bits = in_float ? 24 : 53;
         const auto M = std::int64_t(A.rows), N = std::int64_t(B.cols), K = std::int64_t(A.cols);
         const std::int64_t V = A.block_size(), nb = (K + V - 1) / V;
         if (K == 0) return refuse("K = 0");
-        if (plan.method != block_dot_method::in_float)
-            return refuse("block dots of " + std::to_string(plan.bits) + " significant bits are not exact in fp32");
+        if (plan.method != (in_float ? block_dot_method::in_float : block_dot_method::in_double))
+            return refuse("block dots of " + std::to_string(plan.bits) + " significant bits are not exact in " +
+                          (in_float ? "fp32" : "double"));
         if (!all_finite(A.elements.data(), Eigen::Index(A.elements.size())) ||
             !all_finite(B.elements.data(), Eigen::Index(B.elements.size())))
             return refuse("elements: an infinity or NaN");
-        const std::int64_t blocks = (N + fast_lanes - 1) / fast_lanes, ldb = blocks * fast_lanes;
-        block_lane_operands o{A, M, N, K, V, nb, blocks, ldb, {}, {}, {}, {}};
-        o.a_scales.resize(A.block_scales.size());
-        o.b_scales.assign(std::size_t(nb * ldb), 0.0f);
-        bool floats = true;
-        for (std::size_t t = 0; t < o.a_scales.size(); ++t) {
-            o.a_scales[t] = float(A.block_scales[t]);
-            floats = floats && double(o.a_scales[t]) == A.block_scales[t];  // (false for NaN)
-        }
-        for (std::int64_t j = 0; j < N; ++j)
-            for (std::int64_t b = 0; b < nb; ++b) {
-                const double s = B.block_scales[std::size_t(j * nb + b)];
-                o.b_scales[std::size_t(b * ldb + j)] = float(s);
-                floats = floats && double(float(s)) == s;
-            }
-        if (!floats) return refuse("block scales: a NaN, or one that is not a float");
-        const auto grid_sa = scanned_grid(o.a_scales.data(), Eigen::Index(o.a_scales.size()));
-        const auto grid_sb = scanned_grid(o.b_scales.data(), Eigen::Index(o.b_scales.size()));
-        if (!products_exact_in_float(*grid_sa, *grid_sb)) return refuse("scale products: not exact in fp32");
-        const value_grid scales = product_grid(*grid_sa, *grid_sb);
+        for (const auto* scales : {&A.block_scales, &B.block_scales})
+            for (const double x : *scales)
+                if (!(in_float ? double(float(x)) == x : std::isfinite(x)))  // (false for NaN)
+                    return refuse(in_float ? "block scales: a NaN, or one that is not a float" : "block scales: a NaN");
+        const value_grid scales = product_grid(grid_of_doubles(A.block_scales.data(), A.block_scales.size()),
+                                               grid_of_doubles(B.block_scales.data(), B.block_scales.size()));
         const value_grid dots{plan.lsb, plan.bits, std::ldexp(1.0, plan.lsb + plan.bits), true};
-        if (!products_exact_in_float(dots, scales)) return refuse("block terms d s: not exact in fp32");
-        o.terms = product_grid(dots, scales);
-        o.b_padded.assign(std::size_t(K * ldb), 0.0f);
-        for (std::int64_t k = 0; k < K; ++k) std::copy_n(B.elements.data() + k * N, N, o.b_padded.data() + k * ldb);
+        const value_grid terms = product_grid(dots, scales);
+        if (in_float ? !products_exact_in_float(dots, scales) : terms.significand_bits > W_bits)
+            return refuse(std::string("block terms d s: not exact in ") + (in_float ? "fp32" : "double"));
+
+        const std::int64_t blocks = (N + fast_lanes - 1) / fast_lanes, ldb = blocks * fast_lanes;
+        block_lane_operands o{M, N, K, V, nb, blocks, ldb, {}, {}, {}, {}, terms};
+        o.a.assign(A.elements.begin(), A.elements.end());
+        o.a_scales.assign(A.block_scales.begin(), A.block_scales.end());
+        o.b_scales.assign(std::size_t(nb * ldb), W(0));
+        for (std::int64_t j = 0; j < N; ++j)
+            for (std::int64_t b = 0; b < nb; ++b)
+                o.b_scales[std::size_t(b * ldb + j)] = W(B.block_scales[std::size_t(j * nb + b)]);
+        o.b_padded.assign(std::size_t(K * ldb), W(0));
+        for (std::int64_t k = 0; k < K; ++k)
+            std::copy_n(B.elements.data() + k * N, N, o.b_padded.data() + k * ldb);
         return o;
     }
 
     // out[t][l] = Q_prod(d s) for blocks first .. first + m - 1 of row i and the block of lanes
     // from column j0.
-    void fill(block_terms_pass_fn pass, const void* product, std::int64_t i, std::int64_t j0, std::int64_t first, int m,
-              float* out) const {
-        pass(A.elements.data() + i * K, a_scales.data() + i * nb, b_padded.data() + j0, b_scales.data() + j0, ldb, K,
-             V, first, m, product, out);
+    void fill(block_terms_pass_fn<W> pass, const void* product, std::int64_t i, std::int64_t j0, std::int64_t first,
+              int m, W* out) const {
+        pass(a.data() + i * K, a_scales.data() + i * nb, b_padded.data() + j0, b_scales.data() + j0, ldb, K, V, first,
+             m, product, out);
     }
 };
 
@@ -468,9 +518,7 @@ inline bool block_terms_in_lanes(const block_scaled_matrix& A, const block_scale
         why_not = "scale_product: rounded scale products are formed per output";
         return false;
     }
-    const auto o = block_lane_operands::make(A, B, plan, why_not);
-    if (!o) return false;
-    const std::int64_t M = o->M, N = o->N, nb = o->nb;
+    const std::int64_t M = std::int64_t(A.rows), N = std::int64_t(B.cols);
     // C(i, j) = RN_float(total cA(i) cB(j)), for a row's block of lanes
     const auto store = [&](std::int64_t i, std::int64_t j0, const auto* total) {
         const double coarse_a = A.coarse_scale(std::size_t(i));
@@ -478,8 +526,42 @@ inline bool block_terms_in_lanes(const block_scaled_matrix& A, const block_scale
             C(i, j0 + l) = scaled_result(double(total[l]), coarse_a * B.coarse_scale(std::size_t(j0 + l)));
     };
     const int threads = thread_count(spec.threads);
-    const block_terms_pass_fn exact_terms = &block_terms_pass<product_exact>;
     const product_exact no_rounding;
+
+    if (plan.method == block_dot_method::in_double) {
+        // Double terms, unrounded, into float accumulators.
+        if (spec.accumulator.as_int() != nullptr) {
+            why_not = "integer_chain: block terms of more than 24 bits";
+            return false;
+        }
+        if (spec.model != accumulation::fma && !spec.product.is_exact()) {
+            why_not = "product: rounded block terms of more than 24 bits are formed per output";
+            return false;
+        }
+        const auto o = block_lane_operands<double>::make(A, B, plan, why_not);
+        if (!o) return false;
+        const auto reduction = lane_reduction::make(spec, o->nb, o->terms, why_not, true);
+        if (!reduction) return false;
+        for_each_range(o->blocks * M, threads, [&](std::int64_t begin, std::int64_t end) {
+            std::vector<double> scratch(std::size_t(reduction->scratch_rows() * fast_lanes));
+            for (std::int64_t at = begin; at < end; ++at) {
+                const std::int64_t i = at % M, j0 = at / M * fast_lanes;
+                alignas(64) float total[fast_lanes] = {};
+                reduction->row_of_doubles(
+                    o->nb,
+                    [&](std::int64_t first, int m, double* out) {
+                        o->fill(&block_terms_pass<double, product_exact>, &no_rounding, i, j0, first, m, out);
+                    },
+                    scratch.data(), total);
+                store(i, j0, total);
+            }
+        });
+        return true;
+    }
+
+    const auto o = block_lane_operands<float>::make(A, B, plan, why_not);
+    if (!o) return false;
+    const std::int64_t nb = o->nb;
 
     if (spec.accumulator.as_int() != nullptr) {
         const auto integer = make_integer_plan(spec, o->terms, value_grid{0, 1, 1.0, true}, nb, why_not);
@@ -509,7 +591,8 @@ inline bool block_terms_in_lanes(const block_scaled_matrix& A, const block_scale
                         const std::int64_t i = at % M, j0 = at / M * fast_lanes;
                         integer_row<L, Op, ChunkOp, false>(
                             [&](std::int64_t first, int m, L* n) {
-                                o->fill(exact_terms, &no_rounding, i, j0, first, m, terms.data());
+                                o->fill(&block_terms_pass<float, product_exact>, &no_rounding, i, j0, first, m,
+                                        terms.data());
                                 for (std::int64_t t = 0; t < m * fast_lanes; ++t)
                                     n[t] = L(std::int32_t(terms[std::size_t(t)] * integer->scale));  // exact
                             },
@@ -531,8 +614,9 @@ inline bool block_terms_in_lanes(const block_scaled_matrix& A, const block_scale
     if (!terms) return false;
     const auto reduction = lane_reduction::make(spec, nb, terms->grid, why_not);
     if (!reduction) return false;
-    const block_terms_pass_fn terms_pass = std::visit(
-        [](const auto& p) -> block_terms_pass_fn { return &block_terms_pass<std::decay_t<decltype(p)>>; }, terms->op);
+    const block_terms_pass_fn<float> terms_pass = std::visit(
+        [](const auto& p) -> block_terms_pass_fn<float> { return &block_terms_pass<float, std::decay_t<decltype(p)>>; },
+        terms->op);
     const void* const product_address = address_of(terms->op);
     // Ranges of (block of columns, row), blocks outermost: a block's K x lanes panel of B stays
     // in cache across rows.

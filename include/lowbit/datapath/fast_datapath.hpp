@@ -257,6 +257,52 @@ template <class Inner>
     return r;
 }
 
+// ---- terms that are doubles (block-scaled terms of more than 24 bits) ----
+
+// x + y rounded to odd in double: the nearest sum, moved one ulp toward the exact sum when it was
+// inexact and landed on an even significand (TwoSum: exact error); infinite or NaN sums as they are.
+[[gnu::always_inline]] inline double double_sum_round_odd(double x, double y) {
+    const double sum = x + y;
+    const double y_part = sum - x, x_part = sum - y_part;
+    const double error = (x - x_part) + (y - y_part);
+    const std::uint64_t bits = std::bit_cast<std::uint64_t>(sum);
+    const std::uint64_t finite = std::uint64_t((bits & 0x7FF0000000000000u) != 0x7FF0000000000000u);
+    const std::uint64_t inexact_even = finite & std::uint64_t(error != 0) & ~bits & 1u;
+    const std::uint64_t toward_zero = (std::bit_cast<std::uint64_t>(error) ^ bits) >> 63;
+    return std::bit_cast<double>(bits + inexact_even - 2 * (inexact_even & toward_zero));
+}
+
+// A double rounded to odd in fp32, as sum_round_odd rounds a float sum: the nearest float, moved
+// one ulp toward d when inexact and even (an infinity where the nearest is one). Rounding to odd
+// twice, onto double's grid and then onto fp32's coarser one, is rounding to odd once.
+[[gnu::always_inline]] inline float float_round_odd(double d) {
+    const float f = float(d);
+    const std::uint32_t bits = std::bit_cast<std::uint32_t>(f);
+    const std::uint32_t finite = std::uint32_t((bits & 0x7F800000u) != 0x7F800000u);
+    const double rest = d - double(f);  // exact: within half an ulp of f
+    const std::uint32_t inexact_even = finite & std::uint32_t(rest != 0) & ~bits & 1u;
+    const std::uint32_t toward_zero = std::uint32_t(std::bit_cast<std::uint64_t>(rest) >> 63) ^ (bits >> 31);
+    return std::bit_cast<float>(bits + inexact_even - 2 * (inexact_even & toward_zero));
+}
+
+// x + t (t a double term) rounded by an accumulator operation, from the round-to-odd double of
+// the sum: fp32's own rounding of it (53 >= 24 + 2 bits: the exact sum's rounding), or, for an
+// odd_sum operation, its round-to-odd float into the inner rounding (what sum_round_odd gives
+// from an exact float sum). Other operations assume exact fp32 sums and take no double terms.
+template <class A>
+constexpr bool takes_double_terms = std::is_same_v<A, sum_fp32> || std::is_same_v<A, sum_fp32_saturating>;
+template <class Inner>
+constexpr bool takes_double_terms<odd_sum<Inner>> = true;
+
+template <class A>
+[[gnu::always_inline]] inline float add_double_then(const A& step, float x, double t) {
+    return step(float(double_sum_round_odd(double(x), t)));
+}
+template <class Inner>
+[[gnu::always_inline]] inline float add_double_then(const odd_sum<Inner>& op, float x, double t) {
+    return op.inner(float_round_odd(double_sum_round_odd(double(x), t)));
+}
+
 // ---- the operations a call may choose ----
 
 // The variant of the operations of every list (each a types<...>).
@@ -459,11 +505,27 @@ void accumulate_pass(const float* buf, int n, float* acc_io, const void* accumul
     for (int l = 0; l < fast_lanes; ++l) acc_io[l] = acc[l];
 }
 
+// acc[l] = accumulate(acc[l] + buf[t][l]) for t < n, in order, for double terms.
+template <class A>
+void accumulate_double_pass(const double* buf, int n, float* acc_io, const void* accumulate) {
+    if constexpr (takes_double_terms<A>) {
+        const A step = *static_cast<const A*>(accumulate);  // a local copy: stores cannot alias it
+        float acc[fast_lanes];
+        for (int l = 0; l < fast_lanes; ++l) acc[l] = acc_io[l];
+        for (int t = 0; t < n; ++t) {
+            const double* p = buf + t * fast_lanes;
+            for (int l = 0; l < fast_lanes; ++l) acc[l] = add_double_then(step, acc[l], p[l]);
+        }
+        for (int l = 0; l < fast_lanes; ++l) acc_io[l] = acc[l];
+    }
+}
+
 using fused_pass_fn = void (*)(const float*, const float*, std::ptrdiff_t, int, const void*, const void*, float*);
 using fused_chunks_pass_fn = void (*)(const float*, const float*, std::ptrdiff_t, std::int64_t, std::int64_t, const void*,
                                       const void*, float*, gemm_stats*);
 using product_pass_fn = void (*)(const float*, const float*, std::ptrdiff_t, int, const void*, float*);
 using accumulate_pass_fn = void (*)(const float*, int, float*, const void*);
+using accumulate_double_pass_fn = void (*)(const double*, int, float*, const void*);
 
 inline const void* address_of(const product_op& v) {
     return std::visit([](const auto& op) { return static_cast<const void*>(&op); }, v);
@@ -1090,15 +1152,29 @@ class lane_reduction {
 public:
     // The reduction of `spec` for K terms a row on grid `terms`; nothing when fp32 lanes cannot
     // carry it exactly (why_not says why).
+    // With double_terms, the terms are doubles (row_of_doubles): the accumulator adds each as the
+    // round-to-odd float of its exact sum (add_double_then), so it is chosen as for float addends
+    // anywhere on fp32's grid; sequential and fma chains only.
     static std::optional<lane_reduction> make(const gemm_spec& spec, std::int64_t K, const value_grid& terms,
-                                              std::string& why_not) {
+                                              std::string& why_not, bool double_terms = false) {
         lane_reduction r;
         const auto refuse = [&](std::string why) {
             why_not = std::move(why);
             return std::optional<lane_reduction>{};
         };
         const non_finite_addends non_finite_terms{!terms.finite, !terms.finite, !terms.finite};
-        const auto accumulate = choose_accumulator(spec.accumulator, terms, non_finite_terms);
+        if (double_terms) {
+            if (spec.model != accumulation::sequential && spec.model != accumulation::fma)
+                return refuse("terms of more than 24 bits (doubles): sequential and fma chains only");
+            // (rounding a round-to-odd float is rounding the exact sum where the format's steps are
+            // at least 2^-147, twice fp32's smallest, subnormals included)
+            if (const auto g = float_grid(spec.accumulator);
+                g && !is_fp32_nearest(spec.accumulator) && g->smallest_step < -147)
+                return refuse("terms of more than 24 bits (doubles): an accumulator with steps below 2^-147");
+        }
+        const auto accumulate = choose_accumulator(
+            spec.accumulator, double_terms ? value_grid{-149, 24, terms.max_magnitude, terms.finite} : terms,
+            non_finite_terms);
         if (!accumulate) return refuse(lane_refusal(spec.accumulator, "accumulator"));
         value_grid accumulated = is_fp32_nearest(spec.accumulator) ? value_grid{-149, 24, double(FLT_MAX), false}
                                                                    : *float_grid(spec.accumulator);
@@ -1138,6 +1214,19 @@ public:
         };
         r.accumulate_only_ = accumulate_fn(r.accumulate_);
         r.chunk_only_ = accumulate_fn(r.chunk_step_);
+        if (double_terms) {
+            r.accumulate_doubles_ = std::visit(
+                [](const auto& a) -> accumulate_double_pass_fn {
+                    using A = std::decay_t<decltype(a)>;
+                    if constexpr (takes_double_terms<A>) return &accumulate_double_pass<A>;
+                    else return nullptr;
+                },
+                r.accumulate_);
+            if (r.accumulate_doubles_ == nullptr)
+                return refuse("terms of more than 24 bits (doubles): the accumulator's sums must be fp32's or rounded "
+                              "to odd (formats of at most 22 significant bits)");
+            return r;
+        }
 
         // The models other than the sequential chain, and what makes fp32 / double exact for them.
         if (spec.model == accumulation::pairwise) {
@@ -1266,6 +1355,25 @@ public:
         }
     }
 
+    // The same for double terms (make with double_terms): fill(k, m, buf) writes m rows of
+    // fast_lanes doubles.
+    template <class Fill>
+    void row_of_doubles(std::int64_t K, const Fill& fill, double* buf, float* total) const {
+        alignas(64) float acc[fast_lanes];
+        const void* const accumulate_address = address_of(accumulate_);
+        const void* const chunk_address = address_of(chunk_step_);
+        for (std::int64_t start = 0; start < K; start += chunk_) {
+            const std::int64_t end = std::min(start + chunk_, K);
+            std::fill(acc, acc + fast_lanes, 0.0f);
+            for (std::int64_t k = start; k < end; k += fast_panel) {
+                const int m = int(std::min<std::int64_t>(fast_panel, end - k));
+                fill(k, m, buf);
+                accumulate_doubles_(buf, m, acc, accumulate_address);
+            }
+            chunk_only_(acc, 1, total, chunk_address);  // total = chunk_acc(total + acc)
+        }
+    }
+
 private:
     lane_reduction() = default;
     accumulate_op accumulate_, chunk_step_;
@@ -1274,6 +1382,7 @@ private:
     int group_ = 0, window_ = 0;
     bool chunk_same_ = false;
     accumulate_pass_fn accumulate_only_ = nullptr, chunk_only_ = nullptr;
+    accumulate_double_pass_fn accumulate_doubles_ = nullptr;
     tree_pass_fn tree_ = nullptr;
     fused_round_fn fused_round_ = nullptr;
     std::optional<fused_round_op> fused_rounding_;  // (where the sums round in double)
