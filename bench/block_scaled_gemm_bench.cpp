@@ -70,6 +70,7 @@ BENCHMARK_CAPTURE(bm_block, mxfp8_e4m3_fp32, lowbit::mxfp8_e4m3, kind::fp32, 1)-
 BENCHMARK_CAPTURE(bm_block, mxfp4_fp32, lowbit::mxfp4, kind::fp32, 1)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_block, nvfp4_fp32, lowbit::nvfp4, kind::fp32, 1)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_block, vsquant_4_4_16_fp32, lowbit::vsquant(4, 4, 16), kind::fp32, 1)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_block, vsquant_8_8_32_fp32, lowbit::vsquant(8, 8, 32), kind::fp32, 1)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_block, vsquant_4_4_16_int32, lowbit::vsquant(4, 4, 16), kind::int32, 1)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_block, mxfp8_e4m3_m7e4_chunk4, lowbit::mxfp8_e4m3, kind::m7e4_chunked, 1)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_block, nvfp4_m7e4_chunk4, lowbit::nvfp4, kind::m7e4_chunked, 1)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);

@@ -467,7 +467,7 @@ struct block_lane_operands {
         const auto M = std::int64_t(A.rows), N = std::int64_t(B.cols), K = std::int64_t(A.cols);
         const std::int64_t V = A.block_size(), nb = (K + V - 1) / V;
         if (K == 0) return refuse("K = 0");
-        if (plan.method != (in_float ? block_dot_method::in_float : block_dot_method::in_double))
+        if (plan.method != block_dot_method::in_float && (in_float || plan.method != block_dot_method::in_double))
             return refuse("block dots of " + std::to_string(plan.bits) + " significant bits are not exact in " +
                           (in_float ? "fp32" : "double"));
         if (!all_finite(A.elements.data(), Eigen::Index(A.elements.size())) ||
@@ -528,7 +528,10 @@ inline bool block_terms_in_lanes(const block_scaled_matrix& A, const block_scale
     const int threads = thread_count(spec.threads);
     const product_exact no_rounding;
 
-    if (plan.method == block_dot_method::in_double) {
+    // Float lanes where the terms are floats, else double lanes (MXFP8's 41-bit block dots, or
+    // float dots whose terms are not: VS-Quant with 8-bit scales).
+    auto o = block_lane_operands<float>::make(A, B, plan, why_not);
+    if (!o && (plan.method == block_dot_method::in_float || plan.method == block_dot_method::in_double)) {
         // Double terms, unrounded, into float accumulators.
         if (spec.accumulator.as_int() != nullptr) {
             why_not = "integer_chain: block terms of more than 24 bits";
@@ -559,7 +562,6 @@ inline bool block_terms_in_lanes(const block_scaled_matrix& A, const block_scale
         return true;
     }
 
-    const auto o = block_lane_operands<float>::make(A, B, plan, why_not);
     if (!o) return false;
     const std::int64_t nb = o->nb;
 
