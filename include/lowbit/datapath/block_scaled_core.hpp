@@ -387,47 +387,55 @@ struct vector_of_64_bytes<double> {
     typedef double type __attribute__((vector_size(64)));
 };
 
-// out[t][l] = Q_prod(d s) for blocks first .. first + m - 1 of a row of A (a_row, its block
-// scales a_scales) and fast_lanes columns of B (rows of ldb values; block scales b_scales, a row
-// of ldb per block): d the block dot in lanes of W (exact), s = sA sB (exact). Double terms are
-// not rounded (P is product_exact).
+// Rows of A whose terms are formed together, each load of B serving them all: 16 vectors of
+// sums in registers (4 rows of 64 float lanes, or 2 of 64 double lanes).
+template <class W>
+constexpr int rows_at_once = std::is_same_v<W, float> ? 4 : 2;
+
+// out[r][b][l] = Q_prod(d s) for the rows r of a group of rows_at_once<W> rows of A (a_rows: rows
+// of K; their block scales a_scales: rows of nb), every block b, and fast_lanes columns of B (rows
+// of ldb values; block scales b_scales, a row of ldb per block): d the block dot in lanes of W
+// (exact, so any order of the sums gives it), s = sA sB (exact). Double terms are not rounded
+// (P is product_exact).
 template <class W, class P>
-void block_terms_pass(const W* a_row, const W* a_scales, const W* b, const W* b_scales, std::ptrdiff_t ldb,
-                      std::int64_t K, std::int64_t V, std::int64_t first, int m, const void* product, W* out) {
+void block_terms_pass(const W* a_rows, const W* a_scales, const W* b, const W* b_scales, std::ptrdiff_t ldb,
+                      std::int64_t K, std::int64_t V, std::int64_t nb, const void* product, W* out) {
     const P prod = *static_cast<const P*>(product);  // a local copy: stores cannot alias it
     // The dots in vectors of 64 bytes (GCC's vector extension, split into what the target has):
     // GCC keeps an array of them in registers across k, where it kept a plain array in memory
     // and stored it back at every k.
     using vector = typename vector_of_64_bytes<W>::type;
-    constexpr int per_vector = int(64 / sizeof(W)), vectors = fast_lanes / per_vector;
-    for (int t = 0; t < m; ++t) {
-        const std::int64_t block = first + t, k_end = std::min(K, (block + 1) * V);
-        vector dots[vectors] = {};  // +0: a zero dot is +0, as the per-output path's
+    constexpr int R = rows_at_once<W>, per_vector = int(64 / sizeof(W)), vectors = fast_lanes / per_vector;
+    for (std::int64_t block = 0; block < nb; ++block) {
+        const std::int64_t k_end = std::min(K, (block + 1) * V);
+        vector dots[R][vectors] = {};  // +0: a zero dot is +0, as the per-output path's
         for (std::int64_t k = block * V; k < k_end; ++k) {
-            const W x = a_row[k];
             const W* row = b + k * ldb;
 #pragma GCC unroll 8
             for (int v = 0; v < vectors; ++v) {
-                vector r;
-                std::memcpy(&r, row + v * per_vector, sizeof r);
-                dots[v] += x * r;
+                vector column;
+                std::memcpy(&column, row + v * per_vector, sizeof column);
+#pragma GCC unroll 4
+                for (int r = 0; r < R; ++r) dots[r][v] += a_rows[r * K + k] * column;
             }
         }
-        alignas(64) W d[fast_lanes];
-        std::memcpy(d, dots, sizeof d);
-        const W sa = a_scales[block];
-        const W* sb = b_scales + block * ldb;
-        W* o = out + t * fast_lanes;
-        if constexpr (std::is_same_v<W, float>)
-            for (int l = 0; l < fast_lanes; ++l) o[l] = prod(d[l] * (sa * sb[l]));
-        else
-            for (int l = 0; l < fast_lanes; ++l) o[l] = d[l] * (sa * sb[l]);
+        for (int r = 0; r < R; ++r) {
+            alignas(64) W d[fast_lanes];
+            std::memcpy(d, dots[r], sizeof d);
+            const W sa = a_scales[r * nb + block];
+            const W* sb = b_scales + block * ldb;
+            W* o = out + (r * nb + block) * fast_lanes;
+            if constexpr (std::is_same_v<W, float>)
+                for (int l = 0; l < fast_lanes; ++l) o[l] = prod(d[l] * (sa * sb[l]));
+            else
+                for (int l = 0; l < fast_lanes; ++l) o[l] = d[l] * (sa * sb[l]);
+        }
     }
 }
 
 template <class W>
 using block_terms_pass_fn = void (*)(const W*, const W*, const W*, const W*, std::ptrdiff_t, std::int64_t,
-                                     std::int64_t, std::int64_t, int, const void*, W*);
+                                     std::int64_t, std::int64_t, const void*, W*);
 
 // The grid of n doubles (finite; zeros left out): their lowest bit, widest significand and
 // largest magnitude.
@@ -486,8 +494,11 @@ struct block_lane_operands {
 
         const std::int64_t blocks = (N + fast_lanes - 1) / fast_lanes, ldb = blocks * fast_lanes;
         block_lane_operands o{M, N, K, V, nb, blocks, ldb, {}, {}, {}, {}, terms};
-        o.a.assign(A.elements.begin(), A.elements.end());
-        o.a_scales.assign(A.block_scales.begin(), A.block_scales.end());
+        // (A's rows padded with zeros to whole groups of rows_at_once)
+        o.a.assign(std::size_t(o.groups() * rows_at_once<W> * K), W(0));
+        std::copy(A.elements.begin(), A.elements.end(), o.a.begin());
+        o.a_scales.assign(std::size_t(o.groups() * rows_at_once<W> * nb), W(0));
+        std::copy(A.block_scales.begin(), A.block_scales.end(), o.a_scales.begin());
         o.b_scales.assign(std::size_t(nb * ldb), W(0));
         for (std::int64_t j = 0; j < N; ++j)
             for (std::int64_t b = 0; b < nb; ++b)
@@ -498,12 +509,33 @@ struct block_lane_operands {
         return o;
     }
 
-    // out[t][l] = Q_prod(d s) for blocks first .. first + m - 1 of row i and the block of lanes
-    // from column j0.
-    void fill(block_terms_pass_fn<W> pass, const void* product, std::int64_t i, std::int64_t j0, std::int64_t first,
-              int m, W* out) const {
-        pass(a.data() + i * K, a_scales.data() + i * nb, b_padded.data() + j0, b_scales.data() + j0, ldb, K, V, first,
-             m, product, out);
+    std::int64_t groups() const { return (M + rows_at_once<W> - 1) / rows_at_once<W>; }
+
+    // out[r][b][l] = Q_prod(d s) for the rows of group g, every block, and the block of lanes from
+    // column j0 (block_terms_pass).
+    void fill(block_terms_pass_fn<W> pass, const void* product, std::int64_t g, std::int64_t j0, W* out) const {
+        const std::int64_t i0 = g * rows_at_once<W>;
+        pass(a.data() + i0 * K, a_scales.data() + i0 * nb, b_padded.data() + j0, b_scales.data() + j0, ldb, K, V, nb,
+             product, out);
+    }
+
+    // f(i, j0, row_terms) for every output row i and block of lanes from j0, split among threads:
+    // row_terms(first, m, out) copies that row's terms of blocks first .. first + m - 1 into out.
+    // Ranges of (block of columns, group of rows), blocks outermost: a block's K x lanes panel of
+    // B stays in cache across rows.
+    template <class F>
+    void for_each_row(block_terms_pass_fn<W> pass, const void* product, int threads, const F& f) const {
+        for_each_range(blocks * groups(), threads, [&](std::int64_t begin, std::int64_t end) {
+            std::vector<W> terms(std::size_t(rows_at_once<W> * nb * fast_lanes));
+            for (std::int64_t at = begin; at < end; ++at) {
+                const std::int64_t g = at % groups(), j0 = at / groups() * fast_lanes;
+                fill(pass, product, g, j0, terms.data());
+                for (std::int64_t r = 0; r < std::min<std::int64_t>(rows_at_once<W>, M - g * rows_at_once<W>); ++r)
+                    f(g * rows_at_once<W> + r, j0, [&](std::int64_t first, int m, W* out) {
+                        std::copy_n(terms.data() + (r * nb + first) * fast_lanes, m * fast_lanes, out);
+                    });
+            }
+        });
     }
 };
 
@@ -518,7 +550,7 @@ inline bool block_terms_in_lanes(const block_scaled_matrix& A, const block_scale
         why_not = "scale_product: rounded scale products are formed per output";
         return false;
     }
-    const std::int64_t M = std::int64_t(A.rows), N = std::int64_t(B.cols);
+    const auto N = std::int64_t(B.cols);
     // C(i, j) = RN_float(total cA(i) cB(j)), for a row's block of lanes
     const auto store = [&](std::int64_t i, std::int64_t j0, const auto* total) {
         const double coarse_a = A.coarse_scale(std::size_t(i));
@@ -545,20 +577,14 @@ inline bool block_terms_in_lanes(const block_scaled_matrix& A, const block_scale
         if (!o) return false;
         const auto reduction = lane_reduction::make(spec, o->nb, o->terms, why_not, true);
         if (!reduction) return false;
-        for_each_range(o->blocks * M, threads, [&](std::int64_t begin, std::int64_t end) {
-            std::vector<double> scratch(std::size_t(reduction->scratch_rows() * fast_lanes));
-            for (std::int64_t at = begin; at < end; ++at) {
-                const std::int64_t i = at % M, j0 = at / M * fast_lanes;
-                alignas(64) float total[fast_lanes] = {};
-                reduction->row_of_doubles(
-                    o->nb,
-                    [&](std::int64_t first, int m, double* out) {
-                        o->fill(&block_terms_pass<double, product_exact>, &no_rounding, i, j0, first, m, out);
-                    },
-                    scratch.data(), total);
-                store(i, j0, total);
-            }
-        });
+        o->for_each_row(&block_terms_pass<double, product_exact>, &no_rounding, threads,
+                        [&](std::int64_t i, std::int64_t j0, const auto& row_terms) {
+                            thread_local std::vector<double> scratch;  // (on the pool's threads)
+                            scratch.resize(std::size_t(reduction->scratch_rows() * fast_lanes));
+                            alignas(64) float total[fast_lanes] = {};
+                            reduction->row_of_doubles(o->nb, row_terms, scratch.data(), total);
+                            store(i, j0, total);
+                        });
         return true;
     }
 
@@ -585,28 +611,26 @@ inline bool block_terms_in_lanes(const block_scaled_matrix& A, const block_scale
             [&](const auto& op, const auto& chunk_op) {
                 using Op = std::decay_t<decltype(op)>;
                 using ChunkOp = std::decay_t<decltype(chunk_op)>;
-                const auto run = [&]<class L>(std::int64_t begin, std::int64_t end) {
-                    std::vector<L> scratch(std::size_t(2 * rows * fast_lanes));
-                    std::vector<float> terms(std::size_t(rows * fast_lanes));
+                const auto row = [&]<class L>(std::int64_t i, std::int64_t j0, const auto& row_terms) {
+                    thread_local std::vector<L> scratch;  // (on the pool's threads)
+                    thread_local std::vector<float> terms;
+                    scratch.resize(std::size_t(2 * rows * fast_lanes));
+                    terms.resize(std::size_t(rows * fast_lanes));
                     alignas(64) double total[fast_lanes];
-                    for (std::int64_t at = begin; at < end; ++at) {
-                        const std::int64_t i = at % M, j0 = at / M * fast_lanes;
-                        integer_row<L, Op, ChunkOp, false>(
-                            [&](std::int64_t first, int m, L* n) {
-                                o->fill(&block_terms_pass<float, product_exact>, &no_rounding, i, j0, first, m,
-                                        terms.data());
-                                for (std::int64_t t = 0; t < m * fast_lanes; ++t)
-                                    n[t] = L(std::int32_t(terms[std::size_t(t)] * integer->scale));  // exact
-                            },
-                            nb, *integer, op, chunk_op, scratch.data(), scratch.data() + rows * fast_lanes, total,
-                            nullptr);
-                        store(i, j0, total);
-                    }
+                    integer_row<L, Op, ChunkOp, false>(
+                        [&](std::int64_t first, int m, L* n) {
+                            row_terms(first, m, terms.data());
+                            for (std::int64_t t = 0; t < m * fast_lanes; ++t)
+                                n[t] = L(std::int32_t(terms[std::size_t(t)] * integer->scale));  // exact
+                        },
+                        nb, *integer, op, chunk_op, scratch.data(), scratch.data() + rows * fast_lanes, total, nullptr);
+                    store(i, j0, total);
                 };
-                for_each_range(o->blocks * M, threads, [&](std::int64_t begin, std::int64_t end) {
-                    if (integer->lanes32) run.template operator()<std::int32_t>(begin, end);
-                    else run.template operator()<std::int64_t>(begin, end);
-                });
+                o->for_each_row(&block_terms_pass<float, product_exact>, &no_rounding, threads,
+                                [&](std::int64_t i, std::int64_t j0, const auto& row_terms) {
+                                    if (integer->lanes32) row.template operator()<std::int32_t>(i, j0, row_terms);
+                                    else row.template operator()<std::int64_t>(i, j0, row_terms);
+                                });
             },
             integer->accumulate, integer->chunk_step);
         return true;
@@ -620,19 +644,12 @@ inline bool block_terms_in_lanes(const block_scaled_matrix& A, const block_scale
         [](const auto& p) -> block_terms_pass_fn<float> { return &block_terms_pass<float, std::decay_t<decltype(p)>>; },
         terms->op);
     const void* const product_address = address_of(terms->op);
-    // Ranges of (block of columns, row), blocks outermost: a block's K x lanes panel of B stays
-    // in cache across rows.
-    for_each_range(o->blocks * M, threads, [&](std::int64_t begin, std::int64_t end) {
-        std::vector<float> scratch(std::size_t(reduction->scratch_rows() * fast_lanes));
-        for (std::int64_t at = begin; at < end; ++at) {
-            const std::int64_t i = at % M, j0 = at / M * fast_lanes;
-            alignas(64) float total[fast_lanes] = {};
-            reduction->row(
-                nb,
-                [&](std::int64_t first, int m, float* out) { o->fill(terms_pass, product_address, i, j0, first, m, out); },
-                [](std::int64_t, int, float*) { return false; }, scratch.data(), total);
-            store(i, j0, total);
-        }
+    o->for_each_row(terms_pass, product_address, threads, [&](std::int64_t i, std::int64_t j0, const auto& row_terms) {
+        thread_local std::vector<float> scratch;  // (on the pool's threads)
+        scratch.resize(std::size_t(reduction->scratch_rows() * fast_lanes));
+        alignas(64) float total[fast_lanes] = {};
+        reduction->row(nb, row_terms, [](std::int64_t, int, float*) { return false; }, scratch.data(), total);
+        store(i, j0, total);
     });
     return true;
 }
