@@ -444,10 +444,9 @@ inline value_grid grid_of_doubles(const double* x, std::size_t n) {
     int lowest = std::numeric_limits<int>::max();
     for (std::size_t t = 0; t < n; ++t) {
         if (x[t] == 0) continue;
-        int e = 0;
-        const auto m = static_cast<std::uint64_t>(std::ldexp(std::fabs(std::frexp(x[t], &e)), 53));  // 53-bit integer
-        lowest = std::min(lowest, e - 53 + std::countr_zero(m));
-        g.significand_bits = std::max(g.significand_bits, 53 - std::countr_zero(m));
+        const int bits = significant_bits(x[t]);
+        lowest = std::min(lowest, std::ilogb(x[t]) + 1 - bits);
+        g.significand_bits = std::max(g.significand_bits, bits);
         g.max_magnitude = std::max(g.max_magnitude, std::fabs(x[t]));
     }
     if (lowest != std::numeric_limits<int>::max()) g.smallest_step = lowest;

@@ -212,23 +212,38 @@ struct odd_sum {
     friend bool operator==(const odd_sum&, const odd_sum&) = default;
 };
 
-// x + y rounded to odd in fp32, and whether that was inexact (0/1). A sum beyond fp32's largest
-// value is an infinity here, not the largest value; the accumulator's rounding takes an infinite
-// sum as an overflow (round_shift, choose_accumulator).
-[[gnu::always_inline]] inline float sum_round_odd(float x, float y, std::uint32_t& inexact) {
-    const float sum = x + y;
-    const float y_part = sum - x, x_part = sum - y_part;
-    const float error = (x - x_part) + (y - y_part);  // exact: x + y = sum + error
-    const std::uint32_t bits = std::bit_cast<std::uint32_t>(sum);
-    // (An infinite or NaN sum is exact as it stands; its TwoSum error is NaN, not a rounding.)
-    // Written with 0/1 integers rather than bool logic and conditionals, which g++ turns into
-    // branches and leaves unvectorized.
-    const std::uint32_t finite = std::uint32_t((bits & 0x7F800000u) != 0x7F800000u);
-    inexact = finite & std::uint32_t(error != 0);
-    const std::uint32_t inexact_even = inexact & ~bits & 1u;
-    const std::uint32_t toward_zero = (std::bit_cast<std::uint32_t>(error) ^ bits) >> 31;  // error of the other sign
+// The unsigned integer of a float's or a double's bits.
+template <class T>
+using bits_of = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
+
+// The round-to-odd value from the nearest one: `nearest` moved one ulp toward the exact value
+// when `rest` (exact - nearest, exact itself) is not zero and nearest's significand is even;
+// `inexact` is 0/1. An infinite or NaN nearest value stays (it is not a rounding of a finite
+// rest). Written with 0/1 integers rather than bool logic and conditionals, which g++ turns into
+// branches and leaves unvectorized.
+template <class T, class R>
+[[gnu::always_inline]] inline T odd_from_nearest(T nearest, R rest, bits_of<T>& inexact) {
+    using U = bits_of<T>;
+    constexpr U exponent = sizeof(T) == 4 ? U(0x7F800000u) : U(0x7FF0000000000000u);
+    constexpr int sign = int(8 * sizeof(U)) - 1;
+    const U bits = std::bit_cast<U>(nearest);
+    inexact = U((bits & exponent) != exponent) & U(rest != 0);
+    const U inexact_even = inexact & ~bits & 1u;
+    const U toward_zero = U(std::bit_cast<bits_of<R>>(rest) >> (8 * sizeof(R) - 1)) ^ (bits >> sign);
     // one ulp away from zero (+1 on the magnitude's bits) or toward it (-1)
-    return std::bit_cast<float>(bits + inexact_even - 2 * (inexact_even & toward_zero));
+    return std::bit_cast<T>(U(bits + inexact_even - 2 * (inexact_even & toward_zero)));
+}
+
+// x + y rounded to odd in fp32 (or in double), and whether that was inexact (0/1): the nearest
+// sum, with TwoSum's exact error. A sum beyond the largest value is an infinity here, not the
+// largest value; the accumulator's rounding takes an infinite sum as an overflow (round_shift,
+// choose_accumulator).
+template <class T>
+[[gnu::always_inline]] inline T sum_round_odd(T x, T y, bits_of<T>& inexact) {
+    const T sum = x + y;
+    const T y_part = sum - x, x_part = sum - y_part;
+    const T error = (x - x_part) + (y - y_part);  // exact: x + y = sum + error
+    return odd_from_nearest(sum, error, inexact);
 }
 
 template <class Inner>
@@ -259,30 +274,13 @@ template <class Inner>
 
 // ---- terms that are doubles (block-scaled terms of more than 24 bits) ----
 
-// x + y rounded to odd in double: the nearest sum, moved one ulp toward the exact sum when it was
-// inexact and landed on an even significand (TwoSum: exact error); infinite or NaN sums as they are.
-[[gnu::always_inline]] inline double double_sum_round_odd(double x, double y) {
-    const double sum = x + y;
-    const double y_part = sum - x, x_part = sum - y_part;
-    const double error = (x - x_part) + (y - y_part);
-    const std::uint64_t bits = std::bit_cast<std::uint64_t>(sum);
-    const std::uint64_t finite = std::uint64_t((bits & 0x7FF0000000000000u) != 0x7FF0000000000000u);
-    const std::uint64_t inexact_even = finite & std::uint64_t(error != 0) & ~bits & 1u;
-    const std::uint64_t toward_zero = (std::bit_cast<std::uint64_t>(error) ^ bits) >> 63;
-    return std::bit_cast<double>(bits + inexact_even - 2 * (inexact_even & toward_zero));
-}
-
-// A double rounded to odd in fp32, as sum_round_odd rounds a float sum: the nearest float, moved
-// one ulp toward d when inexact and even (an infinity where the nearest is one). Rounding to odd
-// twice, onto double's grid and then onto fp32's coarser one, is rounding to odd once.
+// A double rounded to odd in fp32, as sum_round_odd rounds a float sum (an infinity where the
+// nearest float is one). Rounding to odd twice, onto double's grid and then onto fp32's coarser
+// one, is rounding to odd once.
 [[gnu::always_inline]] inline float float_round_odd(double d) {
     const float f = float(d);
-    const std::uint32_t bits = std::bit_cast<std::uint32_t>(f);
-    const std::uint32_t finite = std::uint32_t((bits & 0x7F800000u) != 0x7F800000u);
-    const double rest = d - double(f);  // exact: within half an ulp of f
-    const std::uint32_t inexact_even = finite & std::uint32_t(rest != 0) & ~bits & 1u;
-    const std::uint32_t toward_zero = std::uint32_t(std::bit_cast<std::uint64_t>(rest) >> 63) ^ (bits >> 31);
-    return std::bit_cast<float>(bits + inexact_even - 2 * (inexact_even & toward_zero));
+    std::uint32_t inexact;
+    return odd_from_nearest(f, d - double(f), inexact);  // (d - f exact: within half an ulp of f)
 }
 
 // x + t (t a double term) rounded by an accumulator operation, from the round-to-odd double of
@@ -295,12 +293,14 @@ template <class Inner>
 constexpr bool takes_double_terms<odd_sum<Inner>> = true;
 
 template <class A>
-[[gnu::always_inline]] inline float add_double_then(const A& step, float x, double t) {
-    return step(float(double_sum_round_odd(double(x), t)));
+[[gnu::always_inline]] inline float add_then(const A& step, float x, double t) {
+    std::uint64_t inexact;
+    return step(float(sum_round_odd(double(x), t, inexact)));
 }
 template <class Inner>
-[[gnu::always_inline]] inline float add_double_then(const odd_sum<Inner>& op, float x, double t) {
-    return op.inner(float_round_odd(double_sum_round_odd(double(x), t)));
+[[gnu::always_inline]] inline float add_then(const odd_sum<Inner>& op, float x, double t) {
+    std::uint64_t inexact;
+    return op.inner(float_round_odd(sum_round_odd(double(x), t, inexact)));
 }
 
 // ---- the operations a call may choose ----
@@ -485,36 +485,24 @@ void product_pass(const float* a, const float* b, std::ptrdiff_t ldb, int n, con
     }
 }
 
-// acc[l] = accumulate(acc[l] + buf[t][l]) for t < n, in order.
-template <class A>
-void accumulate_pass(const float* buf, int n, float* acc_io, const void* accumulate) {
+// acc[l] = accumulate(acc[l] + buf[t][l]) for t < n, in order; the terms floats, or doubles for
+// the operations that take them (takes_double_terms).
+template <class A, class T = float>
+void accumulate_pass(const T* buf, int n, float* acc_io, const void* accumulate) {
 #if defined(__AVX512F__)
     static_assert(fast_lanes == 64, "odd_accumulate runs 64 lanes");
-    if constexpr (is_odd_sum<A>)
+    if constexpr (std::is_same_v<T, float> && is_odd_sum<A>)
         if constexpr (has_odd_chain<decltype(A::inner)>)
             return with_vector_rounding(static_cast<const A*>(accumulate)->inner,
                                         [&](const auto& round) { odd_accumulate(buf, n, acc_io, round); });
 #endif
-    const A step = *static_cast<const A*>(accumulate);  // a local copy: stores cannot alias it
-    float acc[fast_lanes];
-    for (int l = 0; l < fast_lanes; ++l) acc[l] = acc_io[l];
-    for (int t = 0; t < n; ++t) {
-        const float* p = buf + t * fast_lanes;
-        for (int l = 0; l < fast_lanes; ++l) acc[l] = add_then(step, acc[l], p[l]);
-    }
-    for (int l = 0; l < fast_lanes; ++l) acc_io[l] = acc[l];
-}
-
-// acc[l] = accumulate(acc[l] + buf[t][l]) for t < n, in order, for double terms.
-template <class A>
-void accumulate_double_pass(const double* buf, int n, float* acc_io, const void* accumulate) {
-    if constexpr (takes_double_terms<A>) {
+    if constexpr (std::is_same_v<T, float> || takes_double_terms<A>) {
         const A step = *static_cast<const A*>(accumulate);  // a local copy: stores cannot alias it
         float acc[fast_lanes];
         for (int l = 0; l < fast_lanes; ++l) acc[l] = acc_io[l];
         for (int t = 0; t < n; ++t) {
-            const double* p = buf + t * fast_lanes;
-            for (int l = 0; l < fast_lanes; ++l) acc[l] = add_double_then(step, acc[l], p[l]);
+            const T* p = buf + t * fast_lanes;
+            for (int l = 0; l < fast_lanes; ++l) acc[l] = add_then(step, acc[l], p[l]);
         }
         for (int l = 0; l < fast_lanes; ++l) acc_io[l] = acc[l];
     }
@@ -1153,7 +1141,7 @@ public:
     // The reduction of `spec` for K terms a row on grid `terms`; nothing when fp32 lanes cannot
     // carry it exactly (why_not says why).
     // With double_terms, the terms are doubles (row_of_doubles): the accumulator adds each as the
-    // round-to-odd float of its exact sum (add_double_then), so it is chosen as for float addends
+    // round-to-odd float of its exact sum (add_then of a double), so it is chosen as for float addends
     // anywhere on fp32's grid; sequential and fma chains only.
     static std::optional<lane_reduction> make(const gemm_spec& spec, std::int64_t K, const value_grid& terms,
                                               std::string& why_not, bool double_terms = false) {
@@ -1218,7 +1206,7 @@ public:
             r.accumulate_doubles_ = std::visit(
                 [](const auto& a) -> accumulate_double_pass_fn {
                     using A = std::decay_t<decltype(a)>;
-                    if constexpr (takes_double_terms<A>) return &accumulate_double_pass<A>;
+                    if constexpr (takes_double_terms<A>) return &accumulate_pass<A, double>;
                     else return nullptr;
                 },
                 r.accumulate_);
