@@ -25,6 +25,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -309,7 +310,7 @@ TEST_CASE("per-product LNS GEMM equals the reference for every accumulator, mode
                             random_lns(9, 2, lowbit::lns16.scaled(-4000), rng), bf16_spec);
 }
 
-TEST_CASE("per-product LNS GEMM runs in fp32 lanes wherever the converted products are floats",
+TEST_CASE("per-product LNS GEMM runs in lanes: fp32 where the converted products are floats, else double",
           "[lns_gemm][reference][lanes]") {
     // Mitchell's constants and tables of up to 23 fraction bits make float products: the
     // vectorized reduction runs (float accumulators; sequential, fma, pairwise and fused models; the
@@ -347,12 +348,52 @@ TEST_CASE("per-product LNS GEMM runs in fp32 lanes wherever the converted produc
             CHECK(report.kernel == lowbit::gemm_kernel::vectorized_chain);
             CHECK(differing(expected, got) == 0);
         }
-    // Where the products are not floats, the exact path runs and says why.
-    const lns_gemm_spec table52{.datapath = {.accumulator = lowbit::fp32}};
+    // Where the products are not floats (wider tables, the default T = 52 included, or products
+    // beyond float's range), double lanes run the sequential and fma chains, bit for bit the reference.
+    std::vector<gemm_spec> chains;
+    chains.push_back({.accumulator = lowbit::fp32, .chunk = 16, .chunk_accumulator = lowbit::fp32});
+    chains.push_back({.accumulator = lowbit::bf16, .chunk = 5, .chunk_accumulator = lowbit::fp32, .threads = 2});
+    chains.push_back({.accumulator = float_quantizer{.format = lowbit::fp16, .mode = rounding::toward_negative},
+                      .model = accumulation::fma,
+                      .chunk = 7,
+                      .chunk_accumulator = lowbit::bf16});
+    chains.push_back({.accumulator = float_quantizer{.format = lowbit::lba_m7e4_acc, .mode = rounding::toward_zero,
+                                                     .on_overflow = lowbit::overflow::saturate},
+                      .chunk = 16,
+                      .chunk_accumulator = lowbit::lba_m7e4_acc});
+    chains.push_back({.accumulator = narrow_acc});
+    const lns_format lns16_low = lowbit::lns16.scaled(-4000), lns16_high = lowbit::lns16.scaled(2000);
+    for (const gemm_spec& d : chains)
+        for (const int T : {24, 37, 52}) {
+            const lns_gemm_spec spec{.conversion = {.method = lns_conversion::table, .table_bits = T}, .datapath = d};
+            INFO(describe(spec));
+            for (const auto& [fa, fb] : {std::pair{lns8_low, lns8_low}, std::pair{lns16_low, lns16_high}}) {
+                const lns_matrix A = random_lns(3, 37, fa, rng), B = random_lns(37, 70, fb, rng);
+                const Eigen::MatrixXf expected = reference_lns_gemm(A, B, spec, nullptr);
+                lowbit::gemm_report report;
+                const Eigen::MatrixXf got = lowbit::lns_gemm(A, B, spec, nullptr, &report);
+                INFO(report.reason);
+                CHECK(report.kernel == lowbit::gemm_kernel::vectorized_chain);
+                CHECK(differing(expected, got) == 0);
+            }
+        }
+    // Float products beyond float's range take double lanes too (Mitchell, lns16 scaled far down).
+    {
+        const lns_gemm_spec spec{.conversion = {.method = lns_conversion::mitchell}, .datapath = chains[1]};
+        const lns_matrix A = random_lns(4, 33, lns16_low, rng), B = random_lns(33, 65, lns16_low, rng);
+        lowbit::gemm_report report;
+        const Eigen::MatrixXf got = lowbit::lns_gemm(A, B, spec, nullptr, &report);
+        CHECK(report.kernel == lowbit::gemm_kernel::vectorized_chain);
+        CHECK(differing(reference_lns_gemm(A, B, spec, nullptr), got) == 0);
+    }
+    // Wide products in the other models: the exact path runs and says why.
+    const lns_gemm_spec table52{.datapath = {.accumulator = lowbit::fp32, .model = accumulation::pairwise, .chunk = 4}};
     lowbit::gemm_report report;
-    lowbit::lns_gemm(random_lns(2, 5, lns8_low, rng), random_lns(5, 3, lns8_low, rng), table52, nullptr, &report);
+    const lns_matrix A = random_lns(2, 5, lns8_low, rng), B = random_lns(5, 3, lns8_low, rng);
+    const Eigen::MatrixXf got = lowbit::lns_gemm(A, B, table52, nullptr, &report);
+    CHECK(differing(reference_lns_gemm(A, B, table52, nullptr), got) == 0);
     CHECK(report.kernel == lowbit::gemm_kernel::exact);
-    CHECK_THAT(report.reason, Catch::Contains("52 fraction bits"));
+    CHECK_THAT(report.reason, Catch::Contains("52 fraction bits") && Catch::Contains("sequential and fma chains only"));
 }
 
 TEST_CASE("bucketed LNS GEMM equals its reference: integer buckets that wrap, saturate, truncate", "[lns_gemm][reference][bucketed]") {
@@ -645,6 +686,49 @@ TEST_CASE("lns_gemm on float matrices quantizes with the inputs' quantizers and 
     CHECK((e.k(1, 1) == 0 && e.k(1, 2) == -8 && e.sign(1, 2) == -1));
     for (Eigen::Index i = 0; i < 2; ++i)
         for (Eigen::Index j = 0; j < 3; ++j) CHECK(e.value(i, j) == double(x(i, j)));
+}
+
+TEST_CASE("lns_encode gives each element's lns_round_magnitude, by the threshold table or not", "[lns_gemm][entry]") {
+    // The table's branch-free loop (nearest_log and toward_zero up to 7 fraction bits) and the
+    // general one, against lns_round_magnitude (MPFR-tested in tests/rounding) element by element:
+    // zeros of both signs, infinities, values beyond both ends of the range, values next to the
+    // thresholds 2^(i / 2^m) and subnormal doubles (which no float is).
+    std::mt19937_64 rng(18);
+    std::vector<double> values{0.0, -0.0, INFINITY, -INFINITY, 1e-300, -3e300, 0x1p-1074, -0x1p-1060, 1.0, -2.0};
+    std::uniform_real_distribution<double> exponent(-30, 30);
+    for (int t = 0; t < 300; ++t) values.push_back((t % 2 ? -1 : 1) * std::exp2(exponent(rng)));
+    for (int m = 0; m <= 8; ++m)
+        for (int i = 1; i < (1 << m); i += 1 + m) {
+            const double x = std::exp2(double(i) / double(1 << m) - 3);
+            for (const double y : {x, std::nextafter(x, 0.0), std::nextafter(x, 1.0), double(float(x)),
+                                   double(std::nextafter(float(x), 0.0f)), double(std::nextafter(float(x), 1.0f))})
+                values.push_back(y);
+        }
+    const auto n = Eigen::Index(values.size());
+    const Eigen::MatrixXd as_doubles = Eigen::Map<const Eigen::MatrixXd>(values.data(), 2, n / 2);
+    const Eigen::MatrixXf as_floats = as_doubles.cast<float>();
+    for (const int frac_bits : {0, 1, 3, 5, 7, 8})
+        for (const auto mode : {lowbit::lns_rounding::nearest_log, lowbit::lns_rounding::toward_zero})
+            for (const auto under : {lowbit::lns_underflow::zero, lowbit::lns_underflow::smallest}) {
+                const lns_format f = lns_format{.log_bits = frac_bits + 5, .frac_bits = frac_bits}.scaled(-frac_bits * 5);
+                const lowbit::lns_quantizer q{.format = f, .mode = mode, .on_underflow = under};
+                INFO("frac_bits " << frac_bits << " mode " << int(mode) << " underflow " << int(under));
+                const auto check = [&](const auto& x) {
+                    const lns_matrix e = lowbit::lns_encode(x, q);
+                    for (Eigen::Index j = 0; j < x.cols(); ++j)
+                        for (Eigen::Index i = 0; i < x.rows(); ++i) {
+                            const double v = double(x(i, j));
+                            const std::optional<int> k =
+                                v == 0 ? std::nullopt : lowbit::lns_round_magnitude(std::fabs(v), f, mode, under);
+                            INFO(std::hexfloat << v);
+                            REQUIRE(int(e.sign(i, j)) == (!k ? 0 : v < 0 ? -1 : 1));
+                            REQUIRE(e.k(i, j) == (k ? *k : f.k_min()));
+                        }
+                };
+                check(as_floats);
+                check(as_doubles);
+                check(as_doubles.leftCols(3));  // (no subnormal: the table's loop alone)
+            }
 }
 
 TEST_CASE("lns_gemm results and events do not depend on the thread count", "[lns_gemm][threads]") {

@@ -309,6 +309,21 @@ TEST_CASE("floor_scaled_log2 is exact next to every threshold of its table (m <=
             }
 }
 
+TEST_CASE("floor_scaled_log2 is exact at every bucket edge of its table's lookup (m <= 8)") {
+    // The table cuts [1, 2) into 2^(m + 2) buckets: their edges 1 + j 2^-(m + 2) and the doubles
+    // two ulps either side, at several exponents.
+    for (int m = 0; m <= lowbit::detail::table_log2_bits; ++m)
+        for (long long j = 0; j < (4LL << m); ++j)
+            for (const int e : {-1022, -3, 0, 9, 1000}) {
+                double x = std::ldexp(1 + std::ldexp(double(j), -(m + 2)), e);
+                for (int u = 0; u < 2; ++u) x = std::nextafter(x, 0.0);
+                for (int step = 0; step < 5; ++step, x = std::nextafter(x, 1e308)) {
+                    INFO("m " << m << " j " << j << " x " << std::hexfloat << x);
+                    REQUIRE(lowbit::detail::floor_scaled_log2(x, m) == floor_scaled_log2(x, m));
+                }
+            }
+}
+
 TEST_CASE("every code of lns8 and lns16 round-trips") {
     for (const lns_format& f : {lowbit::lns8, lowbit::lns16}) {
         for (int k = f.k_min(); k <= f.k_max(); ++k) {

@@ -495,6 +495,20 @@ void accumulate_pass(const T* buf, int n, float* acc_io, const void* accumulate)
         if constexpr (has_odd_chain<decltype(A::inner)>)
             return with_vector_rounding(static_cast<const A*>(accumulate)->inner,
                                         [&](const auto& round) { odd_accumulate(buf, n, acc_io, round); });
+    if constexpr (std::is_same_v<T, double>) {
+        if constexpr (std::is_same_v<A, sum_fp32>)
+            return double_terms_accumulate(buf, n, acc_io, nearest_float{}, [](__m512 x) { return x; });
+        if constexpr (std::is_same_v<A, sum_fp32_saturating>)
+            return double_terms_accumulate(buf, n, acc_io, nearest_float{}, [](__m512 x) {
+                // (constants first: a NaN operand is what max and min return then)
+                return _mm512_min_ps(_mm512_set1_ps(FLT_MAX), _mm512_max_ps(_mm512_set1_ps(-FLT_MAX), x));
+            });
+        if constexpr (is_odd_sum<A>)
+            if constexpr (has_odd_chain<decltype(A::inner)>)
+                return with_vector_rounding(static_cast<const A*>(accumulate)->inner, [&](const auto& round) {
+                    double_terms_accumulate(buf, n, acc_io, odd_float{}, round);
+                });
+    }
 #endif
     if constexpr (std::is_same_v<T, float> || takes_double_terms<A>) {
         const A step = *static_cast<const A*>(accumulate);  // a local copy: stores cannot alias it

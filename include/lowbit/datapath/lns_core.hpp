@@ -26,6 +26,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -38,6 +39,7 @@ namespace lowbit::detail {
 struct lns_operand_rows {
     std::vector<std::int32_t> k;
     std::vector<std::int8_t> sign;
+    std::int32_t k_low = 0, k_high = 0;  // the smallest and largest k (0 for an empty matrix)
 };
 
 inline lns_operand_rows lns_pack(const lns_matrix& m, bool by_rows) {
@@ -52,6 +54,11 @@ inline lns_operand_rows lns_pack(const lns_matrix& m, bool by_rows) {
             p.sign[at] = m.sign(i, j);
             p.k[at] = m.sign(i, j) == 0 ? m.format.k_min() : m.k(i, j);
         }
+    if (!p.k.empty()) {
+        std::int32_t low = p.k[0], high = p.k[0];
+        for (const std::int32_t k : p.k) low = std::min(low, k), high = std::max(high, k);  // (vectorizes)
+        p.k_low = low, p.k_high = high;
+    }
     return p;
 }
 
@@ -149,6 +156,27 @@ template <class Step>
 struct rounds_from_odd_double : std::false_type {};
 template <rounding Mode>
 struct rounds_from_odd_double<float_step<Mode>> : std::bool_constant<Mode != rounding::stochastic> {};
+
+// acc[l] = accumulate(acc[l] + product l) over n products of a row, in order, for a chained
+// reduction whose step is light (no rounding plan) and needs no round-to-odd sum: product t is
+// power[t] times lane l of copy (r_a mod gamma) of B's row t, the copies `copy_stride` apart, the
+// rows `ld` apart (lns_kernel::per_product_lanes lays them out); a zero power adds +0.
+using lns_fused_chain_fn = void (*)(const std::int32_t*, const float*, const float*, int, std::int64_t, std::int64_t,
+                                    std::int32_t, const void*, float*);
+template <class A>
+void lns_fused_chain(const std::int32_t* k_a, const float* power, const float* rows, int n, std::int64_t copy_stride,
+                     std::int64_t ld, std::int32_t mask, const void* accumulate, float* acc_io) {
+    const A step = *static_cast<const A*>(accumulate);  // a local copy: stores cannot alias it
+    alignas(64) float acc[fast_lanes];
+    for (int l = 0; l < fast_lanes; ++l) acc[l] = acc_io[l];
+    for (int t = 0; t < n; ++t) {
+        const float* row = rows + (k_a[t] & mask) * copy_stride + t * ld;
+        const float p = power[t];
+        if (p == 0) for (int l = 0; l < fast_lanes; ++l) acc[l] = add_then(step, acc[l], 0.0f);
+        else for (int l = 0; l < fast_lanes; ++l) acc[l] = add_then(step, acc[l], p * row[l]);
+    }
+    for (int l = 0; l < fast_lanes; ++l) acc_io[l] = acc[l];
+}
 
 // Everything the outputs of one call share.
 class lns_kernel {
@@ -276,12 +304,16 @@ public:
         const std::int32_t *ka = a_.k.data() + i * K_, *kb = b_.k.data() + j * K_;
         const std::int8_t *sa = a_.sign.data() + i * K_, *sb = b_.sign.data() + j * K_;
         const int b = frac_bits_;
-        const std::int32_t mask = (std::int32_t(1) << b) - 1;
-        // The unit terms and remainders (vectorized), then the chunks' bucket sums.
-        for (std::int64_t k = 0; k < K_; ++k) {
+        const std::int32_t mask = (std::int32_t(1) << b) - 1, q_min = range_.q_min;
+        const std::int64_t K = K_;
+        // The unit terms and remainders (vectorized: locals and restrict pointers, or the stores
+        // might change this object's members), then the chunks' bucket sums.
+        std::int64_t* __restrict u_out = unit.data();
+        std::int32_t* __restrict r_out = remainder.data();
+        for (std::int64_t k = 0; k < K; ++k) {
             const std::int32_t s = ka[k] + kb[k];
-            remainder[std::size_t(k)] = s & mask;
-            unit[std::size_t(k)] = std::int64_t(sa[k] * sb[k]) << ((s >> b) - range_.q_min);
+            r_out[k] = s & mask;
+            u_out[k] = std::int64_t(sa[k] * sb[k]) << ((s >> b) - q_min);
         }
         const std::int64_t* u = unit.data();
         const std::int32_t* rem = remainder.data();
@@ -328,100 +360,145 @@ public:
         });
     }
 
-    // Per-product accumulation in fp32 lanes (fast_datapath.hpp's reduction stage, every model),
-    // where each converted product is a float: constants of at most 24 significant bits
-    // (Mitchell's; tables of T <= 23 bits) and products within float's normal range. c = the
-    // outputs (row-major); false, with c untouched and why_not set, where it does not apply.
+    // Per-product accumulation in lanes (fast_datapath.hpp's reduction stage): c = the outputs
+    // (row-major); false, with c untouched and why_not set, where it does not apply. Each converted
+    // product is one exact multiply in W: float lanes (every model) where the products are floats
+    // (constants of at most 24 significant bits: Mitchell's, tables of T <= 23 bits, and products
+    // within float's normal range), else double lanes (any table, the default T = 52 included;
+    // sequential and fma chains into float accumulators, lane_reduction's double terms).
     bool per_product_in_lanes(float* c, std::string& why_not) const {
-        const int T = spec_.conversion.method == lns_conversion::mitchell ? frac_bits_ : spec_.conversion.table_bits;
-        if (T > 23) {
-            why_not = "per_product: table constants of " + std::to_string(T) +
-                      " fraction bits are not floats (at most 23; 52 is the default)";
-            return false;
-        }
-        if (range_.q_min < -126 || range_.q_max > 126) {
-            why_not = "per_product: products span 2^" + std::to_string(range_.q_min) + " .. 2^" +
-                      std::to_string(range_.q_max + 1) + ", beyond float's normal range";
-            return false;
-        }
         if (K_ == 0) {
             why_not = "K = 0";
             return false;
         }
+        const int T = constant_shift_;
+        std::string float_why;
+        if (T > 23) float_why = "table constants of " + std::to_string(T) + " fraction bits are not floats (at most 23)";
+        else if (range_.q_min < -126 || range_.q_max > 126)
+            float_why = "products span 2^" + std::to_string(range_.q_min) + " .. 2^" +
+                        std::to_string(range_.q_max + 1) + ", beyond float's normal range";
+        if (float_why.empty() && per_product_lanes<float>(c, float_why)) return true;
+        std::string double_why;
+        if (per_product_lanes<double>(c, double_why)) return true;
+        why_not = "per_product: float lanes: " + float_why + "; double lanes: " + double_why;
+        return false;
+    }
+
+    // The lanes in W (float or double), once the products are known to be W's.
+    template <class W>
+    bool per_product_lanes(float* c, std::string& why_not) const {
+        using bits_type = std::conditional_t<std::is_same_v<W, float>, std::uint32_t, std::uint64_t>;
+        constexpr int fraction = std::numeric_limits<W>::digits - 1;     // 23 or 52
+        constexpr int bias = std::numeric_limits<W>::max_exponent - 1;  // 127 or 1023
+        constexpr bool doubles = std::is_same_v<W, double>;
+        const int T = constant_shift_;
         const value_grid terms{range_.q_min - T, T + 1, std::ldexp(1.0, range_.q_max + 1), true};
-        const auto reduction = lane_reduction::make(spec_.datapath, K_, terms, why_not);
+        const auto reduction = lane_reduction::make(spec_.datapath, K_, terms, why_not, doubles);
         if (!reduction) return false;
 
-        // Each product as one exact float multiply: A(i, k) = sign_a 2^(q_a gamma + r_a) is
-        // sign_a 2^q_a times the linear value of B(k, j) moved up by r_a, which is a float
-        // (sign_b 2^(q_b + carry) c_((r_a + r_b) mod gamma), carry = (r_a + r_b) >= gamma). So
-        // B is laid out once per r_a, by rows of k, padded to blocks of fast_lanes columns, as
-        // floats (+0 for zeros); A as sign_a 2^q_a, with r_a choosing the copy of B.
+        // Each product as one exact multiply: A(i, k) = sign_a 2^(q_a gamma + r_a) is sign_a 2^q_a
+        // times the linear value of B(k, j) moved up by r_a, which is a W (sign_b 2^(q_b + carry)
+        // c_((r_a + r_b) mod gamma), carry = (r_a + r_b) >= gamma). So B is laid out once per r_a,
+        // by rows of k, padded to blocks of fast_lanes columns (+0 for zeros); A as sign_a 2^q_a,
+        // with r_a choosing the copy of B. Every power of two must be a normal W.
         const int b = frac_bits_;
         const std::int32_t gamma = std::int32_t(1) << b, mask = gamma - 1;
         const std::int64_t blocks = (N_ + fast_lanes - 1) / fast_lanes, ld = blocks * fast_lanes;
         const auto q_range = [&](const lns_operand_rows& x, std::int32_t carry) {
-            const auto [low, high] = std::minmax_element(x.k.begin(), x.k.end());
-            return low == x.k.end() || ((*low >> b) >= -126 && (*high >> b) + carry <= 126);
+            return (x.k_low >> b) >= 1 - bias && (x.k_high >> b) + carry <= bias;
         };
         if (!q_range(a_, 0) || !q_range(b_, 1)) {
-            why_not = "per_product: an operand's powers of two beyond float's normal range";
+            why_not = std::string("an operand's powers of two beyond ") + (doubles ? "double" : "float") +
+                      "'s normal range";
             return false;
         }
-        if (double(gamma) * double(K_) * double(ld) > 0x1p26) {
-            why_not = "per_product: gamma copies of B (" + std::to_string(gamma) + ") would take more than 256 MB";
+        if (double(gamma) * double(K_) * double(ld) * sizeof(W) > 0x1p28) {
+            why_not = "gamma copies of B (" + std::to_string(gamma) + ") would take more than 256 MB";
             return false;
         }
-        // (on the bits: q << 23 moves a float's exponent by q, within the range checked above)
-        std::vector<std::uint32_t> c_bits;  // c_0 .. c_(gamma-1), then 2 c_0 .. 2 c_(gamma-1): the carry
+        // (on the bits: q << fraction moves a W's exponent by q, within the range checked above)
+        std::vector<bits_type> c_bits;  // c_0 .. c_(gamma-1), then 2 c_0 .. 2 c_(gamma-1): the carry
         for (const int carry : {0, 1})
-            for (const double c_r : constants_)
-                c_bits.push_back(std::bit_cast<std::uint32_t>(std::ldexp(float(c_r), carry)));  // (exact: <= 24 bits)
-        const auto sign_bit = [](std::int8_t sign) { return sign < 0 ? 0x80000000u : 0u; };
-        // (B by rows of k first, so that each copy is written in order)
-        std::vector<std::int32_t> b_k(std::size_t(K_ * N_));
-        std::vector<std::int8_t> b_sign(std::size_t(K_ * N_));
-        for (std::int64_t j = 0; j < N_; ++j)
-            for (std::int64_t k = 0; k < K_; ++k) {
-                b_k[std::size_t(k * N_ + j)] = b_.k[std::size_t(j * K_ + k)];
-                b_sign[std::size_t(k * N_ + j)] = b_.sign[std::size_t(j * K_ + k)];
-            }
-        std::vector<float> b_moved(std::size_t(gamma * K_ * ld), 0.0f);
-        for (std::int32_t r_a = 0; r_a < gamma; ++r_a)
-            for (std::int64_t k = 0; k < K_; ++k)
-                for (std::int64_t j = 0; j < N_; ++j) {
-                    const std::size_t from = std::size_t(k * N_ + j);
-                    const std::uint32_t bits = c_bits[std::size_t(r_a + (b_k[from] & mask))] +
-                                               (std::uint32_t(b_k[from] >> b) << 23);
-                    b_moved[std::size_t((r_a * K_ + k) * ld + j)] =
-                        b_sign[from] == 0 ? 0.0f : std::bit_cast<float>(bits | sign_bit(b_sign[from]));
-                }
-        std::vector<float> a_power(a_.k.size(), 0.0f);
-        for (std::size_t t = 0; t < a_.k.size(); ++t)
-            if (a_.sign[t] != 0)
-                a_power[t] = std::bit_cast<float>((std::uint32_t((a_.k[t] >> b) + 127) << 23) | sign_bit(a_.sign[t]));
+            for (const double c_r : constants_)  // (exact: at most 24 significant bits for floats)
+                c_bits.push_back(std::bit_cast<bits_type>(W(std::ldexp(c_r, carry))));
+        const auto sign_bit = [](std::int8_t sign) { return sign < 0 ? bits_type(1) << (sizeof(W) * 8 - 1) : bits_type(0); };
         const int threads = thread_count(spec_.datapath.threads);
+        std::vector<W> b_moved(std::size_t(gamma * K_ * ld));
+        std::vector<W> a_power(a_.k.size());
+        std::vector<std::int32_t> b_k(std::size_t(K_ * N_));  // B by rows of k
+        std::vector<bits_type> b_sign(std::size_t(K_ * N_));
 #pragma omp parallel num_threads(threads)
         {
-            std::vector<float> scratch(std::size_t(reduction->scratch_rows() * fast_lanes));
+#pragma omp for schedule(static)
+            for (std::int64_t j = 0; j < N_; ++j)
+                for (std::int64_t k = 0; k < K_; ++k) {
+                    const std::size_t from = std::size_t(j * K_ + k), to = std::size_t(k * N_ + j);
+                    b_k[to] = b_.k[from];
+                    b_sign[to] = b_.sign[from] == 0 ? 0 : sign_bit(b_.sign[from]) | 1;  // (0: a zero)
+                }
+#pragma omp for schedule(static)
+            for (std::int64_t k = 0; k < K_; ++k)
+                for (std::int32_t r_a = 0; r_a < gamma; ++r_a) {
+                    W* row = b_moved.data() + (r_a * K_ + k) * ld;
+                    const std::int32_t* kb = b_k.data() + k * N_;
+                    const bits_type* sb = b_sign.data() + k * N_;
+                    const bits_type* c_moved = c_bits.data() + r_a;
+                    for (std::int64_t j = 0; j < N_; ++j) {
+                        const bits_type bits =
+                            c_moved[kb[j] & mask] + (bits_type(std::make_signed_t<bits_type>(kb[j] >> b)) << fraction);
+                        row[j] = sb[j] == 0 ? W(0) : std::bit_cast<W>(bits | (sb[j] & ~bits_type(1)));
+                    }
+                    std::fill(row + N_, row + ld, W(0));
+                }
+#pragma omp for schedule(static)
+            for (std::size_t t = 0; t < a_.k.size(); ++t)
+                a_power[t] = a_.sign[t] == 0 ? W(0)
+                                             : std::bit_cast<W>((bits_type((a_.k[t] >> b) + bias) << fraction) |
+                                                                sign_bit(a_.sign[t]));
+        }
+        const void* const accumulate = address_of(reduction->accumulate());
+        const lns_fused_chain_fn fused_chain =
+            doubles || !reduction->chained()
+                ? nullptr
+                : std::visit(
+                      [](const auto& op) -> lns_fused_chain_fn {
+                          using A = std::decay_t<decltype(op)>;
+                          if constexpr (is_light<A> && !is_odd_sum<A>) return &lns_fused_chain<A>;
+                          else return nullptr;
+                      },
+                      reduction->accumulate());
+#pragma omp parallel num_threads(threads)
+        {
+            std::vector<W> scratch(std::size_t(reduction->scratch_rows() * fast_lanes));
 #pragma omp for schedule(static) collapse(2)
             for (std::int64_t block = 0; block < blocks; ++block)
                 for (std::int64_t i = 0; i < M_; ++i) {
                     const std::int32_t* ka = a_.k.data() + i * K_;
-                    const float* pa = a_power.data() + i * K_;
+                    const W* pa = a_power.data() + i * K_;
                     const std::int64_t j0 = block * fast_lanes;
                     // terms k .. k + m - 1 of row i and this block (exact products)
-                    const auto fill = [&](std::int64_t k, int m, float* out) {
+                    const auto fill = [&](std::int64_t k, int m, W* out) {
                         for (int u = 0; u < m; ++u) {
-                            const float* row = b_moved.data() + ((ka[k + u] & mask) * K_ + k + u) * ld + j0;
-                            const float power = pa[k + u];
-                            float* o = out + std::ptrdiff_t(u) * fast_lanes;
-                            if (power == 0) std::fill(o, o + fast_lanes, 0.0f);  // (+0, as the exact path's)
+                            const W* row = b_moved.data() + ((ka[k + u] & mask) * K_ + k + u) * ld + j0;
+                            const W power = pa[k + u];
+                            W* o = out + std::ptrdiff_t(u) * fast_lanes;
+                            if (power == 0) std::fill(o, o + fast_lanes, W(0));  // (+0, as the exact path's)
                             else for (int l = 0; l < fast_lanes; ++l) o[l] = power * row[l];
                         }
                     };
                     alignas(64) float total[fast_lanes] = {};
-                    reduction->row(K_, fill, [](std::int64_t, int, float*) { return false; }, scratch.data(), total);
+                    if constexpr (doubles) {
+                        reduction->row_of_doubles(K_, fill, scratch.data(), total);
+                    } else {
+                        // Accumulators that are one fp32 addition and a cheap step take each
+                        // product as it is made (no buffer); the rest go through fill's buffer.
+                        const auto fused = [&](std::int64_t k, int n, float* acc) {
+                            if (fused_chain == nullptr) return false;
+                            fused_chain(ka + k, pa + k, b_moved.data() + k * ld + j0, n, K_ * ld, ld, mask, accumulate, acc);
+                            return true;
+                        };
+                        reduction->row(K_, fill, fused, scratch.data(), total);
+                    }
                     for (std::int64_t l = 0; l < std::min<std::int64_t>(fast_lanes, N_ - j0); ++l)
                         c[i * N_ + j0 + l] = total[l];
                 }

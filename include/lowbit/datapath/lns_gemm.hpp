@@ -103,6 +103,8 @@
 
 #include <Eigen/Core>
 
+#include <bit>
+#include <cmath>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -199,8 +201,26 @@ lns_matrix lns_encode(const Eigen::MatrixBase<D>& x, const lns_quantizer& q,
     if (scale == lns_input_scale::per_tensor_max) m.format = q.format.scaled(lns_scale_exponent_for_max(amax, q.format));
     m.k.resize(x.rows(), x.cols());
     m.sign.resize(x.rows(), x.cols());
-    for (Eigen::Index i = 0; i < x.rows(); ++i)
-        for (Eigen::Index j = 0; j < x.cols(); ++j) {
+    // Nonzero floats and doubles of normal exponent by the threshold table, without branches
+    // (subnormal doubles are no float's value: those of a double matrix go the general way).
+    if (const auto table = detail::lns_table_rounding::make(m.format, q.mode, q.on_underflow)) {
+        bool subnormal = false;
+        for (Eigen::Index j = 0; j < x.cols(); ++j)
+            for (Eigen::Index i = 0; i < x.rows(); ++i) {
+                const double v = double(x(i, j));
+                const std::uint64_t bits = std::bit_cast<std::uint64_t>(std::fabs(v));
+                std::int32_t zero = 0;
+                m.k(i, j) = table->k(bits, zero);
+                const bool nonzero_exponent = (bits >> 52) != 0;
+                subnormal = subnormal || (!nonzero_exponent && v != 0);
+                const bool nonzero = nonzero_exponent && zero == 0;
+                m.sign(i, j) = std::int8_t(nonzero ? (v < 0 ? -1 : 1) : 0);
+                if (!nonzero) m.k(i, j) = m.format.k_min();
+            }
+        if (!subnormal) return m;
+    }
+    for (Eigen::Index j = 0; j < x.cols(); ++j)  // (in storage order; the random index is by rows)
+        for (Eigen::Index i = 0; i < x.rows(); ++i) {
             const double v = double(x(i, j));
             const std::uint64_t index = std::uint64_t(i) * std::uint64_t(x.cols()) + std::uint64_t(j);
             const std::uint32_t random = q.mode == lns_rounding::stochastic_log ? random_bits_at(q.seed, index) : 0u;

@@ -423,6 +423,57 @@ void odd_accumulate(const float* buf, int n, float* acc_io, const Round& round) 
         for (int v = 0; v < 4; ++v) acc[v] = round(sum_round_odd(acc[v], _mm512_loadu_ps(buf + 64 * t + 16 * v)));
     for (int v = 0; v < 4; ++v) _mm512_storeu_ps(acc_io + 16 * v, acc[v]);
 }
+
+// ---- double terms (lane_reduction's double_terms) ----
+
+// x + y rounded to odd in double, as sum_round_odd rounds in fp32 (the sums here, a float and a
+// finite term below 2^961, stay far inside double's range).
+[[gnu::always_inline]] inline __m512d sum_round_odd(__m512d x, __m512d y) {
+    const __m512d truncated = _mm512_add_round_pd(x, y, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __m512d down = _mm512_add_round_pd(x, y, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    const __m512d up = _mm512_add_round_pd(x, y, _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC);
+    const __mmask8 inexact = _mm512_cmp_pd_mask(down, up, _CMP_NEQ_OQ);
+    const __m512i bits = _mm512_castpd_si512(truncated);
+    return _mm512_castsi512_pd(_mm512_mask_or_epi64(bits, inexact, bits, _mm512_set1_epi64(1)));
+}
+
+// Doubles made floats: fp32's nearest, or rounded to odd (the same conversions truncated, with
+// the last bit set where those rounded down and up differ; beyond fp32's range the largest value,
+// as sum_round_odd's).
+struct nearest_float {
+    [[gnu::always_inline]] __m256 operator()(__m512d d) const { return _mm512_cvtpd_ps(d); }
+};
+struct odd_float {
+    [[gnu::always_inline]] __m256 operator()(__m512d d) const {
+        const __m256 truncated = _mm512_cvt_roundpd_ps(d, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+        const __m256 down = _mm512_cvt_roundpd_ps(d, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+        const __m256 up = _mm512_cvt_roundpd_ps(d, _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC);
+        const __m256i inexact = _mm256_castps_si256(_mm256_cmp_ps(down, up, _CMP_NEQ_OQ));
+        return _mm256_castsi256_ps(
+            _mm256_or_si256(_mm256_castps_si256(truncated), _mm256_and_si256(inexact, _mm256_set1_epi32(1))));
+    }
+};
+
+// acc[l] = round(to_float(acc[l] + buf[t][l] rounded to odd in double)) for t < n, for 64 lanes
+// of double terms (rows of 64 in buf): a float plus a term of up to 53 bits, its round-to-odd
+// double carrying the exact sum's rounding to any format of at most 51 bits. Sixteen lanes at a
+// time, as two halves of eight doubles.
+template <class ToFloat, class Round>
+void double_terms_accumulate(const double* buf, int n, float* acc_io, const ToFloat& to_float, const Round& round) {
+    __m512 acc[4];
+    for (int v = 0; v < 4; ++v) acc[v] = _mm512_loadu_ps(acc_io + 16 * v);
+    for (int t = 0; t < n; ++t)
+        for (int v = 0; v < 4; ++v) {
+            const double* p = buf + 64 * t + 16 * v;
+            const __m256 low_half = _mm512_castps512_ps256(acc[v]);
+            const __m256 high_half = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[v]), 1));
+            const __m256 low = to_float(sum_round_odd(_mm512_cvtps_pd(low_half), _mm512_loadu_pd(p)));
+            const __m256 high = to_float(sum_round_odd(_mm512_cvtps_pd(high_half), _mm512_loadu_pd(p + 8)));
+            acc[v] = round(_mm512_castpd_ps(
+                _mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(low)), _mm256_castps_pd(high), 1)));
+        }
+    for (int v = 0; v < 4; ++v) _mm512_storeu_ps(acc_io + 16 * v, acc[v]);
+}
 #endif
 
 }  // namespace lowbit::detail

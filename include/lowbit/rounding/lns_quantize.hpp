@@ -119,42 +119,66 @@ inline bool at_least_exp2(double s, std::int64_t h, int m) {
 
 // For m <= table_log2_bits: the smallest doubles at or above 2^(i / 2^m), i = 1 .. 2^m - 1 (no
 // double equals one of these irrational numbers, so f >= 2^(i / 2^m) exactly when f >= the entry),
-// found once with the exact predicate.
+// found once with the exact predicate. Counting the thresholds at or below an f in [1, 2) takes
+// one lookup: [1, 2) is cut into 2^(m + 2) equal buckets, narrower than the gap between two
+// thresholds (2^(1/2^m) - 1 > ln 2 / 2^m > 2^-(m + 2)), so a bucket holds at most one threshold;
+// `below` counts those under the bucket's start and `next` is the first at or above it.
 inline constexpr int table_log2_bits = 8;
-inline const std::vector<double>& log2_thresholds(int m) {
+struct log2_threshold_table {
+    int bucket_bits = 0;  // m + 2
+    std::vector<std::int32_t> below;
+    std::vector<double> next;  // 2 where no threshold is left
+    std::vector<std::uint64_t> next_fraction;  // next's 52 fraction bits (2^52 for 2: above all)
+
+    // The thresholds at or below f, for f in [1, 2).
+    std::int64_t count(double f) const {
+        const auto bucket = std::size_t((std::bit_cast<std::uint64_t>(f) >> (52 - bucket_bits)) &
+                                        ((std::uint64_t(1) << bucket_bits) - 1));
+        return below[bucket] + (f >= next[bucket] ? 1 : 0);
+    }
+};
+inline const log2_threshold_table& log2_thresholds(int m) {
     static const auto tables = [] {
-        std::array<std::vector<double>, table_log2_bits + 1> t;
-        for (int bits = 0; bits <= table_log2_bits; ++bits)
+        std::array<log2_threshold_table, table_log2_bits + 1> tables;
+        for (int bits = 0; bits <= table_log2_bits; ++bits) {
+            std::vector<double> t;
             for (std::int64_t i = 1; i < (std::int64_t(1) << bits); ++i) {
                 double x = std::nextafter(exp2_dyadic(std::uint64_t(i), bits).hi, 0.0);
                 while (!at_least_exp2(x, i, bits)) x = std::nextafter(x, 4.0);
-                t[std::size_t(bits)].push_back(x);
+                t.push_back(x);
             }
-        return t;
+            log2_threshold_table& table = tables[std::size_t(bits)];
+            table.bucket_bits = bits + 2;
+            for (std::int64_t j = 0; j < (std::int64_t(1) << table.bucket_bits); ++j) {
+                const double start = 1 + std::ldexp(double(j), -table.bucket_bits);  // (exact)
+                const auto first = std::lower_bound(t.begin(), t.end(), start);
+                table.below.push_back(std::int32_t(first - t.begin()));
+                table.next.push_back(first == t.end() ? 2.0 : *first);
+                table.next_fraction.push_back(first == t.end() ? std::uint64_t(1) << 52
+                                                               : std::bit_cast<std::uint64_t>(*first) & ((std::uint64_t(1) << 52) - 1));
+            }
+        }
+        return tables;
     }();
     return tables[std::size_t(m)];
 }
 
-// floor(2^m log2 s) for a positive finite double s (subnormals included), 0 <= m <= 52.
-inline std::int64_t floor_scaled_log2(double s, int m) {
+// floor(2^m log2 s) beyond the table: m > table_log2_bits or subnormal s (below).
+inline std::int64_t floor_scaled_log2_from_log(double s, int m);
+
+// floor(2^m log2 s) for a positive finite double s (subnormals included), 0 <= m <= 52. (The
+// table's case is small enough to inline into a caller's loop; the rest is a call.)
+[[gnu::always_inline]] inline std::int64_t floor_scaled_log2(double s, int m) {
     const auto bits = std::bit_cast<std::uint64_t>(s);
-    if (m <= table_log2_bits && (bits >> 52) != 0) {  // normal s = f 2^e, f in [1, 2): count thresholds
-        const std::vector<double>& t = log2_thresholds(m);
+    if (m <= table_log2_bits && (bits >> 52) != 0) [[likely]] {  // normal s = f 2^e, f in [1, 2): count thresholds
         const double f = std::bit_cast<double>((bits & ((std::uint64_t(1) << 52) - 1)) | (std::uint64_t(1023) << 52));
-        // the thresholds at or below f: a binary search without branches (f's position is
-        // random, so branches would mispredict)
-        std::int64_t below = 0;
-        if (!t.empty()) {
-            const double* base = t.data();
-            for (std::size_t n = t.size(); n > 1;) {
-                const std::size_t half = n / 2;
-                base = base[half] <= f ? base + half : base;
-                n -= half;
-            }
-            below = (base - t.data()) + (*base <= f ? 1 : 0);
-        }
-        return (std::int64_t(bits >> 52) - 1023) * (std::int64_t(1) << m) + below;
+        return (std::int64_t(bits >> 52) - 1023) * (std::int64_t(1) << m) + log2_thresholds(m).count(f);
     }
+    return floor_scaled_log2_from_log(s, m);
+}
+
+inline std::int64_t floor_scaled_log2_from_log(double s, int m) {
+    const auto bits = std::bit_cast<std::uint64_t>(s);
     // s = f 2^e with f in [1/2, 1): from the bits for normal s (std::frexp is a library call).
     int e = 0;
     double f = 0;
@@ -238,8 +262,9 @@ inline double round_odd(double_double v) {
 }  // namespace detail
 
 // The k that a magnitude a (positive, finite or +infinity) rounds to in format f, in
-// [k_min(), k_max()], or no value when it underflows to zero. f must be valid.
-inline std::optional<int> lns_round_magnitude(double a, const lns_format& f, lns_rounding mode,
+// [k_min(), k_max()], or no value when it underflows to zero. f must be valid. (Inlined: returned
+// through memory, the optional costs a store-forwarding stall, as much as the rounding itself.)
+[[gnu::always_inline]] inline std::optional<int> lns_round_magnitude(double a, const lns_format& f, lns_rounding mode,
                                               lns_underflow on_underflow = lns_underflow::zero,
                                               std::uint32_t random = 0, int random_bits = 32) {
     if (!(a < std::numeric_limits<double>::infinity())) return f.k_max();
@@ -275,6 +300,45 @@ inline std::optional<int> lns_round_magnitude(double a, const lns_format& f, lns
     }
     return int(k);
 }
+
+namespace detail {
+
+// lns_round_magnitude for many values, where the threshold table decides (nearest_log and
+// toward_zero with frac_bits + 1 <= table_log2_bits, for every positive double of a normal
+// exponent and +infinity): one lookup and no branch per value, so a loop over them vectorizes.
+struct lns_table_rounding {
+    const log2_threshold_table* table = nullptr;
+    int m = 0;         // floor(2^m log2 a): m = frac_bits, + 1 for nearest_log's half steps
+    bool nearest = false;
+    std::int32_t k_min = 0, k_max = 0;
+    bool to_zero = true;  // underflow gives zero (else k_min)
+
+    static std::optional<lns_table_rounding> make(const lns_format& f, lns_rounding mode, lns_underflow on_underflow) {
+        if (mode != lns_rounding::nearest_log && mode != lns_rounding::toward_zero) return std::nullopt;
+        lns_table_rounding r;
+        r.nearest = mode == lns_rounding::nearest_log;
+        r.m = f.frac_bits + (r.nearest ? 1 : 0);
+        if (r.m > table_log2_bits) return std::nullopt;
+        r.table = &log2_thresholds(r.m);
+        r.k_min = f.k_min(), r.k_max = f.k_max();
+        r.to_zero = on_underflow == lns_underflow::zero;
+        return r;
+    }
+
+    // The k of a (whose bits are `bits`: a normal positive double or +infinity, whose exponent
+    // field 2047 puts it above every k_max); zero = 1 where it underflows to zero.
+    [[gnu::always_inline]] std::int32_t k(std::uint64_t bits, std::int32_t& zero) const {
+        const std::uint64_t fraction = bits & ((std::uint64_t(1) << 52) - 1);
+        const auto bucket = std::size_t(fraction >> (52 - table->bucket_bits));
+        const std::int64_t h = (std::int64_t(bits >> 52) - 1023) * (std::int64_t(1) << m) + table->below[bucket] +
+                               std::int64_t(fraction >= table->next_fraction[bucket]);
+        const std::int64_t k = nearest ? (h + 1) >> 1 : h;  // (floor: arithmetic shift)
+        zero = std::int32_t(k < k_min) & std::int32_t(to_zero);
+        return std::int32_t(std::clamp<std::int64_t>(k, k_min, k_max));
+    }
+};
+
+}  // namespace detail
 
 // x rounded to format f (see the header for the rules). Throws std::invalid_argument for an
 // invalid format or random_bits outside [1, 32] (stochastic_log).
