@@ -72,7 +72,7 @@ TEST_CASE("int_quantizer equals the reference, scalar and array, every mode and 
                               rounding::toward_positive, rounding::toward_negative, rounding::odd,
                               rounding::stochastic};
     int checked = 0;
-    for (const int bits : {2, 8, 16, 32, 53})
+    for (const int bits : {2, 8, 16, 30, 32, 53})
         for (const bool is_signed : {true, false})
             for (const int_overflow o : {int_overflow::wrap, int_overflow::saturate})
                 for (const int fraction : {-3, 0, 5})
@@ -90,9 +90,25 @@ TEST_CASE("int_quantizer equals the reference, scalar and array, every mode and 
                                               -std::numeric_limits<float>::infinity(),
                                               std::numeric_limits<float>::quiet_NaN(), 3.0e38f, -3.0e38f})
                             x.push_back(s);
-                        std::vector<float> array = x;
+                        // Arrays without specials whose x 2^f stay below 2^30 take the vectorized
+                        // loop (formats of up to 30 bits): ties, both zeros, the range's edges and
+                        // beyond (wrapping negative multiples of 2^bits to +0).
+                        std::vector<float> small;
+                        for (int t = 0; t < 300; ++t)
+                            small.push_back(float(std::ldexp(normal(gen), std::min(shift(gen), 26) - fraction)));
+                        for (const double h : {0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 0.25, -0.75, 3.0, -7.0})
+                            small.push_back(float(std::ldexp(h, -fraction)));
+                        for (const double edge : {std::ldexp(1.0, bits - 1), std::ldexp(1.0, bits)})
+                            for (const double d : {-1.0, -0.5, 0.0, 0.5, 1.0})
+                                for (const double sign : {1.0, -1.0})
+                                    if (std::fabs(edge + d) < 0x1p29) small.push_back(float(std::ldexp(sign * (edge + d), -fraction)));
+                        small.push_back(0.0f);
+                        small.push_back(-0.0f);
+                        x.insert(x.begin(), small.begin(), small.end());
+                        for (const std::size_t length : {small.size(), x.size()}) {
+                        std::vector<float> array(x.begin(), x.begin() + std::ptrdiff_t(length));
                         q(std::span<float>(array), 1000);
-                        for (std::size_t e = 0; e < x.size(); ++e) {
+                        for (std::size_t e = 0; e < length; ++e) {
                             const std::uint64_t index = 1000 + e;
                             const std::uint32_t random =
                                 mode == rounding::stochastic ? lowbit::random_bits_at(q.seed, index) : 0u;
@@ -104,6 +120,7 @@ TEST_CASE("int_quantizer equals the reference, scalar and array, every mode and 
                             CHECK(same(scalar, expected));
                             CHECK(same(double(array[e]), double(float(expected))));
                             ++checked;
+                        }
                         }
                     }
     CHECK(checked > 100000);
