@@ -396,6 +396,59 @@ TEST_CASE("per-product LNS GEMM runs in lanes: fp32 where the converted products
     CHECK_THAT(report.reason, Catch::Contains("52 fraction bits") && Catch::Contains("sequential and fma chains only"));
 }
 
+TEST_CASE("exact sums run in integer lanes: exact per-product accumulation and buckets that cannot overflow",
+          "[lns_gemm][reference][lanes]") {
+    // Outputs whose value is the exact sum of the converted products (rounded once by bucket_sum)
+    // are summed 64 at a time in int64 lanes (int32 or int64 copies of B): bit for bit the
+    // reference, for Mitchell's constants and a 16-bit table (the 52-bit one goes elsewhere),
+    // narrow and wide products, every chunk model but aligned, 70 columns, one and two threads.
+    std::mt19937_64 rng(19);
+    const auto int_acc = [](int bits, int_overflow o) {
+        return quantizer(int_quantizer{.format = {.bits = bits}, .on_overflow = o});
+    };
+    const lns_format lns8_low = lowbit::lns8.scaled(-40), lns16_narrow{.log_bits = 12, .frac_bits = 8};
+    struct setting {
+        lns_accumulation how;
+        gemm_spec datapath;
+        quantizer bucket_sum;
+    };
+    const std::vector<setting> settings{
+        {lns_accumulation::per_product, {}, {}},
+        {lns_accumulation::per_product, {.model = accumulation::pairwise, .chunk = 8, .threads = 2}, {}},
+        {lns_accumulation::bucketed, {}, lowbit::bf16},
+        {lns_accumulation::bucketed, {.accumulator = int_acc(48, int_overflow::wrap), .chunk = 16}, {}},
+        {lns_accumulation::bucketed,
+         {.accumulator = int_acc(44, int_overflow::saturate), .model = accumulation::fused, .chunk = 5,
+          .chunk_accumulator = int_acc(50, int_overflow::wrap), .threads = 2},
+         float_quantizer{.format = lowbit::fp16, .mode = rounding::toward_zero}},
+    };
+    for (const setting& set : settings)
+        for (const int T : {0, 16, 52})
+            for (const auto& [fa, fb] : {std::pair{lns8_low, lns8_low}, std::pair{lowbit::lns8, lowbit::lns8.scaled(30)},
+                                         std::pair{lns16_narrow, lns16_narrow.scaled(-900)}}) {
+                const lns_converter conversion = T == 0 ? lns_converter{.method = lns_conversion::mitchell}
+                                                        : lns_converter{.method = lns_conversion::table, .table_bits = T};
+                const lns_gemm_spec spec{.conversion = conversion, .accumulation = set.how, .datapath = set.datapath,
+                                         .bucket_sum = set.bucket_sum};
+                INFO(describe(spec) << " A " << fa.k_min() << ".." << fa.k_max());
+                const lns_matrix A = random_lns(3, 37, fa, rng), B = random_lns(37, 70, fb, rng);
+                lowbit::gemm_report report;
+                const Eigen::MatrixXf got = lowbit::lns_gemm(A, B, spec, nullptr, &report);
+                INFO(report.reason);
+                // (the 52-bit table's constants leave too few bits: it goes elsewhere)
+                CHECK((report.kernel == lowbit::gemm_kernel::integer_sum_lanes) == (T < 52));
+                CHECK(differing(reference_lns_gemm(A, B, spec, nullptr), got) == 0);
+            }
+    // Buckets that a sum can overflow keep their own kernel (the 64-bit shortcut).
+    const lns_gemm_spec narrow{.accumulation = lns_accumulation::bucketed,
+                               .datapath = {.accumulator = int_acc(20, int_overflow::wrap)}};
+    lowbit::gemm_report report;
+    const lns_matrix A = random_lns(3, 37, lns8_low, rng), B = random_lns(37, 5, lns8_low, rng);
+    const Eigen::MatrixXf got = lowbit::lns_gemm(A, B, narrow, nullptr, &report);
+    CHECK(report.kernel == lowbit::gemm_kernel::integer_buckets);
+    CHECK(differing(reference_lns_gemm(A, B, narrow, nullptr), got) == 0);
+}
+
 TEST_CASE("bucketed LNS GEMM equals its reference: integer buckets that wrap, saturate, truncate", "[lns_gemm][reference][bucketed]") {
     std::mt19937_64 rng(12);
     // lns8 products span q = -16 .. 15: unit terms up to 2^31.

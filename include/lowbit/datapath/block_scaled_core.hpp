@@ -581,7 +581,7 @@ inline bool block_terms_in_lanes(const block_scaled_matrix& A, const block_scale
                             thread_local std::vector<double> scratch;  // (on the pool's threads)
                             scratch.resize(std::size_t(reduction->scratch_rows() * fast_lanes));
                             alignas(64) float total[fast_lanes] = {};
-                            reduction->row_of_doubles(o->nb, row_terms, scratch.data(), total);
+                            reduction->row_of_doubles(o->nb, row_terms, [](std::int64_t, int, float*) { return false; }, scratch.data(), total);
                             store(i, j0, total);
                         });
         return true;

@@ -485,6 +485,32 @@ void product_pass(const float* a, const float* b, std::ptrdiff_t ldb, int n, con
     }
 }
 
+#if defined(__AVX512F__)
+// acc[l] = accumulate(acc[l] + term t of lane l) for t < n, in order, for double terms (terms(t, h):
+// lanes 8h .. 8h + 7 of term t, an __m512d) in AVX-512 (shift_rounding.hpp's double_terms_accumulate);
+// false, with acc untouched, for the operations it does not serve.
+template <class A, class Terms>
+[[gnu::always_inline]] inline bool accumulate_double_terms(const A& op, int n, const Terms& terms, float* acc_io) {
+    if constexpr (std::is_same_v<A, sum_fp32>) {
+        double_terms_accumulate(n, terms, acc_io, nearest_float{}, [](__m512 x) { return x; });
+        return true;
+    } else if constexpr (std::is_same_v<A, sum_fp32_saturating>) {
+        double_terms_accumulate(n, terms, acc_io, nearest_float{}, [](__m512 x) {
+            // (constants first: a NaN operand is what max and min return then)
+            return _mm512_min_ps(_mm512_set1_ps(FLT_MAX), _mm512_max_ps(_mm512_set1_ps(-FLT_MAX), x));
+        });
+        return true;
+    } else if constexpr (is_odd_sum<A>) {
+        if constexpr (has_odd_chain<decltype(A::inner)>) {
+            with_vector_rounding(op.inner,
+                                 [&](const auto& round) { double_terms_accumulate(n, terms, acc_io, odd_float{}, round); });
+            return true;
+        }
+    }
+    return false;
+}
+#endif
+
 // acc[l] = accumulate(acc[l] + buf[t][l]) for t < n, in order; the terms floats, or doubles for
 // the operations that take them (takes_double_terms).
 template <class A, class T = float>
@@ -495,20 +521,10 @@ void accumulate_pass(const T* buf, int n, float* acc_io, const void* accumulate)
         if constexpr (has_odd_chain<decltype(A::inner)>)
             return with_vector_rounding(static_cast<const A*>(accumulate)->inner,
                                         [&](const auto& round) { odd_accumulate(buf, n, acc_io, round); });
-    if constexpr (std::is_same_v<T, double>) {
-        if constexpr (std::is_same_v<A, sum_fp32>)
-            return double_terms_accumulate(buf, n, acc_io, nearest_float{}, [](__m512 x) { return x; });
-        if constexpr (std::is_same_v<A, sum_fp32_saturating>)
-            return double_terms_accumulate(buf, n, acc_io, nearest_float{}, [](__m512 x) {
-                // (constants first: a NaN operand is what max and min return then)
-                return _mm512_min_ps(_mm512_set1_ps(FLT_MAX), _mm512_max_ps(_mm512_set1_ps(-FLT_MAX), x));
-            });
-        if constexpr (is_odd_sum<A>)
-            if constexpr (has_odd_chain<decltype(A::inner)>)
-                return with_vector_rounding(static_cast<const A*>(accumulate)->inner, [&](const auto& round) {
-                    double_terms_accumulate(buf, n, acc_io, odd_float{}, round);
-                });
-    }
+    if constexpr (std::is_same_v<T, double>)
+        if (accumulate_double_terms(*static_cast<const A*>(accumulate), n,
+                                    [&](int t, int h) { return _mm512_loadu_pd(buf + 64 * t + 8 * h); }, acc_io))
+            return;
 #endif
     if constexpr (std::is_same_v<T, float> || takes_double_terms<A>) {
         const A step = *static_cast<const A*>(accumulate);  // a local copy: stores cannot alias it
@@ -1359,18 +1375,21 @@ public:
 
     // The same for double terms (make with double_terms): fill(k, m, buf) writes m rows of
     // fast_lanes doubles.
-    template <class Fill>
-    void row_of_doubles(std::int64_t K, const Fill& fill, double* buf, float* total) const {
+    // As row(), fused(k, n, acc) may accumulate a chunk's n terms itself.
+    template <class Fill, class Fused>
+    void row_of_doubles(std::int64_t K, const Fill& fill, const Fused& fused, double* buf, float* total) const {
         alignas(64) float acc[fast_lanes];
         const void* const accumulate_address = address_of(accumulate_);
         const void* const chunk_address = address_of(chunk_step_);
         for (std::int64_t start = 0; start < K; start += chunk_) {
             const std::int64_t end = std::min(start + chunk_, K);
             std::fill(acc, acc + fast_lanes, 0.0f);
-            for (std::int64_t k = start; k < end; k += fast_panel) {
-                const int m = int(std::min<std::int64_t>(fast_panel, end - k));
-                fill(k, m, buf);
-                accumulate_doubles_(buf, m, acc, accumulate_address);
+            if (!fused(start, int(end - start), acc)) {
+                for (std::int64_t k = start; k < end; k += fast_panel) {
+                    const int m = int(std::min<std::int64_t>(fast_panel, end - k));
+                    fill(k, m, buf);
+                    accumulate_doubles_(buf, m, acc, accumulate_address);
+                }
             }
             chunk_only_(acc, 1, total, chunk_address);  // total = chunk_acc(total + acc)
         }

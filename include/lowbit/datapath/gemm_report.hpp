@@ -24,6 +24,7 @@ enum class gemm_kernel {
     scaled_chain_avx512,  // scaled_chain.hpp: the paper's flush-and-saturate chain in AVX-512
     integer_chain,        // integer_chain.hpp: integer accumulators in int64 lanes
     integer_buckets,      // lns_gemm.hpp: exact or wrapping LNS buckets summed in 64-bit integers
+    integer_sum_lanes,    // lns_gemm.hpp: exact sums of 64 outputs at once in int64 lanes
     block_terms_per_output,  // block_scaled_gemm.hpp: vectorized block dots, each output's terms
                              // scaled and reduced on its own (the exact reduction)
 };
@@ -35,6 +36,7 @@ constexpr const char* to_string(gemm_kernel k) {
         case gemm_kernel::scaled_chain_avx512: return "scaled_chain_avx512";
         case gemm_kernel::integer_chain: return "integer_chain";
         case gemm_kernel::integer_buckets: return "integer_buckets";
+        case gemm_kernel::integer_sum_lanes: return "integer_sum_lanes";
         case gemm_kernel::block_terms_per_output: return "block_terms_per_output";
     }
     return "?";

@@ -172,10 +172,38 @@ void lns_fused_chain(const std::int32_t* k_a, const float* power, const float* r
     for (int t = 0; t < n; ++t) {
         const float* row = rows + (k_a[t] & mask) * copy_stride + t * ld;
         const float p = power[t];
+        // (+ 0: a product with a zero operand is +0, as on the exact path, whatever the signs)
         if (p == 0) for (int l = 0; l < fast_lanes; ++l) acc[l] = add_then(step, acc[l], 0.0f);
-        else for (int l = 0; l < fast_lanes; ++l) acc[l] = add_then(step, acc[l], p * row[l]);
+        else for (int l = 0; l < fast_lanes; ++l) acc[l] = add_then(step, acc[l], p * row[l] + 0.0f);
     }
     for (int l = 0; l < fast_lanes; ++l) acc_io[l] = acc[l];
+}
+
+// The same for double products, where AVX-512 adds them (accumulate_double_terms); elsewhere,
+// and for the operations it does not serve, no function: the products go through a buffer.
+using lns_fused_double_chain_fn = void (*)(const std::int32_t*, const double*, const double*, int, std::int64_t,
+                                           std::int64_t, std::int32_t, const void*, float*);
+#if defined(__AVX512F__)
+template <class A>
+void lns_fused_double_chain(const std::int32_t* k_a, const double* power, const double* rows, int n,
+                            std::int64_t copy_stride, std::int64_t ld, std::int32_t mask, const void* accumulate,
+                            float* acc_io) {
+    // (+ 0: a product with a zero operand is +0, as on the exact path, whatever the signs)
+    const auto terms = [&](int t, int h) {
+        const double* row = rows + (k_a[t] & mask) * copy_stride + t * ld;
+        return _mm512_fmadd_pd(_mm512_set1_pd(power[t]), _mm512_loadu_pd(row + 8 * h), _mm512_setzero_pd());
+    };
+    accumulate_double_terms(*static_cast<const A*>(accumulate), n, terms, acc_io);
+}
+#endif
+template <class A>
+constexpr lns_fused_double_chain_fn lns_fused_double_chain_of() {
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<A, sum_fp32> || std::is_same_v<A, sum_fp32_saturating>) return &lns_fused_double_chain<A>;
+    if constexpr (is_odd_sum<A>)
+        if constexpr (has_odd_chain<decltype(A::inner)>) return &lns_fused_double_chain<A>;
+#endif
+    return nullptr;
 }
 
 // Everything the outputs of one call share.
@@ -342,8 +370,12 @@ public:
         // sum_r c_r B_r 2^q_min = 2^(q_min - shift) sum_r m_r B_r, the sum exact in 128 bits.
         lns_int128 sum = 0;
         for (std::int64_t r = 0; r < gamma; ++r) sum += lns_int128(numerators_[std::size_t(r)]) * bucket[std::size_t(r)];
-        const int e = range_.q_min - constant_shift_;
-        const std::uint64_t out = std::uint64_t(i * N_ + j);
+        return finish_total(sum, range_.q_min - constant_shift_, std::uint64_t(i * N_ + j));
+    }
+
+    // C(i, j) from the exact total sum 2^e of output `out`: rounded by bucket_sum (unset: not at
+    // all), then to float, nearest even.
+    float finish_total(lns_int128 sum, int e, std::uint64_t out) const {
         const quantizer& q = spec_.bucket_sum;
         return with_step(q, gemm_random_key(exact_datapath::seed_of(q), gemm_role::product), [&](const auto& step) {
             using step_type = std::decay_t<decltype(step)>;
@@ -358,6 +390,115 @@ public:
                 return lns_to_float(r);
             }
         });
+    }
+
+    // Whether every output is the exact sum of its converted products, rounded once by
+    // bucket_sum: per-product accumulation with exact accumulators, or buckets that never lose a
+    // bit (exact, or signed integers of no fraction bits that no sum can overflow: a chunk's
+    // bucket holds at most min(chunk, K) unit terms of at most 2^(q_max - q_min), the total K), by
+    // the identity of the header. Not the aligned model, which cuts its terms.
+    bool sums_are_exact() const {
+        const gemm_spec& d = spec_.datapath;
+        if (d.model == accumulation::aligned) return false;
+        const std::int64_t chunk = d.chunk == 0 ? K_ : std::min<std::int64_t>(d.chunk, K_);
+        const auto never_loses = [&](const quantizer& q, std::int64_t terms) {
+            if (q.is_exact()) return true;
+            const int_quantizer* i = q.as_int();
+            return spec_.accumulation == lns_accumulation::bucketed && i != nullptr && i->fraction_bits == 0 &&
+                   i->format.is_signed &&
+                   std::ldexp(double(std::max<std::int64_t>(terms, 1)), range_.q_max - range_.q_min) <= i->format.max_value();
+        };
+        return never_loses(d.accumulator, chunk) && never_loses(d.chunk_accumulator, K_);
+    }
+
+    // Exact sums (sums_are_exact) of 64 outputs at once in int64 lanes. The constants are integers
+    // m_r = c_r 2^T of m bits; B is laid out once per r_a, as per_product_lanes does, as the
+    // integers u = sign_b m_((r_a + r_b) mod gamma) 2^(q_b + carry - qb_low) (int32 where they
+    // fit, else int64), and A(i, k)'s term is u shifted left by q_a - qa_low (one shift for every
+    // lane) and negated for a negative A(i, k); each output's total is then finished as the
+    // shortcut finishes it. The K terms of a lane must stay below 2^62: m + (the products'
+    // spread) + ceil(log2 K) <= 62, which holds for Mitchell's constants and tables of up to
+    // about 20 bits on lns8 (not for the 52-bit table, whose constants would need pieces: the
+    // bucket shortcut serves it, as fast as three pieces measured). c = the outputs (row-major);
+    // false, with why_not set, where it does not apply.
+    bool exact_sums_in_lanes(float* c, std::string& why_not) const {
+        if (K_ == 0) {
+            why_not = "K = 0";
+            return false;
+        }
+        const int b = frac_bits_;
+        const std::int32_t qa_low = a_.k_low >> b, qb_low = b_.k_low >> b;
+        const int spread_a = (a_.k_high >> b) - qa_low, spread_b = (b_.k_high >> b) + 1 - qb_low;
+        const std::int64_t m_max = *std::max_element(numerators_.begin(), numerators_.end());
+        const int m_bits = int(std::bit_width(std::uint64_t(m_max)));
+        const int width = m_bits + spread_a + spread_b + int(std::bit_width(std::uint64_t(K_ - 1)));  // (ceil(log2 K))
+        if (width > 62) {
+            why_not = "exact sums: constants of " + std::to_string(m_bits) + " bits on products spanning 2^" +
+                      std::to_string(spread_a + spread_b) + ", " + std::to_string(K_) + " of them, exceed 62 bits";
+            return false;
+        }
+        const std::int64_t ld = (N_ + fast_lanes - 1) / fast_lanes * fast_lanes;
+        const bool narrow = m_bits + spread_b <= 31;  // every u is an int32
+        if (double(std::int64_t(1) << b) * double(K_) * double(ld) * (narrow ? 4 : 8) > 0x1p28) {
+            why_not = "exact sums: " + std::to_string(1 << b) + " copies of B would take more than 256 MB";
+            return false;
+        }
+        if (narrow) exact_sums_run<std::int32_t>(c, qa_low, qb_low);
+        else exact_sums_run<std::int64_t>(c, qa_low, qb_low);
+        return true;
+    }
+
+    template <class U>
+    void exact_sums_run(float* c, std::int32_t qa_low, std::int32_t qb_low) const {
+        const int b = frac_bits_;
+        const std::int32_t gamma = std::int32_t(1) << b, mask = gamma - 1;
+        const std::int64_t K = K_, N = N_, M = M_;  // (locals: the stores below cannot change them)
+        const std::int64_t blocks = (N + fast_lanes - 1) / fast_lanes, ld = blocks * fast_lanes;
+        const int threads = thread_count(spec_.datapath.threads);
+        std::vector<std::int64_t> moved_m;  // m_0 .. m_(gamma-1), then 2 m_0 .. 2 m_(gamma-1): the carry
+        for (const int carry : {0, 1})
+            for (const std::int64_t m : numerators_) moved_m.push_back(m << carry);
+        std::vector<U> units(std::size_t(gamma * K * ld));
+        const b_rows rows = rows_of_b(threads);
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (std::int64_t k = 0; k < K; ++k)
+            for (std::int32_t r_a = 0; r_a < gamma; ++r_a) {
+                U* __restrict row = units.data() + (r_a * K + k) * ld;
+                const std::int32_t* kb = rows.k.data() + k * N;
+                const std::int8_t* sb = rows.sign.data() + k * N;
+                const std::int64_t* moved = moved_m.data() + r_a;  // [r_b] gives r_a + r_b
+                for (std::int64_t j = 0; j < N; ++j) {
+                    const auto u = U(moved[kb[j] & mask] << ((kb[j] >> b) - qb_low));
+                    row[j] = sb[j] == 0 ? U(0) : sb[j] < 0 ? U(-u) : u;
+                }
+                std::fill(row + N, row + ld, U(0));
+            }
+        const int e = qa_low + qb_low - constant_shift_;
+        // (an unset bucket_sum and totals below 2^53 in double's normal range: the total is
+        // double(sum) 2^e exactly, rounded once to float)
+        const bool plain = spec_.bucket_sum.is_exact() && e >= -1022 && e <= 960;
+        const double scale = plain ? std::ldexp(1.0, e) : 0.0;
+#pragma omp parallel for num_threads(threads) schedule(static) collapse(2)
+        for (std::int64_t block = 0; block < blocks; ++block)
+            for (std::int64_t i = 0; i < M; ++i) {
+                const std::int32_t* ka = a_.k.data() + i * K;
+                const std::int8_t* sa = a_.sign.data() + i * K;
+                const std::int64_t j0 = block * fast_lanes;
+                alignas(64) std::int64_t acc[fast_lanes] = {};
+                for (std::int64_t k = 0; k < K; ++k) {
+                    if (sa[k] == 0) continue;
+                    const std::int64_t negate = sa[k] < 0 ? -1 : 0;  // (x ^ -1) - (-1) = -x
+                    const int shift = (ka[k] >> b) - qa_low;
+                    const U* row = units.data() + ((ka[k] & mask) * K + k) * ld + j0;
+                    for (int l = 0; l < fast_lanes; ++l) acc[l] += ((std::int64_t(row[l]) << shift) ^ negate) - negate;
+                }
+                for (std::int64_t l = 0; l < std::min<std::int64_t>(fast_lanes, N - j0); ++l) {
+                    const std::int64_t sum = acc[l];
+                    c[i * N + j0 + l] = plain && sum < (std::int64_t(1) << 53) && sum > -(std::int64_t(1) << 53)
+                                            ? lns_to_float(double(sum) * scale)
+                                            : finish_total(sum, e, std::uint64_t(i * N + j0 + l));
+                }
+            }
     }
 
     // Per-product accumulation in lanes (fast_datapath.hpp's reduction stage): c = the outputs
@@ -425,28 +566,20 @@ public:
         const int threads = thread_count(spec_.datapath.threads);
         std::vector<W> b_moved(std::size_t(gamma * K_ * ld));
         std::vector<W> a_power(a_.k.size());
-        std::vector<std::int32_t> b_k(std::size_t(K_ * N_));  // B by rows of k
-        std::vector<bits_type> b_sign(std::size_t(K_ * N_));
+        const b_rows rows = rows_of_b(threads);
 #pragma omp parallel num_threads(threads)
         {
-#pragma omp for schedule(static)
-            for (std::int64_t j = 0; j < N_; ++j)
-                for (std::int64_t k = 0; k < K_; ++k) {
-                    const std::size_t from = std::size_t(j * K_ + k), to = std::size_t(k * N_ + j);
-                    b_k[to] = b_.k[from];
-                    b_sign[to] = b_.sign[from] == 0 ? 0 : sign_bit(b_.sign[from]) | 1;  // (0: a zero)
-                }
 #pragma omp for schedule(static)
             for (std::int64_t k = 0; k < K_; ++k)
                 for (std::int32_t r_a = 0; r_a < gamma; ++r_a) {
                     W* row = b_moved.data() + (r_a * K_ + k) * ld;
-                    const std::int32_t* kb = b_k.data() + k * N_;
-                    const bits_type* sb = b_sign.data() + k * N_;
+                    const std::int32_t* kb = rows.k.data() + k * N_;
+                    const std::int8_t* sb = rows.sign.data() + k * N_;
                     const bits_type* c_moved = c_bits.data() + r_a;
                     for (std::int64_t j = 0; j < N_; ++j) {
                         const bits_type bits =
                             c_moved[kb[j] & mask] + (bits_type(std::make_signed_t<bits_type>(kb[j] >> b)) << fraction);
-                        row[j] = sb[j] == 0 ? W(0) : std::bit_cast<W>(bits | (sb[j] & ~bits_type(1)));
+                        row[j] = sb[j] == 0 ? W(0) : std::bit_cast<W>(bits | sign_bit(sb[j]));
                     }
                     std::fill(row + N_, row + ld, W(0));
                 }
@@ -467,6 +600,10 @@ public:
                           else return nullptr;
                       },
                       reduction->accumulate());
+        const lns_fused_double_chain_fn fused_double_chain =
+            !doubles ? nullptr
+                     : std::visit([](const auto& op) { return lns_fused_double_chain_of<std::decay_t<decltype(op)>>(); },
+                                  reduction->accumulate());
 #pragma omp parallel num_threads(threads)
         {
             std::vector<W> scratch(std::size_t(reduction->scratch_rows() * fast_lanes));
@@ -482,13 +619,20 @@ public:
                             const W* row = b_moved.data() + ((ka[k + u] & mask) * K_ + k + u) * ld + j0;
                             const W power = pa[k + u];
                             W* o = out + std::ptrdiff_t(u) * fast_lanes;
-                            if (power == 0) std::fill(o, o + fast_lanes, W(0));  // (+0, as the exact path's)
-                            else for (int l = 0; l < fast_lanes; ++l) o[l] = power * row[l];
+                            // (+0 for a zero operand, as on the exact path, whatever the signs)
+                            if (power == 0) std::fill(o, o + fast_lanes, W(0));
+                            else for (int l = 0; l < fast_lanes; ++l) o[l] = power * row[l] + W(0);
                         }
                     };
                     alignas(64) float total[fast_lanes] = {};
                     if constexpr (doubles) {
-                        reduction->row_of_doubles(K_, fill, scratch.data(), total);
+                        const auto fused = [&](std::int64_t k, int n, float* acc) {
+                            if (fused_double_chain == nullptr) return false;
+                            fused_double_chain(ka + k, pa + k, b_moved.data() + k * ld + j0, n, K_ * ld, ld, mask,
+                                               accumulate, acc);
+                            return true;
+                        };
+                        reduction->row_of_doubles(K_, fill, fused, scratch.data(), total);
                     } else {
                         // Accumulators that are one fp32 addition and a cheap step take each
                         // product as it is made (no buffer); the rest go through fill's buffer.
@@ -507,6 +651,22 @@ public:
     }
 
 private:
+    // B by rows of k (row-major K x N), for the kernels that lay it out along j.
+    struct b_rows {
+        std::vector<std::int32_t> k;
+        std::vector<std::int8_t> sign;
+    };
+    b_rows rows_of_b(int threads) const {
+        b_rows rows{std::vector<std::int32_t>(std::size_t(K_ * N_)), std::vector<std::int8_t>(std::size_t(K_ * N_))};
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (std::int64_t j = 0; j < N_; ++j)
+            for (std::int64_t k = 0; k < K_; ++k) {
+                rows.k[std::size_t(k * N_ + j)] = b_.k[std::size_t(j * K_ + k)];
+                rows.sign[std::size_t(k * N_ + j)] = b_.sign[std::size_t(j * K_ + k)];
+            }
+        return rows;
+    }
+
     const lns_gemm_spec& spec_;
     std::int64_t M_, N_, K_;
     int frac_bits_;
@@ -540,8 +700,15 @@ void lns_gemm_rows(const lns_kernel& kernel, const lns_gemm_spec& spec, float* c
     // Exact per-product accumulation equals exact buckets (the identity of the header), so it
     // takes the bucket shortcut too.
     const bool exact_per_product = spec.datapath.accumulator.is_exact() && spec.datapath.chunk_accumulator.is_exact();
-    const bool shortcut = !Count && (bucketed || exact_per_product) && kernel.bucket_shortcut_applies();
     gemm_report ran;
+    std::string why_not_exact_sums;
+    if (!Count && (bucketed || exact_per_product) && kernel.sums_are_exact() &&
+        kernel.exact_sums_in_lanes(c, why_not_exact_sums)) {
+        ran.kernel = gemm_kernel::integer_sum_lanes;
+        if (report != nullptr) *report = ran;
+        return;
+    }
+    const bool shortcut = !Count && (bucketed || exact_per_product) && kernel.bucket_shortcut_applies();
     ran.kernel = shortcut ? gemm_kernel::integer_buckets : gemm_kernel::exact;
     if (Count) ran.reason = "stats: events are counted on the exact path for LNS";
     else if (bucketed && !shortcut) ran.reason = "bucketed: accumulators other than exact or wrapping integers, the aligned model, or sums beyond 62 bits";

@@ -454,21 +454,21 @@ struct odd_float {
     }
 };
 
-// acc[l] = round(to_float(acc[l] + buf[t][l] rounded to odd in double)) for t < n, for 64 lanes
-// of double terms (rows of 64 in buf): a float plus a term of up to 53 bits, its round-to-odd
-// double carrying the exact sum's rounding to any format of at most 51 bits. Sixteen lanes at a
-// time, as two halves of eight doubles.
-template <class ToFloat, class Round>
-void double_terms_accumulate(const double* buf, int n, float* acc_io, const ToFloat& to_float, const Round& round) {
+// acc[l] = round(to_float(acc[l] + term t of lane l, rounded to odd in double)) for t < n, for 64
+// lanes of double terms: a float plus a term of up to 53 bits, its round-to-odd double carrying
+// the exact sum's rounding to any format of at most 51 bits. terms(t, h) gives lanes 8h .. 8h + 7
+// of term t (rows of a buffer, or products formed as they are added). Sixteen lanes at a time, as
+// two halves of eight doubles.
+template <class Terms, class ToFloat, class Round>
+void double_terms_accumulate(int n, const Terms& terms, float* acc_io, const ToFloat& to_float, const Round& round) {
     __m512 acc[4];
     for (int v = 0; v < 4; ++v) acc[v] = _mm512_loadu_ps(acc_io + 16 * v);
     for (int t = 0; t < n; ++t)
         for (int v = 0; v < 4; ++v) {
-            const double* p = buf + 64 * t + 16 * v;
             const __m256 low_half = _mm512_castps512_ps256(acc[v]);
             const __m256 high_half = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[v]), 1));
-            const __m256 low = to_float(sum_round_odd(_mm512_cvtps_pd(low_half), _mm512_loadu_pd(p)));
-            const __m256 high = to_float(sum_round_odd(_mm512_cvtps_pd(high_half), _mm512_loadu_pd(p + 8)));
+            const __m256 low = to_float(sum_round_odd(_mm512_cvtps_pd(low_half), terms(t, 2 * v)));
+            const __m256 high = to_float(sum_round_odd(_mm512_cvtps_pd(high_half), terms(t, 2 * v + 1)));
             acc[v] = round(_mm512_castpd_ps(
                 _mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(low)), _mm256_castps_pd(high), 1)));
         }
