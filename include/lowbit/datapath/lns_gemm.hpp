@@ -205,18 +205,11 @@ lns_matrix lns_encode(const Eigen::MatrixBase<D>& x, const lns_quantizer& q,
     // (subnormal doubles are no float's value: those of a double matrix go the general way).
     if (const auto table = detail::lns_table_rounding::make(m.format, q.mode, q.on_underflow)) {
         bool subnormal = false;
-        for (Eigen::Index j = 0; j < x.cols(); ++j)
-            for (Eigen::Index i = 0; i < x.rows(); ++i) {
-                const double v = double(x(i, j));
-                const std::uint64_t bits = std::bit_cast<std::uint64_t>(std::fabs(v));
-                std::int32_t zero = 0;
-                m.k(i, j) = table->k(bits, zero);
-                const bool nonzero_exponent = (bits >> 52) != 0;
-                subnormal = subnormal || (!nonzero_exponent && v != 0);
-                const bool nonzero = nonzero_exponent && zero == 0;
-                m.sign(i, j) = std::int8_t(nonzero ? (v < 0 ? -1 : 1) : 0);
-                if (!nonzero) m.k(i, j) = m.format.k_min();
-            }
+        Eigen::Matrix<typename D::Scalar, Eigen::Dynamic, 1> column;  // (contiguous, whatever x is)
+        for (Eigen::Index j = 0; j < x.cols(); ++j) {
+            column = x.col(j);
+            subnormal = subnormal | table->encode(column.data(), column.size(), &m.k(0, j), &m.sign(0, j));
+        }
         if (!subnormal) return m;
     }
     for (Eigen::Index j = 0; j < x.cols(); ++j)  // (in storage order; the random index is by rows)
@@ -323,9 +316,13 @@ struct lns_product_range {
     int q_min = 0, q_max = 0;
 };
 
-inline lns_product_range lns_check_operands(const lns_matrix& A, const lns_matrix& B, const lns_gemm_spec& spec) {
-    A.validate("A");
-    B.validate("B");
+// (encoded: A and B come from lns_encode, valid by construction: their elements are not checked)
+inline lns_product_range lns_check_operands(const lns_matrix& A, const lns_matrix& B, const lns_gemm_spec& spec,
+                                            bool encoded = false) {
+    if (!encoded) {
+        A.validate("A");
+        B.validate("B");
+    }
     const auto fail = [](const std::string& what) { throw std::invalid_argument("lowbit::lns_gemm: " + what); };
     if (A.format.frac_bits != B.format.frac_bits)
         fail("B.format.frac_bits = " + std::to_string(B.format.frac_bits) + " differs from A.format.frac_bits = " +
@@ -371,10 +368,13 @@ template <class DA, class DB>
 Eigen::MatrixXf lns_gemm(const Eigen::MatrixBase<DA>& A, const Eigen::MatrixBase<DB>& B, const lns_gemm_spec& spec,
                          gemm_stats* stats = nullptr, gemm_report* report = nullptr) {
     spec.validate();
+    if (spec.datapath.record_lost && stats == nullptr)
+        throw std::invalid_argument("lowbit::lns_gemm: datapath.record_lost = true needs a gemm_stats to record into");
     lns_quantizer qa = spec.input_a.quantizer, qb = spec.input_b.quantizer;
     qa.seed = gemm_random_key(qa.seed, gemm_role::input_a);
     qb.seed = gemm_random_key(qb.seed, gemm_role::input_b);
-    return lns_gemm(lns_encode(A, qa, spec.input_a.scale), lns_encode(B, qb, spec.input_b.scale), spec, stats, report);
+    const lns_matrix a = lns_encode(A, qa, spec.input_a.scale), b = lns_encode(B, qb, spec.input_b.scale);
+    return detail::lns_multiply(a, b, spec, detail::lns_check_operands(a, b, spec, true), stats, report);
 }
 
 }  // namespace lowbit

@@ -336,6 +336,41 @@ struct lns_table_rounding {
         zero = std::int32_t(k < k_min) & std::int32_t(to_zero);
         return std::int32_t(std::clamp<std::int64_t>(k, k_min, k_max));
     }
+
+    // k and sign (-1, 0, +1; zeros and underflows 0 with k_min) of n values (float or double:
+    // any but NaN) in one branch-free loop, which vectorizes; true where it met a subnormal double
+    // (whose results are then not to be used: the table does not decide them).
+    template <class T>
+    bool encode(const T* x, std::int64_t n, std::int32_t* k_out, std::int8_t* sign_out) const {
+        return encode_loop(x, n, k_out, sign_out, table->below.data(), table->next_fraction.data(),
+                           52 - table->bucket_bits, std::int64_t(1) << m, k_min, k_max, nearest, to_zero);
+    }
+
+private:
+    // (restrict parameters: a store through an int8_t pointer may otherwise change anything, the
+    // tables included, which leaves the loop scalar)
+    template <class T>
+    static bool encode_loop(const T* __restrict x, std::int64_t n, std::int32_t* __restrict k_out,
+                            std::int8_t* __restrict sign_out, const std::int32_t* __restrict below,
+                            const std::uint64_t* __restrict next, int bucket_shift, std::int64_t m_scale,
+                            std::int64_t low, std::int64_t high, bool nearest, bool zero_below) {
+        const std::int64_t round_up = nearest ? 1 : 0, halve = nearest ? 1 : 0;
+        std::int64_t subnormals = 0;  // (a count: g++ does not vectorize an or of bools)
+        for (std::int64_t t = 0; t < n; ++t) {
+            const std::uint64_t bits = std::bit_cast<std::uint64_t>(double(x[t]));
+            const std::uint64_t magnitude = bits & ~(std::uint64_t(1) << 63);
+            const std::uint64_t fraction = magnitude & ((std::uint64_t(1) << 52) - 1);
+            const auto exponent = std::int64_t(magnitude >> 52);
+            const std::uint64_t bucket = fraction >> bucket_shift;
+            const std::int64_t h = (exponent - 1023) * m_scale + below[bucket] + std::int64_t(fraction >= next[bucket]);
+            const std::int64_t k = (h + round_up) >> halve;  // (floor: arithmetic shift)
+            subnormals += std::int64_t(exponent == 0) & std::int64_t(fraction != 0);
+            const std::int64_t zero = std::int64_t(exponent == 0) | (std::int64_t(k < low) & std::int64_t(zero_below));
+            k_out[t] = std::int32_t(zero != 0 ? low : std::clamp(k, low, high));
+            sign_out[t] = std::int8_t((1 - zero) * (1 - 2 * std::int64_t(bits >> 63)));
+        }
+        return subnormals != 0;
+    }
 };
 
 }  // namespace detail
