@@ -219,8 +219,8 @@ TEST_CASE("tour: the logarithmic number system", "[readme]") {
     lb.datapath.accumulator = {};                                    // the buckets' scaled sum rounded
     lb.bucket_sum = lowbit::float_quantizer{.format = lowbit::bf16};  // by bucket_sum
     Eigen::MatrixXf Lb = lowbit::lns_gemm(A, B, lb, &stats);
-    // lns_gemm(A, B, ls, nullptr, &report): vectorized_chain for per-product float products (Mitchell,
-    // tables of <= 23 bits), integer_buckets for the bucket shortcut, else exact, with the reason.
+    // lns_gemm(A, B, ls, nullptr, &report): vectorized_chain per product (float or double lanes),
+    // integer_sum_lanes for exact sums, integer_buckets for the bucket shortcut, else exact (and why).
 
     // Madam / LNS-Madam (multiplicative updates that stay on the LNS grid):
     lowbit::madam opt(initial_weights, {.learning_rate = 1.0 / 8, .integer_steps = true, .lns_grid = lowbit::lns8});

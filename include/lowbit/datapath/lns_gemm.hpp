@@ -77,14 +77,21 @@
 // products are exact). record_lost: a term lost to its accumulator (bucketed: in its bucket).
 //
 // Threads: datapath.threads split the rows of C; every output is computed by one thread in a fixed
-// order, so results and counts are identical for any thread count. Speed: the conversion is a
-// vectorized table lookup and exponent add; per-product terms then go through
-// exact_datapath::reduce. Bucketed accumulators that are exact or wrap without fraction bits,
-// outside the aligned model and without event counting, take a shortcut: the buckets are summed
-// in 64-bit integers and combined in 128-bit ones (proven equal: wrapping is arithmetic modulo
-// 2^P and no term is ever rounded, so every model reduces to a sum modulo 2^P per chunk), when
-// the bounds allow (lns8 at any practical K; not lns16, whose products span 2^256). Exact
-// per-product accumulation takes the same shortcut, by the identity above.
+// order, so results and counts are identical for any thread count. Speed (gemm_report says which
+// kernel ran, and why a faster one did not):
+//   - outputs that are the exact sum of their products (exact per-product accumulation, or signed
+//     integer buckets of no fraction bits that no sum can overflow: the identity above) run 64 at
+//     a time in int64 lanes where the constants and the products' spread fit 62 bits (Mitchell,
+//     tables of up to about 20 bits on lns8): integer_sum_lanes;
+//   - other per-product accumulations run in the lanes of fast_datapath.hpp (every model where each
+//     product is a float; sequential and fma chains with double products, the 52-bit table's):
+//     vectorized_chain;
+//   - bucketed accumulators that are exact or wrap without fraction bits, outside the aligned model
+//     and without event counting, take a shortcut: the buckets are summed in 64-bit integers and
+//     combined in 128-bit ones (proven equal: wrapping is arithmetic modulo 2^P and no term is ever
+//     rounded, so every model reduces to a sum modulo 2^P per chunk), when the bounds allow (lns8
+//     at any practical K; not lns16, whose products span 2^256): integer_buckets;
+//   - the rest, event counting included, one output at a time through exact_datapath::reduce.
 //
 // The kernels are in lns_core.hpp: included at the end of this header in header-only use, and
 // compiled once into lowbit::compiled otherwise (see gemm.hpp).
