@@ -509,6 +509,20 @@ template <class A, class Terms>
     }
     return false;
 }
+
+// The same for float terms (terms(t, v): lanes 16v .. 16v + 15 of term t, an __m512) where the
+// sums are rounded to odd first (shift_rounding.hpp's odd_accumulate); false for the others, which
+// the auto-vectorized chain serves as well.
+template <class A, class Terms>
+[[gnu::always_inline]] inline bool accumulate_float_terms(const A& op, int n, const Terms& terms, float* acc_io) {
+    if constexpr (is_odd_sum<A>) {
+        if constexpr (has_odd_chain<decltype(A::inner)>) {
+            with_vector_rounding(op.inner, [&](const auto& round) { odd_accumulate(n, terms, acc_io, round); });
+            return true;
+        }
+    }
+    return false;
+}
 #endif
 
 // acc[l] = accumulate(acc[l] + buf[t][l]) for t < n, in order; the terms floats, or doubles for
@@ -517,10 +531,10 @@ template <class A, class T = float>
 void accumulate_pass(const T* buf, int n, float* acc_io, const void* accumulate) {
 #if defined(__AVX512F__)
     static_assert(fast_lanes == 64, "odd_accumulate runs 64 lanes");
-    if constexpr (std::is_same_v<T, float> && is_odd_sum<A>)
-        if constexpr (has_odd_chain<decltype(A::inner)>)
-            return with_vector_rounding(static_cast<const A*>(accumulate)->inner,
-                                        [&](const auto& round) { odd_accumulate(buf, n, acc_io, round); });
+    if constexpr (std::is_same_v<T, float>)
+        if (accumulate_float_terms(*static_cast<const A*>(accumulate), n,
+                                   [&](int t, int v) { return _mm512_loadu_ps(buf + 64 * t + 16 * v); }, acc_io))
+            return;
     if constexpr (std::is_same_v<T, double>)
         if (accumulate_double_terms(*static_cast<const A*>(accumulate), n,
                                     [&](int t, int h) { return _mm512_loadu_pd(buf + 64 * t + 8 * h); }, acc_io))

@@ -179,6 +179,33 @@ void lns_fused_chain(const std::int32_t* k_a, const float* power, const float* r
     for (int l = 0; l < fast_lanes; ++l) acc_io[l] = acc[l];
 }
 
+#if defined(__AVX512F__)
+// The same for an accumulator whose sums are rounded to odd first, in AVX-512 (odd_accumulate).
+template <class A>
+void lns_fused_odd_chain(const std::int32_t* k_a, const float* power, const float* rows, int n,
+                         std::int64_t copy_stride, std::int64_t ld, std::int32_t mask, const void* accumulate,
+                         float* acc_io) {
+    // (+ 0: a product with a zero operand is +0, as on the exact path, whatever the signs)
+    const auto terms = [&](int t, int v) {
+        const float* row = rows + (k_a[t] & mask) * copy_stride + t * ld;
+        return _mm512_fmadd_ps(_mm512_set1_ps(power[t]), _mm512_loadu_ps(row + 16 * v), _mm512_setzero_ps());
+    };
+    accumulate_float_terms(*static_cast<const A*>(accumulate), n, terms, acc_io);
+}
+#endif
+
+// The chain for float products of an accumulate operation, or none (the products then go
+// through a buffer).
+template <class A>
+constexpr lns_fused_chain_fn lns_fused_chain_of() {
+    if constexpr (is_light<A> && !is_odd_sum<A>) return &lns_fused_chain<A>;
+#if defined(__AVX512F__)
+    if constexpr (is_odd_sum<A>)
+        if constexpr (has_odd_chain<decltype(A::inner)>) return &lns_fused_odd_chain<A>;
+#endif
+    return nullptr;
+}
+
 // The same for double products, where AVX-512 adds them (accumulate_double_terms); elsewhere,
 // and for the operations it does not serve, no function: the products go through a buffer.
 using lns_fused_double_chain_fn = void (*)(const std::int32_t*, const double*, const double*, int, std::int64_t,
@@ -593,13 +620,8 @@ public:
         const lns_fused_chain_fn fused_chain =
             doubles || !reduction->chained()
                 ? nullptr
-                : std::visit(
-                      [](const auto& op) -> lns_fused_chain_fn {
-                          using A = std::decay_t<decltype(op)>;
-                          if constexpr (is_light<A> && !is_odd_sum<A>) return &lns_fused_chain<A>;
-                          else return nullptr;
-                      },
-                      reduction->accumulate());
+                : std::visit([](const auto& op) { return lns_fused_chain_of<std::decay_t<decltype(op)>>(); },
+                             reduction->accumulate());
         const lns_fused_double_chain_fn fused_double_chain =
             !doubles ? nullptr
                      : std::visit([](const auto& op) { return lns_fused_double_chain_of<std::decay_t<decltype(op)>>(); },

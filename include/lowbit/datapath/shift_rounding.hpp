@@ -412,15 +412,15 @@ decltype(auto) with_vector_rounding(const round_flush_saturate<Mode>& op, F&& f)
     return f(round_flush_saturate_vector<Mode>(op));
 }
 
-// acc[l] = round(acc[l] + buf[t][l]) (the sum rounded to odd first) for t < n, for 64 lanes
-// (rows of 64 terms in buf): the chain over a buffer of terms that another pass made (rounded
-// products, LNS conversions), four chains of 16 lanes.
-template <class Round>
-void odd_accumulate(const float* buf, int n, float* acc_io, const Round& round) {
+// acc[l] = round(acc[l] + term t of lane l) (the sum rounded to odd first) for t < n, for 64
+// lanes, four chains of 16: terms(t, v) gives lanes 16v .. 16v + 15 of term t (rows of a buffer
+// that another pass made, rounded products or LNS conversions, or products made as they are added).
+template <class Terms, class Round>
+void odd_accumulate(int n, const Terms& terms, float* acc_io, const Round& round) {
     __m512 acc[4];
     for (int v = 0; v < 4; ++v) acc[v] = _mm512_loadu_ps(acc_io + 16 * v);
     for (int t = 0; t < n; ++t)
-        for (int v = 0; v < 4; ++v) acc[v] = round(sum_round_odd(acc[v], _mm512_loadu_ps(buf + 64 * t + 16 * v)));
+        for (int v = 0; v < 4; ++v) acc[v] = round(sum_round_odd(acc[v], terms(t, v)));
     for (int v = 0; v < 4; ++v) _mm512_storeu_ps(acc_io + 16 * v, acc[v]);
 }
 
