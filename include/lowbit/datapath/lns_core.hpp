@@ -158,11 +158,15 @@ template <rounding Mode>
 struct rounds_from_odd_double<float_step<Mode>> : std::bool_constant<Mode != rounding::stochastic> {};
 
 // acc[l] = accumulate(acc[l] + product l) over n products of a row, in order, for a chained
-// reduction whose step is light (no rounding plan) and needs no round-to-odd sum: product t is
-// power[t] times lane l of copy (r_a mod gamma) of B's row t, the copies `copy_stride` apart, the
-// rows `ld` apart (lns_kernel::per_product_lanes lays them out); a zero power adds +0.
-using lns_fused_chain_fn = void (*)(const std::int32_t*, const float*, const float*, int, std::int64_t, std::int64_t,
+// reduction: product t is power[t] times lane l of copy (r_a mod gamma) of B's row t, the copies
+// `copy_stride` apart, the rows `ld` apart (lns_kernel::per_product_lanes lays them out); a
+// product with a zero operand is +0, as on the exact path, whatever the signs.
+template <class W>
+using lns_fused_chain_fn = void (*)(const std::int32_t*, const W*, const W*, int, std::int64_t, std::int64_t,
                                     std::int32_t, const void*, float*);
+
+// Float products into a light step (no rounding plan) that needs no round-to-odd sum: fp32's own
+// addition, auto-vectorized.
 template <class A>
 void lns_fused_chain(const std::int32_t* k_a, const float* power, const float* rows, int n, std::int64_t copy_stride,
                      std::int64_t ld, std::int32_t mask, const void* accumulate, float* acc_io) {
@@ -172,64 +176,46 @@ void lns_fused_chain(const std::int32_t* k_a, const float* power, const float* r
     for (int t = 0; t < n; ++t) {
         const float* row = rows + (k_a[t] & mask) * copy_stride + t * ld;
         const float p = power[t];
-        // (+ 0: a product with a zero operand is +0, as on the exact path, whatever the signs)
         if (p == 0) for (int l = 0; l < fast_lanes; ++l) acc[l] = add_then(step, acc[l], 0.0f);
-        else for (int l = 0; l < fast_lanes; ++l) acc[l] = add_then(step, acc[l], p * row[l] + 0.0f);
+        else for (int l = 0; l < fast_lanes; ++l) acc[l] = add_then(step, acc[l], p * row[l] + 0.0f);  // (+0)
     }
     for (int l = 0; l < fast_lanes; ++l) acc_io[l] = acc[l];
 }
 
 #if defined(__AVX512F__)
-// The same for an accumulator whose sums are rounded to odd first, in AVX-512 (odd_accumulate).
-template <class A>
-void lns_fused_odd_chain(const std::int32_t* k_a, const float* power, const float* rows, int n,
-                         std::int64_t copy_stride, std::int64_t ld, std::int32_t mask, const void* accumulate,
-                         float* acc_io) {
-    // (+ 0: a product with a zero operand is +0, as on the exact path, whatever the signs)
+// Float products into odd-sum accumulators, and double products, in AVX-512: fast_datapath.hpp's
+// accumulate_float_terms / accumulate_double_terms with the products as their term source.
+template <class W, class A>
+void lns_fused_vector_chain(const std::int32_t* k_a, const W* power, const W* rows, int n, std::int64_t copy_stride,
+                            std::int64_t ld, std::int32_t mask, const void* accumulate, float* acc_io) {
+    constexpr int width = 64 / int(sizeof(W));  // lanes a vector
     const auto terms = [&](int t, int v) {
-        const float* row = rows + (k_a[t] & mask) * copy_stride + t * ld;
-        return _mm512_fmadd_ps(_mm512_set1_ps(power[t]), _mm512_loadu_ps(row + 16 * v), _mm512_setzero_ps());
+        const W* row = rows + (k_a[t] & mask) * copy_stride + t * ld + width * v;
+        // (power row + 0: the +0 of a zero product)
+        if constexpr (std::is_same_v<W, float>)
+            return _mm512_fmadd_ps(_mm512_set1_ps(power[t]), _mm512_loadu_ps(row), _mm512_setzero_ps());
+        else
+            return _mm512_fmadd_pd(_mm512_set1_pd(power[t]), _mm512_loadu_pd(row), _mm512_setzero_pd());
     };
-    accumulate_float_terms(*static_cast<const A*>(accumulate), n, terms, acc_io);
+    const A& op = *static_cast<const A*>(accumulate);
+    if constexpr (std::is_same_v<W, float>) accumulate_float_terms(op, n, terms, acc_io);
+    else accumulate_double_terms(op, n, terms, acc_io);
 }
 #endif
 
-// The chain for float products of an accumulate operation, or none (the products then go
-// through a buffer).
-template <class A>
-constexpr lns_fused_chain_fn lns_fused_chain_of() {
-    if constexpr (is_light<A> && !is_odd_sum<A>) return &lns_fused_chain<A>;
+// The chain that forms the W products of a row as accumulate operation A adds them, or none (the
+// products then go through a buffer).
+template <class W, class A>
+constexpr lns_fused_chain_fn<W> lns_fused_chain_of() {
 #if defined(__AVX512F__)
-    if constexpr (is_odd_sum<A>)
-        if constexpr (has_odd_chain<decltype(A::inner)>) return &lns_fused_odd_chain<A>;
+    constexpr bool odd_chain = [] {
+        if constexpr (is_odd_sum<A>) return has_odd_chain<decltype(A::inner)>;
+        else return false;
+    }();
+    constexpr bool fp32 = std::is_same_v<A, sum_fp32> || std::is_same_v<A, sum_fp32_saturating>;
+    if constexpr (odd_chain || (std::is_same_v<W, double> && fp32)) return &lns_fused_vector_chain<W, A>;
 #endif
-    return nullptr;
-}
-
-// The same for double products, where AVX-512 adds them (accumulate_double_terms); elsewhere,
-// and for the operations it does not serve, no function: the products go through a buffer.
-using lns_fused_double_chain_fn = void (*)(const std::int32_t*, const double*, const double*, int, std::int64_t,
-                                           std::int64_t, std::int32_t, const void*, float*);
-#if defined(__AVX512F__)
-template <class A>
-void lns_fused_double_chain(const std::int32_t* k_a, const double* power, const double* rows, int n,
-                            std::int64_t copy_stride, std::int64_t ld, std::int32_t mask, const void* accumulate,
-                            float* acc_io) {
-    // (+ 0: a product with a zero operand is +0, as on the exact path, whatever the signs)
-    const auto terms = [&](int t, int h) {
-        const double* row = rows + (k_a[t] & mask) * copy_stride + t * ld;
-        return _mm512_fmadd_pd(_mm512_set1_pd(power[t]), _mm512_loadu_pd(row + 8 * h), _mm512_setzero_pd());
-    };
-    accumulate_double_terms(*static_cast<const A*>(accumulate), n, terms, acc_io);
-}
-#endif
-template <class A>
-constexpr lns_fused_double_chain_fn lns_fused_double_chain_of() {
-#if defined(__AVX512F__)
-    if constexpr (std::is_same_v<A, sum_fp32> || std::is_same_v<A, sum_fp32_saturating>) return &lns_fused_double_chain<A>;
-    if constexpr (is_odd_sum<A>)
-        if constexpr (has_odd_chain<decltype(A::inner)>) return &lns_fused_double_chain<A>;
-#endif
+    if constexpr (std::is_same_v<W, float> && is_light<A> && !is_odd_sum<A>) return &lns_fused_chain<A>;
     return nullptr;
 }
 
@@ -617,15 +603,11 @@ public:
                                                                 sign_bit(a_.sign[t]));
         }
         const void* const accumulate = address_of(reduction->accumulate());
-        const lns_fused_chain_fn fused_chain =
-            doubles || !reduction->chained()
+        const lns_fused_chain_fn<W> fused_chain =
+            !reduction->chained()
                 ? nullptr
-                : std::visit([](const auto& op) { return lns_fused_chain_of<std::decay_t<decltype(op)>>(); },
+                : std::visit([](const auto& op) { return lns_fused_chain_of<W, std::decay_t<decltype(op)>>(); },
                              reduction->accumulate());
-        const lns_fused_double_chain_fn fused_double_chain =
-            !doubles ? nullptr
-                     : std::visit([](const auto& op) { return lns_fused_double_chain_of<std::decay_t<decltype(op)>>(); },
-                                  reduction->accumulate());
 #pragma omp parallel num_threads(threads)
         {
             std::vector<W> scratch(std::size_t(reduction->scratch_rows() * fast_lanes));
@@ -647,24 +629,15 @@ public:
                         }
                     };
                     alignas(64) float total[fast_lanes] = {};
-                    if constexpr (doubles) {
-                        const auto fused = [&](std::int64_t k, int n, float* acc) {
-                            if (fused_double_chain == nullptr) return false;
-                            fused_double_chain(ka + k, pa + k, b_moved.data() + k * ld + j0, n, K_ * ld, ld, mask,
-                                               accumulate, acc);
-                            return true;
-                        };
-                        reduction->row_of_doubles(K_, fill, fused, scratch.data(), total);
-                    } else {
-                        // Accumulators that are one fp32 addition and a cheap step take each
-                        // product as it is made (no buffer); the rest go through fill's buffer.
-                        const auto fused = [&](std::int64_t k, int n, float* acc) {
-                            if (fused_chain == nullptr) return false;
-                            fused_chain(ka + k, pa + k, b_moved.data() + k * ld + j0, n, K_ * ld, ld, mask, accumulate, acc);
-                            return true;
-                        };
-                        reduction->row(K_, fill, fused, scratch.data(), total);
-                    }
+                    // Products made as they are added where a fused chain serves the accumulator
+                    // (no buffer between them); otherwise through fill's buffer.
+                    const auto fused = [&](std::int64_t k, int n, float* acc) {
+                        if (fused_chain == nullptr) return false;
+                        fused_chain(ka + k, pa + k, b_moved.data() + k * ld + j0, n, K_ * ld, ld, mask, accumulate, acc);
+                        return true;
+                    };
+                    if constexpr (doubles) reduction->row_of_doubles(K_, fill, fused, scratch.data(), total);
+                    else reduction->row(K_, fill, fused, scratch.data(), total);
                     for (std::int64_t l = 0; l < std::min<std::int64_t>(fast_lanes, N_ - j0); ++l)
                         c[i * N_ + j0 + l] = total[l];
                 }
