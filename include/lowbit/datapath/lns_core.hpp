@@ -176,8 +176,10 @@ void lns_fused_chain(const std::int32_t* k_a, const float* power, const float* r
     for (int t = 0; t < n; ++t) {
         const float* row = rows + (k_a[t] & mask) * copy_stride + t * ld;
         const float p = power[t];
+        // (+ 0: +0 for a zero operand. The test on p is not needed for that, but without it g++
+        // vectorizes the loop over t with gathers instead of the one over lanes: 2x slower.)
         if (p == 0) for (int l = 0; l < fast_lanes; ++l) acc[l] = add_then(step, acc[l], 0.0f);
-        else for (int l = 0; l < fast_lanes; ++l) acc[l] = add_then(step, acc[l], p * row[l] + 0.0f);  // (+0)
+        else for (int l = 0; l < fast_lanes; ++l) acc[l] = add_then(step, acc[l], p * row[l] + 0.0f);
     }
     for (int l = 0; l < fast_lanes; ++l) acc_io[l] = acc[l];
 }
@@ -431,8 +433,8 @@ public:
     // lane) and negated for a negative A(i, k); each output's total is then finished as the
     // shortcut finishes it. The K terms of a lane must stay below 2^62: m + (the products'
     // spread) + ceil(log2 K) <= 62, which holds for Mitchell's constants and tables of up to
-    // about 20 bits on lns8 (not for the 52-bit table, whose constants would need pieces: the
-    // bucket shortcut serves it, as fast as three pieces measured). c = the outputs (row-major);
+    // about 20 bits on lns8; the 52-bit table's constants would need three pieces, which measured
+    // slower than the bucket shortcut that serves it. c = the outputs (row-major);
     // false, with why_not set, where it does not apply.
     bool exact_sums_in_lanes(float* c, std::string& why_not) const {
         if (K_ == 0) {
@@ -623,7 +625,8 @@ public:
                             const W* row = b_moved.data() + ((ka[k + u] & mask) * K_ + k + u) * ld + j0;
                             const W power = pa[k + u];
                             W* o = out + std::ptrdiff_t(u) * fast_lanes;
-                            // (+0 for a zero operand, as on the exact path, whatever the signs)
+                            // (+ 0: +0 for a zero operand, as on the exact path, whatever the
+                            // signs; the test on power keeps g++ vectorizing over lanes)
                             if (power == 0) std::fill(o, o + fast_lanes, W(0));
                             else for (int l = 0; l < fast_lanes; ++l) o[l] = power * row[l] + W(0);
                         }

@@ -211,12 +211,11 @@ lns_matrix lns_encode(const Eigen::MatrixBase<D>& x, const lns_quantizer& q,
     // Nonzero floats and doubles of normal exponent by the threshold table, without branches
     // (subnormal doubles are no float's value: those of a double matrix go the general way).
     if (const auto table = detail::lns_table_rounding::make(m.format, q.mode, q.on_underflow)) {
+        // (contiguous columns: x itself where it has them, else one column-major copy)
+        const Eigen::Ref<const Eigen::Matrix<typename D::Scalar, Eigen::Dynamic, Eigen::Dynamic>> columns(x);
         bool subnormal = false;
-        Eigen::Matrix<typename D::Scalar, Eigen::Dynamic, 1> column;  // (contiguous, whatever x is)
-        for (Eigen::Index j = 0; j < x.cols(); ++j) {
-            column = x.col(j);
-            subnormal = subnormal | table->encode(column.data(), column.size(), &m.k(0, j), &m.sign(0, j));
-        }
+        for (Eigen::Index j = 0; j < x.cols(); ++j)
+            subnormal = subnormal | table->encode(columns.col(j).data(), x.rows(), &m.k(0, j), &m.sign(0, j));
         if (!subnormal) return m;
     }
     for (Eigen::Index j = 0; j < x.cols(); ++j)  // (in storage order; the random index is by rows)
@@ -355,6 +354,15 @@ template <class = void>
 Eigen::MatrixXf lns_multiply(const lns_matrix& A, const lns_matrix& B, const lns_gemm_spec& spec,
                              const lns_product_range& range, gemm_stats* stats, gemm_report* report);
 
+// lns_gemm once spec is validated: the operands checked (their elements unless `encoded`), then run.
+inline Eigen::MatrixXf lns_gemm_checked(const lns_matrix& A, const lns_matrix& B, const lns_gemm_spec& spec,
+                                        bool encoded, gemm_stats* stats, gemm_report* report) {
+    const lns_product_range range = lns_check_operands(A, B, spec, encoded);
+    if (spec.datapath.record_lost && stats == nullptr)
+        throw std::invalid_argument("lowbit::lns_gemm: datapath.record_lost = true needs a gemm_stats to record into");
+    return lns_multiply(A, B, spec, range, stats, report);
+}
+
 }  // namespace detail
 
 // C = A B on the LNS datapath of `spec` (see the header). A: M x K, B: K x N, encoded. *report,
@@ -362,10 +370,7 @@ Eigen::MatrixXf lns_multiply(const lns_matrix& A, const lns_matrix& B, const lns
 inline Eigen::MatrixXf lns_gemm(const lns_matrix& A, const lns_matrix& B, const lns_gemm_spec& spec,
                                 gemm_stats* stats = nullptr, gemm_report* report = nullptr) {
     spec.validate();
-    const detail::lns_product_range range = detail::lns_check_operands(A, B, spec);
-    if (spec.datapath.record_lost && stats == nullptr)
-        throw std::invalid_argument("lowbit::lns_gemm: datapath.record_lost = true needs a gemm_stats to record into");
-    return detail::lns_multiply(A, B, spec, range, stats, report);
+    return detail::lns_gemm_checked(A, B, spec, false, stats, report);
 }
 
 // C = A B for float (or any arithmetic) matrices: each rounded to LNS by spec.input_a / input_b
@@ -375,13 +380,11 @@ template <class DA, class DB>
 Eigen::MatrixXf lns_gemm(const Eigen::MatrixBase<DA>& A, const Eigen::MatrixBase<DB>& B, const lns_gemm_spec& spec,
                          gemm_stats* stats = nullptr, gemm_report* report = nullptr) {
     spec.validate();
-    if (spec.datapath.record_lost && stats == nullptr)
-        throw std::invalid_argument("lowbit::lns_gemm: datapath.record_lost = true needs a gemm_stats to record into");
     lns_quantizer qa = spec.input_a.quantizer, qb = spec.input_b.quantizer;
     qa.seed = gemm_random_key(qa.seed, gemm_role::input_a);
     qb.seed = gemm_random_key(qb.seed, gemm_role::input_b);
-    const lns_matrix a = lns_encode(A, qa, spec.input_a.scale), b = lns_encode(B, qb, spec.input_b.scale);
-    return detail::lns_multiply(a, b, spec, detail::lns_check_operands(a, b, spec, true), stats, report);
+    return detail::lns_gemm_checked(lns_encode(A, qa, spec.input_a.scale), lns_encode(B, qb, spec.input_b.scale), spec,
+                                    true, stats, report);
 }
 
 }  // namespace lowbit

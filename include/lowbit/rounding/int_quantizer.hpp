@@ -45,7 +45,6 @@ namespace detail {
     return t > y ? t - 1.0 : t;
 }
 
-
 // x rounded to an integer under Mode, deciding on the magnitude as the float formats do; exact:
 // floor and the fraction are exact in double, and so is halving the integer part to tell it odd.
 // `random`: its low random_bits bits are the uniform number of stochastic rounding, which rounds
@@ -200,9 +199,7 @@ private:
     // (Small: |n| <= 2^30 and 2^bits <= 2^30, so every quotient below is under 2^31)
     template <bool Saturate, bool Small = false>
     [[gnu::always_inline]] static double overflow(double n, const constants& c) {
-        const bool in_range = (n >= c.lo) & (n <= c.hi);
-        if constexpr (Saturate) return in_range ? n : n < c.lo ? c.lo : c.hi;
-        (void)in_range;
+        if constexpr (Saturate) return (n >= c.lo) & (n <= c.hi) ? n : n < c.lo ? c.lo : c.hi;
         if constexpr (Small) {  // (the low bits of n, in two's complement; see above for the conversion)
             const double wrapped =
                 double(std::int32_t((std::uint32_t(std::int32_t(n)) - c.small_lo) & c.small_mask) + std::int32_t(c.small_lo));
@@ -211,6 +208,7 @@ private:
             const std::uint64_t zero_sign = std::bit_cast<std::uint64_t>(n) & (std::uint64_t(n == 0) << 63);
             return std::bit_cast<double>(std::bit_cast<std::uint64_t>(wrapped) | zero_sign);
         }
+        const bool in_range = (n >= c.lo) & (n <= c.hi);
         const double r = (n - c.span * detail::trunc_to_integer(n / c.span)) - c.lo;
         return in_range ? n : c.lo + (r - c.span * detail::floor_to_integer(r / c.span));
     }

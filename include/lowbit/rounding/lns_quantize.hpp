@@ -122,19 +122,23 @@ inline bool at_least_exp2(double s, std::int64_t h, int m) {
 // found once with the exact predicate. Counting the thresholds at or below an f in [1, 2) takes
 // one lookup: [1, 2) is cut into 2^(m + 2) equal buckets, narrower than the gap between two
 // thresholds (2^(1/2^m) - 1 > ln 2 / 2^m > 2^-(m + 2)), so a bucket holds at most one threshold;
-// `below` counts those under the bucket's start and `next` is the first at or above it.
+// `below` counts those under the bucket's start and `next` is the first at or above it. Values in
+// [1, 2) are compared by their 52 fraction bits.
 inline constexpr int table_log2_bits = 8;
 struct log2_threshold_table {
     int bucket_bits = 0;  // m + 2
     std::vector<std::int32_t> below;
-    std::vector<double> next;  // 2 where no threshold is left
-    std::vector<std::uint64_t> next_fraction;  // next's 52 fraction bits (2^52 for 2: above all)
+    std::vector<std::uint64_t> next;  // fraction bits; 2^52 (above every fraction) where none is left
 
-    // The thresholds at or below f, for f in [1, 2).
-    std::int64_t count(double f) const {
-        const auto bucket = std::size_t((std::bit_cast<std::uint64_t>(f) >> (52 - bucket_bits)) &
-                                        ((std::uint64_t(1) << bucket_bits) - 1));
-        return below[bucket] + (f >= next[bucket] ? 1 : 0);
+    // The thresholds at or below 1 + fraction 2^-52.
+    std::int64_t count(std::uint64_t fraction) const {
+        return count_in(below.data(), next.data(), 52 - bucket_bits, fraction);
+    }
+    // The same from the tables' data (for loops that hold them in restrict pointers).
+    [[gnu::always_inline]] static std::int64_t count_in(const std::int32_t* below, const std::uint64_t* next,
+                                                        int bucket_shift, std::uint64_t fraction) {
+        const std::uint64_t bucket = fraction >> bucket_shift;
+        return below[bucket] + std::int64_t(fraction >= next[bucket]);
     }
 };
 inline const log2_threshold_table& log2_thresholds(int m) {
@@ -153,9 +157,8 @@ inline const log2_threshold_table& log2_thresholds(int m) {
                 const double start = 1 + std::ldexp(double(j), -table.bucket_bits);  // (exact)
                 const auto first = std::lower_bound(t.begin(), t.end(), start);
                 table.below.push_back(std::int32_t(first - t.begin()));
-                table.next.push_back(first == t.end() ? 2.0 : *first);
-                table.next_fraction.push_back(first == t.end() ? std::uint64_t(1) << 52
-                                                               : std::bit_cast<std::uint64_t>(*first) & ((std::uint64_t(1) << 52) - 1));
+                table.next.push_back(first == t.end() ? std::uint64_t(1) << 52
+                                                      : std::bit_cast<std::uint64_t>(*first) & ((std::uint64_t(1) << 52) - 1));
             }
         }
         return tables;
@@ -170,10 +173,9 @@ inline std::int64_t floor_scaled_log2_from_log(double s, int m);
 // table's case is small enough to inline into a caller's loop; the rest is a call.)
 [[gnu::always_inline]] inline std::int64_t floor_scaled_log2(double s, int m) {
     const auto bits = std::bit_cast<std::uint64_t>(s);
-    if (m <= table_log2_bits && (bits >> 52) != 0) [[likely]] {  // normal s = f 2^e, f in [1, 2): count thresholds
-        const double f = std::bit_cast<double>((bits & ((std::uint64_t(1) << 52) - 1)) | (std::uint64_t(1023) << 52));
-        return (std::int64_t(bits >> 52) - 1023) * (std::int64_t(1) << m) + log2_thresholds(m).count(f);
-    }
+    if (m <= table_log2_bits && (bits >> 52) != 0) [[likely]]  // normal s = f 2^e, f in [1, 2): count thresholds
+        return (std::int64_t(bits >> 52) - 1023) * (std::int64_t(1) << m) +
+               log2_thresholds(m).count(bits & ((std::uint64_t(1) << 52) - 1));
     return floor_scaled_log2_from_log(s, m);
 }
 
@@ -304,8 +306,8 @@ inline double round_odd(double_double v) {
 namespace detail {
 
 // lns_round_magnitude for many values, where the threshold table decides (nearest_log and
-// toward_zero with frac_bits + 1 <= table_log2_bits, for every positive double of a normal
-// exponent and +infinity): one lookup and no branch per value, so a loop over them vectorizes.
+// toward_zero with frac_bits + 1 <= table_log2_bits, for every double of a normal exponent, zeros
+// and infinities): one lookup and no branch per value, so a loop over them vectorizes.
 struct lns_table_rounding {
     const log2_threshold_table* table = nullptr;
     int m = 0;         // floor(2^m log2 a): m = frac_bits, + 1 for nearest_log's half steps
@@ -325,24 +327,12 @@ struct lns_table_rounding {
         return r;
     }
 
-    // The k of a (whose bits are `bits`: a normal positive double or +infinity, whose exponent
-    // field 2047 puts it above every k_max); zero = 1 where it underflows to zero.
-    [[gnu::always_inline]] std::int32_t k(std::uint64_t bits, std::int32_t& zero) const {
-        const std::uint64_t fraction = bits & ((std::uint64_t(1) << 52) - 1);
-        const auto bucket = std::size_t(fraction >> (52 - table->bucket_bits));
-        const std::int64_t h = (std::int64_t(bits >> 52) - 1023) * (std::int64_t(1) << m) + table->below[bucket] +
-                               std::int64_t(fraction >= table->next_fraction[bucket]);
-        const std::int64_t k = nearest ? (h + 1) >> 1 : h;  // (floor: arithmetic shift)
-        zero = std::int32_t(k < k_min) & std::int32_t(to_zero);
-        return std::int32_t(std::clamp<std::int64_t>(k, k_min, k_max));
-    }
-
     // k and sign (-1, 0, +1; zeros and underflows 0 with k_min) of n values (float or double:
     // any but NaN) in one branch-free loop, which vectorizes; true where it met a subnormal double
     // (whose results are then not to be used: the table does not decide them).
     template <class T>
     bool encode(const T* x, std::int64_t n, std::int32_t* k_out, std::int8_t* sign_out) const {
-        return encode_loop(x, n, k_out, sign_out, table->below.data(), table->next_fraction.data(),
+        return encode_loop(x, n, k_out, sign_out, table->below.data(), table->next.data(),
                            52 - table->bucket_bits, std::int64_t(1) << m, k_min, k_max, nearest, to_zero);
     }
 
@@ -360,9 +350,9 @@ private:
             const std::uint64_t bits = std::bit_cast<std::uint64_t>(double(x[t]));
             const std::uint64_t magnitude = bits & ~(std::uint64_t(1) << 63);
             const std::uint64_t fraction = magnitude & ((std::uint64_t(1) << 52) - 1);
-            const auto exponent = std::int64_t(magnitude >> 52);
-            const std::uint64_t bucket = fraction >> bucket_shift;
-            const std::int64_t h = (exponent - 1023) * m_scale + below[bucket] + std::int64_t(fraction >= next[bucket]);
+            const auto exponent = std::int64_t(magnitude >> 52);  // (2047 for infinity: above every k_max)
+            const std::int64_t h =
+                (exponent - 1023) * m_scale + log2_threshold_table::count_in(below, next, bucket_shift, fraction);
             const std::int64_t k = (h + round_up) >> halve;  // (floor: arithmetic shift)
             subnormals += std::int64_t(exponent == 0) & std::int64_t(fraction != 0);
             const std::int64_t zero = std::int64_t(exponent == 0) | (std::int64_t(k < low) & std::int64_t(zero_below));
