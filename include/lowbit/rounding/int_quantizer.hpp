@@ -199,7 +199,7 @@ private:
     // (Small: |n| <= 2^30 and 2^bits <= 2^30, so every quotient below is under 2^31)
     template <bool Saturate, bool Small = false>
     [[gnu::always_inline]] static double overflow(double n, const constants& c) {
-        if constexpr (Saturate) return (n >= c.lo) & (n <= c.hi) ? n : n < c.lo ? c.lo : c.hi;
+        if constexpr (Saturate) return ((n >= c.lo) & (n <= c.hi)) ? n : n < c.lo ? c.lo : c.hi;
         if constexpr (Small) {  // (the low bits of n, in two's complement; see above for the conversion)
             const double wrapped =
                 double(std::int32_t((std::uint32_t(std::int32_t(n)) - c.small_lo) & c.small_mask) + std::int32_t(c.small_lo));
