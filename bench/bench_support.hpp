@@ -18,9 +18,10 @@ inline std::map<std::string, double>& baselines() {
     return b;
 }
 
-// Runs body() once per iteration with manual timing; records or compares per-item time.
+// Runs body() once per iteration with manual timing; records or compares per-item time, and
+// returns it (for a second comparison: compare()).
 template <class Body>
-void timed(benchmark::State& state, double items_per_iteration, const std::string& baseline,
+double timed(benchmark::State& state, double items_per_iteration, const std::string& baseline,
            bool is_baseline, Body&& body) {
     double total = 0;
     for (auto _ : state) {
@@ -37,6 +38,13 @@ void timed(benchmark::State& state, double items_per_iteration, const std::strin
     } else if (auto it = baselines().find(baseline); it != baselines().end()) {
         state.counters["x_" + baseline] = it->second / per_item;
     }
+    return per_item;
+}
+
+// Records per_item as baseline `name` too, or (is_baseline false) reports x_<name> against it.
+inline void compare(benchmark::State& state, double per_item, const std::string& name, bool is_baseline) {
+    if (is_baseline) baselines()[name] = per_item;
+    else if (auto it = baselines().find(name); it != baselines().end()) state.counters["x_" + name] = it->second / per_item;
 }
 
 }  // namespace lowbit_bench

@@ -6,9 +6,19 @@
 
 #include <Eigen/Core>
 
+#include <random>
 #include <string>
 
 namespace lowbit_bench {
+
+// A rows x cols matrix of N(0, 1) floats, fixed by the seed (the GEMM benchmarks' operands).
+inline Eigen::MatrixXf normal_matrix(Eigen::Index rows, Eigen::Index cols, unsigned seed) {
+    std::mt19937 gen(seed);
+    std::normal_distribution<float> dist;
+    Eigen::MatrixXf m(rows, cols);
+    for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = dist(gen);
+    return m;
+}
 
 // Times C = A B (n x n) with Eigen on one thread and records it as the baseline "eigen<n>".
 inline void eigen_gemm_baseline(benchmark::State& state, const Eigen::MatrixXf& A, const Eigen::MatrixXf& B) {

@@ -13,13 +13,7 @@
 
 namespace {
 
-Eigen::MatrixXf normal_matrix(Eigen::Index rows, Eigen::Index cols, unsigned seed) {
-    std::mt19937 gen(seed);
-    std::normal_distribution<float> dist;
-    Eigen::MatrixXf m(rows, cols);
-    for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = dist(gen);
-    return m;
-}
+using lowbit_bench::normal_matrix;
 
 lowbit::gemm_spec paper_spec(lowbit::rounding mode, lowbit::accumulation model, int threads) {
     const lowbit::float_quantizer e4m3{.format = lowbit::fp8_e4m3};

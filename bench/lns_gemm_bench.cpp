@@ -11,6 +11,7 @@
 //                shortcut. (Saturating buckets take the path from the definition, 8 passes of
 //                exact_datapath::reduce over K: about 3000x slower, so not measured here.)
 #include "bench_support.hpp"
+#include "eigen_baseline.hpp"
 
 #include <lowbit/datapath/gemm.hpp>
 #include <lowbit/datapath/lns_gemm.hpp>
@@ -24,13 +25,7 @@ namespace {
 
 constexpr Eigen::Index n = 256;
 
-Eigen::MatrixXf normal_matrix(Eigen::Index rows, Eigen::Index cols, unsigned seed) {
-    std::mt19937 gen(seed);
-    std::normal_distribution<float> dist;
-    Eigen::MatrixXf m(rows, cols);
-    for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = dist(gen);
-    return m;
-}
+using lowbit_bench::normal_matrix;
 
 // Times body() as the baseline `name`, then reports its ratio to each baseline registered before.
 template <class Body>

@@ -8,6 +8,7 @@
 #include <lowbit/nn.hpp>
 
 #include <lowbit/datapath/block_scaled_core.hpp>
+#include <lowbit/datapath/gemm_backward_core.hpp>
 #include <lowbit/datapath/gemm_core.hpp>
 #include <lowbit/datapath/lns_core.hpp>
 #include <lowbit/nn/parallel_product_core.hpp>
@@ -25,6 +26,8 @@ namespace lowbit::detail {
 template void quantize_rows_piece<>(const quantizer&, gemm_role, float*, std::size_t, std::size_t, gemm_stats*);
 template void multiply_quantized<>(const row_major_view&, const row_major_view&, row_major_view&, const gemm_spec&,
                                    gemm_stats*, gemm_report*);
+template void backward_quantized<>(const row_major_view&, const row_major_view&, strided<const float>,
+                                   const gemm_spec&, gradient_mode, const backward_sink&, gemm_report*);
 template Eigen::MatrixXf block_scaled_multiply<>(const block_scaled_matrix&, const block_scaled_matrix&,
                                                  const gemm_spec&, const quantizer&, gemm_stats*, gemm_report*);
 template Eigen::MatrixXf lns_multiply<>(const lns_matrix&, const lns_matrix&, const lns_gemm_spec&,

@@ -5,6 +5,7 @@
 #include <lowbit/datapath/block_scaled_gemm.hpp>
 #include <lowbit/datapath/conv.hpp>
 #include <lowbit/datapath/gemm.hpp>
+#include <lowbit/datapath/gemm_backward.hpp>
 #include <lowbit/datapath/gemm_report.hpp>
 #include <lowbit/datapath/gemm_spec.hpp>
 #include <lowbit/datapath/gemm_stats.hpp>

@@ -291,3 +291,57 @@ TEST_CASE("linear: bad arguments and shapes are rejected with messages") {
     (void)fresh.forward(features(matrix::Zero(1, 6)), pass::inference);
     CHECK_THROWS_WITH(fresh.backward(features(matrix::Zero(1, 2))), Contains("backward without a forward"));
 }
+
+TEST_CASE("linear: fine-grained gradients are lowbit::gemm_backward of the forward's operands and spec") {
+    rng r(35);
+    const int inputs = 70, outputs = 5, batch = 67;  // (a ragged second block of 64 columns)
+    // An 8-bit-ish accumulator (M3E4, flush and saturate) that swamps often.
+    const lowbit::float_format m3e4{.exp_bits = 4, .man_bits = 3, .bias = 7, .subnormals = false,
+                                    .specials = lowbit::special_values::none};
+    const float_quantizer q_acc{.format = m3e4, .on_overflow = lowbit::overflow::saturate};
+    const gemm_spec spec{.product = float_quantizer{.format = lowbit::lba_m7e4_prod}, .accumulator = q_acc,
+                         .chunk = 16, .chunk_accumulator = q_acc};
+    const range_biased_float qw{}, qx{.exp_bits = 4, .man_bits = 3};
+    const matrix x = random_matrix(batch, inputs, r, -0.5, 2.5).cwiseMax(0.0f);
+    const matrix dy = random_matrix(batch, outputs, r);
+    for (const lowbit::gradient_mode mode : {lowbit::gradient_mode::overflow_only, lowbit::gradient_mode::immediate,
+                                             lowbit::gradient_mode::recursive}) {
+        CAPTURE(to_string(mode));
+        linear l(inputs, outputs, 11);
+        l.weight().value *= 64.0f;  // sums beyond M3E4's largest value (480): saturations too
+        l.datapath = gemm_datapath{.spec = spec, .weights = qw, .activations = qx, .gradient = mode};
+        (void)l.forward(features(x), pass::training);
+        const tensor dx = l.backward(features(dy));
+
+        // The forward's operands and spec, resolved independently of the layer.
+        const matrix& w = l.weight().value;
+        const matrix xt = x.transpose();
+        gemm_spec resolved = spec;
+        resolved.input_a = qw.for_tensor(std::span<const float>(w.data(), std::size_t(w.size())));
+        resolved.input_b = qx.for_tensor(std::span<const float>(xt.data(), std::size_t(xt.size())));
+        const Eigen::MatrixXf dc = dy.transpose();  // outputs x batch
+        const lowbit::gemm_gradients g = lowbit::gemm_backward(w, xt, dc, resolved, mode);
+        CHECK(same_bits(matrix(l.weight().grad), matrix(g.a)));
+        CHECK(same_bits(dx.values, matrix(g.b.transpose())));
+        const matrix db = dy.colwise().sum();
+        CHECK((l.bias().grad - db).cwiseAbs().maxCoeff() <= 1e-5f * dy.cwiseAbs().colwise().sum().maxCoeff());
+
+        // The masks matter here (the test would not notice a layer that ignored the mode).
+        const lowbit::gemm_gradients ste = lowbit::gemm_backward(w, xt, dc, resolved, lowbit::gradient_mode::ste);
+        CHECK((ste.a - g.a).cwiseAbs().maxCoeff() > 1e-3);
+        CHECK((ste.b - g.b).cwiseAbs().maxCoeff() > 1e-3);
+    }
+}
+
+TEST_CASE("linear: fine-grained gradients need a spec and every output and input active") {
+    linear l(8, 3, 1);
+    l.datapath.gradient = lowbit::gradient_mode::immediate;
+    const matrix x = matrix::Ones(2, 8);
+    CHECK_THROWS_WITH(l.forward(features(x), pass::training), Contains("set a spec (or gradient = ste)"));
+    l.datapath.spec = low_precision_spec();
+    l.set_active({0, 2}, {});
+    CHECK_THROWS_WITH(l.forward(features(x), pass::training), Contains("with skipped work (set_active) is not supported"));
+    CHECK_NOTHROW(l.forward(features(x), pass::inference));
+    l.set_all_active();
+    CHECK_NOTHROW(l.forward(features(x), pass::training));
+}

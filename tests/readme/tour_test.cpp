@@ -63,6 +63,8 @@ TEST_CASE("tour: formats, rounding, arrays, storage and the datapath", "[readme]
     for (float& v : A.reshaped()) v = normal(gen);
     for (float& v : B.reshaped()) v = normal(gen);
     const Eigen::VectorXf a = A.row(0).transpose(), b = B.col(0);
+    Eigen::MatrixXf dC(8, 5);
+    for (float& v : dC.reshaped()) v = normal(gen);
 
     // Formats: one literal type that is both runtime data and a template argument.
     lowbit::float_format acc{.exp_bits = 4, .man_bits = 7, .bias = 10, .subnormals = false,
@@ -110,6 +112,10 @@ TEST_CASE("tour: formats, rounding, arrays, storage and the datapath", "[readme]
     float d = lowbit::dot(a, b, spec);                       // a, b: Eigen vectors, or spans of floats
     lowbit::gemm_report report;                     // which kernel ran, for which ISA, and why no faster one
     lowbit::gemm(A, B, C, spec, nullptr, &report);  // report.kernel == lowbit::gemm_kernel::scaled_chain_avx512
+    // Gradients through the quantized accumulation: a product that was swamped, flushed or saturated
+    // passes none (immediate); nor, with recursive, do the products before a step that lost the sum.
+    lowbit::gemm_gradients gr = lowbit::gemm_backward(A, B, dC, spec, lowbit::gradient_mode::recursive);
+    // gr.a = dL/dA, gr.b = dL/dB; also ste, overflow_only, immediate; layers: datapath.gradient
     // Specs and quantizers as text (to_string writes it, parse reads it back; command lines, CSV files):
     auto parsed = lowbit::gemm_spec::parse("input_a=e4m3 input_b=e4m3 accumulator=fp16:toward_zero chunk=16");
     std::string text = to_string(parsed);  // "input_a=fp8_e4m3 input_b=fp8_e4m3 product=exact accumulator=fp16:toward_zero ..."
@@ -137,6 +143,10 @@ TEST_CASE("tour: formats, rounding, arrays, storage and the datapath", "[readme]
     CHECK(report.kernel == (lowbit::detail::has_scaled_chain && lowbit::detail::has_bf16_rounding
                                 ? lowbit::gemm_kernel::scaled_chain_avx512
                                 : lowbit::gemm_kernel::vectorized_chain));
+    CHECK(gr.a.rows() == 8);
+    CHECK(gr.a.cols() == 64);
+    CHECK(gr.b.rows() == 64);
+    CHECK(gr.b.cols() == 5);
     CHECK(text.rfind("input_a=fp8_e4m3 input_b=fp8_e4m3 product=exact accumulator=fp16:toward_zero ", 0) == 0);
     CHECK(lowbit::gemm_spec::parse(text) == parsed);
     CHECK(iq.as_int() != nullptr);

@@ -149,6 +149,7 @@ LOWBIT_NN_INLINE tensor multi_head_attention::backward(const tensor& dy) {
     detail::check_backward(*this, ready_, dy, shape_, batch_);
     const tensor dheads = proj_.backward(dy);
     const auto dout = token_rows(dheads);
+    const gemm_datapath products = activation_products();
     const int t = shape_.tokens();
     const float scale = float(1 / std::sqrt(double(head_dim())));
     tensor dqkv{matrix::Zero(batch_, Eigen::Index(t) * 3 * dim_), token_shape(shape_.height, shape_.width, 3 * dim_)};
@@ -160,11 +161,14 @@ LOWBIT_NN_INLINE tensor multi_head_attention::backward(const tensor& dy) {
             const head_state& k = kept_[std::size_t(n * heads_ + h)];
             const matrix d_o = dout.middleRows(n * t, t)(Eigen::all, ch);
             // O = P_q V_q: dP = dO V_q^T, dV = P_q^T dO; S = scale Q_q K_q^T (straight-through)
-            const matrix dp = d_o * k.values.activations.transpose();
-            const matrix dv = k.values.weights.transpose() * d_o;
+            // (or through the products' quantized accumulation: fine_grained_gradients)
+            const auto fine_values = fine_grained_gradients(k.values, d_o, products);
+            const matrix dp = fine_values ? matrix(fine_values->a) : matrix(d_o * k.values.activations.transpose());
+            const matrix dv = fine_values ? matrix(fine_values->b) : matrix(k.values.weights.transpose() * d_o);
             const matrix ds = softmax_rows_backward(k.probabilities, dp) * scale;
-            const matrix dq = ds * k.scores.activations.transpose();
-            const matrix dk = ds.transpose() * k.scores.weights;
+            const auto fine_scores = fine_grained_gradients(k.scores, ds, products);
+            const matrix dq = fine_scores ? matrix(fine_scores->a) : matrix(ds * k.scores.activations.transpose());
+            const matrix dk = fine_scores ? matrix(fine_scores->b.transpose()) : matrix(ds.transpose() * k.scores.weights);
             auto sample = g.middleRows(n * t, t);
             sample(Eigen::all, shifted(ch, 0)) = dq;
             sample(Eigen::all, shifted(ch, dim_)) = dk;

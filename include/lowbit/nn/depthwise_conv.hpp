@@ -136,10 +136,11 @@ LOWBIT_NN_INLINE tensor depthwise_conv::backward(const tensor& dy) {
     for (const int c : all_or(active_outputs(), shape_.channels)) {
         const gemm_operands& k = kept_channels_[std::size_t(c)];
         const matrix dr = g.col(c).transpose();  // 1 x n
-        const matrix dw = dr * k.activations.transpose();
+        const auto fine = fine_grained_gradients(k, dr, datapath);
+        const matrix dw = fine ? matrix(fine->a) : matrix(dr * k.activations.transpose());
         for (std::size_t i = 0; i < taps.size(); ++i) weight_.grad(c, taps[i]) += dw(0, Eigen::Index(i));
         bias_.grad(0, c) += dr.sum();
-        const matrix dcols = k.weights.transpose() * dr;  // taps x n
+        const matrix dcols = fine ? matrix(fine->b) : matrix(k.weights.transpose() * dr);  // taps x n
         // col2im of one channel: each tap's gradient goes back to the token it read
         for (std::size_t i = 0; i < taps.size(); ++i) {
             const int di = taps[i] / kernel - 1, dj = taps[i] % kernel - 1;

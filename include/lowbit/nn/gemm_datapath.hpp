@@ -7,6 +7,11 @@
 //       .weights = lowbit::nn::range_biased_float{},       // FP8 M4E3, per-tensor bias
 //       .activations = lowbit::nn::range_biased_float{}};
 //
+// The gradients go straight through the datapath (gradient_mode::ste: those of the fp32 product of
+// the quantized operands), or through its quantized accumulation: `gradient` set to
+// overflow_only, immediate or recursive masks each product's gradient by the events of its chain
+// (lowbit/datapath/gemm_backward.hpp defines them), for every layer that multiplies on it.
+//
 // No spec: the product is a plain fp32 GEMM (Eigen's, in tiles on lowbit's threads:
 // parallel_product.hpp), the fast baseline for training. With a spec, every multiply-accumulate
 // goes through lowbit::gemm, and events are counted into `stats` when it is set.
@@ -19,6 +24,7 @@
 #pragma once
 
 #include <lowbit/datapath/gemm.hpp>
+#include <lowbit/datapath/gemm_backward.hpp>
 #include <lowbit/datapath/gemm_spec.hpp>
 #include <lowbit/datapath/gemm_stats.hpp>
 #include <lowbit/datapath/quantizer.hpp>
@@ -44,13 +50,21 @@ struct gemm_datapath {
     input_quantizer weights{};
     input_quantizer activations{};
     gemm_stats* stats = nullptr;    // events of every GEMM of the layer add up here (spec only)
+    gradient_mode gradient = gradient_mode::ste;  // other modes need a spec
 };
 
-// What a layer's GEMM used, kept for its backward pass (straight-through: the gradients are those
-// of the quantized operands' fp32 product).
+// What a layer's GEMM used, kept for its backward pass: the quantized operands, and the spec as it
+// ran (with the input quantizers of that batch), which fine-grained gradients recompute.
 struct gemm_operands {
     matrix weights, activations;
+    std::optional<gemm_spec> spec;
 };
+
+// dL/dW (.a) and dL/dX (.b) of C = W X through the datapath's quantized accumulation, from the
+// operands the forward kept and dL/dC; nothing for gradient_mode::ste, whose gradients are the
+// plain products of the kept operands (the caller's own).
+LOWBIT_NN_INLINE std::optional<gemm_gradients> fine_grained_gradients(const gemm_operands& kept, const matrix& dc,
+                                                                      const gemm_datapath& d);
 
 // The threads a layer's GEMMs run on: the spec's, or all cores without one.
 LOWBIT_NN_INLINE int datapath_threads(const gemm_datapath& d);
@@ -68,6 +82,9 @@ LOWBIT_NN_INLINE int datapath_threads(const gemm_datapath& d) {
 LOWBIT_NN_INLINE matrix datapath_gemm(const matrix& w, matrix x, const gemm_datapath& d, gemm_operands* keep = nullptr);
 #if LOWBIT_NN_DEFINE
 LOWBIT_NN_INLINE matrix datapath_gemm(const matrix& w, matrix x, const gemm_datapath& d, gemm_operands* keep) {
+    if (d.gradient != gradient_mode::ste && !d.spec)
+        throw std::invalid_argument(std::string("lowbit::nn::gemm_datapath: gradient = ") + to_string(d.gradient) +
+                                    " masks the steps of a quantized accumulation: set a spec (or gradient = ste)");
     const auto input = [&](const input_quantizer& q, const quantizer gemm_spec::*field, const matrix& m,
                            const char* names) {
         const bool in_spec = d.spec && !((*d.spec).*field).is_exact();
@@ -91,13 +108,24 @@ LOWBIT_NN_INLINE matrix datapath_gemm(const matrix& w, matrix x, const gemm_data
         spec.input_b = qx;
         c.resize(w.rows(), x.cols());
         gemm(w, x, c, spec, d.stats);
-        if (keep != nullptr) *keep = {quantized(w, qw, gemm_role::input_a), quantized(std::move(x), qx, gemm_role::input_b)};
+        if (keep != nullptr)
+            *keep = {quantized(w, qw, gemm_role::input_a), quantized(std::move(x), qx, gemm_role::input_b), spec};
     } else {
-        gemm_operands q{quantized(w, qw, gemm_role::input_a), quantized(std::move(x), qx, gemm_role::input_b)};
+        gemm_operands q{quantized(w, qw, gemm_role::input_a), quantized(std::move(x), qx, gemm_role::input_b), {}};
         c = detail::tiled_product(q.weights, q.activations, threads);
         if (keep != nullptr) *keep = std::move(q);
     }
     return c;
+}
+
+LOWBIT_NN_INLINE std::optional<gemm_gradients> fine_grained_gradients(const gemm_operands& kept, const matrix& dc,
+                                                                      const gemm_datapath& d) {
+    if (d.gradient == gradient_mode::ste) return std::nullopt;
+    if (!kept.spec)
+        throw std::logic_error("lowbit::nn: fine-grained gradients without the forward's spec (was the forward run "
+                               "with pass::training on a datapath with a spec?)");
+    // (the kept operands are on their formats' grids: the spec's input quantizers leave them as they are)
+    return lowbit::gemm_backward(kept.weights, kept.activations, dc, *kept.spec, d.gradient);
 }
 #endif
 

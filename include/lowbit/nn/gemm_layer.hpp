@@ -91,6 +91,10 @@ LOWBIT_NN_INLINE void gemm_layer::set_active(std::vector<int> outputs, std::vect
 LOWBIT_NN_INLINE matrix gemm_layer::gemm_forward(matrix x, pass p) {
     const matrix& w = weight().value;
     gemm_operands* keep = p == pass::training ? &kept_ : nullptr;
+    if (keep != nullptr && skips() && datapath.gradient != gradient_mode::ste)
+        throw std::invalid_argument("lowbit::nn: " + describe() + ": gradient = " + to_string(datapath.gradient) +
+                                    " with skipped work (set_active) is not supported: train with gradient = ste, "
+                                    "or with every output and input active");
     matrix c;
     if (!skips()) {
         c = datapath_gemm(w, std::move(x), datapath, keep);
@@ -127,9 +131,13 @@ LOWBIT_NN_INLINE matrix gemm_layer::gemm_backward(matrix dc) {
         for (Eigen::Index r = 0; r < dc.rows(); ++r)
             if (!active(r)) dc.row(r).setZero();
     }
+    bias().grad += dc.rowwise().sum().transpose();
+    if (auto g = fine_grained_gradients(kept_, dc, datapath)) {
+        weight().grad += g->a;
+        return matrix(g->b);
+    }
     const int threads = datapath_threads(datapath);
     detail::add_tiled_product(weight().grad, dc, kept_.activations.transpose(), threads);
-    bias().grad += dc.rowwise().sum().transpose();
     return detail::tiled_product(kept_.weights.transpose(), dc, threads);
 }
 
