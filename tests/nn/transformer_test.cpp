@@ -501,3 +501,41 @@ TEST_CASE("fp32 units (layer norm, GELU, softmax) round their outputs by `output
     check(nn::gelu());
     check(nn::softmax());
 }
+
+TEST_CASE("attention's products and the depth-wise conv: fine-grained gradients, ste's where nothing is lost") {
+    const nn::shape3 s = nn::token_shape(3, 4, 8);
+    const nn::tensor x{random_matrix(3, s.size(), 61), s}, dy{random_matrix(3, s.size(), 62), s};
+    const lowbit::float_quantizer fp32{.format = lowbit::fp32};
+    // An 8-bit accumulator (M3E4, flush and saturate) in chunks of 4: swamps on most chains.
+    const lowbit::float_quantizer m3e4{.format = {.exp_bits = 4, .man_bits = 3, .bias = 7, .subnormals = false,
+                                                  .specials = lowbit::special_values::none},
+                                       .on_overflow = lowbit::overflow::saturate};
+    const lowbit::gemm_spec exact_sums{.accumulator = fp32}, lossy{.accumulator = m3e4, .chunk = 4, .chunk_accumulator = m3e4};
+    // The gradients (dx and every parameter's) of one training step on `spec`, by gradient mode.
+    const auto gradients = [&](auto make, const lowbit::gemm_spec& spec, lowbit::gradient_mode mode) {
+        auto l = make();
+        l.datapath = nn::gemm_datapath{.spec = spec, .gradient = mode};
+        (void)l.forward(x, nn::pass::training);
+        std::vector<matrix> g{l.backward(dy).values};
+        for (auto& [name, p] : l.named_parameters()) g.push_back(p->grad);
+        return g;
+    };
+    const auto max_difference = [](const std::vector<matrix>& a, const std::vector<matrix>& b) {
+        double d = 0;
+        for (std::size_t i = 0; i < a.size(); ++i) d = std::max(d, double((a[i] - b[i]).cwiseAbs().maxCoeff()));
+        return d;
+    };
+    const auto check = [&](auto make) {
+        // fp32 sums of these few products lose nothing: immediate and recursive are ste (summed in
+        // double rather than float), which catches operands or transposes wired wrongly.
+        const auto ste = gradients(make, exact_sums, lowbit::gradient_mode::ste);
+        for (const auto mode : {lowbit::gradient_mode::immediate, lowbit::gradient_mode::recursive}) {
+            CAPTURE(to_string(mode));
+            CHECK(max_difference(gradients(make, exact_sums, mode), ste) <= 1e-5);
+            // ... and the masks of a lossy accumulator change them.
+            CHECK(max_difference(gradients(make, lossy, mode), gradients(make, lossy, lowbit::gradient_mode::ste)) > 1e-3);
+        }
+    };
+    SECTION("attention, 2 heads") { check([] { return nn::multi_head_attention(8, 2, 42); }); }
+    SECTION("depthwise_conv 3x3") { check([&] { return nn::depthwise_conv(s, 46); }); }
+}
