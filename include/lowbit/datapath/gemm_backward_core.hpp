@@ -23,7 +23,7 @@
 #include <optional>
 #include <type_traits>
 
-#if defined(__AVX512F__)
+#if defined(__AVX2__)
 #include <immintrin.h>
 #endif
 #include <vector>
@@ -300,6 +300,20 @@ inline void contract(int R, const std::uint8_t* const* g, const double (*dc)[fas
                     _mm512_storeu_pd(dbk + 8 * v, _mm512_fmadd_pd(w, av, _mm512_loadu_pd(dbk + 8 * v)));
                 }
                 part[e] = p;
+#elif defined(__AVX2__) && defined(__FMA__)
+                // (the same sums as above, in halves: lanes 8v .. 8v + 3 and 8v + 4 .. 8v + 7)
+                __m256d p[2] = {_mm256_setzero_pd(), _mm256_setzero_pd()};
+                const __m256d av = _mm256_set1_pd(ak);
+                for (int v = 0; v < 2 * V; ++v) {
+                    std::int32_t bytes;
+                    std::memcpy(&bytes, g[r] + k * L + 4 * v, sizeof bytes);
+                    const __m256i all_ones = _mm256_sub_epi64(_mm256_setzero_si256(),
+                                                              _mm256_cvtepu8_epi64(_mm_cvtsi32_si128(bytes)));
+                    const __m256d w = _mm256_and_pd(_mm256_load_pd(dc[r] + 4 * v), _mm256_castsi256_pd(all_ones));
+                    p[v & 1] = _mm256_fmadd_pd(w, _mm256_cvtps_pd(_mm_loadu_ps(bk + 4 * v)), p[v & 1]);
+                    _mm256_storeu_pd(dbk + 4 * v, _mm256_fmadd_pd(w, av, _mm256_loadu_pd(dbk + 4 * v)));
+                }
+                std::memcpy(&part[e], p, sizeof p);
 #else
                 // (dc where g is 1, else +0: the bits under a mask; this loop vectorizes where a
                 // conversion of the bytes to double goes lane by lane)
