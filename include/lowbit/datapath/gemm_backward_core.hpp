@@ -72,8 +72,8 @@ inline void factors_from_flags(gradient_mode mode, std::int64_t K, std::int64_t 
         return;
     }
     if (mode != gradient_mode::recursive) {
-        const int shift = mode == gradient_mode::immediate ? 0 : 1;
-        for (std::int64_t e = 0; e < K * L; ++e) flags[e] = std::uint8_t((flags[e] >> shift) & 1u);
+        const std::uint8_t flag = mode == gradient_mode::immediate ? immediate_ok : overflow_ok;
+        for (std::int64_t e = 0; e < K * L; ++e) flags[e] = std::uint8_t((flags[e] & flag) != 0);
         return;
     }
     const std::int64_t chunks = (K + chunk - 1) / chunk;
@@ -83,14 +83,14 @@ inline void factors_from_flags(gradient_mode mode, std::int64_t K, std::int64_t 
         const std::uint8_t* cf = chunk_flags + c * L;
         for (int l = 0; l < L; ++l) {
             live[l] = std::uint8_t(cf[l] & later[l] & immediate_ok);  // dT_c/dS_c and everything after
-            later[l] = std::uint8_t(later[l] & (cf[l] >> 2));         // dT_c/dT_{c-1}
+            later[l] = std::uint8_t(later[l] & ((cf[l] & sum_kept) != 0));  // dT_c/dT_{c-1}
         }
         for (std::int64_t k = std::min(K, (c + 1) * chunk) - 1; k >= c * chunk; --k) {
             std::uint8_t* f = flags + k * L;
             for (int l = 0; l < L; ++l) {
                 const std::uint8_t step = f[l];
                 f[l] = std::uint8_t(step & live[l] & immediate_ok);
-                live[l] = std::uint8_t(live[l] & (step >> 2));
+                live[l] = std::uint8_t(live[l] & ((step & sum_kept) != 0));
             }
         }
     }
@@ -154,16 +154,17 @@ inline bool overflow_masks(const quantizer& q) {
 struct exact_flags {
     const gemm_spec& spec;
     std::int64_t N, K, chunk;
-    std::vector<double>& products;          // lanes x K
-    std::vector<exact_sum>& chunk_results;  // lanes x chunks
+    std::vector<double>& products;                // lanes x K
+    std::vector<std::uint32_t>& product_events;   // lanes x K: overflow | flush << 1
+    std::vector<exact_sum>& chunk_results;        // lanes x chunks
 
     void operator()(const float* a, const float* b_cols, std::int64_t i, std::int64_t j0, int lanes,
                     std::uint8_t* flags, std::uint8_t* chunk_flags) const {
         constexpr int L = fast_lanes;
         const std::int64_t chunks = (K + chunk - 1) / chunk;
         products.resize(std::size_t(lanes * K));
+        product_events.resize(std::size_t(lanes * K));
         chunk_results.resize(std::size_t(lanes * chunks));
-        std::vector<std::uint32_t> product_events(std::size_t(lanes * K));  // overflow | flush << 1
         const auto output = [&](int l) { return std::uint64_t(i * N + j0 + l); };
 
         const auto product_pass = [&](const auto& step) {
@@ -418,8 +419,8 @@ void backward_quantized(const row_major_view& a, const row_major_view& b, stride
         report->kernel = lanes != nullptr || mode == gradient_mode::ste ? gemm_kernel::vectorized_chain : gemm_kernel::exact;
         report->reason = lanes != nullptr || mode == gradient_mode::ste ? std::string() : why_not;
     }
-    const std::int64_t chunk = spec.chunk == 0 ? K : std::min<std::int64_t>(spec.chunk, K);
-    const std::int64_t chunks = (K + chunk - 1) / chunk;
+    const exact_datapath chunking{spec, N, K};
+    const std::int64_t chunk = chunking.chunk_size(), chunks = chunking.chunk_count();
     const void* const prod_address = lanes != nullptr ? address_of(products->op) : nullptr;
     const void* const acc_address = lanes != nullptr ? address_of(reduction->accumulate()) : nullptr;
 
@@ -441,8 +442,9 @@ void backward_quantized(const row_major_view& a, const row_major_view& b, stride
         std::vector<double> db_block(b_block.size());
         std::vector<float> b_cols(lanes == nullptr && mode != gradient_mode::ste ? std::size_t(K * L) : 0);
         std::vector<double> exact_products;
+        std::vector<std::uint32_t> exact_events;
         std::vector<exact_sum> exact_chunks;
-        const exact_flags exact{spec, N, K, chunk, exact_products, exact_chunks};
+        const exact_flags exact{spec, N, K, chunk, exact_products, exact_events, exact_chunks};
         alignas(64) double dc_rows[contracted_rows][L];
         double* const da = gradients ? da_partial.data() + group * M * K : nullptr;
         for (std::int64_t block = group * per_group; block < std::min(blocks, (group + 1) * per_group); ++block) {
