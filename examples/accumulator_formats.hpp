@@ -24,6 +24,10 @@ struct datapath_settings {
     std::string rounding = "toward_zero";
     int m7e4_product_bias = 12, m7e4_accumulator_bias = 10;
     int e5_product_bias = 28, e5_accumulator_bias = 26;
+    // MxE3 (the ~8-bit M4E3 of lba_gradients): seven binades cannot hold M7E4's whole range, so
+    // their place is a choice of their own: products from 2^-6, sums up to 2^3 (the paper's rule
+    // b_acc = b_prod - log2(chunk) / 2 for chunk 16).
+    int e3_product_bias = 8, e3_accumulator_bias = 6;
     bool subnormals = false;
     std::uint64_t seed = 1;  // stochastic rounding
     int threads = 0;
@@ -47,17 +51,22 @@ struct datapath_row {
 inline datapath_row row_for(const std::string& spelling, const datapath_settings& o) {
     const lowbit::float_format parsed = lowbit::float_format::parse(spelling);
     const bool m7e4 = parsed.exp_bits == 4 && parsed.man_bits == 7;
-    const bool e5 = parsed.exp_bits == 5;
+    const bool e5 = parsed.exp_bits == 5, e3 = parsed.exp_bits == 3;
     const auto make = [&](int bias) {
         return lowbit::float_format{.exp_bits = parsed.exp_bits, .man_bits = parsed.man_bits, .bias = bias,
                                     .subnormals = o.subnormals, .specials = lowbit::special_values::none}
             .validate();
     };
-    // Other formats than the paper's keep M7E4's largest values: the same top exponent.
+    // Other formats than the paper's (but E3) keep M7E4's largest values: the same top exponent.
     const auto same_top = [&](int m7e4_bias) { return m7e4_bias + (1 << parsed.exp_bits) - (1 << 4); };
-    const int product_bias = m7e4 ? o.m7e4_product_bias : e5 ? o.e5_product_bias : same_top(o.m7e4_product_bias);
-    const int accumulator_bias =
-        m7e4 ? o.m7e4_accumulator_bias : e5 ? o.e5_accumulator_bias : same_top(o.m7e4_accumulator_bias);
+    const int product_bias = m7e4 ? o.m7e4_product_bias
+                             : e5 ? o.e5_product_bias
+                             : e3 ? o.e3_product_bias
+                                  : same_top(o.m7e4_product_bias);
+    const int accumulator_bias = m7e4 ? o.m7e4_accumulator_bias
+                                 : e5 ? o.e5_accumulator_bias
+                                 : e3 ? o.e3_accumulator_bias
+                                      : same_top(o.m7e4_accumulator_bias);
     return {"M" + std::to_string(parsed.man_bits) + "E" + std::to_string(parsed.exp_bits), make(product_bias),
             make(accumulator_bias)};
 }
