@@ -88,6 +88,26 @@ const lowbit::float_format m3e4_acc{.exp_bits = 4, .man_bits = 3, .bias = 10, .s
                                     .specials = lowbit::special_values::none};
 const lowbit::float_format m7e3_acc{.exp_bits = 3, .man_bits = 7, .bias = 3, .subnormals = false,
                                     .specials = lowbit::special_values::none};
+// FP8 M4E3 (the flagship's inputs, with a bias of its own as range_biased_float picks): products
+// of 10 significant bits, which M7E4 must round. toward_zero cuts them in the chain, where the
+// product format flushes; nearest_even and subnormal products stay on the vectorized chain.
+const lowbit::float_quantizer e3m4{
+    .format = {.exp_bits = 3, .man_bits = 4, .bias = 2, .specials = lowbit::special_values::none},
+    .on_overflow = lowbit::overflow::saturate};
+
+// Whether this build runs the AVX-512 chain for the setup: toward_zero, or nearest_even with a
+// 7-bit accumulator; products exact (unset, or fma chains, which round product and sum at once),
+// or on the product format's grid (e4m3 inputs), or truncated (toward_zero) to a format that
+// flushes.
+bool chain_runs(const lowbit::gemm_spec& spec, const lowbit::float_format& acc, bool product_set,
+                const lowbit::float_format& product) {
+    const rounding mode = spec.accumulator.as_float()->mode;
+    const bool rounds_products = product_set && spec.model != accumulation::fma &&
+                                 spec.input_a.as_float()->format != lowbit::fp8_e4m3;
+    return lowbit::detail::has_scaled_chain &&
+           (mode == rounding::toward_zero || (lowbit::detail::has_bf16_rounding && acc.man_bits == 7)) &&
+           (!rounds_products || (mode == rounding::toward_zero && !product.subnormals));
+}
 
 }  // namespace
 
@@ -151,22 +171,26 @@ TEST_CASE("the AVX-512 chain equals the exact path: formats, modes, models, chun
     struct setup {
         lowbit::float_format product, accumulator;
         bool product_set;
+        lowbit::float_quantizer inputs;
     };
     const setup setups[] = {
-        {lowbit::lba_m7e4_prod, lowbit::lba_m7e4_acc, true},  // the paper's: products flushed and saturated
-        {m7e4_prod_subnormal, lowbit::lba_m7e4_acc, true},    // products only saturated
-        {lowbit::lba_m7e4_prod, lowbit::lba_m7e4_acc, false}, // exact products
-        {lowbit::lba_m7e4_prod, m3e4_acc, true},              // toward_zero only: 3 mantissa bits
-        {lowbit::lba_m7e4_prod, m7e3_acc, true},              // a narrow accumulator: saturates often
+        {lowbit::lba_m7e4_prod, lowbit::lba_m7e4_acc, true, e4m3},  // the paper's: products flushed and saturated
+        {m7e4_prod_subnormal, lowbit::lba_m7e4_acc, true, e4m3},    // products only saturated
+        {lowbit::lba_m7e4_prod, lowbit::lba_m7e4_acc, false, e4m3}, // exact products
+        {lowbit::lba_m7e4_prod, m3e4_acc, true, e4m3},              // toward_zero only: 3 mantissa bits
+        {lowbit::lba_m7e4_prod, m7e3_acc, true, e4m3},              // a narrow accumulator: saturates often
+        {lowbit::lba_m7e4_prod, lowbit::lba_m7e4_acc, true, e3m4},  // the flagship's: products rounded
+        {lowbit::lba_m7e4_prod, m3e4_acc, true, e3m4},
+        {m7e4_prod_subnormal, lowbit::lba_m7e4_acc, true, e3m4},    // rounded to subnormals: not cut
     };
-    for (const auto& [product_format, acc_format, product_set] : setups)
+    for (const auto& [product_format, acc_format, product_set, inputs] : setups)
         for (const rounding mode : {rounding::nearest_even, rounding::toward_zero})
             for (const auto model : {accumulation::sequential, accumulation::fma, accumulation::pairwise})
                 for (const int chunk : {0, 1, 5, 8, 16, 17})
                     for (const data kind : {data::wide, data::small, data::tiny, data::cancelling, data::zero_rows}) {
                         const lowbit::float_quantizer prod{.format = product_format, .mode = mode};
                         const lowbit::float_quantizer acc{.format = acc_format, .mode = mode};
-                        lowbit::gemm_spec spec{.input_a = e4m3, .input_b = e4m3, .model = model, .chunk = chunk};
+                        lowbit::gemm_spec spec{.input_a = inputs, .input_b = inputs, .model = model, .chunk = chunk};
                         if (product_set) spec.product = prod;
                         spec.accumulator = acc;
                         spec.chunk_accumulator = acc;
@@ -175,17 +199,16 @@ TEST_CASE("the AVX-512 chain equals the exact path: formats, modes, models, chun
                         const Eigen::Index M = 5, K = chunk == 17 ? 75 : chunk == 8 ? 64 : 131, N = chunk == 5 ? 128 : 70;
                         spec.threads = chunk == 16 ? 2 : 1;
                         const Eigen::MatrixXf A = make(M, K, kind, gen), B = make(K, N, kind, gen);
-                        INFO(lowbit::to_string(product_format) << (product_set ? "" : " (unset)") << " / "
-                                                               << lowbit::to_string(acc_format) << " / "
-                                                               << lowbit::to_string(mode) << " / "
-                                                               << lowbit::to_string(model) << " chunk " << chunk
-                                                               << " data " << int(kind));
-                        // The chain runs where this build has it: nearest_even only for 7-bit
-                        // accumulators, and pairwise trees of up to 64 leaves.
+                        INFO(lowbit::to_string(inputs.format) << " inputs / " << lowbit::to_string(product_format)
+                                                        << (product_set ? "" : " (unset)") << " / "
+                                                        << lowbit::to_string(acc_format) << " / "
+                                                        << lowbit::to_string(mode) << " / "
+                                                        << lowbit::to_string(model) << " chunk " << chunk
+                                                        << " data " << int(kind));
+                        // The chain runs where this build has it, and for pairwise trees of up to
+                        // 64 leaves.
                         const bool in_chain =
-                            lowbit::detail::has_scaled_chain &&
-                            (mode == rounding::toward_zero ||
-                             (lowbit::detail::has_bf16_rounding && acc_format.man_bits == 7)) &&
+                            chain_runs(spec, acc_format, product_set, product_format) &&
                             (model != accumulation::pairwise || (chunk != 0 && chunk <= 64));
                         CHECK(kernel_for(A, B, spec) == (in_chain ? "scaled" : "vectorized"));
                         CHECK(same_bits(exact_gemm(A, B, spec), lowbit::gemm(A, B, spec)));
@@ -196,12 +219,18 @@ TEST_CASE("the AVX-512 chain counts the exact path's events, and counting change
     // The exact path's events (it runs when per-product records are asked for) are the oracle.
     std::mt19937 gen(47);
     const lowbit::float_quantizer e4m3{.format = lowbit::fp8_e4m3};
-    const lowbit::float_format formats[][2] = {{lowbit::lba_m7e4_prod, lowbit::lba_m7e4_acc},
-                                               {m7e4_prod_subnormal, lowbit::lba_m7e4_acc},
-                                               {lowbit::lba_m7e4_prod, m3e4_acc},
-                                               {lowbit::lba_m7e4_prod, m7e3_acc}};
+    struct setup {
+        lowbit::float_format product, accumulator;
+        lowbit::float_quantizer inputs;
+    };
+    const setup formats[] = {{lowbit::lba_m7e4_prod, lowbit::lba_m7e4_acc, e4m3},
+                             {m7e4_prod_subnormal, lowbit::lba_m7e4_acc, e4m3},
+                             {lowbit::lba_m7e4_prod, m3e4_acc, e4m3},
+                             {lowbit::lba_m7e4_prod, m7e3_acc, e4m3},
+                             {lowbit::lba_m7e4_prod, lowbit::lba_m7e4_acc, e3m4},  // products rounded
+                             {lowbit::lba_m7e4_prod, m7e3_acc, e3m4}};
     lowbit::gemm_stats all;
-    for (const auto& [product_format, acc_format] : formats)
+    for (const auto& [product_format, acc_format, inputs] : formats)
         for (const bool product_set : {true, false})
             for (const rounding mode : {rounding::nearest_even, rounding::toward_zero})
                 for (const auto model : {accumulation::sequential, accumulation::fma})
@@ -209,20 +238,19 @@ TEST_CASE("the AVX-512 chain counts the exact path's events, and counting change
                         for (const data kind : {data::wide, data::small, data::tiny, data::cancelling, data::zero_rows}) {
                             const lowbit::float_quantizer prod{.format = product_format, .mode = mode};
                             const lowbit::float_quantizer acc{.format = acc_format, .mode = mode};
-                            lowbit::gemm_spec spec{.input_a = e4m3, .input_b = e4m3, .accumulator = acc, .model = model,
-                                                   .chunk = chunk, .chunk_accumulator = acc};
+                            lowbit::gemm_spec spec{.input_a = inputs, .input_b = inputs, .accumulator = acc,
+                                                   .model = model, .chunk = chunk, .chunk_accumulator = acc};
                             if (product_set) spec.product = prod;
                             spec.threads = chunk == 5 ? 2 : 1;
                             const Eigen::Index M = 5, K = chunk == 5 ? 37 : 131, N = chunk == 1 ? 128 : 70;
                             const Eigen::MatrixXf A = make(M, K, kind, gen), B = make(K, N, kind, gen);
-                            INFO(lowbit::to_string(product_format) << (product_set ? "" : " (unset)") << " / "
-                                                                   << lowbit::to_string(acc_format) << " / "
-                                                                   << lowbit::to_string(mode) << " / "
-                                                                   << lowbit::to_string(model) << " chunk " << chunk
-                                                                   << " data " << int(kind));
-                            const bool in_chain = lowbit::detail::has_scaled_chain &&
-                                                  (mode == rounding::toward_zero ||
-                                                   (lowbit::detail::has_bf16_rounding && acc_format.man_bits == 7));
+                            INFO(lowbit::to_string(inputs.format) << " inputs / " << lowbit::to_string(product_format)
+                                                            << (product_set ? "" : " (unset)") << " / "
+                                                            << lowbit::to_string(acc_format) << " / "
+                                                            << lowbit::to_string(mode) << " / "
+                                                            << lowbit::to_string(model) << " chunk " << chunk
+                                                            << " data " << int(kind));
+                            const bool in_chain = chain_runs(spec, acc_format, product_set, product_format);
                             CHECK(kernel_for(A, B, spec, true) == (in_chain ? "scaled" : "vectorized"));
                             lowbit::gemm_spec recorded = spec;
                             recorded.record_lost = true;

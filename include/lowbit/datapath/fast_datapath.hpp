@@ -933,9 +933,16 @@ inline std::string lane_refusal(const quantizer& q, const std::string& role) {
 //     are normal floats;
 //   - every non-zero element of B, and every product not to be flushed, a normal float;
 //   - every value, and the sum of two, below fp32's largest.
+// (products rounded toward zero: truncated in the chain, where the format flushes and saturates)
+template <class P>
+constexpr bool truncated_product = false;
+template <kernel_inputs In>
+constexpr bool truncated_product<round_full<rounding::toward_zero, In>> = true;
+
 template <class P, class A>
 constexpr bool scaled_chain_applies =
-    has_scaled_chain && (std::is_same_v<P, product_exact> || std::is_same_v<P, product_range<true>>) &&
+    has_scaled_chain &&
+    (std::is_same_v<P, product_exact> || std::is_same_v<P, product_range<true>> || truncated_product<P>) &&
     (std::is_same_v<A, round_flush_saturate<rounding::toward_zero>> ||
      (std::is_same_v<A, round_flush_saturate<rounding::nearest_even>> && has_bf16_rounding));
 
@@ -943,7 +950,7 @@ template <class P, class A>
     requires scaled_chain_applies<P, A>
 std::optional<scaled_chain> scaled_chain_for(const P& prod, const A& step, const value_grid& a, const value_grid& b,
                                              bool counting = false) {
-    constexpr bool range_checked = std::is_same_v<P, product_range<true>>;
+    constexpr bool range_checked = std::is_same_v<P, product_range<true>> || truncated_product<P>;
     constexpr bool nearest = std::is_same_v<A, round_flush_saturate<rounding::nearest_even>>;
     if (nearest && step.shift != 16) return {};  // (bf16's 8 significant bits only)
     const auto value = [](std::uint32_t bits) { return std::bit_cast<float>(bits); };
@@ -952,11 +959,25 @@ std::optional<scaled_chain> scaled_chain_for(const P& prod, const A& step, const
     // (without a flush, the smallest products must stay normal floats)
     int scale = std::max(-125 - std::ilogb(min_normal), -126 - a.smallest_step - b.smallest_step);
     double largest_product = a.max_magnitude * b.max_magnitude;
+    std::uint32_t product_max_bits = 0, product_flush_bits = 0, product_cut = ~0u;
+    if constexpr (truncated_product<P>) {
+        // Truncation is a cut of the low bits where every kept product is a normal value of the
+        // format: it must flush (no subnormals: below the smallest normal, 0) and saturate.
+        const float max = prod.plan.max_finite, smallest = prod.plan.flush_below;
+        if (!(smallest > 0) || smallest != std::ldexp(1.0f, prod.plan.emin) || prod(smallest) != smallest ||
+            prod(std::nextafter(smallest, 0.0f)) != 0 || prod(2 * max) != max || prod(-2 * max) != -max ||
+            prod.plan.base_shift < 0)
+            return {};
+        product_max_bits = std::bit_cast<std::uint32_t>(max), product_flush_bits = std::bit_cast<std::uint32_t>(smallest);
+        product_cut = ~((std::uint32_t(1) << prod.plan.base_shift) - 1);
+    } else if constexpr (range_checked) {
+        product_max_bits = prod.max_finite_bits, product_flush_bits = prod.flush_below_bits;
+    }
     if constexpr (range_checked) {
-        largest_product = value(prod.max_finite_bits);
-        flushes_products = prod.flush_below_bits != 0;
+        largest_product = value(product_max_bits);
+        flushes_products = product_flush_bits != 0;
         if (flushes_products) {
-            const float flush_below = value(prod.flush_below_bits);
+            const float flush_below = value(product_flush_bits);
             if (flush_below != std::ldexp(1.0f, std::ilogb(flush_below))) return {};
             scale = -126 - std::ilogb(flush_below);
         }
@@ -976,13 +997,14 @@ std::optional<scaled_chain> scaled_chain_for(const P& prod, const A& step, const
     scaled_chain chain;
     chain.scale = scale;
     chain.product_from_shifted = std::bit_cast<std::uint32_t>(0x1p-126f) << 1;
+    chain.product_cut = product_cut;
     if constexpr (range_checked)
         if (flushes_products)
-            chain.product_from_shifted = std::bit_cast<std::uint32_t>(std::ldexp(value(prod.flush_below_bits), scale)) << 1;
+            chain.product_from_shifted = std::bit_cast<std::uint32_t>(std::ldexp(value(product_flush_bits), scale)) << 1;
     if constexpr (range_checked) {
         chain.product_saturates = true;
-        chain.product_limit = value(prod.max_finite_bits);
-        chain.product_max = std::ldexp(value(prod.max_finite_bits), scale);
+        chain.product_limit = value(product_max_bits);
+        chain.product_max = std::ldexp(value(product_max_bits), scale);
     }
     chain.accumulator_max = std::ldexp(value(step.max_finite_bits), scale);
     chain.accumulator_limit = value(step.max_finite_bits);
@@ -1534,13 +1556,15 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
                     scaled = scaled_chain_for(p, step, *grid_a, *grid_b, stats != nullptr);
                     constexpr bool nearest = std::is_same_v<A, round_flush_saturate<rounding::nearest_even>>;
                     constexpr rounding mode = nearest ? rounding::nearest_even : rounding::toward_zero;
+                    constexpr bool cut = truncated_product<P>;
                     if (stats != nullptr) {
-                        scaled_pass[0] = &scaled_chunks_pass<mode, false, 1, true>;
-                        scaled_pass[1] = &scaled_chunks_pass<mode, false, 2, true>;
+                        scaled_pass[0] = &scaled_chunks_pass<mode, false, 1, true, cut>;
+                        scaled_pass[1] = &scaled_chunks_pass<mode, false, 2, true, cut>;
                     } else {
-                        scaled_pass[0] = pairwise ? &scaled_chunks_pass<mode, true, 1> : &scaled_chunks_pass<mode, false, 1>;
+                        scaled_pass[0] = pairwise ? &scaled_chunks_pass<mode, true, 1, false, cut>
+                                                  : &scaled_chunks_pass<mode, false, 1, false, cut>;
                         // (a tree keeps more values at once: one row at a time)
-                        scaled_pass[1] = pairwise ? nullptr : &scaled_chunks_pass<mode, false, 2>;
+                        scaled_pass[1] = pairwise ? nullptr : &scaled_chunks_pass<mode, false, 2, false, cut>;
                     }
                     in_pairs = nearest;
                 }

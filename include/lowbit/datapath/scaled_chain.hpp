@@ -1,7 +1,8 @@
 // lowbit/datapath/scaled_chain.hpp: the sequential chain (and pairwise tree) of fast_datapath.hpp
 // written in AVX-512 instructions, for the paper's kind of accumulator (no subnormals, saturating:
 // the round_flush_saturate operation) in nearest_even with 7 mantissa bits or in toward_zero, with
-// exact or range-checked products.
+// exact or range-checked products, or products truncated (toward_zero) to a format without
+// subnormals.
 //
 // The auto-vectorized chain spends 16 vector instructions per 16 MACs in nearest_even (11 in
 // toward_zero), most of them on the magnitude's bits: abs, clamp, flush, the sign put back. Here
@@ -12,6 +13,9 @@
 //   - saturation, and the raise of sums that round up to the smallest normal, are vrangeps: the
 //     smaller or larger magnitude, with the first operand's sign. The flush is that vrangeps
 //     zeroing the lanes whose magnitude fails one compare of its bits.
+//   - a product rounded toward zero to the product format (Truncate) is the exact product with
+//     its low bits cut (one vpandd): below the format's smallest normal the multiply has flushed
+//     it, and beyond the largest the saturation clamps it, as for range-checked products.
 //   - nearest_even to 8 significant bits is vcvtne2ps2bf16, which is that rounding, of two
 //     vectors at once (on normal floats; a subnormal input gives 0, and is flushed anyway).
 //     Its result interleaves the two vectors' lanes. Rather than undo that at every step, the
@@ -71,6 +75,7 @@ struct scaled_chain {
     // rounding without an upper limit would pass the largest value), shifted left by one as above.
     std::uint32_t overflow_from_shifted = 0;
     std::uint32_t product_from_shifted = 0;  // ... and a product is kept when its bits are >= these
+    std::uint32_t product_cut = ~0u;  // Truncate: the bits a product keeps (a normal float's)
 };
 
 // The events of one call, as the counted chain sees them (fast_gemm turns them into gemm_stats):
@@ -150,14 +155,14 @@ struct panel_bounds {
 // flush-to-zero, so that every sum is exact, and flushes products with a compare (below
 // product_from): a sum that cancels to below 2^-126 must be seen as non-zero to be counted as an
 // inexact rounding.
-template <rounding Mode, bool Pairwise, int Rows, bool Count = false>
+template <rounding Mode, bool Pairwise, int Rows, bool Count = false, bool Truncate = false>
 void scaled_chunks_pass(const float* a, std::ptrdiff_t lda, const float* b, std::ptrdiff_t ldb, std::int64_t n,
                         std::int64_t chunk, const scaled_chain& op, const panel_bounds& bounds, float* out,
                         std::uint64_t* unknown, scaled_events* events = nullptr);
 
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
 
-template <rounding Mode, bool Pairwise, int Rows, bool Count>
+template <rounding Mode, bool Pairwise, int Rows, bool Count, bool Truncate>
 void scaled_chunks_pass(const float* a, std::ptrdiff_t lda, const float* b, std::ptrdiff_t ldb, std::int64_t n,
                         std::int64_t chunk, const scaled_chain& op, const panel_bounds& bounds, float* out,
                         std::uint64_t* unknown, scaled_events* events) {
@@ -179,6 +184,12 @@ void scaled_chunks_pass(const float* a, std::ptrdiff_t lda, const float* b, std:
     const __m512i max_shifted = _mm512_set1_epi32(int(std::bit_cast<std::uint32_t>(op.accumulator_max) << 1));
     const __m512i product_max_shifted = _mm512_set1_epi32(int(std::bit_cast<std::uint32_t>(op.product_max) << 1));
     const __m512i product_from = _mm512_set1_epi32(int(op.product_from_shifted));
+    const __m512i product_cut = _mm512_set1_epi32(int(op.product_cut));
+    // the product's rounding toward zero (normal values: flushed or clamped apart from this)
+    const auto truncated = [&](__m512 p) {
+        if constexpr (Truncate) p = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(p), product_cut));
+        return p;
+    };
     __m512i kept_products = _mm512_setzero_si512(), zero_chunk_results = kept_products, equal = kept_products,
             equal_wide = kept_products, inexact = kept_products, accumulator_overflows = kept_products,
             product_overflows = kept_products;
@@ -260,6 +271,7 @@ void scaled_chunks_pass(const float* a, std::ptrdiff_t lda, const float* b, std:
                     // (the compiler must not fuse the multiply and the add into an FMA, which
                     // would not flush the product)
                     __asm__("" : "+v"(p));
+                    p = truncated(p);
                     if constexpr (Count) {  // (no flush-to-zero: the compare flushes)
                         const __m512i p_shifted = _mm512_slli_epi32(_mm512_castps_si512(p), 1);
                         const __mmask16 kept_product = _mm512_cmpge_epu32_mask(p_shifted, product_from);
@@ -298,6 +310,7 @@ void scaled_chunks_pass(const float* a, std::ptrdiff_t lda, const float* b, std:
                 if (k < k1) {
                     __m512 p = _mm512_mul_ps(_mm512_set1_ps(a[r * lda + k]), _mm512_loadu_ps(b + k * ldb + 16 * v));
                     __asm__("" : "+v"(p));  // (no FMA: see chain)
+                    p = truncated(p);
                     if constexpr (decltype(products_saturate)::value) p = _mm512_range_ps(p, product_max, min_magnitude);
                     x.v[r][v] = p;
                 } else {
