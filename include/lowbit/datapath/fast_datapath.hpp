@@ -933,7 +933,9 @@ inline std::string lane_refusal(const quantizer& q, const std::string& role) {
 //     are normal floats;
 //   - every non-zero element of B, and every product not to be flushed, a normal float;
 //   - every value, and the sum of two, below fp32's largest.
-// (products rounded toward zero: truncated in the chain, where the format flushes and saturates)
+// (products rounded toward zero: truncated in the chain, where the format flushes and saturates,
+// for toward_zero accumulators on sequential and fma chains: each such kernel costs every user of
+// the header-only path compile time, so only the flagship's kind is instantiated)
 template <class P>
 constexpr bool truncated_product = false;
 template <kernel_inputs In>
@@ -942,7 +944,8 @@ constexpr bool truncated_product<round_full<rounding::toward_zero, In>> = true;
 template <class P, class A>
 constexpr bool scaled_chain_applies =
     has_scaled_chain &&
-    (std::is_same_v<P, product_exact> || std::is_same_v<P, product_range<true>> || truncated_product<P>) &&
+    (std::is_same_v<P, product_exact> || std::is_same_v<P, product_range<true>> ||
+     (truncated_product<P> && std::is_same_v<A, round_flush_saturate<rounding::toward_zero>>)) &&
     (std::is_same_v<A, round_flush_saturate<rounding::toward_zero>> ||
      (std::is_same_v<A, round_flush_saturate<rounding::nearest_even>> && has_bf16_rounding));
 
@@ -1557,11 +1560,13 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
                     constexpr bool nearest = std::is_same_v<A, round_flush_saturate<rounding::nearest_even>>;
                     constexpr rounding mode = nearest ? rounding::nearest_even : rounding::toward_zero;
                     constexpr bool cut = truncated_product<P>;
-                    if (stats != nullptr) {
+                    if (cut && pairwise) {
+                        scaled.reset();  // (no truncating tree kernel: see truncated_product)
+                    } else if (stats != nullptr) {
                         scaled_pass[0] = &scaled_chunks_pass<mode, false, 1, true, cut>;
                         scaled_pass[1] = &scaled_chunks_pass<mode, false, 2, true, cut>;
                     } else {
-                        scaled_pass[0] = pairwise ? &scaled_chunks_pass<mode, true, 1, false, cut>
+                        scaled_pass[0] = pairwise ? &scaled_chunks_pass<mode, true, 1, false, false>
                                                   : &scaled_chunks_pass<mode, false, 1, false, cut>;
                         // (a tree keeps more values at once: one row at a time)
                         scaled_pass[1] = pairwise ? nullptr : &scaled_chunks_pass<mode, false, 2, false, cut>;
