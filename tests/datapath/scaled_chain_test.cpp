@@ -218,6 +218,26 @@ TEST_CASE("the AVX-512 chain equals the exact path: formats, modes, models, chun
                     }
 }
 
+TEST_CASE("gemm_report says why products rounded toward zero stay off the AVX-512 chain") {
+    if (!lowbit::detail::has_scaled_chain) return;
+    std::mt19937 gen(43);
+    const lowbit::float_quantizer prod{.format = lowbit::lba_m7e4_prod, .mode = rounding::toward_zero};
+    const lowbit::float_quantizer acc{.format = lowbit::lba_m7e4_acc, .mode = rounding::toward_zero};
+    lowbit::gemm_spec spec{.input_a = e3m4, .input_b = e3m4, .product = prod, .accumulator = acc,
+                           .model = accumulation::pairwise, .chunk = 16, .chunk_accumulator = acc};
+    const Eigen::MatrixXf A = make(3, 40, data::small, gen), B = make(40, 70, data::small, gen);
+    lowbit::gemm_report report;
+    Eigen::MatrixXf C(3, 70);
+    lowbit::gemm(A, B, C, spec, nullptr, &report);
+    CHECK(report.kernel == lowbit::gemm_kernel::vectorized_chain);
+    CHECK(report.reason == "scaled_chain_avx512: products rounded toward zero run on sequential and fma chains only");
+    spec.product = lowbit::float_quantizer{.format = m7e4_prod_subnormal, .mode = rounding::toward_zero};
+    spec.model = accumulation::sequential;
+    lowbit::gemm(A, B, C, spec, nullptr, &report);
+    CHECK(report.kernel == lowbit::gemm_kernel::vectorized_chain);
+    CHECK(report.reason.find("products rounded toward zero to a format with subnormals") != std::string::npos);
+}
+
 TEST_CASE("the AVX-512 chain counts the exact path's events, and counting changes no result") {
     // The exact path's events (it runs when per-product records are asked for) are the oracle.
     std::mt19937 gen(47);

@@ -1583,13 +1583,17 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
                 return scaled_chain_applies<std::decay_t<decltype(p)>, std::decay_t<decltype(step)>>;
             },
             prod, *accumulate);
+        const bool truncating = std::visit([](const auto& p) { return truncated_product<std::decay_t<decltype(p)>>; }, prod);
         if (!scaled && has_scaled_chain && applies)
             report->reason = !chunk_same ? "scaled_chain_avx512: needs the chunk accumulator to be the accumulator"
+                             : truncating && pairwise
+                                 ? "scaled_chain_avx512: products rounded toward zero run on sequential and fma chains only"
                              : !chained && !pairwise ? "scaled_chain_avx512: runs sequential, fma and pairwise chains"
                              : !chained && stats != nullptr ? "scaled_chain_avx512: counts events on sequential and fma chains only"
                              : !chained      ? "scaled_chain_avx512: pairwise trees of at most 64 leaves"
                              : "scaled_chain_avx512: nearest_even keeps other than 7 mantissa bits, or the values "
-                               "do not fit fp32's normal range once scaled";
+                               "do not fit fp32's normal range once scaled, or products rounded toward zero to a "
+                               "format with subnormals";
     }
     if (scaled) {
         float* const b_scaled = reused_buffer(buffer_slot::layout_b, std::size_t(K * ldb));
