@@ -3,7 +3,7 @@
 # runtimes included (the fuzz targets, ThreadSanitizer), as root or with sudo when it is there.
 # Does nothing when they are all present.
 set -euo pipefail
-packages=(g++ cmake make git pkg-config libeigen3-dev catch2 libbenchmark-dev libmpfr-dev libgmp-dev
+packages=(g++ cmake make ninja-build git pkg-config libeigen3-dev catch2 libbenchmark-dev libmpfr-dev libgmp-dev
           librandom123-dev zlib1g-dev libcli11-dev gnuplot-nox dataset-fashion-mnist python3-torch
           clang libclang-rt-14-dev libomp-14-dev
           python3-dev pybind11-dev python3-numpy python3-pytest python3-hypothesis)
