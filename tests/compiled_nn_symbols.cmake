@@ -1,6 +1,6 @@
 # Script mode: a user of lowbit::compiled does not compile the nn layers' code. One small network
 # program is compiled (-c) twice: as lowbit::compiled compiles the layers (LOWBIT_COMPILING_LIB,
-# src/compiled/nn.cpp), its object defines conv2d's constructor (the control: nm finds the symbol
+# src/compiled.cpp), its object defines conv2d's constructor (the control: nm finds the symbol
 # defined where the code is there); with -DLOWBIT_COMPILED_LIB alone, it must only refer to it
 # (nm: undefined), the definition being lowbit::compiled's (nn/definitions.hpp). (Header-only the
 # object would define it too, but compiling the kernels at -O0 for that took 80 s of CI.)

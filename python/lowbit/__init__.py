@@ -108,7 +108,8 @@ def quantize_blocks(x, format, *, axis=-1):
     """x after block quantization, as float32 values (element x block scale x coarse scale), in x's
     kind and shape. format: mxfp8_e4m3, mxfp8_e5m2, mxfp6_e2m3, mxfp6_e3m2, mxfp4, mxint8 (OCP MX:
     power-of-two scales per 32), nvfp4 (fp4 elements, ue4m3 scales per 16, one fp32 scale for x),
-    or "vsquant:N:M:V" (N-bit integers, M-bit vector scales per V, one coarse scale per line).
+    or "vsquant:N:M:V" (N-bit integers, M-bit vector scales per V, one coarse scale per line; V = 0:
+    one vector per line, so "vsquant:N:1:0" is per-channel N-bit integer scaling).
     axis: the dimension cut into blocks (the reduction dimension K); the others are lines.
     """
     array, back = _to_numpy(x, "x")

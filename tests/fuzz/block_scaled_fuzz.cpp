@@ -76,8 +76,9 @@ std::optional<block_format> consume_block_format(FuzzedDataProvider& in) {
             const int element_bits = in.ConsumeIntegralInRange(0, 18), scale_bits = in.ConsumeIntegralInRange(-1, 17);
             const int block_size = in.ConsumeIntegralInRange(-1, 40);
             const auto coarse = lowbit_fuzz::consume_enum(in, lowbit::coarse_scope::per_tensor);
+            const auto clip = lowbit_fuzz::consume_enum(in, lowbit::vector_clip::octav);
             try {
-                return lowbit::vsquant(element_bits, scale_bits, block_size, coarse);
+                return lowbit::vsquant(element_bits, scale_bits, block_size, coarse, clip);
             } catch (const std::invalid_argument&) {
                 return std::nullopt;
             }
@@ -93,6 +94,7 @@ std::optional<block_format> consume_block_format(FuzzedDataProvider& in) {
     f.block_scale_format = lowbit_fuzz::consume_float_format(in);
     f.scale_bits = in.ConsumeIntegralInRange(-1, 17);
     f.coarse = static_cast<lowbit::coarse_scope>(in.ConsumeIntegralInRange(0, 2));
+    f.clip = static_cast<lowbit::vector_clip>(in.ConsumeIntegralInRange(0, 2));  // 2: no rule
     return f;
 }
 
@@ -108,7 +110,7 @@ std::string describe(const block_format& f) {
     s += ", block " + std::to_string(f.block_size) + ", scale kind " + std::to_string(int(f.scale)) + ", rule " +
          std::to_string(int(f.exponent_rule)) + ", scale format " +
          (f.block_scale_format.is_valid() ? lowbit::to_string(f.block_scale_format) : "(invalid)") + ", scale_bits " +
-         std::to_string(f.scale_bits) + ", coarse " + std::to_string(int(f.coarse));
+         std::to_string(f.scale_bits) + ", coarse " + std::to_string(int(f.coarse)) + ", clip " + std::to_string(int(f.clip));
     return s;
 }
 
@@ -152,7 +154,7 @@ bool symmetric_grid(const block_format& f) {
 
 // The shape, NaN, grid and scale properties of one quantized matrix of `data`.
 void check_matrix(const block_scaled_matrix& m, const std::vector<float>& data, const block_format& f) {
-    const std::size_t lines = m.lines(), per_line = m.blocks_per_line(), v = std::size_t(f.block_size);
+    const std::size_t lines = m.lines(), per_line = m.blocks_per_line(), v = std::size_t(m.block_size());
     expect(m.elements.size() == data.size() && m.block_scales.size() == lines * per_line,
            [] { return std::string("elements or block scales of the wrong size"); });
     const std::size_t coarse = f.scale == block_scale_kind::power_of_two      ? 0
@@ -313,7 +315,7 @@ void check_power_of_two(const block_scaled_matrix& m, const std::vector<float>& 
         return;
     }
     // MX: block by block, where A's exponent and A's plus s are inside E8M0's range.
-    const std::size_t per_line = m.blocks_per_line(), v = std::size_t(f.block_size);
+    const std::size_t per_line = m.blocks_per_line(), v = std::size_t(m.block_size());
     for (std::size_t line = 0; line < m.lines(); ++line)
         for (std::size_t b = 0; b < per_line; ++b) {
             const double a = m.block_scales[line * per_line + b], c = t->block_scales[line * per_line + b];

@@ -350,3 +350,162 @@ TEST_CASE("datapath_gemm: a spec's own input quantizers are used, and giving one
     d.activations = lowbit::quantizer(lowbit::bf16);
     REQUIRE_THROWS_WITH(lowbit::nn::datapath_gemm(w, x, d), Catch::Contains("activations and spec.input_b are both set"));
 }
+
+// ---- block-scaled operands (gemm_datapath::blocks) ----
+//
+// The reference, written from papers.md section 5 (VS-Quant) and scaling/block_scaling.hpp's
+// definition, not from the library's code: per vector v of V elements along K, s_v = amax_v / qmax
+// (qmax = 2^(N-1) - 1); per coarse unit (a row of W; all of X) gamma = float(max_v s_v / (2^M - 1));
+// s_q = round_half_even(s_v / gamma) clamped to [1, 2^M - 1] (0 for an all-zero vector); codes
+// round_half_even(x / (s_q gamma)) clamped to [-qmax, qmax]. The GEMM: per output the exact integer
+// sum over vectors of (integer dot of the codes) * s_q(W) * s_q(X), times gamma_W * gamma_X,
+// rounded once to float (the integer product in __int128, the power of two applied after: exact
+// for these magnitudes).
+namespace {
+
+__extension__ typedef __int128 int128;  // (GCC and clang; -Wpedantic otherwise)
+
+struct vsquant_reference {
+    std::vector<std::int64_t> codes;   // row-major like the matrix
+    std::vector<std::int64_t> scales;  // lines x vectors
+    std::vector<float> gammas;         // per line, or one
+    std::size_t lines = 0, per_line = 0;
+};
+
+// m is rows x cols row-major; k_axis 1: lines are rows, else columns.
+vsquant_reference vsquant_by_hand(const matrix& m, int k_axis, int n_bits, int m_bits, int v, bool per_tensor) {
+    const std::size_t rows = std::size_t(m.rows()), cols = std::size_t(m.cols());
+    const std::size_t lines = k_axis == 1 ? rows : cols, length = k_axis == 1 ? cols : rows;
+    const auto at = [&](std::size_t line, std::size_t k) { return k_axis == 1 ? line * cols + k : k * cols + line; };
+    const double qmax = double((1 << (n_bits - 1)) - 1), top = double((1 << m_bits) - 1);
+    vsquant_reference r;
+    r.lines = lines;
+    r.per_line = (length + std::size_t(v) - 1) / std::size_t(v);
+    std::vector<double> s(lines * r.per_line, 0.0);
+    for (std::size_t l = 0; l < lines; ++l)
+        for (std::size_t k = 0; k < length; ++k) {
+            double& sv = s[l * r.per_line + k / std::size_t(v)];
+            sv = std::max(sv, std::fabs(double(m.data()[at(l, k)])) / qmax);
+        }
+    r.gammas.assign(per_tensor ? 1 : lines, 0.0f);
+    for (std::size_t l = 0; l < lines; ++l)
+        for (std::size_t b = 0; b < r.per_line; ++b) {
+            float& g = r.gammas[per_tensor ? 0 : l];
+            g = std::max(g, float(s[l * r.per_line + b] / top));
+        }
+    r.scales.assign(s.size(), 0);
+    r.codes.assign(rows * cols, 0);
+    for (std::size_t l = 0; l < lines; ++l) {
+        const double g = r.gammas[per_tensor ? 0 : l];
+        for (std::size_t b = 0; b < r.per_line; ++b) {
+            const double sv = s[l * r.per_line + b];
+            r.scales[l * r.per_line + b] = sv == 0 ? 0 : std::int64_t(std::clamp(std::nearbyint(sv / g), 1.0, top));
+        }
+        for (std::size_t k = 0; k < length; ++k) {
+            const double step = double(r.scales[l * r.per_line + k / std::size_t(v)]) * g;
+            const double x = m.data()[at(l, k)];
+            r.codes[at(l, k)] = step == 0 ? 0 : std::int64_t(std::clamp(std::nearbyint(x / step), -qmax, qmax));
+        }
+    }
+    return r;
+}
+
+}  // namespace
+
+TEST_CASE("datapath_gemm with blocks: VS-Quant W4A4 equals the integer reference bit for bit") {
+    rng r(20211104);
+    for (const auto& [M, K, N, v, m_bits] : std::vector<std::tuple<int, int, int, int, int>>{
+             {5, 40, 7, 16, 4}, {3, 16, 4, 16, 6}, {8, 100, 9, 16, 8}, {4, 33, 5, 8, 4}, {6, 288, 11, 16, 6}}) {
+        matrix w = random_matrix(M, K, r), x = random_matrix(K, N, r, 0, 3);  // activations post-ReLU-like
+        w(0, 1) = 0;
+        for (int k = 0; k < std::min(K, v); ++k) w(M - 1, k) = 0;  // an all-zero vector: s_q = 0
+        gemm_datapath d;
+        d.spec = gemm_spec{.accumulator = lowbit::int_quantizer{.format = {.bits = 32}}};
+        d.blocks = lowbit::nn::block_scaled_inputs{
+            .weights = lowbit::vsquant(4, m_bits, v),
+            .activations = lowbit::vsquant(4, m_bits, v, lowbit::coarse_scope::per_tensor)};
+        gemm_stats stats;
+        d.stats = &stats;
+        gemm_operands kept;
+        const matrix c = lowbit::nn::datapath_gemm(w, x, d, &kept);
+        REQUIRE(c.rows() == M);
+        REQUIRE(c.cols() == N);
+        CHECK(stats.macs == std::uint64_t(M) * std::uint64_t(K) * std::uint64_t(N));
+
+        const vsquant_reference rw = vsquant_by_hand(w, 1, 4, m_bits, v, false);
+        const vsquant_reference rx = vsquant_by_hand(x, 0, 4, m_bits, v, true);
+        matrix expected(M, N), wq(M, K), xq(K, N);
+        for (int i = 0; i < M; ++i)
+            for (int k = 0; k < K; ++k)
+                wq(i, k) = float(double(rw.codes[std::size_t(i * K + k)]) *
+                                 double(rw.scales[std::size_t(i) * rw.per_line + std::size_t(k / v)]) * double(rw.gammas[std::size_t(i)]));
+        for (int k = 0; k < K; ++k)
+            for (int j = 0; j < N; ++j)
+                xq(k, j) = float(double(rx.codes[std::size_t(k * N + j)]) *
+                                 double(rx.scales[std::size_t(j) * rx.per_line + std::size_t(k / v)]) * double(rx.gammas[0]));
+        for (int i = 0; i < M; ++i)
+            for (int j = 0; j < N; ++j) {
+                std::int64_t total = 0;
+                for (int b = 0; b * v < K; ++b) {
+                    std::int64_t dot = 0;
+                    for (int k = b * v; k < std::min(K, (b + 1) * v); ++k)
+                        dot += rw.codes[std::size_t(i * K + k)] * rx.codes[std::size_t(k * N + j)];
+                    total += dot * rw.scales[std::size_t(i) * rw.per_line + std::size_t(b)] *
+                             rx.scales[std::size_t(j) * rx.per_line + std::size_t(b)];
+                }
+                // gamma = significand * 2^exponent with 24-bit integer significands
+                int ew = 0, ex = 0;
+                const auto mw = std::int64_t(std::ldexp(std::frexp(double(rw.gammas[std::size_t(i)]), &ew), 24));
+                const auto mx = std::int64_t(std::ldexp(std::frexp(double(rx.gammas[0]), &ex), 24));
+                const int128 exact = int128(total) * mw * mx;
+                expected(i, j) = std::ldexp(float(exact), ew + ex - 48);
+            }
+        INFO("M K N V M_bits = " << M << " " << K << " " << N << " " << v << " " << m_bits);
+        CHECK(same_bits(c, expected));
+        // (values, not bits: a small negative weight is the code -0 there, +0 here)
+        CHECK((kept.weights.array() == wq.array()).all());
+        CHECK((kept.activations.array() == xq.array()).all());
+        CHECK_FALSE(kept.spec.has_value());
+    }
+}
+
+TEST_CASE("datapath_gemm with blocks: per-channel and per-tensor integers equal int_scaling's") {
+    // lowbit::per_channel_int / per_tensor_int are VS-Quant's degenerate cases; the independent
+    // path is scaling/int_scaling.hpp (one float scale amax / qmax per row, or per tensor).
+    rng r(7);
+    const matrix w = random_matrix(6, 50, r), x = random_matrix(50, 4, r, -2, 2);
+    for (const int bits : {4, 6, 8}) {
+        const lowbit::int_scaling q{.bits = bits, .narrow_range = true};
+        const std::span<const float> wd(w.data(), std::size_t(w.size())), xd(x.data(), std::size_t(x.size()));
+        matrix wq(w.rows(), w.cols()), xq(x.rows(), x.cols());
+        lowbit::quantize_per_channel(wd, 6, 50, 1, lowbit::scales_per_channel(wd, 6, 50, 1, q), q,
+                                     std::span<float>(wq.data(), std::size_t(wq.size())));
+        lowbit::quantize_scaled(xd, lowbit::scale_for_max(x.cwiseAbs().maxCoeff(), q), q,
+                                std::span<float>(xq.data(), std::size_t(xq.size())));
+        gemm_datapath d;
+        d.blocks = lowbit::nn::block_scaled_inputs{.weights = lowbit::per_channel_int(bits),
+                                                   .activations = lowbit::per_tensor_int(bits)};
+        gemm_operands kept;
+        (void)lowbit::nn::datapath_gemm(w, x, d, &kept);
+        INFO("bits " << bits);
+        CHECK(same_bits(kept.weights, wq));
+        CHECK(same_bits(kept.activations, xq));
+    }
+}
+
+TEST_CASE("datapath_gemm with blocks: refusals name what is wrong") {
+    const matrix w = matrix::Ones(2, 16), x = matrix::Ones(16, 2);
+    gemm_datapath d;
+    d.blocks = lowbit::nn::block_scaled_inputs{};
+    d.weights = range_biased_float{};
+    CHECK_THROWS_WITH(lowbit::nn::datapath_gemm(w, x, d), Catch::Contains("blocks and weights/activations are both set"));
+    d.weights = {};
+    d.spec = gemm_spec{};
+    d.gradient = lowbit::gradient_mode::recursive;
+    CHECK_THROWS_WITH(lowbit::nn::datapath_gemm(w, x, d), Catch::Contains("set gradient = ste"));
+    d.gradient = lowbit::gradient_mode::ste;
+    d.blocks->weights = lowbit::vsquant(4, 4, 8);  // activations in blocks of 32
+    CHECK_THROWS_WITH(lowbit::nn::datapath_gemm(w, x, d), Catch::Contains("block_size"));
+    d.blocks->weights.block_size = -1;
+    CHECK_THROWS_WITH(lowbit::nn::datapath_gemm(w, x, d), Catch::Contains("blocks.weights: lowbit::block_format: block_size = -1"));
+}

@@ -62,6 +62,18 @@ def test_vsquant_vectors_are_4_bit_integers_times_one_scale():
             assert np.all((q == 0) | (np.sign(q) == np.sign(block)))
 
 
+def test_vsquant_with_one_vector_per_line_is_per_channel_scaling():
+    # V = 0: one vector per row, 1-bit vector scales: each row's scale is float32(amax / 7), the
+    # exact quotients round half to even (0.05f / 0.1f is exactly 0.5 -> 0) and clip to +-7 steps.
+    # (The quotients in float64: in float32, -0.35f / 0.1f = -3.49999994 rounds to the tie -3.5.)
+    x = np.array([[3.5, -1.2, 0.26, 0.0], [0.7, 0.05, -0.35, 0.0]], np.float32)
+    y = lowbit.quantize_blocks(x, "vsquant:4:1:0")
+    s = (np.abs(x).max(axis=1, keepdims=True).astype(np.float64) / 7).astype(np.float32)
+    codes = np.clip(np.round(x.astype(np.float64) / s.astype(np.float64)), -7, 7)
+    assert np.array_equal(y, (codes * s).astype(np.float32))
+    assert np.array_equal(np.round(y[1] / s[1]), [7, 0, -3, 0])
+
+
 def test_bad_formats_and_input_raise():
     with pytest.raises(ValueError, match="not a block format"):
         lowbit.quantize_blocks(np.ones((2, 4), np.float32), "mxfp3")

@@ -181,6 +181,9 @@ TEST_CASE("tour: calibration, scaled integers and block-scaled matrices", "[read
     auto W4 = lowbit::quantize_blocks(w.data(), rows, cols, lowbit::vsquant(4, 4, 16), /*k_axis*/ 1);
     auto X4 = lowbit::quantize_blocks(x.data(), cols, batch, lowbit::vsquant(4, 4, 16), /*k_axis*/ 0);
     auto X8 = lowbit::quantize_blocks(x.data(), cols, batch, lowbit::mxfp8_e4m3, 0);  // also mxfp4, nvfp4, ...
+    auto Wc = lowbit::quantize_blocks(w.data(), rows, cols, lowbit::per_channel_int(4), 1);  // block 0: a line
+    auto Wo = lowbit::quantize_blocks(w.data(), rows, cols, lowbit::vsquant(4, 6, 16, lowbit::coarse_scope::per_line,
+                                                                             lowbit::vector_clip::octav), 1);
     lowbit::dequantize(W4, dequantized.data());
     // ... and multiplied on the datapath: exact block dot products, times the product of the block
     // scales (optionally rounded), reduced by the spec's model / accumulator / chunks (chunk counts
@@ -196,6 +199,9 @@ TEST_CASE("tour: calibration, scaled integers and block-scaled matrices", "[read
     CHECK(lowbit::a2q_min_accumulator_bits(row, 8, false) > 8);
     CHECK(scales.size() == rows);
     CHECK(X8.rows == cols);
+    CHECK(Wc.block_size() == int(cols));  // one block per row
+    CHECK(Wc.coarse_scales.size() == rows);
+    CHECK(Wo.format.clip == lowbit::vector_clip::octav);
     CHECK(Y.rows() == Eigen::Index(rows));
     CHECK(Y.cols() == Eigen::Index(batch));
     CHECK(stats.macs == rows * cols * batch);
@@ -272,12 +278,19 @@ TEST_CASE("tour: networks on the datapath", "[readme]") {
                             .weights = nn::range_biased_float{},     // FP8 M4E3, per-tensor bias
                             .activations = nn::range_biased_float{},
                             .stats = &stats});                       // events, counted as it runs
+    nn::gemm_datapath vs_quant{.spec = lowbit::gemm_spec{.accumulator = lowbit::int_quantizer{.format = {.bits = 32}}},
+                                .blocks = nn::block_scaled_inputs{.weights = lowbit::vsquant(4, 6, 16),  // W4A4 on
+                                    .activations = lowbit::vsquant(4, 6, 16, lowbit::coarse_scope::per_tensor)}};  // blocks
 
     CHECK(loss.loss > 0);
     const nn::tensor z = inference.forward(x, nn::pass::inference);
     CHECK(z.values.rows() == 64);
     CHECK(z.values.cols() == 10);
     CHECK(stats.macs > 0);
+    inference.set_datapath(vs_quant);
+    const nn::tensor v = inference.forward(x, nn::pass::inference);
+    CHECK(v.values.rows() == 64);
+    CHECK((v.values - z.values).cwiseAbs().maxCoeff() < 0.5f * z.values.cwiseAbs().maxCoeff());  // near M7E4's
     std::remove("cnn.weights");
 }
 

@@ -1,6 +1,6 @@
 // lowbit/datapath/block_scaled_core.hpp: the kernels under lowbit::block_scaled_gemm
 // (block_scaled_gemm.hpp, which defines what they compute and includes this header in header-only
-// use; under LOWBIT_COMPILED_LIB they are compiled once, in src/compiled/block_scaled_gemm.cpp).
+// use; under LOWBIT_COMPILED_LIB they are compiled once, in src/compiled.cpp).
 //
 // How it stays exact and fast. Both operands' elements are scanned once: all lie on the grid of
 // their element format (multiples of its smallest step q; checked, and otherwise the finest

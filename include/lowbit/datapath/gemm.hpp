@@ -13,7 +13,7 @@
 //
 // What runs under gemm (the rounding of the inputs, every accumulation kernel, the exact path) is
 // in gemm_core.hpp: included at the end of this header in header-only use, and left out under
-// LOWBIT_COMPILED_LIB (CMake target lowbit::compiled), where src/compiled/gemm.cpp has compiled it once.
+// LOWBIT_COMPILED_LIB (CMake target lowbit::compiled), where src/compiled.cpp has compiled it once.
 #pragma once
 
 #include <lowbit/datapath/gemm_report.hpp>

@@ -10,7 +10,7 @@
 // group order at the end: the bits do not depend on the thread count.
 //
 // gemm_backward.hpp includes this header at its end in header-only use; under LOWBIT_COMPILED_LIB
-// src/compiled/gemm_backward.cpp instantiates backward_quantized once.
+// src/compiled.cpp instantiates backward_quantized once.
 #pragma once
 
 #include <lowbit/datapath/exact_datapath.hpp>

@@ -4,7 +4,7 @@
 //
 // gemm.hpp includes this header at its end in header-only use, so that each file that calls gemm
 // instantiates these kernels. Under LOWBIT_COMPILED_LIB (CMake target lowbit::compiled) it does
-// not: src/compiled/gemm.cpp includes it and instantiates the two entry points once for the program.
+// not: src/compiled.cpp includes it and instantiates the two entry points once for the program.
 #pragma once
 
 #include <lowbit/datapath/exact_datapath.hpp>

@@ -1,6 +1,6 @@
 // lowbit/datapath/lns_core.hpp: the kernels under lowbit::lns_gemm (lns_gemm.hpp, which defines
 // what they compute and includes this header in header-only use; under LOWBIT_COMPILED_LIB they
-// are compiled once, in src/compiled/lns_gemm.cpp).
+// are compiled once, in src/compiled.cpp).
 #pragma once
 
 #include <lowbit/datapath/exact_datapath.hpp>

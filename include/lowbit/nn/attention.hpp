@@ -27,7 +27,6 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <variant>
 #include <utility>
 #include <vector>
 
@@ -200,9 +199,7 @@ LOWBIT_NN_INLINE std::vector<int> multi_head_attention::shifted(const std::vecto
 }
 
 LOWBIT_NN_INLINE matrix multi_head_attention::multiply(const matrix& a, const matrix& b, const gemm_datapath& d, gemm_operands* keep) {
-    if (keep == nullptr && !d.spec && std::holds_alternative<std::monostate>(d.weights) &&
-        std::holds_alternative<std::monostate>(d.activations))
-        return a * b;
+    if (keep == nullptr && is_plain_fp32(d)) return a * b;
     return datapath_gemm(a, b, d, keep);
 }
 
@@ -210,6 +207,7 @@ LOWBIT_NN_INLINE gemm_datapath multi_head_attention::activation_products() const
     gemm_datapath d = datapath;
     d.weights = d.activations;
     if (d.spec) d.spec->input_a = d.spec->input_b;
+    if (d.blocks) d.blocks->weights = d.blocks->activations;
     return d;
 }
 #endif

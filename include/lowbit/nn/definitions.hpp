@@ -3,7 +3,7 @@
 // Header-only use (the CMake target lowbit::lowbit): every nn header defines its functions inline,
 // as any header-only library does. Users of lowbit::compiled (LOWBIT_COMPILED_LIB) see only the
 // declarations: the bodies, with the Eigen expressions of every forward and backward pass, are
-// compiled once, into the library (src/compiled/nn.cpp, which defines LOWBIT_COMPILING_LIB), instead
+// compiled once, into the library (src/compiled.cpp, which defines LOWBIT_COMPILING_LIB), instead
 // of in each of their files. This is fmt's header-only / compiled split; macros, since no template
 // can make a non-template function inline in one build and not in the other.
 #pragma once

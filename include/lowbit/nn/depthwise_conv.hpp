@@ -15,7 +15,6 @@
 #include <memory>
 #include <string>
 #include <utility>
-#include <variant>
 #include <vector>
 
 namespace lowbit::nn {
@@ -153,8 +152,7 @@ LOWBIT_NN_INLINE tensor depthwise_conv::backward(const tensor& dy) {
 }
 
 LOWBIT_NN_INLINE bool depthwise_conv::plain_fp32() const {
-    return !datapath.spec && std::holds_alternative<std::monostate>(datapath.weights) &&
-           std::holds_alternative<std::monostate>(datapath.activations);
+    return is_plain_fp32(datapath);
 }
 
 LOWBIT_NN_INLINE std::vector<int> depthwise_conv::all_or(const std::vector<int>& v, int size) {

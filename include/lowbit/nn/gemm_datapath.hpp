@@ -16,6 +16,18 @@
 // parallel_product.hpp), the fast baseline for training. With a spec, every multiply-accumulate
 // goes through lowbit::gemm, and events are counted into `stats` when it is set.
 //
+// Block-scaled operands (`blocks`: OCP MX, NVFP4, VS-Quant, and per-channel or per-tensor integers
+// as VS-Quant's degenerate cases; scaling/block_scaling.hpp): the weights W are cut along their
+// rows and the activations X down their columns (both along K) with their block formats, computed
+// afresh for each GEMM (activations: per batch), and C = W X runs on lowbit::block_scaled_gemm
+// (datapath/block_scaled_gemm.hpp) with the spec's product rounding, accumulation model and
+// accumulators (no spec: exact block terms and sum, rounded once to float):
+//
+//   d.blocks = lowbit::nn::block_scaled_inputs{.weights = lowbit::vsquant(4, 6, 16),
+//                                              .activations = lowbit::vsquant(4, 6, 16, lowbit::coarse_scope::per_tensor)};
+//
+// The gradients go straight through (the dequantized operands' plain product): ste only.
+//
 // A range-biased float format is the paper's per-tensor scaling of FP8 (Blumenfeld et al.): the
 // exponent bias of an ExMy format is chosen from the tensor's largest magnitude amax as the
 // largest bias whose largest finite value still holds amax, so the tensor uses the top of the
@@ -23,6 +35,7 @@
 // activations: per batch, from the batch's values).
 #pragma once
 
+#include <lowbit/datapath/block_scaled_gemm.hpp>
 #include <lowbit/datapath/gemm.hpp>
 #include <lowbit/datapath/gemm_backward.hpp>
 #include <lowbit/datapath/gemm_spec.hpp>
@@ -33,6 +46,7 @@
 #include <lowbit/nn/input_quantizer.hpp>
 #include <lowbit/nn/parallel_product.hpp>
 #include <lowbit/nn/tensor.hpp>
+#include <lowbit/scaling/block_scaling.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -45,12 +59,21 @@
 
 namespace lowbit::nn {
 
+// The block formats of a layer's block-scaled GEMM (see above), and the rounding of the product
+// of each pair of block scales (block_scaled_gemm's scale_product; unset: exact).
+struct block_scaled_inputs {
+    block_format weights = mxfp8_e4m3;      // W, cut along its rows (k_axis = 1)
+    block_format activations = mxfp8_e4m3;  // X, cut down its columns (k_axis = 0)
+    quantizer scale_product{};
+};
+
 struct gemm_datapath {
-    std::optional<gemm_spec> spec;  // unset: plain fp32 GEMM
+    std::optional<gemm_spec> spec;  // unset: plain fp32 GEMM (or exact, for block-scaled operands)
     input_quantizer weights{};
     input_quantizer activations{};
-    gemm_stats* stats = nullptr;    // events of every GEMM of the layer add up here (spec only)
+    gemm_stats* stats = nullptr;    // events of every GEMM of the layer add up here (spec or blocks)
     gradient_mode gradient = gradient_mode::ste;  // other modes need a spec
+    std::optional<block_scaled_inputs> blocks{};  // set: block-scaled operands instead of weights/activations
 };
 
 // What a layer's GEMM used, kept for its backward pass: the quantized operands, and the spec as it
@@ -65,6 +88,19 @@ struct gemm_operands {
 // plain products of the kept operands (the caller's own).
 LOWBIT_NN_INLINE std::optional<gemm_gradients> fine_grained_gradients(const gemm_operands& kept, const matrix& dc,
                                                                       const gemm_datapath& d);
+
+namespace detail {
+// datapath_gemm with d.blocks set.
+LOWBIT_NN_INLINE matrix block_scaled_product(const matrix& w, const matrix& x, const gemm_datapath& d,
+                                             gemm_operands* keep);
+}  // namespace detail
+
+// Whether the datapath is the plain fp32 product (no spec, no quantizers, no blocks): then a
+// layer's output for one sample does not depend on the rest of the batch.
+inline bool is_plain_fp32(const gemm_datapath& d) {
+    return !d.spec && !d.blocks && std::holds_alternative<std::monostate>(d.weights) &&
+           std::holds_alternative<std::monostate>(d.activations);
+}
 
 // The threads a layer's GEMMs run on: the spec's, or all cores without one.
 LOWBIT_NN_INLINE int datapath_threads(const gemm_datapath& d);
@@ -82,6 +118,7 @@ LOWBIT_NN_INLINE int datapath_threads(const gemm_datapath& d) {
 LOWBIT_NN_INLINE matrix datapath_gemm(const matrix& w, matrix x, const gemm_datapath& d, gemm_operands* keep = nullptr);
 #if LOWBIT_NN_DEFINE
 LOWBIT_NN_INLINE matrix datapath_gemm(const matrix& w, matrix x, const gemm_datapath& d, gemm_operands* keep) {
+    if (d.blocks) return detail::block_scaled_product(w, x, d, keep);
     if (d.gradient != gradient_mode::ste && !d.spec)
         throw std::invalid_argument(std::string("lowbit::nn::gemm_datapath: gradient = ") + to_string(d.gradient) +
                                     " masks the steps of a quantized accumulation: set a spec (or gradient = ste)");
@@ -114,6 +151,38 @@ LOWBIT_NN_INLINE matrix datapath_gemm(const matrix& w, matrix x, const gemm_data
         gemm_operands q{quantized(w, qw, gemm_role::input_a), quantized(std::move(x), qx, gemm_role::input_b), {}};
         c = detail::tiled_product(q.weights, q.activations, threads);
         if (keep != nullptr) *keep = std::move(q);
+    }
+    return c;
+}
+
+LOWBIT_NN_INLINE matrix detail::block_scaled_product(const matrix& w, const matrix& x, const gemm_datapath& d,
+                                                     gemm_operands* keep) {
+    const auto fail = [](const std::string& why) {
+        throw std::invalid_argument("lowbit::nn::gemm_datapath: " + why);
+    };
+    if (!std::holds_alternative<std::monostate>(d.weights) || !std::holds_alternative<std::monostate>(d.activations))
+        fail("blocks and weights/activations are both set: block-scaled operands are quantized by blocks' formats, "
+             "leave weights and activations unset");
+    if (d.gradient != gradient_mode::ste)
+        fail(std::string("gradient = ") + to_string(d.gradient) +
+             " with blocks: the gradients of a block-scaled GEMM go straight through, set gradient = ste");
+    gemm_spec spec = d.spec.value_or(gemm_spec{});
+    spec.threads = datapath_threads(d);
+    const auto quantized = [&](const matrix& m, const block_format& f, int k_axis, const char* name) {
+        try {
+            return quantize_blocks(m.data(), std::size_t(m.rows()), std::size_t(m.cols()), f, k_axis);
+        } catch (const std::invalid_argument& e) {
+            throw std::invalid_argument(std::string("lowbit::nn::gemm_datapath: blocks.") + name + ": " + e.what());
+        }
+    };
+    const block_scaled_matrix qw = quantized(w, d.blocks->weights, 1, "weights");
+    const block_scaled_matrix qx = quantized(x, d.blocks->activations, 0, "activations");
+    matrix c = block_scaled_gemm(qw, qx, spec, d.blocks->scale_product, d.stats);
+    if (keep != nullptr) {
+        gemm_operands kept{matrix(w.rows(), w.cols()), matrix(x.rows(), x.cols()), std::nullopt};
+        dequantize(qw, kept.weights.data());
+        dequantize(qx, kept.activations.data());
+        *keep = std::move(kept);
     }
     return c;
 }

@@ -22,7 +22,6 @@
 #include <random>
 #include <string>
 #include <utility>
-#include <variant>
 #include <vector>
 
 namespace lowbit::nn {
@@ -50,8 +49,7 @@ public:
     // On the plain fp32 datapath, without skipping: a datapath's quantizers may take their scale
     // from the whole batch, and lowbit::gemm counts events and keys random bits by position.
     bool batch_separable() const override {
-        return !skips() && !datapath.spec && std::holds_alternative<std::monostate>(datapath.weights) &&
-               std::holds_alternative<std::monostate>(datapath.activations);
+        return !skips() && is_plain_fp32(datapath);
     }
 
 protected:

@@ -1,6 +1,6 @@
 // lowbit/nn/parallel_product_core.hpp: the tiled products of parallel_product.hpp. That header
 // includes this one at its end in header-only use; under LOWBIT_COMPILED_LIB (CMake target
-// lowbit::compiled) src/compiled/nn.cpp compiles it once, with the four storage pairs of the operands
+// lowbit::compiled) src/compiled.cpp compiles it once, with the four storage pairs of the operands
 // and both ways of cutting: each is an instantiation of Eigen's float product, most of the compile
 // time of a layer.
 #pragma once

@@ -159,7 +159,7 @@ private:
 
     // Defined below the class; under LOWBIT_COMPILED_LIB only declared: its instantiations for
     // every rounding mode and kernel (15 MB of compiler memory) are compiled once, into the
-    // library (src/compiled/nn.cpp), instead of in every file that includes this header.
+    // library (src/compiled.cpp), instead of in every file that includes this header.
     template <class T>
     void many(std::span<const T> in, std::span<T> out, std::uint64_t first_index) const;
 };

@@ -2,8 +2,9 @@
 // section 5).
 //
 // A matrix is cut along K, its reduction dimension, into blocks of V consecutive elements (the
-// last block of a line may be shorter); each block gets one scale, and some kinds add a coarse
-// scale per tensor or per channel:
+// last block of a line may be shorter; V = 0 makes each whole line one block, whatever its length,
+// so that per-channel and per-tensor scaling are the degenerate cases below); each block gets one
+// scale, and some kinds add a coarse scale per tensor or per channel:
 //
 //   value = element * block_scale * coarse_scale
 //
@@ -53,6 +54,16 @@
 //     the element is an int_element with narrow_range and fraction_bits 0, as vsquant() makes it;
 //     validate() rejects others.)
 //
+//     The vector's clipping value c_v is its amax (block_format::clip = vector_clip::max), so
+//     s_v = amax_v / qmax as above, or OCTAV's (vector_clip::octav: scaling/calibration.hpp's
+//     Newton iteration on the vector's magnitudes, 10 steps from the paper's start, with the
+//     noise constant of this grid, 1 / (12 qmax^2): step c_v / qmax; at most amax_v, and amax_v
+//     where OCTAV gives 0, as for a vector with a single non-zero value, whose best clip is that
+//     value), s_v = c_v / qmax; elements beyond c_v then clip to +-qmax.
+//     Degenerate cases: V = 0 with M = 1 is per-channel integer scaling (per_line: s_q = 1 and
+//     gamma = the float amax_line / qmax: per_channel_int below) or per-tensor (per_tensor: one
+//     gamma = amax / qmax; per_tensor_int).
+//
 // Elements are a float_format (any valid format whose values are floats: at most 23 mantissa bits,
 // emax <= 127, emin - man_bits >= -149) or an integer
 // (int_element: code * 2^-fraction_bits, codes of int_format, optionally without the most
@@ -73,13 +84,16 @@
 #include <lowbit/formats/float_format.hpp>
 #include <lowbit/formats/int_format.hpp>
 #include <lowbit/rounding/quantize.hpp>
+#include <lowbit/scaling/calibration.hpp>
 #include <lowbit/scaling/int_scaling.hpp>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <variant>
@@ -110,6 +124,10 @@ enum class scale_exponent_rule : std::uint8_t {
     nearest,  // round(log2(amax / max_elem))
 };
 
+// How a VS-Quant vector's clipping value is chosen (int_two_level only): its largest magnitude,
+// or OCTAV's MSE-optimal clip (see the header comment).
+enum class vector_clip : std::uint8_t { max, octav };
+
 // Where VS-Quant's coarse scale gamma is shared (int_two_level only).
 enum class coarse_scope : std::uint8_t {
     per_line,    // one gamma per line: per output channel of a weight matrix
@@ -118,12 +136,13 @@ enum class coarse_scope : std::uint8_t {
 
 struct block_format {
     std::variant<float_format, int_element> element = fp8_e4m3;
-    int block_size = 32;  // V
+    int block_size = 32;  // V; 0: each line is one block
     block_scale_kind scale = block_scale_kind::power_of_two;
     scale_exponent_rule exponent_rule = scale_exponent_rule::floor;  // power_of_two
     float_format block_scale_format = ue4m3;                         // float_two_level
     int scale_bits = 6;                                              // int_two_level: M
     coarse_scope coarse = coarse_scope::per_line;                    // int_two_level
+    vector_clip clip = vector_clip::max;                             // int_two_level
 
     // std::invalid_argument naming the field and the value.
     const block_format& validate() const;
@@ -142,15 +161,24 @@ inline constexpr block_format nvfp4{.element = fp4_e2m1, .block_size = 16,
 
 // VS-Quant with N-bit elements, M-bit integer vector scales, vectors of V, gamma per line.
 inline block_format vsquant(int element_bits, int scale_bits, int block_size,
-                            coarse_scope coarse = coarse_scope::per_line) {
+                            coarse_scope coarse = coarse_scope::per_line, vector_clip clip = vector_clip::max) {
     block_format f{.element = int_element{.format = {.bits = element_bits, .is_signed = true}, .narrow_range = true},
                    .block_size = block_size,
                    .scale = block_scale_kind::int_two_level,
                    .scale_bits = scale_bits,
-                   .coarse = coarse};
+                   .coarse = coarse,
+                   .clip = clip};
     f.validate();
     return f;
 }
+
+// N-bit symmetric integers with one scale per line (per output channel of a weight matrix) or one
+// per tensor, the float amax / qmax (or OCTAV's clip / qmax): VS-Quant's degenerate cases (one
+// vector per line, 1-bit vector scales), so that they run on the same block-scaled GEMM.
+inline block_format per_channel_int(int element_bits, vector_clip clip = vector_clip::max) {
+    return vsquant(element_bits, 1, 0, coarse_scope::per_line, clip);
+}
+inline block_format per_tensor_int(int element_bits) { return vsquant(element_bits, 1, 0, coarse_scope::per_tensor); }
 
 namespace detail {
 
@@ -187,7 +215,15 @@ struct element_grid {
     double round(double x, double scale) const {
         if (std::isnan(x)) return x;
         if (!is_int) return quantize(x / scale, format, rounding::nearest_even, overflow::saturate);
-        const double k = round_quotient(x, scale * unit, rounding::nearest_even, 0, 32);
+        // The double quotient t is within 2^-53 |t| of the exact one, so where t is not within
+        // 2^-30 of a half-integer, both round to the same nearest integer (and where |t| >= 2^22
+        // that integer is beyond every code, which the clamp takes to the end of the range); only
+        // near a tie does the exact quotient decide (round_quotient).
+        // (copysign: a negative x that rounds to 0 is -0, as round_quotient and int_scaling give)
+        const double t = x / (scale * unit), nearest = std::copysign(std::floor(t + 0.5), t);
+        const double k = std::fabs(std::fabs(t - nearest) - 0.5) > 0x1p-30
+                             ? nearest
+                             : round_quotient(x, scale * unit, rounding::nearest_even, 0, 32);
         return std::clamp(k, lowest, highest) * unit;
     }
 };
@@ -214,8 +250,15 @@ inline const block_format& block_format::validate() const {
         if (e.fraction_bits < -64 || e.fraction_bits > 64)
             detail::bad_block_format("element.fraction_bits", std::to_string(e.fraction_bits), "must be in [-64, 64]");
     }
-    if (block_size < 1)
-        detail::bad_block_format("block_size", std::to_string(block_size), "must be at least 1");
+    if (block_size < 0)
+        detail::bad_block_format("block_size", std::to_string(block_size),
+                                 "must be at least 1 (or 0: each line one block)");
+    if (clip != vector_clip::max && clip != vector_clip::octav)
+        detail::bad_block_format("clip", std::to_string(int(clip)), "is not a vector_clip");
+    if (clip == vector_clip::octav && scale != block_scale_kind::int_two_level)
+        detail::bad_block_format("clip", "octav",
+                                 "applies to VS-Quant's integer scales (scale = int_two_level) only; MX and NVFP4 "
+                                 "scales follow their recipes' amax rules");
     switch (scale) {
         case block_scale_kind::power_of_two:
             if (exponent_rule != scale_exponent_rule::floor && exponent_rule != scale_exponent_rule::ceil &&
@@ -274,17 +317,20 @@ struct block_scaled_matrix {
     std::vector<double> block_scales;   // lines() x blocks_per_line(); NaN for a poisoned block
     std::vector<double> coarse_scales;  // see above
 
-    int block_size() const { return format.block_size; }
+    // V, or the line's length where the format's block size is 0 (one block per line).
+    int block_size() const {
+        return format.block_size != 0 ? format.block_size : int(std::clamp<std::size_t>(line_length(), 1, INT_MAX));
+    }
     std::size_t lines() const { return k_axis == 1 ? rows : cols; }
     std::size_t line_length() const { return k_axis == 1 ? cols : rows; }
     std::size_t blocks_per_line() const {
-        const auto v = std::size_t(format.block_size);
+        const auto v = std::size_t(block_size());
         return (line_length() + v - 1) / v;
     }
     // Row-major index of the k-th element of a line.
     std::size_t index(std::size_t line, std::size_t k) const { return k_axis == 1 ? line * cols + k : k * cols + line; }
     double block_scale(std::size_t line, std::size_t k) const {
-        return block_scales[line * blocks_per_line() + k / std::size_t(format.block_size)];
+        return block_scales[line * blocks_per_line() + k / std::size_t(block_size())];
     }
     double coarse_scale(std::size_t line) const {
         if (coarse_scales.empty()) return 1.0;
@@ -294,16 +340,33 @@ struct block_scaled_matrix {
 
 namespace detail {
 
-// max |x| over the block, or NaN when the block holds a NaN or an infinity.
-inline double block_amax(const float* data, const block_scaled_matrix& m, std::size_t line, std::size_t begin,
-                         std::size_t end) {
-    double amax = 0;
-    for (std::size_t k = begin; k < end; ++k) {
-        const double x = data[m.index(line, k)];
-        if (!std::isfinite(x)) return std::numeric_limits<double>::quiet_NaN();
-        amax = std::max(amax, std::fabs(x));
+// quantize_blocks works on tiles of lines, each tile on one OpenMP thread (every line's result is
+// its own, so the thread count changes nothing), visiting a tile's elements in memory order: for
+// k_axis = 0 a line is a column, and walking one column at a time would miss the cache at every
+// element of a wide matrix (an im2col matrix of activations has 10^5 columns).
+constexpr std::size_t lines_per_tile = 64;
+
+// f(line, k) for every element of the lines [first, last) whose k is in [k_begin, k_end), row by row.
+template <class F>
+void visit_lines(const block_scaled_matrix& m, std::size_t first, std::size_t last, std::size_t k_begin,
+                 std::size_t k_end, F&& f) {
+    if (m.k_axis == 1) {
+        for (std::size_t line = first; line < last; ++line)
+            for (std::size_t k = k_begin; k < k_end; ++k) f(line, k);
+    } else {
+        for (std::size_t k = k_begin; k < k_end; ++k)
+            for (std::size_t line = first; line < last; ++line) f(line, k);
     }
-    return amax;
+}
+
+// Runs tile(first, last) over every tile of lines, in parallel when the matrix is large enough to
+// pay for the threads.
+template <class F>
+void for_each_tile(const block_scaled_matrix& m, F&& tile) {
+    const auto tiles = std::int64_t((m.lines() + lines_per_tile - 1) / lines_per_tile);
+#pragma omp parallel for schedule(dynamic) if (m.rows * m.cols >= (std::size_t(1) << 16))
+    for (std::int64_t t = 0; t < tiles; ++t)
+        tile(std::size_t(t) * lines_per_tile, std::min(m.lines(), std::size_t(t + 1) * lines_per_tile));
 }
 
 // The smallest c with max_value * 2^c >= amax (amax, max_value positive).
@@ -356,16 +419,22 @@ inline block_scaled_matrix quantize_blocks(const float* data, std::size_t rows, 
     m.format = format;
     const detail::element_grid grid(format);
     const std::size_t lines = m.lines(), length = m.line_length(), per_line = m.blocks_per_line();
-    const auto v = std::size_t(format.block_size);
+    const auto v = std::size_t(m.block_size());
     m.elements.assign(rows * cols, 0.0f);
     m.block_scales.assign(lines * per_line, 0.0);
     const double nan = std::numeric_limits<double>::quiet_NaN();
 
-    // Every kind: amax per block first (NaN marks a poisoned block).
-    std::vector<double> amax(lines * per_line);
-    for (std::size_t line = 0; line < lines; ++line)
+    // Every kind: amax per block first (max |x|; NaN marks a poisoned block, one with a NaN or an
+    // infinity).
+    std::vector<double> amax(lines * per_line, 0.0);
+    detail::for_each_tile(m, [&](std::size_t first, std::size_t last) {
         for (std::size_t b = 0; b < per_line; ++b)
-            amax[line * per_line + b] = detail::block_amax(data, m, line, b * v, std::min(length, (b + 1) * v));
+            detail::visit_lines(m, first, last, b * v, std::min(length, (b + 1) * v), [&](std::size_t line, std::size_t k) {
+                const double x = data[m.index(line, k)];
+                double& a = amax[line * per_line + b];
+                a = std::isfinite(x) ? std::max(a, std::fabs(x)) : nan;  // (max(NaN, y) stays NaN)
+            });
+    });
 
     // Then the block scales (and coarse scales) of the kind ...
     switch (format.scale) {
@@ -393,6 +462,26 @@ inline block_scaled_matrix quantize_blocks(const float* data, std::size_t rows, 
         case block_scale_kind::int_two_level: {
             const double qmax = grid.highest;
             const double top = std::ldexp(1.0, format.scale_bits) - 1.0;
+            // From here on a vector's amax stands for its clipping value c_v (the header comment).
+            if (format.clip == vector_clip::octav) {
+                detail::for_each_tile(m, [&](std::size_t first, std::size_t last) {
+                    std::vector<double> magnitudes(detail::lines_per_tile * v);  // a tile's vectors, one per row
+                    for (std::size_t b = 0; b < per_line; ++b) {
+                        const std::size_t begin = b * v, end = std::min(length, (b + 1) * v);
+                        detail::visit_lines(m, first, last, begin, end, [&](std::size_t line, std::size_t k) {
+                            magnitudes[(line - first) * v + (k - begin)] = std::fabs(double(data[m.index(line, k)]));
+                        });
+                        for (std::size_t line = first; line < last; ++line) {
+                            double& a = amax[line * per_line + b];
+                            if (!(a > 0)) continue;  // all zero, or poisoned (NaN)
+                            const std::span<const double> vector(magnitudes.data() + (line - first) * v, end - begin);
+                            const double c = detail::octav_with_noise(vector, 1 / (12 * qmax * qmax), 10, 0,
+                                                                      octav_step::with_density).scale;
+                            if (c > 0) a = std::min(a, c);
+                        }
+                    }
+                });
+            }
             const bool per_tensor = format.coarse == coarse_scope::per_tensor;
             m.coarse_scales.assign(per_tensor ? 1 : lines, 0.0);
             // gamma = max_v s_v / (2^M - 1) = max_v amax_v / (qmax (2^M - 1)), stored as float.
@@ -428,17 +517,21 @@ inline block_scaled_matrix quantize_blocks(const float* data, std::size_t rows, 
     }
 
     // ... and the elements: x / (block scale * coarse scale) on the element grid.
-    for (std::size_t line = 0; line < lines; ++line) {
-        const double coarse = m.coarse_scale(line);
-        for (std::size_t k = 0; k < length; ++k) {
-            const std::size_t i = m.index(line, k);
-            const double scale = m.block_scale(line, k) * coarse;  // exact in double for every kind
-            float& element = m.elements[i];
-            if (std::isnan(scale)) element = std::numeric_limits<float>::quiet_NaN();
-            else if (scale == 0) element = 0.0f;  // all-zero VS-Quant vector, or NVFP4 scale rounded to 0
-            else element = float(grid.round(double(data[i]), scale));
+    detail::for_each_tile(m, [&](std::size_t first, std::size_t last) {
+        double scales[detail::lines_per_tile];  // of the tile's lines, for one block
+        for (std::size_t b = 0; b < per_line; ++b) {
+            for (std::size_t line = first; line < last; ++line)
+                scales[line - first] = m.block_scales[line * per_line + b] * m.coarse_scale(line);  // exact in double
+            detail::visit_lines(m, first, last, b * v, std::min(length, (b + 1) * v), [&](std::size_t line, std::size_t k) {
+                const std::size_t i = m.index(line, k);
+                const double scale = scales[line - first];
+                float& element = m.elements[i];
+                if (std::isnan(scale)) element = std::numeric_limits<float>::quiet_NaN();
+                else if (scale == 0) element = 0.0f;  // all-zero VS-Quant vector, or NVFP4 scale rounded to 0
+                else element = float(grid.round(double(data[i]), scale));
+            });
         }
-    }
+    });
     return m;
 }
 

@@ -267,10 +267,11 @@ inline double density_bandwidth(std::span<const double> a) {
     return 1.06 * sigma * std::pow(double(n), -0.2);
 }
 
-// OCTAV on magnitudes a_i >= 0 (zeros included; they never count).
-inline octav_result octav_on_magnitudes(std::span<const double> a, int bits, signedness sign, int iterations,
-                                        double start, octav_step step = octav_step::paper) {
-    const double c = noise_constant(bits, sign);
+// OCTAV on magnitudes a_i >= 0 (zeros included; they never count), for a quantizer whose
+// rounding noise is c s^2 (c = noise_constant(bits, sign) for the grids above; other grids, such
+// as VS-Quant's symmetric codes in scaling/block_scaling.hpp, have their own c).
+inline octav_result octav_with_noise(std::span<const double> a, double c, int iterations, double start,
+                                     octav_step step) {
     const double h = step == octav_step::with_density ? density_bandwidth(a) : 0.0;
     double s = start;
     if (s == 0) {
@@ -305,6 +306,11 @@ inline octav_result octav_on_magnitudes(std::span<const double> a, int bits, sig
     }
     result.scale = result.history.back();
     return result;
+}
+
+inline octav_result octav_on_magnitudes(std::span<const double> a, int bits, signedness sign, int iterations,
+                                        double start, octav_step step = octav_step::paper) {
+    return octav_with_noise(a, noise_constant(bits, sign), iterations, start, step);
 }
 
 inline void check_octav_arguments(int bits, int iterations, double start, const char* function) {

@@ -104,7 +104,7 @@ inline double round_quotient(double x, double s, rounding mode, std::uint32_t ra
     else if (std::fma(-(n + 1), s, a) >= 0) n += 1;
     if (std::fma(-n, s, a) == 0) return std::copysign(n, x);  // exact: no rounding
     const bool negative = std::signbit(x);
-    const bool odd_down = std::fmod(n, 2.0) != 0.0;
+    const bool odd_down = (std::int64_t(n) & 1) != 0;  // (n < 2^20: exact as an integer)
     const auto half = [&] { return std::fma(-(n + 0.5), s, a); };  // sign of |x| - (n + 1/2) s
     bool up = false;
     switch (mode) {

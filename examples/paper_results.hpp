@@ -1,0 +1,174 @@
+// examples/paper_results.hpp: what the seed papers' examples (vsquant_ptq, and the OCTAV and
+// LNS-Madam ones of issue 17) share: the fp32 CNN they start from (trained per seed, cached in the
+// output folder), their results file with the columns
+//
+//   experiment,method,bits,variant,seed,test_accuracy
+//
+// (bits: an integer, or W4A8 where weights and activations differ; fp32 rows have 32), the mean and
+// standard deviation over seeds, and the accuracy plot (bars by bits and method, error bars over
+// seeds, the fp32 line).
+#pragma once
+
+#include "example_cli.hpp"
+#include "fashion_mnist_cnn.hpp"
+#include "gnuplot.hpp"
+
+#include <lowbit/nn/optimizers.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace lowbit_examples {
+
+struct summary {
+    double mean = 0, std = 0;  // std: the sample standard deviation (0 for one value)
+    int n = 0;
+};
+
+inline summary summarize(const std::vector<double>& v) {
+    summary s;
+    s.n = int(v.size());
+    for (double x : v) s.mean += x / double(v.size());
+    for (double x : v) s.std += (x - s.mean) * (x - s.mean);
+    s.std = v.size() > 1 ? std::sqrt(s.std / double(v.size() - 1)) : 0.0;
+    return s;
+}
+
+// How the fp32 starting point is trained: Adam, the last epoch at a tenth of the rate.
+struct fp32_training {
+    int epochs = 2;
+    int batch = 128;
+    double learning_rate = 1e-3;
+    std::size_t train_limit = 0;  // 0: all 60000
+};
+
+// The flagship's CNN trained in fp32 from seed `seed`, or read from out/fp32_cnn_seed<S>_<E>ep<_N>.weights
+// where an earlier run left it (retrain: train anyway); saved there after training.
+inline nn::network fp32_cnn(const nn::fashion_mnist_data& data, const fp32_training& t, std::uint64_t seed,
+                            const std::string& out, bool retrain) {
+    nn::network net = make_cnn(seed);
+    const std::string cache = out + "/fp32_cnn_seed" + std::to_string(seed) + "_" + std::to_string(t.epochs) + "ep" +
+                              (t.train_limit ? "_" + std::to_string(t.train_limit) : std::string()) + ".weights";
+    if (load_cached(net, cache, retrain)) return net;
+    const std::size_t n = t.train_limit == 0 ? data.train.size() : std::min(t.train_limit, data.train.size());
+    const std::size_t per_epoch = n / std::size_t(t.batch);
+    if (per_epoch == 0) throw std::invalid_argument("fewer training images than one batch");
+    nn::adam opt(net.parameters(true), {.learning_rate = t.learning_rate});
+    const auto started = clock_type::now();
+    for (int e = 0; e < t.epochs; ++e) {
+        if (e == t.epochs - 1 && t.epochs > 1) opt.set_learning_rate(t.learning_rate / 10);
+        const std::vector<std::size_t> order = nn::shuffled_indices(n, seed * 1000003 + std::uint64_t(e));
+        double loss_sum = 0;
+        for (std::size_t b = 0; b < per_epoch; ++b) {
+            const nn::labeled_images batch =
+                nn::select(data.train, std::span(order.data() + b * std::size_t(t.batch), std::size_t(t.batch)));
+            net.zero_grad();
+            const nn::tensor y = net.forward({batch.images, {1, batch.rows, batch.cols}}, nn::pass::training);
+            const nn::loss_and_gradient l = nn::softmax_cross_entropy(y.values, batch.labels);
+            net.backward({l.gradient, y.shape});
+            opt.step();
+            loss_sum += l.loss;
+            if ((b + 1) % std::max<std::size_t>(1, per_epoch / 10) == 0 || b + 1 == per_epoch) {
+                std::printf("\r  fp32 training, seed %llu: epoch %d/%d  batch %5zu/%zu  loss %.4f  %6.1f s",
+                            static_cast<unsigned long long>(seed), e + 1, t.epochs, b + 1, per_epoch,
+                            loss_sum / double(b + 1), seconds_since(started));
+                std::fflush(stdout);
+            }
+        }
+        std::printf("\n");
+    }
+    net.save(cache);
+    std::printf("  saved %s\n", cache.c_str());
+    return net;
+}
+
+// One row of a results file.
+struct paper_result {
+    std::string experiment, method, bits, variant;
+    std::uint64_t seed = 0;
+    double test_accuracy = 0;
+};
+
+// The results file, written row by row as runs end (a long run's finished rows survive a stop).
+class results_file {
+public:
+    explicit results_file(const std::string& path) : path_(path), csv_(path) {
+        if (!csv_) throw std::runtime_error("cannot write " + path);
+        csv_ << "experiment,method,bits,variant,seed,test_accuracy\n";
+    }
+    void add(const paper_result& r) {
+        rows_.push_back(r);
+        csv_ << r.experiment << ',' << r.method << ',' << r.bits << ',' << r.variant << ',' << r.seed << ','
+             << r.test_accuracy << '\n';
+        csv_.flush();
+    }
+    const std::vector<paper_result>& rows() const { return rows_; }
+    const std::string& path() const { return path_; }
+
+    // The accuracies of every seed of one configuration.
+    std::vector<double> accuracies(const std::string& method, const std::string& bits, const std::string& variant) const {
+        std::vector<double> v;
+        for (const auto& r : rows_)
+            if (r.method == method && r.bits == bits && r.variant == variant) v.push_back(r.test_accuracy);
+        return v;
+    }
+
+private:
+    std::string path_;
+    std::ofstream csv_;
+    std::vector<paper_result> rows_;
+};
+
+// <stem>.png: one group of bars per bits value (in the order given), one bar per series (a
+// method and variant, in the order given; NaN where a series has no such bits), at the mean over
+// the seeds with +-1 standard deviation as error bars, and the fp32 mean as a line.
+struct plot_series {
+    std::string method, variant, title;
+};
+inline void accuracy_plot(const results_file& results, const std::string& out, const std::string& stem,
+                          const std::string& title, const std::vector<std::string>& bits,
+                          const std::vector<plot_series>& series, double fp32_accuracy) {
+    const std::string dat = out + "/" + stem + ".dat";
+    std::ofstream d(dat);
+    double low = fp32_accuracy, high = fp32_accuracy;
+    for (const auto& b : bits) {
+        d << b;
+        for (const auto& s : series) {
+            const std::vector<double> v = results.accuracies(s.method, b, s.variant);
+            if (v.empty()) {
+                d << " NaN NaN";
+                continue;
+            }
+            const summary m = summarize(v);
+            low = std::min(low, m.mean - m.std), high = std::max(high, m.mean + m.std);
+            d << ' ' << m.mean << ' ' << m.std;
+        }
+        d << '\n';
+    }
+    d.close();
+    const double y_low = std::max(0.0, std::floor(low) - 2), y_high = std::min(100.0, std::ceil(high) + 1);
+    std::ofstream gp(out + "/" + stem + ".gp");
+    gp << "set terminal pngcairo size 1400,650 font 'Sans,11' noenhanced\n"
+       << "set output '" << out << "/" << stem << ".png'\n"
+       << "set title \"" << title << "\"\n"
+       << "set style data histograms\nset style histogram errorbars gap 2 lw 1\n"
+       << "set style fill solid 0.85 border -1\nset boxwidth 0.9\nset key outside right top vertical\n"
+       << "set grid ytics\nset ylabel 'test accuracy (%)'\nset xlabel 'bits (weights and activations, or WxAy)'\n"
+       << "set yrange [" << y_low << ":" << y_high << "]\n"
+       << "plot ";
+    for (std::size_t i = 0; i < series.size(); ++i)
+        gp << (i ? ", " : "") << "'" << dat << "' using " << 2 + 2 * i << ":" << 3 + 2 * i << (i == 0 ? ":xtic(1)" : "")
+           << " title '" << series[i].title << "'" << (i % 2 ? " fillstyle pattern 2 border -1" : "");
+    gp << ", " << fp32_accuracy << " with lines lw 2 dt 2 lc rgb 'black' title 'fp32'\n";
+    gp.close();
+    examples::render_plots(out + "/" + stem + ".gp", out);
+}
+
+}  // namespace lowbit_examples
