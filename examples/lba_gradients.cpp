@@ -21,6 +21,7 @@
 #include "example_cli.hpp"
 #include "fashion_mnist_cnn.hpp"
 #include "gnuplot.hpp"
+#include "paper_results.hpp"
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -126,19 +127,8 @@ struct run_row {
     outcome result;
 };
 
-struct summary {
-    double mean = 0, std = 0;
-    int n = 0;
-};
-
-summary summarize(const std::vector<double>& v) {
-    summary s;
-    s.n = int(v.size());
-    for (double x : v) s.mean += x / double(v.size());
-    for (double x : v) s.std += (x - s.mean) * (x - s.mean);
-    s.std = v.size() > 1 ? std::sqrt(s.std / double(v.size() - 1)) : 0.0;  // sample standard deviation
-    return s;
-}
+using lowbit_examples::summarize;
+using lowbit_examples::summary;
 
 // gradients.png: one panel per model; per accumulator a group of bars, one per gradient mode,
 // at the mean test accuracy over the seeds with +-1 standard deviation as error bars.

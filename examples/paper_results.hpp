@@ -6,7 +6,7 @@
 //
 // (bits: an integer, or W4A8 where weights and activations differ; fp32 rows have 32), the mean and
 // standard deviation over seeds, and the accuracy plot (bars by bits and method, error bars over
-// seeds, the fp32 line).
+// seeds, the fp32 line). lba_gradients takes its mean and standard deviation from here too.
 #pragma once
 
 #include "example_cli.hpp"
