@@ -215,15 +215,7 @@ struct element_grid {
     double round(double x, double scale) const {
         if (std::isnan(x)) return x;
         if (!is_int) return quantize(x / scale, format, rounding::nearest_even, overflow::saturate);
-        // The double quotient t is within 2^-53 |t| of the exact one, so where t is not within
-        // 2^-30 of a half-integer, both round to the same nearest integer (and where |t| >= 2^22
-        // that integer is beyond every code, which the clamp takes to the end of the range); only
-        // near a tie does the exact quotient decide (round_quotient).
-        // (copysign: a negative x that rounds to 0 is -0, as round_quotient and int_scaling give)
-        const double t = x / (scale * unit), nearest = std::copysign(std::floor(t + 0.5), t);
-        const double k = std::fabs(std::fabs(t - nearest) - 0.5) > 0x1p-30
-                             ? nearest
-                             : round_quotient(x, scale * unit, rounding::nearest_even, 0, 32);
+        const double k = round_quotient(x, scale * unit, rounding::nearest_even, 0, 32);
         return std::clamp(k, lowest, highest) * unit;
     }
 };

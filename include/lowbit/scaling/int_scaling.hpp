@@ -98,6 +98,12 @@ inline double round_quotient(double x, double s, rounding mode, std::uint32_t ra
     const double a = std::fabs(x);
     const double t = a / s;
     if (!(t < 0x1p20)) return std::copysign(t, x);
+    if (mode == rounding::nearest_even || mode == rounding::nearest_away) {
+        // t is within 2^-33 of a / s: where it is not within 2^-30 of a half-integer, the exact
+        // quotient has the same nearest integer, and the tests below are needed only near a tie.
+        const double nearest = std::floor(t + 0.5);
+        if (std::fabs(std::fabs(t - nearest) - 0.5) > 0x1p-30) return std::copysign(nearest, x);
+    }
     // t is within 2^-33 of a / s, so floor(t) is the exact floor or one off; the fma tests fix it.
     double n = std::floor(t);
     if (std::fma(-n, s, a) < 0) n -= 1;
