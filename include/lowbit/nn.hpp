@@ -5,6 +5,8 @@
 #include <lowbit/nn/attention.hpp>
 #include <lowbit/nn/batch_norm.hpp>
 #include <lowbit/nn/budget.hpp>
+#include <lowbit/nn/clipped_inputs.hpp>
+#include <lowbit/nn/clipping_calibration.hpp>
 #include <lowbit/nn/conv2d.hpp>
 #include <lowbit/nn/depthwise_conv.hpp>
 #include <lowbit/nn/dropout.hpp>

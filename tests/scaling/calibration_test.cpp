@@ -1,6 +1,7 @@
 // Tests of lowbit/scaling/calibration.hpp: max and percentile on hand-built data, the MSE model
 // and the empirical MSE on hand values, OCTAV against brute-force minima of both, OCTAV's
-// convergence from any start, per-channel calibration, and the errors.
+// convergence from any start, per-channel calibration, and the errors; quantize_clipped against
+// MPFR.
 //
 // Why two kinds of samples for OCTAV against the brute-force minimum of the EMPIRICAL MSE: the
 // empirical MSE of n random samples carries the rounding noise of each sample, a relative
@@ -17,10 +18,13 @@
 #include <lowbit/scaling/calibration.hpp>
 
 #include <catch2/catch.hpp>
+#include <mpfr.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <random>
 #include <span>
 #include <stdexcept>
@@ -468,4 +472,113 @@ TEST_CASE("OCTAV (default: with the density term) is within 1% of the brute-forc
             }
         }
     }
+}
+
+// quantize_clipped against MPFR, from the header's definition: the code round(x L / s) (L = 2^(B-1)
+// signed, 2^B unsigned; to nearest, ties to even, on the exact quotient), clamped to [-L, L] or
+// [0, L], and the value code * s / L rounded once to float. The quotient of two doubles at 300 bits
+// is a half-integer only when the exact quotient is one, so MPFR's rint at that precision decides
+// ties as the definition does. Data: random values over many binades, values on the grid's
+// midpoints (scales that are powers of two times small odd numbers make them floats), values at
+// and beyond +-s, negatives under the unsigned quantizer, and scales with long significands
+// (code * step then needs more than float's bits: the final rounding is a real one). Zeros: a
+// signed quantizer keeps the sign of a value that rounds to 0 (as IEEE rounding does), an unsigned
+// one gives +0.
+TEST_CASE("quantize_clipped equals the clipped quantizer computed with MPFR") {
+    std::mt19937_64 engine(2026);
+    std::uniform_real_distribution<double> unit(0, 1);
+    mpfr_t q, k;
+    mpfr_inits2(300, q, k, static_cast<mpfr_ptr>(nullptr));
+    const auto reference = [&](float x, double s, int bits, signedness sign) {
+        const double levels = std::ldexp(1.0, sign == signed_values ? bits - 1 : bits);
+        mpfr_set_flt(q, x, MPFR_RNDN);
+        mpfr_mul_d(q, q, levels, MPFR_RNDN);  // exact: levels is a power of two
+        mpfr_div_d(q, q, s, MPFR_RNDN);
+        mpfr_rint(k, q, MPFR_RNDN);           // ties to even
+        const double lowest = sign == signed_values ? -levels : 0.0;
+        if (mpfr_cmp_d(k, levels) > 0) mpfr_set_d(k, levels, MPFR_RNDN);
+        if (mpfr_cmp_d(k, lowest) < 0) mpfr_set_d(k, lowest, MPFR_RNDN);
+        if (sign == unsigned_values && mpfr_zero_p(k)) mpfr_set_zero(k, 1);  // an unsigned code has no sign
+        mpfr_mul_d(k, k, s, MPFR_RNDN);       // exact at 300 bits
+        mpfr_div_d(k, k, levels, MPFR_RNDN);  // exact
+        return mpfr_get_flt(k, MPFR_RNDN);
+    };
+    std::size_t checked = 0, ties = 0;
+    for (int trial = 0; trial < 400; ++trial) {
+        const int bits = 1 + trial % 8;
+        const signedness sign = trial % 3 == 0 ? unsigned_values : signed_values;
+        const double levels = std::ldexp(1.0, sign == signed_values ? bits - 1 : bits);
+        // every fourth scale has a 53-bit significand; the others are a small odd number times 2^e
+        const double s = trial % 4 == 0 ? std::ldexp(1 + unit(engine), int(unit(engine) * 40) - 20)
+                                         : std::ldexp(double(1 + 2 * int(unit(engine) * 8)), int(unit(engine) * 30) - 15);
+        std::vector<float> x;
+        for (int i = 0; i < 200; ++i) {
+            const double sign_of = unit(engine) < 0.5 ? -1 : 1;
+            x.push_back(float(sign_of * s * std::ldexp(unit(engine), int(unit(engine) * 12) - 10) * 1.5));
+            const double tie = (std::floor(unit(engine) * 2 * levels) - levels + 0.5) * s / levels;  // a midpoint
+            x.push_back(float(tie));
+        }
+        for (const double edge : {s, -s, 1.5 * s, -1.5 * s, s * (1 - 1e-9), 0.0})
+            x.push_back(float(edge));
+        std::vector<float> out(x.size());
+        lowbit::quantize_clipped(x, s, bits, sign, out);
+        for (std::size_t i = 0; i < x.size(); ++i) {
+            const float want = reference(x[i], s, bits, sign);
+            CAPTURE(bits, lowbit::to_string(sign), s, x[i], want, out[i]);
+            REQUIRE(std::bit_cast<std::uint32_t>(out[i]) == std::bit_cast<std::uint32_t>(want));
+            ties += double(x[i]) * levels / s - std::floor(double(x[i]) * levels / s) == 0.5;
+            ++checked;
+        }
+    }
+    // Scales built so that code 3's value 3 s / L lies within a few double ulps of a float midpoint:
+    // there the double product k * step is often exactly the midpoint while the exact value is
+    // not, and rounding the double to float would err (double rounding).
+    std::size_t double_rounding_traps = 0;
+    for (int trial = 0; trial < 4000; ++trial) {
+        const int bits = 4;
+        const double levels = 8;
+        const double midpoint = 1 + std::floor(unit(engine) * 0x1p23) * 0x1p-23 + 0x1p-24;
+        double s = midpoint * levels / 3;
+        for (int u = trial % 7 - 3; u != 0; u += u > 0 ? -1 : 1) s = std::nextafter(s, u > 0 ? 10.0 : 0.0);
+        const double step = s / levels, hi = 3 * step;
+        double_rounding_traps += hi == midpoint && std::fma(3, step, -hi) != 0;
+        const std::vector<float> x{float(hi), -float(hi)};
+        std::vector<float> out(2);
+        lowbit::quantize_clipped(x, s, bits, signed_values, out);
+        for (std::size_t i = 0; i < 2; ++i) {
+            const float want = reference(x[i], s, bits, signed_values);
+            CAPTURE(s, x[i], want, out[i]);
+            REQUIRE(std::bit_cast<std::uint32_t>(out[i]) == std::bit_cast<std::uint32_t>(want));
+        }
+    }
+    CHECK(double_rounding_traps > 100);
+    mpfr_clears(q, k, static_cast<mpfr_ptr>(nullptr));
+    CHECK(checked > 150000);
+    CHECK(ties > 20000);  // the midpoints did land on floats: ties were decided
+}
+
+TEST_CASE("quantize_clipped: in place, empty input, and its errors") {
+    std::vector<float> x{0.3f, -2.0f, 0.26f};
+    lowbit::quantize_clipped(x, 1.0, 2, signed_values, x);  // step 0.5: 0.5, -1 (clipped), 0.5
+    CHECK(x == std::vector<float>{0.5f, -1.0f, 0.5f});
+    std::vector<float> none;
+    lowbit::quantize_clipped(none, 1.0, 4, signed_values, none);
+    std::vector<float> out(2);
+    const auto message = [](auto&& f) {
+        try {
+            f();
+        } catch (const std::invalid_argument& e) {
+            return std::string(e.what());
+        }
+        return std::string("no exception");
+    };
+    CHECK(message([&] { lowbit::quantize_clipped(x, 1.0, 4, signed_values, out); }) ==
+          "lowbit::quantize_clipped: out has 2 elements, x has 3");
+    CHECK(message([&] { lowbit::quantize_clipped(x, 0.0, 4, signed_values, x); }) ==
+          "lowbit::quantize_clipped: s = 0 must be positive and finite");
+    CHECK(message([&] { lowbit::quantize_clipped(x, 1.0, 0, signed_values, x); }) ==
+          "lowbit::quantize_clipped: bits = 0 must be in [1, 32]");
+    x[1] = NAN;
+    CHECK(message([&] { lowbit::quantize_clipped(x, 1.0, 4, signed_values, x); }) ==
+          "lowbit::quantize_clipped: x[1] = nan is not finite");
 }

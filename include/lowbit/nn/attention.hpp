@@ -160,12 +160,12 @@ LOWBIT_NN_INLINE tensor multi_head_attention::backward(const tensor& dy) {
             const head_state& k = kept_[std::size_t(n * heads_ + h)];
             const matrix d_o = dout.middleRows(n * t, t)(Eigen::all, ch);
             // O = P_q V_q: dP = dO V_q^T, dV = P_q^T dO; S = scale Q_q K_q^T (straight-through)
-            // (or through the products' quantized accumulation: fine_grained_gradients)
-            const auto fine_values = fine_grained_gradients(k.values, d_o, products);
+            // (or through the products' quantized accumulation, times clip factors: operand_gradients)
+            const auto fine_values = operand_gradients(k.values, d_o, products);
             const matrix dp = fine_values ? matrix(fine_values->a) : matrix(d_o * k.values.activations.transpose());
             const matrix dv = fine_values ? matrix(fine_values->b) : matrix(k.values.weights.transpose() * d_o);
             const matrix ds = softmax_rows_backward(k.probabilities, dp) * scale;
-            const auto fine_scores = fine_grained_gradients(k.scores, ds, products);
+            const auto fine_scores = operand_gradients(k.scores, ds, products);
             const matrix dq = fine_scores ? matrix(fine_scores->a) : matrix(ds * k.scores.activations.transpose());
             const matrix dk = fine_scores ? matrix(fine_scores->b.transpose()) : matrix(ds.transpose() * k.scores.weights);
             auto sample = g.middleRows(n * t, t);
@@ -208,6 +208,7 @@ LOWBIT_NN_INLINE gemm_datapath multi_head_attention::activation_products() const
     d.weights = d.activations;
     if (d.spec) d.spec->input_a = d.spec->input_b;
     if (d.blocks) d.blocks->weights = d.blocks->activations;
+    if (d.clipping) d.clipping->weights = d.clipping->activations;
     return d;
 }
 #endif

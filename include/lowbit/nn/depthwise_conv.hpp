@@ -135,7 +135,7 @@ LOWBIT_NN_INLINE tensor depthwise_conv::backward(const tensor& dy) {
     for (const int c : all_or(active_outputs(), shape_.channels)) {
         const gemm_operands& k = kept_channels_[std::size_t(c)];
         const matrix dr = g.col(c).transpose();  // 1 x n
-        const auto fine = fine_grained_gradients(k, dr, datapath);
+        const auto fine = operand_gradients(k, dr, datapath);
         const matrix dw = fine ? matrix(fine->a) : matrix(dr * k.activations.transpose());
         for (std::size_t i = 0; i < taps.size(); ++i) weight_.grad(c, taps[i]) += dw(0, Eigen::Index(i));
         bias_.grad(0, c) += dr.sum();

@@ -28,6 +28,15 @@
 //
 // The gradients go straight through (the dequantized operands' plain product): ste only.
 //
+// Clipped operands (`clipping`: nn/clipped_inputs.hpp): W and X through OCTAV's clipped uniform
+// quantizer, each scale from the tensor as it is quantized (OCTAV, max, percentile) or fixed, and
+// their gradients times the clip estimators' factors (ste, pwl, mad); the GEMM then runs on the
+// quantized values as the rest of the datapath says (a spec, or the plain fp32 product):
+//
+//   d.clipping = lowbit::nn::clipped_inputs{.weights = {.bits = 4, .per_channel = true, .gradient = lowbit::clip_gradient::mad},
+//                                           .activations = {.bits = 4, .sign = lowbit::signedness::unsigned_values,
+//                                                           .gradient = lowbit::clip_gradient::pwl}};
+//
 // A range-biased float format is the paper's per-tensor scaling of FP8 (Blumenfeld et al.): the
 // exponent bias of an ExMy format is chosen from the tensor's largest magnitude amax as the
 // largest bias whose largest finite value still holds amax, so the tensor uses the top of the
@@ -42,6 +51,7 @@
 #include <lowbit/datapath/gemm_stats.hpp>
 #include <lowbit/datapath/quantizer.hpp>
 #include <lowbit/formats/float_format.hpp>
+#include <lowbit/nn/clipped_inputs.hpp>
 #include <lowbit/nn/definitions.hpp>
 #include <lowbit/nn/input_quantizer.hpp>
 #include <lowbit/nn/parallel_product.hpp>
@@ -74,31 +84,48 @@ struct gemm_datapath {
     gemm_stats* stats = nullptr;    // events of every GEMM of the layer add up here (spec or blocks)
     gradient_mode gradient = gradient_mode::ste;  // other modes need a spec
     std::optional<block_scaled_inputs> blocks{};  // set: block-scaled operands instead of weights/activations
+    std::optional<clipped_inputs> clipping{};     // set: clipped operands instead of weights/activations
 };
 
-// What a layer's GEMM used, kept for its backward pass: the quantized operands, and the spec as it
-// ran (with the input quantizers of that batch), which fine-grained gradients recompute.
+// What a layer's GEMM used, kept for its backward pass: the quantized operands, the spec as it
+// ran (with the input quantizers of that batch), which fine-grained gradients recompute, and the
+// clipped operands' gradient factors (empty where there are none).
 struct gemm_operands {
     matrix weights, activations;
     std::optional<gemm_spec> spec;
+    matrix weight_factors{}, activation_factors{};
 };
 
-// dL/dW (.a) and dL/dX (.b) of C = W X through the datapath's quantized accumulation, from the
-// operands the forward kept and dL/dC; nothing for gradient_mode::ste, whose gradients are the
-// plain products of the kept operands (the caller's own).
-LOWBIT_NN_INLINE std::optional<gemm_gradients> fine_grained_gradients(const gemm_operands& kept, const matrix& dc,
-                                                                      const gemm_datapath& d);
+// The clipping scales a GEMM's operands had (clipping set): one, or one per output channel.
+struct clip_scales {
+    std::vector<double> weights, activations;
+};
+
+// dL/dW (outputs x K) and dL/dX (K x N) of C = W X.
+struct datapath_gradients {
+    matrix a, b;
+};
+
+// The gradients of C = W X from the operands the forward kept and dL/dC, where they are not the
+// plain products dC X_q^T and W_q^T dC (the caller's own): through the datapath's quantized
+// accumulation (a gradient mode other than ste), times the clipped operands' factors. Nothing
+// otherwise.
+LOWBIT_NN_INLINE std::optional<datapath_gradients> operand_gradients(const gemm_operands& kept, const matrix& dc,
+                                                                     const gemm_datapath& d);
 
 namespace detail {
 // datapath_gemm with d.blocks set.
 LOWBIT_NN_INLINE matrix block_scaled_product(const matrix& w, const matrix& x, const gemm_datapath& d,
                                              gemm_operands* keep);
+// datapath_gemm with d.clipping set.
+LOWBIT_NN_INLINE matrix clipped_product(const matrix& w, const matrix& x, const gemm_datapath& d, gemm_operands* keep,
+                                        clip_scales* scales);
 }  // namespace detail
 
 // Whether the datapath is the plain fp32 product (no spec, no quantizers, no blocks): then a
 // layer's output for one sample does not depend on the rest of the batch.
 inline bool is_plain_fp32(const gemm_datapath& d) {
-    return !d.spec && !d.blocks && std::holds_alternative<std::monostate>(d.weights) &&
+    return !d.spec && !d.blocks && !d.clipping && std::holds_alternative<std::monostate>(d.weights) &&
            std::holds_alternative<std::monostate>(d.activations);
 }
 
@@ -115,9 +142,13 @@ LOWBIT_NN_INLINE int datapath_threads(const gemm_datapath& d) {
 // that moves its im2col matrix in keeps it for the backward pass without a copy.
 // The input quantizers may be given either by the datapath (weights, activations) or by the spec
 // (input_a, input_b), not both: a spec's own input quantizer is used when the datapath has none.
-LOWBIT_NN_INLINE matrix datapath_gemm(const matrix& w, matrix x, const gemm_datapath& d, gemm_operands* keep = nullptr);
+// With clipping set, `scales` (when given) receives the clipping scales of this call.
+LOWBIT_NN_INLINE matrix datapath_gemm(const matrix& w, matrix x, const gemm_datapath& d, gemm_operands* keep = nullptr,
+                                      clip_scales* scales = nullptr);
 #if LOWBIT_NN_DEFINE
-LOWBIT_NN_INLINE matrix datapath_gemm(const matrix& w, matrix x, const gemm_datapath& d, gemm_operands* keep) {
+LOWBIT_NN_INLINE matrix datapath_gemm(const matrix& w, matrix x, const gemm_datapath& d, gemm_operands* keep,
+                                      clip_scales* scales) {
+    if (d.clipping) return detail::clipped_product(w, x, d, keep, scales);
     if (d.blocks) return detail::block_scaled_product(w, x, d, keep);
     if (d.gradient != gradient_mode::ste && !d.spec)
         throw std::invalid_argument(std::string("lowbit::nn::gemm_datapath: gradient = ") + to_string(d.gradient) +
@@ -187,14 +218,55 @@ LOWBIT_NN_INLINE matrix detail::block_scaled_product(const matrix& w, const matr
     return c;
 }
 
-LOWBIT_NN_INLINE std::optional<gemm_gradients> fine_grained_gradients(const gemm_operands& kept, const matrix& dc,
-                                                                      const gemm_datapath& d) {
-    if (d.gradient == gradient_mode::ste) return std::nullopt;
-    if (!kept.spec)
-        throw std::logic_error("lowbit::nn: fine-grained gradients without the forward's spec (was the forward run "
-                               "with pass::training on a datapath with a spec?)");
-    // (the kept operands are on their formats' grids: the spec's input quantizers leave them as they are)
-    return lowbit::gemm_backward(kept.weights, kept.activations, dc, *kept.spec, d.gradient);
+LOWBIT_NN_INLINE matrix detail::clipped_product(const matrix& w, const matrix& x, const gemm_datapath& d,
+                                                gemm_operands* keep, clip_scales* scales) {
+    const auto fail = [](const std::string& why) {
+        throw std::invalid_argument("lowbit::nn::gemm_datapath: " + why);
+    };
+    if (d.blocks) fail("blocks and clipping are both set: choose one way to quantize the operands");
+    if (!std::holds_alternative<std::monostate>(d.weights) || !std::holds_alternative<std::monostate>(d.activations))
+        fail("clipping and weights/activations are both set: clipped operands are quantized by clipping's "
+             "quantizers, leave weights and activations unset");
+    if (d.spec && (!d.spec->input_a.is_exact() || !d.spec->input_b.is_exact()))
+        fail("clipping and spec.input_a/input_b are both set: clipped operands are quantized by clipping's "
+             "quantizers, leave the spec's input quantizers exact");
+    if (d.clipping->activations.per_channel)
+        fail("clipping.activations.per_channel is set: activations have one scale per tensor (a scale per row of "
+             "X would differ along each dot product); per_channel is for the weights");
+    const bool factors = keep != nullptr;
+    clipped_operand qw = clip_operand(w, d.clipping->weights, factors, "gemm_datapath: clipping.weights");
+    clipped_operand qx = clip_operand(x, d.clipping->activations, factors, "gemm_datapath: clipping.activations");
+    gemm_datapath rest = d;
+    rest.clipping.reset();
+    matrix c = datapath_gemm(qw.values, std::move(qx.values), rest, keep);
+    if (keep != nullptr) {
+        keep->weight_factors = std::move(qw.factors);
+        keep->activation_factors = std::move(qx.factors);
+    }
+    if (scales != nullptr) *scales = {std::move(qw.scales), std::move(qx.scales)};
+    return c;
+}
+
+LOWBIT_NN_INLINE std::optional<datapath_gradients> operand_gradients(const gemm_operands& kept, const matrix& dc,
+                                                                     const gemm_datapath& d) {
+    const bool factors = kept.weight_factors.size() != 0 || kept.activation_factors.size() != 0;
+    if (d.gradient == gradient_mode::ste && !factors) return std::nullopt;
+    datapath_gradients g;
+    if (d.gradient != gradient_mode::ste) {
+        if (!kept.spec)
+            throw std::logic_error("lowbit::nn: fine-grained gradients without the forward's spec (was the forward "
+                                   "run with pass::training on a datapath with a spec?)");
+        // (the kept operands are on their formats' grids: the spec's input quantizers leave them as they are)
+        gemm_gradients fine = lowbit::gemm_backward(kept.weights, kept.activations, dc, *kept.spec, d.gradient);
+        g = {matrix(fine.a), matrix(fine.b)};
+    } else {
+        const int threads = datapath_threads(d);
+        g = {detail::tiled_product(dc, kept.activations.transpose(), threads),
+             detail::tiled_product(kept.weights.transpose(), dc, threads)};
+    }
+    if (kept.weight_factors.size() != 0) g.a.array() *= kept.weight_factors.array();
+    if (kept.activation_factors.size() != 0) g.b.array() *= kept.activation_factors.array();
+    return g;
 }
 #endif
 

@@ -48,6 +48,10 @@ public:
 
     // On the plain fp32 datapath, without skipping: a datapath's quantizers may take their scale
     // from the whole batch, and lowbit::gemm counts events and keys random bits by position.
+    // With datapath.clipping: the clipping scales of the last forward (weights: one, or one per
+    // output channel; with skipped work, per active output), what calibrate_clipping averages.
+    const clip_scales& last_clip_scales() const { return clip_scales_; }
+
     bool batch_separable() const override {
         return !skips() && is_plain_fp32(datapath);
     }
@@ -68,6 +72,7 @@ private:
     static std::vector<int> all_if_empty(const std::vector<int>& v, Eigen::Index size);
 
     std::vector<int> active_outputs_, active_inputs_;
+    clip_scales clip_scales_;
 };
 
 #if LOWBIT_NN_DEFINE
@@ -93,15 +98,18 @@ LOWBIT_NN_INLINE matrix gemm_layer::gemm_forward(matrix x, pass p) {
         throw std::invalid_argument("lowbit::nn: " + describe() + ": gradient = " + to_string(datapath.gradient) +
                                     " with skipped work (set_active) is not supported: train with gradient = ste, "
                                     "or with every output and input active");
+    if (keep != nullptr && skips() && datapath.clipping)
+        throw std::invalid_argument("lowbit::nn: " + describe() + ": training clipped operands with skipped work "
+                                    "(set_active) is not supported: train with every output and input active");
     matrix c;
     if (!skips()) {
-        c = datapath_gemm(w, std::move(x), datapath, keep);
+        c = datapath_gemm(w, std::move(x), datapath, keep, &clip_scales_);
     } else {
         const std::vector<int> rows = all_if_empty(active_outputs_, w.rows());
         const std::vector<int> cols = all_if_empty(active_inputs_, w.cols());
         const matrix ws = w(rows, cols), xs = x(cols, Eigen::all);
         gemm_operands small;
-        const matrix cs = datapath_gemm(ws, xs, datapath, keep != nullptr ? &small : nullptr);
+        const matrix cs = datapath_gemm(ws, xs, datapath, keep != nullptr ? &small : nullptr, &clip_scales_);
         c = matrix::Zero(w.rows(), x.cols());
         c(rows, Eigen::all) = cs;
         if (keep != nullptr) {
@@ -130,9 +138,9 @@ LOWBIT_NN_INLINE matrix gemm_layer::gemm_backward(matrix dc) {
             if (!active(r)) dc.row(r).setZero();
     }
     bias().grad += dc.rowwise().sum().transpose();
-    if (auto g = fine_grained_gradients(kept_, dc, datapath)) {
+    if (auto g = operand_gradients(kept_, dc, datapath)) {
         weight().grad += g->a;
-        return matrix(g->b);
+        return std::move(g->b);
     }
     const int threads = datapath_threads(datapath);
     detail::add_tiled_product(weight().grad, dc, kept_.activations.transpose(), threads);

@@ -120,23 +120,40 @@ inline double round_scaled(double v, double s, double levels, double t) {
     return (side > 0) == (other > k) ? other : k;
 }
 
+// The quantizer of the header comment for one s: integer codes k in [lowest, levels] (lowest =
+// -levels signed, 0 unsigned), value k * step. Clamping the scaled value before rounding equals
+// clamping after it because the bounds are integers, and keeps the rounded value small. The level
+// spacing s / levels is exact (levels is a power of two). nearbyint rounds to nearest even in the
+// default floating-point environment, which lowbit assumes everywhere.
+struct clip_grid {
+    double s, levels, lowest, inverse, step;
+    clip_grid(double scale, int bits, signedness sign)
+        : s(scale), levels(std::ldexp(1.0, sign == signedness::signed_values ? bits - 1 : bits)),
+          lowest(sign == signedness::signed_values ? -levels : 0.0), inverse(levels / scale), step(scale / levels) {}
+
+    double code(double v) const {
+        const double t = v * inverse;
+        return t >= levels ? levels : t <= lowest ? lowest : round_scaled(v, s, levels, t);
+    }
+};
+
+// hi + lo (|lo| at most half an ulp of hi, as fma's residual is) rounded once to float, to
+// nearest even: float(hi) unless hi lies exactly halfway between two floats, where lo decides.
+inline float round_to_float(double hi, double lo) {
+    const float f = float(hi);
+    const double below_or_above = double(f);
+    if (lo == 0 || hi == below_or_above) return f;
+    const float other = std::nextafter(f, hi > below_or_above ? INFINITY : -INFINITY);
+    if (hi - below_or_above != (double(other) - below_or_above) / 2) return f;  // not a midpoint
+    return (lo > 0) == (other > f) ? other : f;
+}
+
 inline double empirical_mse_unchecked(std::span<const float> x, double s, int bits, signedness sign) {
-    // levels: the integer code range is [-levels, levels] (signed) or [0, levels] (unsigned).
-    // Clamping the scaled value before rounding equals clamping after it because the bounds are
-    // integers, and keeps the rounded value small. The level spacing s / levels is exact.
-    // nearbyint rounds to nearest even in the default floating-point environment, which lowbit
-    // assumes everywhere.
-    const bool is_signed = sign == signedness::signed_values;
-    const double levels = std::ldexp(1.0, is_signed ? bits - 1 : bits);
-    const double lowest = is_signed ? -levels : 0.0;
-    const double inverse = levels / s;
-    const double step = s / levels;
+    const clip_grid grid(s, bits, sign);
     double sum = 0;
     for (const float value : x) {
         const double v = double(value);
-        const double t = v * inverse;
-        const double k = t >= levels ? levels : t <= lowest ? lowest : round_scaled(v, s, levels, t);
-        const double q = k * step;
+        const double q = grid.code(v) * grid.step;
         sum += (v - q) * (v - q);
     }
     return sum / double(x.size());
@@ -213,6 +230,28 @@ inline double empirical_mse(std::span<const float> x, double s, int bits, signed
     detail::check_clipping_scalar(s, "empirical_mse");
     detail::check_calibration_bits(bits, "empirical_mse");
     return detail::empirical_mse_unchecked(x, s, bits, sign);
+}
+
+// Q(x) of the header comment into out (as float: k * s / levels correctly rounded, ties to even;
+// a signed quantizer keeps the sign of a value that rounds to 0, as IEEE rounding does, an
+// unsigned one gives +0 for every x <= 0),
+// for training through the quantizer (fake quantization; scaling/clip_gradients.hpp gives its
+// gradients). out and x the same length (out may alias x); s > 0 and finite; NaN or infinite x
+// rejected, as everywhere in this file.
+inline void quantize_clipped(std::span<const float> x, double s, int bits, signedness sign, std::span<float> out) {
+    if (out.size() != x.size())
+        throw std::invalid_argument("lowbit::quantize_clipped: out has " + std::to_string(out.size()) +
+                                    " elements, x has " + std::to_string(x.size()));
+    if (x.empty()) return;
+    detail::check_calibration_data(x, "quantize_clipped");
+    detail::check_clipping_scalar(s, "quantize_clipped");
+    detail::check_calibration_bits(bits, "quantize_clipped");
+    const detail::clip_grid grid(s, bits, sign);
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        const double k = grid.code(double(x[i]));
+        const double hi = k * grid.step;
+        out[i] = detail::round_to_float(hi, std::fma(k, grid.step, -hi));
+    }
 }
 
 // Brute force: the s in (0, m] (m = calibrate_max(x, sign)) with the smallest empirical_mse on

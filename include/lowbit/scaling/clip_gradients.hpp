@@ -24,6 +24,7 @@
 
 #include <concepts>
 #include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <span>
 #include <stdexcept>
@@ -48,6 +49,19 @@ template <std::floating_point T>
 constexpr T mad_factor(T x, std::type_identity_t<T> s) noexcept {
     const T magnitude = x < 0 ? -x : x;
     return magnitude <= s ? T(1) : s / magnitude;
+}
+
+// The estimator by name, for code that chooses one at run time (a layer's clipped operands,
+// nn/clipped_inputs.hpp).
+enum class clip_gradient : std::uint8_t { ste, pwl, mad };
+
+constexpr const char* to_string(clip_gradient g) {
+    return g == clip_gradient::ste ? "ste" : g == clip_gradient::pwl ? "pwl" : "mad";
+}
+
+template <std::floating_point T>
+constexpr T clip_factor(clip_gradient g, T x, std::type_identity_t<T> s) noexcept {
+    return g == clip_gradient::ste ? ste_factor(x, s) : g == clip_gradient::pwl ? pwl_factor(x, s) : mad_factor(x, s);
 }
 
 namespace detail {
