@@ -25,6 +25,10 @@
 #include <string>
 #include <vector>
 
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 namespace lowbit_examples {
 
 struct summary {
@@ -41,22 +45,33 @@ inline summary summarize(const std::vector<double>& v) {
     return s;
 }
 
-// How the fp32 starting point is trained: Adam, the last epoch at a tenth of the rate.
-struct fp32_training {
+// The start of a run: the thread count set (0: OpenMP's default, all cores), the output folder
+// made, Fashion-MNIST loaded (with a line saying from where).
+inline nn::fashion_mnist_data start_run(int threads, const std::string& out, const std::string& data_dir) {
+#if defined(_OPENMP)
+    if (threads > 0) omp_set_num_threads(threads);
+#else
+    (void)threads;
+#endif
+    examples::prepare_out(out);
+    std::printf("Loading Fashion-MNIST from %s\n", data_dir.c_str());
+    return nn::load_fashion_mnist(data_dir);
+}
+
+// A training schedule: Adam over `epochs` passes of the first train_limit images (0: all 60000),
+// shuffled per epoch from the seed, the last epoch (of several) at a tenth of the rate. The fp32
+// starting point uses the defaults.
+struct training_schedule {
     int epochs = 2;
     int batch = 128;
     double learning_rate = 1e-3;
     std::size_t train_limit = 0;  // 0: all 60000
 };
 
-// The flagship's CNN trained in fp32 from seed `seed`, or read from out/fp32_cnn_seed<S>_<E>ep<_N>.weights
-// where an earlier run left it (retrain: train anyway); saved there after training.
-inline nn::network fp32_cnn(const nn::fashion_mnist_data& data, const fp32_training& t, std::uint64_t seed,
-                            const std::string& out, bool retrain) {
-    nn::network net = make_cnn(seed);
-    const std::string cache = out + "/fp32_cnn_seed" + std::to_string(seed) + "_" + std::to_string(t.epochs) + "ep" +
-                              (t.train_limit ? "_" + std::to_string(t.train_limit) : std::string()) + ".weights";
-    if (load_cached(net, cache, retrain)) return net;
+// Trains net on the schedule with a progress line labelled `label`; returns the mean wall time of
+// one step (forward, backward, update) in seconds.
+inline double train(nn::network& net, const nn::fashion_mnist_data& data, const training_schedule& t,
+                    std::uint64_t seed, const std::string& label) {
     const std::size_t n = t.train_limit == 0 ? data.train.size() : std::min(t.train_limit, data.train.size());
     const std::size_t per_epoch = n / std::size_t(t.batch);
     if (per_epoch == 0) throw std::invalid_argument("fewer training images than one batch");
@@ -76,14 +91,25 @@ inline nn::network fp32_cnn(const nn::fashion_mnist_data& data, const fp32_train
             opt.step();
             loss_sum += l.loss;
             if ((b + 1) % std::max<std::size_t>(1, per_epoch / 10) == 0 || b + 1 == per_epoch) {
-                std::printf("\r  fp32 training, seed %llu: epoch %d/%d  batch %5zu/%zu  loss %.4f  %6.1f s",
-                            static_cast<unsigned long long>(seed), e + 1, t.epochs, b + 1, per_epoch,
-                            loss_sum / double(b + 1), seconds_since(started));
+                std::printf("\r  %s: epoch %d/%d  batch %5zu/%zu  loss %.4f  %6.1f s", label.c_str(), e + 1, t.epochs,
+                            b + 1, per_epoch, loss_sum / double(b + 1), seconds_since(started));
                 std::fflush(stdout);
             }
         }
         std::printf("\n");
     }
+    return seconds_since(started) / double(std::size_t(t.epochs) * per_epoch);
+}
+
+// The flagship's CNN trained in fp32 from seed `seed`, or read from out/fp32_cnn_seed<S>_<E>ep<_N>.weights
+// where an earlier run left it (retrain: train anyway); saved there after training.
+inline nn::network fp32_cnn(const nn::fashion_mnist_data& data, const training_schedule& t, std::uint64_t seed,
+                            const std::string& out, bool retrain) {
+    nn::network net = make_cnn(seed);
+    const std::string cache = out + "/fp32_cnn_seed" + std::to_string(seed) + "_" + std::to_string(t.epochs) + "ep" +
+                              (t.train_limit ? "_" + std::to_string(t.train_limit) : std::string()) + ".weights";
+    if (load_cached(net, cache, retrain)) return net;
+    train(net, data, t, seed, "fp32 training, seed " + std::to_string(seed));
     net.save(cache);
     std::printf("  saved %s\n", cache.c_str());
     return net;

@@ -36,9 +36,6 @@
 #include <string>
 #include <vector>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
 
 namespace {
 
@@ -54,7 +51,7 @@ struct options {
     std::vector<std::string> bits{"W4A4", "W4A8", "W8A4", "W6A6"};
     std::vector<int> scale_bits{4, 6, 8};
     int vector = 16;
-    lowbit_examples::fp32_training training{};
+    lowbit_examples::training_schedule training{};
     std::size_t test_limit = 2000;  // 114 evaluations: about 10 minutes on 2 cores
     int threads = 0;
 };
@@ -130,13 +127,8 @@ int run_example(int argc, char** argv) {
         if (app.count("--epochs") == 0) o.training.epochs = 1;
     }
     for (const auto& b : o.bits) (void)weight_and_activation_bits(b);  // a bad spelling before any work
-#if defined(_OPENMP)
-    if (o.threads > 0) omp_set_num_threads(o.threads);
-#endif
     const auto run_started = clock_type::now();
-    examples::prepare_out(o.out);
-    std::printf("Loading Fashion-MNIST from %s\n", o.data.c_str());
-    const nn::fashion_mnist_data data = nn::load_fashion_mnist(o.data);
+    const nn::fashion_mnist_data data = lowbit_examples::start_run(o.threads, o.out, o.data);
     const std::size_t test_images = o.test_limit ? std::min(o.test_limit, data.test.size()) : data.test.size();
 
     lowbit_examples::results_file results(o.out + "/vsquant.csv");

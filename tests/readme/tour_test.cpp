@@ -158,7 +158,7 @@ TEST_CASE("tour: calibration, scaled integers and block-scaled matrices", "[read
     const std::size_t rows = 16, cols = 64, batch = 8;
     const std::vector<float> weights = normal_values(1000, 3), w = normal_values(rows * cols, 4);
     const std::vector<float> x = normal_values(cols * batch, 5);
-    std::vector<float> factors(x.size()), dequantized(w.size());
+    std::vector<float> factors(x.size()), q(x.size()), dequantized(w.size());
     const std::vector<std::int64_t> row{3, -7, 120, -128, 5};
     lowbit::gemm_spec spec{.accumulator = lowbit::fp32};
     lowbit::gemm_stats stats;
@@ -172,6 +172,7 @@ TEST_CASE("tour: calibration, scaled integers and block-scaled matrices", "[read
     lowbit::calibrate_percentile(x, 99.9);  lowbit::calibrate_max(x);
     auto per_row = lowbit::octav_per_channel(w.data(), rows, cols, /*axis*/ 1, {.bits = 4});  // a scale a row
     lowbit::mad_factor(x, float(clip), factors);  // gradient factors per element: ste_, pwl_, mad_factor
+    lowbit::quantize_clipped(x, clip, 4, lowbit::signedness::signed_values, q);  // Q(x) itself, as floats
     lowbit::a2q_min_accumulator_bits(row, /*input bits*/ 8, /*signed*/ false);  // A2Q: no-overflow width
 
     // Scaled integers and block-scaled matrices (OCP MX, NVFP4, VS-Quant two-level scales):
@@ -281,6 +282,10 @@ TEST_CASE("tour: networks on the datapath", "[readme]") {
     nn::gemm_datapath vs_quant{.spec = lowbit::gemm_spec{.accumulator = lowbit::int_quantizer{.format = {.bits = 32}}},
                                 .blocks = nn::block_scaled_inputs{.weights = lowbit::vsquant(4, 6, 16),  // W4A4 on
                                     .activations = lowbit::vsquant(4, 6, 16, lowbit::coarse_scope::per_tensor)}};  // blocks
+    nn::gemm_datapath qat{.clipping = nn::clipped_inputs{              // OCTAV's clipped quantizer,
+        .weights = {.bits = 4, .per_channel = true, .gradient = lowbit::clip_gradient::mad},  // scales
+        .activations = {.bits = 4, .sign = lowbit::signedness::unsigned_values,              // each step
+                        .gradient = lowbit::clip_gradient::pwl}}};   // (nn::calibrate_clipping: static)
 
     CHECK(loss.loss > 0);
     const nn::tensor z = inference.forward(x, nn::pass::inference);
@@ -291,6 +296,11 @@ TEST_CASE("tour: networks on the datapath", "[readme]") {
     const nn::tensor v = inference.forward(x, nn::pass::inference);
     CHECK(v.values.rows() == 64);
     CHECK((v.values - z.values).cwiseAbs().maxCoeff() < 0.5f * z.values.cwiseAbs().maxCoeff());  // near M7E4's
+    net.set_datapath(qat);  // quantization-aware training: one scale per output channel of each conv
+    const nn::tensor t = net.forward(x, nn::pass::training);
+    net.backward({nn::softmax_cross_entropy(t.values, std::span(data.train.labels).first(64)).gradient, t.shape});
+    CHECK(dynamic_cast<nn::gemm_layer&>(net.at("conv1")).last_clip_scales().weights.size() == 32);
+    CHECK(dynamic_cast<nn::gemm_layer&>(net.at("fc")).last_clip_scales().activations.size() == 1);
     std::remove("cnn.weights");
 }
 

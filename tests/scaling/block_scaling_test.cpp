@@ -485,7 +485,7 @@ TEST_CASE("VS-Quant with OCTAV clips: each vector's clip is OCTAV's, and the MSE
                                                  lowbit::vsquant(4, 16, 16, lowbit::coarse_scope::per_line,
                                                                  lowbit::vector_clip::octav), 1);
     std::vector<double> magnitudes(x.begin(), x.end());
-    const double clip = lowbit::detail::octav_with_noise(magnitudes, 1.0 / (12 * 49), 10, 0,
+    const double clip = lowbit::detail::octav_with_noise(std::span<const double>(magnitudes), 1.0 / (12 * 49), 10, 0,
                                                          lowbit::octav_step::with_density).scale;
     CHECK(clip == Approx(38.9).epsilon(0.002));
     const double step = clipped.block_scales[0] * clipped.coarse_scales[0];

@@ -78,7 +78,7 @@ struct block_scaled_inputs {
 };
 
 struct gemm_datapath {
-    std::optional<gemm_spec> spec;  // unset: plain fp32 GEMM (or exact, for block-scaled operands)
+    std::optional<gemm_spec> spec{};  // unset: plain fp32 GEMM (or exact, for block-scaled operands)
     input_quantizer weights{};
     input_quantizer activations{};
     gemm_stats* stats = nullptr;    // events of every GEMM of the layer add up here (spec or blocks)

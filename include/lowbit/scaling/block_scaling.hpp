@@ -467,7 +467,7 @@ inline block_scaled_matrix quantize_blocks(const float* data, std::size_t rows, 
                             double& a = amax[line * per_line + b];
                             if (!(a > 0)) continue;  // all zero, or poisoned (NaN)
                             const std::span<const double> vector(magnitudes.data() + (line - first) * v, end - begin);
-                            const double c = detail::octav_with_noise(vector, 1 / (12 * qmax * qmax), 10, 0,
+                            const double c = detail::octav_with_noise<double>(vector, 1 / (12 * qmax * qmax), 10, 0,
                                                                       octav_step::with_density).scale;
                             if (c > 0) a = std::min(a, c);
                         }
