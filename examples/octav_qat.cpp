@@ -199,9 +199,11 @@ int run_example(int argc, char** argv) {
     char title[400];
     std::snprintf(title, sizeof title,
                   "Quantization-aware training of the Fashion-MNIST CNN (conv1, fc2 at 8 bits; %zu test images, %d "
-                  "seed(s)%s)\\nbars: mean over seeds, error bars +-1 standard deviation; dashed: fp32 %.2f%%",
+                  "seed(s)%s)\\nbars: mean over seeds, error bars +-1 standard deviation; dashed: fp32 checkpoint %.2f%%",
                   test_images, o.seeds, o.quick ? ", --quick run" : "", fp32.mean);
-    lowbit_examples::accuracy_plot(results, o.out, "octav", title, bits_order, series, fp32.mean);
+    std::vector<lowbit_examples::reference_line> more_lines;
+    if (fp32_scratch.n > 0) more_lines.push_back({"fp32 on the scratch schedule", fp32_scratch.mean});
+    lowbit_examples::accuracy_plot(results, o.out, "octav", title, bits_order, series, fp32.mean, more_lines);
     std::printf("Wrote %s, %s/octav_step_times.csv and %s/octav.png. Total time %.1f s\n", results.path().c_str(),
                 o.out.c_str(), o.out.c_str(), seconds_since(run_started));
     return 0;

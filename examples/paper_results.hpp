@@ -154,16 +154,23 @@ private:
 
 // <stem>.png: one group of bars per bits value (in the order given), one bar per series (a
 // method and variant, in the order given; NaN where a series has no such bits), at the mean over
-// the seeds with +-1 standard deviation as error bars, and the fp32 mean as a line.
+// the seeds with +-1 standard deviation as error bars, the fp32 mean as a line, and any further
+// reference lines (another baseline's mean, with its title).
 struct plot_series {
     std::string method, variant, title;
 };
+struct reference_line {
+    std::string title;
+    double accuracy = 0;
+};
 inline void accuracy_plot(const results_file& results, const std::string& out, const std::string& stem,
                           const std::string& title, const std::vector<std::string>& bits,
-                          const std::vector<plot_series>& series, double fp32_accuracy) {
+                          const std::vector<plot_series>& series, double fp32_accuracy,
+                          const std::vector<reference_line>& more_lines = {}) {
     const std::string dat = out + "/" + stem + ".dat";
     std::ofstream d(dat);
     double low = fp32_accuracy, high = fp32_accuracy;
+    for (const auto& line : more_lines) low = std::min(low, line.accuracy), high = std::max(high, line.accuracy);
     for (const auto& b : bits) {
         d << b;
         for (const auto& s : series) {
@@ -192,7 +199,10 @@ inline void accuracy_plot(const results_file& results, const std::string& out, c
     for (std::size_t i = 0; i < series.size(); ++i)
         gp << (i ? ", " : "") << "'" << dat << "' using " << 2 + 2 * i << ":" << 3 + 2 * i << (i == 0 ? ":xtic(1)" : "")
            << " title '" << series[i].title << "'" << (i % 2 ? " fillstyle pattern 2 border -1" : "");
-    gp << ", " << fp32_accuracy << " with lines lw 2 dt 2 lc rgb 'black' title 'fp32'\n";
+    gp << ", " << fp32_accuracy << " with lines lw 2 dt 2 lc rgb 'black' title 'fp32'";
+    for (const auto& line : more_lines)
+        gp << ", " << line.accuracy << " with lines lw 2 dt 3 lc rgb 'grey40' title '" << line.title << "'";
+    gp << "\n";
     gp.close();
     examples::render_plots(out + "/" + stem + ".gp", out);
 }

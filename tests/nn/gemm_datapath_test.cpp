@@ -509,3 +509,95 @@ TEST_CASE("datapath_gemm with blocks: refusals name what is wrong") {
     d.blocks->weights.block_size = -1;
     CHECK_THROWS_WITH(lowbit::nn::datapath_gemm(w, x, d), Catch::Contains("blocks.weights: lowbit::block_format: block_size = -1"));
 }
+
+// LNS operands: the forward is lowbit::lns_gemm of the float operands (bit for bit, events
+// included); the backward products are checked against double products of the operands' LNS
+// values (lns_matrix::values, correctly rounded 2^(k / gamma)), written here from the definition:
+// dW = G X_q^T and dX = W_q^T G with G the encoded dL/dC. With the 52-bit table and exact
+// accumulation each converted product is within 2^-52 of the product of the values and the sum is
+// rounded once to float, so they agree within float's rounding of the sum (of sum |terms|).
+TEST_CASE("datapath_gemm with lns: lns_gemm forward, backward on the LNS datapath against double products") {
+    rng r(91);
+    const matrix w = random_matrix(5, 40, r, -0.5, 0.5), x = random_matrix(40, 7, r, 0, 2), dc = random_matrix(5, 7, r);
+    lowbit::lns_gemm_spec spec;  // lns8, per-tensor scales, the 52-bit table, exact per-product sums
+    gemm_datapath d;
+    d.lns = lowbit::nn::lns_inputs{.spec = spec, .gradients = {.quantizer = {.format = lowbit::lns8}}};
+    gemm_stats stats, direct_stats;
+    d.stats = &stats;
+    gemm_operands kept;
+    const matrix c = lowbit::nn::datapath_gemm(w, x, d, &kept);
+    CHECK(same_bits(c, matrix(lowbit::lns_gemm(w, x, spec, &direct_stats))));
+    CHECK(stats.macs == direct_stats.macs);
+    CHECK(stats.macs == 5 * 40 * 7);
+
+    const auto encoded = [](const matrix& m, lowbit::gemm_role role) {
+        lowbit::lns_quantizer q{.format = lowbit::lns8};
+        q.seed = lowbit::gemm_random_key(0, role);
+        return lowbit::lns_encode(m, q, lowbit::lns_input_scale::per_tensor_max);
+    };
+    const Eigen::MatrixXd wq = encoded(w, lowbit::gemm_role::input_a).values();
+    const Eigen::MatrixXd xq = encoded(x, lowbit::gemm_role::input_b).values();
+    CHECK(kept.weights == matrix(wq.cast<float>()));
+    CHECK(kept.activations == matrix(xq.cast<float>()));
+    // the gradient's encoding: nearest in the log domain, per-tensor scale (independent of the seed)
+    const Eigen::MatrixXd g = encoded(dc, lowbit::gemm_role::accumulator).values();
+    const auto gradients = lowbit::nn::operand_gradients(kept, dc, d);
+    REQUIRE(gradients);
+    const Eigen::MatrixXd dw = g * xq.transpose(), dx = wq.transpose() * g;
+    const Eigen::MatrixXd dw_scale = g.cwiseAbs() * xq.cwiseAbs().transpose(), dx_scale = wq.cwiseAbs().transpose() * g.cwiseAbs();
+    REQUIRE(gradients->a.rows() == 5);
+    REQUIRE(gradients->a.cols() == 40);
+    REQUIRE(gradients->b.rows() == 40);
+    REQUIRE(gradients->b.cols() == 7);
+    for (Eigen::Index i = 0; i < dw.rows(); ++i)
+        for (Eigen::Index j = 0; j < dw.cols(); ++j) {
+            CAPTURE(i, j);
+            CHECK(std::fabs(gradients->a(i, j) - dw(i, j)) <= 0x1p-23 * dw_scale(i, j) + 1e-30);
+        }
+    for (Eigen::Index i = 0; i < dx.rows(); ++i)
+        for (Eigen::Index j = 0; j < dx.cols(); ++j) {
+            CAPTURE(i, j);
+            CHECK(std::fabs(gradients->b(i, j) - dx(i, j)) <= 0x1p-23 * dx_scale(i, j) + 1e-30);
+        }
+    // a gradient that differs in one element changes the products it enters (the oracle can fail)
+    CHECK((gradients->a - matrix(dw.cast<float>())).cwiseAbs().maxCoeff() < 1e-4f * float(dw.cwiseAbs().maxCoeff()));
+
+    // Mitchell's conversion, bucketed: the backward products are lns_gemm's of the transposed codes
+    d.lns->spec.conversion = {.method = lowbit::lns_conversion::mitchell};
+    d.lns->spec.accumulation = lowbit::lns_accumulation::bucketed;
+    d.lns->gradients.quantizer.format = lowbit::lns8.scaled(-8);
+    gemm_operands kept_m;
+    (void)lowbit::nn::datapath_gemm(w, x, d, &kept_m);
+    const auto gm = lowbit::nn::operand_gradients(kept_m, dc, d);
+    lowbit::lns_quantizer qg{.format = lowbit::lns8.scaled(-8)};
+    qg.seed = lowbit::gemm_random_key(0, lowbit::gemm_role::accumulator);
+    const lowbit::lns_matrix ge = lowbit::lns_encode(dc, qg, lowbit::lns_input_scale::per_tensor_max);
+    const lowbit::lns_matrix we = kept_m.lns_weights, xe = kept_m.lns_activations;
+    const lowbit::lns_matrix wt{we.format, we.k.transpose(), we.sign.transpose()};
+    const lowbit::lns_matrix xt{xe.format, xe.k.transpose(), xe.sign.transpose()};
+    CHECK(same_bits(gm->a, matrix(lowbit::lns_gemm(ge, xt, d.lns->spec))));
+    CHECK(same_bits(gm->b, matrix(lowbit::lns_gemm(wt, ge, d.lns->spec))));
+    // Mitchell overestimates every product by up to 6.15%: the gradients move, within that
+    CHECK(!same_bits(gm->a, gradients->a));
+}
+
+TEST_CASE("datapath_gemm with lns: refusals name what is wrong") {
+    const matrix w = matrix::Ones(2, 16), x = matrix::Ones(16, 2);
+    gemm_datapath d;
+    d.lns = lowbit::nn::lns_inputs{};
+    d.spec = gemm_spec{};
+    CHECK_THROWS_WITH(lowbit::nn::datapath_gemm(w, x, d), Catch::Contains("spec and lns are both set"));
+    d.spec.reset();
+    d.gradient = lowbit::gradient_mode::immediate;
+    CHECK_THROWS_WITH(lowbit::nn::datapath_gemm(w, x, d), Catch::Contains("with lns: the gradient modes mask"));
+    d.gradient = lowbit::gradient_mode::ste;
+    d.activations = range_biased_float{};
+    CHECK_THROWS_WITH(lowbit::nn::datapath_gemm(w, x, d), Catch::Contains("lns and weights/activations are both set"));
+    d.activations = {};
+    d.lns->gradients.quantizer.format = lowbit::lns16;
+    CHECK_THROWS_WITH(lowbit::nn::datapath_gemm(w, x, d),
+                      Catch::Contains("lns.gradients.quantizer.format.frac_bits = 8 but lns.spec.input_a's is 3"));
+    d.lns->gradients.quantizer.format = lowbit::lns8;
+    d.blocks = lowbit::nn::block_scaled_inputs{};
+    CHECK_THROWS_WITH(lowbit::nn::datapath_gemm(w, x, d), Catch::Contains("blocks and lns are both set"));
+}

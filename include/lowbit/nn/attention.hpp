@@ -209,6 +209,7 @@ LOWBIT_NN_INLINE gemm_datapath multi_head_attention::activation_products() const
     if (d.spec) d.spec->input_a = d.spec->input_b;
     if (d.blocks) d.blocks->weights = d.blocks->activations;
     if (d.clipping) d.clipping->weights = d.clipping->activations;
+    if (d.lns) d.lns->spec.input_a = d.lns->spec.input_b;
     return d;
 }
 #endif

@@ -37,6 +37,16 @@
 //                                           .activations = {.bits = 4, .sign = lowbit::signedness::unsigned_values,
 //                                                           .gradient = lowbit::clip_gradient::pwl}};
 //
+// LNS operands (`lns`: logarithmic training, LNS-Madam, papers.md section 4): W and X encoded on
+// the LNS grids of lns.spec.input_a and input_b (a per-tensor scale or none), C = W X on
+// lowbit::lns_gemm with the spec's conversion, accumulation (per product or bucketed) and
+// accumulators (datapath/lns_gemm.hpp), and the two backward products on the same LNS datapath:
+// dL/dC encoded by lns.gradients (8- or 5-bit LNS, its own scale), dL/dX = W^T dC and
+// dL/dW = dC X^T, each of the encoded operands transposed (the gradients through the quantizers
+// are straight-through; the backward GEMMs are not fp32 but the accelerator's own):
+//
+//   d.lns = lowbit::nn::lns_inputs{.spec = lns_spec, .gradients = {.quantizer = {.format = lowbit::lns8}}};
+//
 // A range-biased float format is the paper's per-tensor scaling of FP8 (Blumenfeld et al.): the
 // exponent bias of an ExMy format is chosen from the tensor's largest magnitude amax as the
 // largest bias whose largest finite value still holds amax, so the tensor uses the top of the
@@ -49,6 +59,7 @@
 #include <lowbit/datapath/gemm_backward.hpp>
 #include <lowbit/datapath/gemm_spec.hpp>
 #include <lowbit/datapath/gemm_stats.hpp>
+#include <lowbit/datapath/lns_gemm.hpp>
 #include <lowbit/datapath/quantizer.hpp>
 #include <lowbit/formats/float_format.hpp>
 #include <lowbit/nn/clipped_inputs.hpp>
@@ -77,6 +88,13 @@ struct block_scaled_inputs {
     quantizer scale_product{};
 };
 
+// The LNS grids and datapath of a layer's GEMMs (see above): the forward's spec, whose conversion,
+// accumulation and accumulators the backward products share, and the encoding of dL/dC.
+struct lns_inputs {
+    lns_gemm_spec spec{};   // input_a: the weights W; input_b: the activations X
+    lns_input gradients{};  // dL/dC for dL/dX = W^T dC and dL/dW = dC X^T (same frac_bits as the inputs)
+};
+
 struct gemm_datapath {
     std::optional<gemm_spec> spec{};  // unset: plain fp32 GEMM (or exact, for block-scaled operands)
     input_quantizer weights{};
@@ -85,6 +103,7 @@ struct gemm_datapath {
     gradient_mode gradient = gradient_mode::ste;  // other modes need a spec
     std::optional<block_scaled_inputs> blocks{};  // set: block-scaled operands instead of weights/activations
     std::optional<clipped_inputs> clipping{};     // set: clipped operands instead of weights/activations
+    std::optional<lns_inputs> lns{};              // set: LNS operands and products, forward and backward
 };
 
 // What a layer's GEMM used, kept for its backward pass: the quantized operands, the spec as it
@@ -94,6 +113,7 @@ struct gemm_operands {
     matrix weights, activations;
     std::optional<gemm_spec> spec;
     matrix weight_factors{}, activation_factors{};
+    lns_matrix lns_weights{}, lns_activations{};  // LNS operands: their codes (weights, activations: the values)
 };
 
 // The clipping scales a GEMM's operands had (clipping set): one, or one per output channel.
@@ -108,8 +128,8 @@ struct datapath_gradients {
 
 // The gradients of C = W X from the operands the forward kept and dL/dC, where they are not the
 // plain products dC X_q^T and W_q^T dC (the caller's own): through the datapath's quantized
-// accumulation (a gradient mode other than ste), times the clipped operands' factors. Nothing
-// otherwise.
+// accumulation (a gradient mode other than ste), times the clipped operands' factors, or the LNS
+// datapath's products. Nothing otherwise.
 LOWBIT_NN_INLINE std::optional<datapath_gradients> operand_gradients(const gemm_operands& kept, const matrix& dc,
                                                                      const gemm_datapath& d);
 
@@ -117,6 +137,8 @@ namespace detail {
 // datapath_gemm with d.blocks set.
 LOWBIT_NN_INLINE matrix block_scaled_product(const matrix& w, const matrix& x, const gemm_datapath& d,
                                              gemm_operands* keep);
+// datapath_gemm with d.lns set.
+LOWBIT_NN_INLINE matrix lns_product(const matrix& w, const matrix& x, const gemm_datapath& d, gemm_operands* keep);
 // datapath_gemm with d.clipping set.
 LOWBIT_NN_INLINE matrix clipped_product(const matrix& w, const matrix& x, const gemm_datapath& d, gemm_operands* keep,
                                         clip_scales* scales);
@@ -125,15 +147,15 @@ LOWBIT_NN_INLINE matrix clipped_product(const matrix& w, const matrix& x, const 
 // Whether the datapath is the plain fp32 product (no spec, no quantizers, no blocks): then a
 // layer's output for one sample does not depend on the rest of the batch.
 inline bool is_plain_fp32(const gemm_datapath& d) {
-    return !d.spec && !d.blocks && !d.clipping && std::holds_alternative<std::monostate>(d.weights) &&
+    return !d.spec && !d.blocks && !d.clipping && !d.lns && std::holds_alternative<std::monostate>(d.weights) &&
            std::holds_alternative<std::monostate>(d.activations);
 }
 
-// The threads a layer's GEMMs run on: the spec's, or all cores without one.
+// The threads a layer's GEMMs run on: the spec's (an LNS spec's datapath's), or all cores without one.
 LOWBIT_NN_INLINE int datapath_threads(const gemm_datapath& d);
 #if LOWBIT_NN_DEFINE
 LOWBIT_NN_INLINE int datapath_threads(const gemm_datapath& d) {
-    return lowbit::detail::thread_count(d.spec ? d.spec->threads : 0);
+    return lowbit::detail::thread_count(d.lns ? d.lns->spec.datapath.threads : d.spec ? d.spec->threads : 0);
 }
 #endif
 
@@ -149,6 +171,7 @@ LOWBIT_NN_INLINE matrix datapath_gemm(const matrix& w, matrix x, const gemm_data
 LOWBIT_NN_INLINE matrix datapath_gemm(const matrix& w, matrix x, const gemm_datapath& d, gemm_operands* keep,
                                       clip_scales* scales) {
     if (d.clipping) return detail::clipped_product(w, x, d, keep, scales);
+    if (d.lns) return detail::lns_product(w, x, d, keep);
     if (d.blocks) return detail::block_scaled_product(w, x, d, keep);
     if (d.gradient != gradient_mode::ste && !d.spec)
         throw std::invalid_argument(std::string("lowbit::nn::gemm_datapath: gradient = ") + to_string(d.gradient) +
@@ -223,7 +246,8 @@ LOWBIT_NN_INLINE matrix detail::clipped_product(const matrix& w, const matrix& x
     const auto fail = [](const std::string& why) {
         throw std::invalid_argument("lowbit::nn::gemm_datapath: " + why);
     };
-    if (d.blocks) fail("blocks and clipping are both set: choose one way to quantize the operands");
+    if (d.blocks || d.lns)
+        fail(std::string(d.blocks ? "blocks" : "lns") + " and clipping are both set: choose one way to quantize the operands");
     if (!std::holds_alternative<std::monostate>(d.weights) || !std::holds_alternative<std::monostate>(d.activations))
         fail("clipping and weights/activations are both set: clipped operands are quantized by clipping's "
              "quantizers, leave weights and activations unset");
@@ -247,8 +271,55 @@ LOWBIT_NN_INLINE matrix detail::clipped_product(const matrix& w, const matrix& x
     return c;
 }
 
+LOWBIT_NN_INLINE matrix detail::lns_product(const matrix& w, const matrix& x, const gemm_datapath& d, gemm_operands* keep) {
+    const auto fail = [](const std::string& why) { throw std::invalid_argument("lowbit::nn::gemm_datapath: " + why); };
+    if (d.blocks) fail("blocks and lns are both set: choose one way to quantize the operands");
+    if (d.spec) fail("spec and lns are both set: an LNS datapath's accumulation is lns.spec.datapath, leave spec unset");
+    if (!std::holds_alternative<std::monostate>(d.weights) || !std::holds_alternative<std::monostate>(d.activations))
+        fail("lns and weights/activations are both set: LNS operands are encoded by lns.spec.input_a and input_b, "
+             "leave weights and activations unset");
+    if (d.gradient != gradient_mode::ste)
+        fail(std::string("gradient = ") + to_string(d.gradient) +
+             " with lns: the gradient modes mask a gemm_spec's accumulation; an LNS datapath's backward products "
+             "run on the LNS datapath itself, set gradient = ste");
+    const lns_gemm_spec& spec = d.lns->spec;
+    try {
+        spec.validate();
+        d.lns->gradients.quantizer.format.validate();
+    } catch (const std::invalid_argument& e) {
+        fail(std::string("lns: ") + e.what());
+    }
+    if (d.lns->gradients.quantizer.format.frac_bits != spec.input_a.quantizer.format.frac_bits)
+        fail("lns.gradients.quantizer.format.frac_bits = " + std::to_string(d.lns->gradients.quantizer.format.frac_bits) +
+             " but lns.spec.input_a's is " + std::to_string(spec.input_a.quantizer.format.frac_bits) +
+             ": the backward products multiply the gradients by the weights and activations, on one grid base");
+    // the encodings lns_gemm(w, x, spec) makes (the same keyed seeds), kept for the backward products
+    lns_quantizer qw = spec.input_a.quantizer, qx = spec.input_b.quantizer;
+    qw.seed = gemm_random_key(qw.seed, gemm_role::input_a);
+    qx.seed = gemm_random_key(qx.seed, gemm_role::input_b);
+    lns_matrix lw = lns_encode(w, qw, spec.input_a.scale), lx = lns_encode(x, qx, spec.input_b.scale);
+    const matrix c = lns_gemm(lw, lx, spec, d.stats);
+    if (keep != nullptr) {
+        *keep = {lw.values().cast<float>(), lx.values().cast<float>(), std::nullopt};
+        keep->lns_weights = std::move(lw);
+        keep->lns_activations = std::move(lx);
+    }
+    return c;
+}
+
 LOWBIT_NN_INLINE std::optional<datapath_gradients> operand_gradients(const gemm_operands& kept, const matrix& dc,
                                                                      const gemm_datapath& d) {
+    if (d.lns) {
+        if (kept.lns_weights.rows() == 0 && kept.weights.size() != 0)
+            throw std::logic_error("lowbit::nn: LNS gradients without the forward's LNS operands (was the forward run "
+                                   "with pass::training on this datapath?)");
+        const auto transposed = [](const lns_matrix& m) { return lns_matrix{m.format, m.k.transpose(), m.sign.transpose()}; };
+        lns_quantizer q = d.lns->gradients.quantizer;
+        q.seed = gemm_random_key(q.seed, gemm_role::accumulator);  // a stream of its own
+        const lns_matrix g = lns_encode(dc, q, d.lns->gradients.scale);
+        return datapath_gradients{matrix(lns_gemm(g, transposed(kept.lns_activations), d.lns->spec)),
+                                  matrix(lns_gemm(transposed(kept.lns_weights), g, d.lns->spec))};
+    }
     const bool factors = kept.weight_factors.size() != 0 || kept.activation_factors.size() != 0;
     if (d.gradient == gradient_mode::ste && !factors) return std::nullopt;
     datapath_gradients g;

@@ -98,9 +98,11 @@ LOWBIT_NN_INLINE matrix gemm_layer::gemm_forward(matrix x, pass p) {
         throw std::invalid_argument("lowbit::nn: " + describe() + ": gradient = " + to_string(datapath.gradient) +
                                     " with skipped work (set_active) is not supported: train with gradient = ste, "
                                     "or with every output and input active");
-    if (keep != nullptr && skips() && datapath.clipping)
-        throw std::invalid_argument("lowbit::nn: " + describe() + ": training clipped operands with skipped work "
-                                    "(set_active) is not supported: train with every output and input active");
+    if (keep != nullptr && skips() && (datapath.clipping || datapath.lns))
+        throw std::invalid_argument("lowbit::nn: " + describe() + ": training " +
+                                    (datapath.clipping ? "clipped" : "LNS") +
+                                    " operands with skipped work (set_active) is not supported: train with every "
+                                    "output and input active");
     matrix c;
     if (!skips()) {
         c = datapath_gemm(w, std::move(x), datapath, keep, &clip_scales_);
