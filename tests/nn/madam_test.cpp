@@ -293,3 +293,59 @@ TEST_CASE("madam: bad input throws std::invalid_argument naming the argument") {
     CHECK(error_of([&] { opt.step(w2, g2); }).empty());
     CHECK(opt.steps() == 1);
 }
+
+// Stochastic grid rounding: with learning_rate = 3/128 the first step (g_hat = sign(g) exactly,
+// since v_hat = g^2) moves every k of an lns8 weight by 3/16 of a code. Rounded to nearest, that
+// update is lost for every weight; rounded stochastically, k becomes floor(t) + 1 exactly when
+// floor(frac(t) 2^32) + u >= 2^32 (u = random_bits_at(seed, i): the rule of lns_quantize.hpp, written
+// out here), the weight stays on the grid, and about 3/16 of the weights move.
+TEST_CASE("LNS-Madam with stochastic grid rounding: sub-code steps are kept on average, on the grid") {
+    std::mt19937 rng(99);
+    std::uniform_int_distribution<int> code(-40, 30);
+    const std::size_t n = 4096;
+    std::vector<int> k0(n);
+    std::vector<float> w0(n), g(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        k0[i] = code(rng);
+        w0[i] = (i % 3 == 0 ? -1.0f : 1.0f) * lowbit::lns_magnitude_float(k0[i], lowbit::lns8);
+        g[i] = (i % 5 < 2 ? -1.0f : 1.0f) * float(std::exp2(double(code(rng)) / 4));
+    }
+    lowbit::madam_options o{.learning_rate = 3.0 / 128, .max_weight_factor = 1e3, .integer_steps = true,
+                            .lns_grid = lowbit::lns8};
+    // to nearest: every update is lost (3/16 of a code)
+    std::vector<float> nearest = w0;
+    lowbit::madam(w0, o).step(nearest, g);
+    CHECK(nearest == w0);
+
+    o.grid_rounding = lowbit::lns_rounding::stochastic_log;
+    o.seed = 2024;
+    std::vector<float> w = w0;
+    lowbit::madam(w0, o).step(w, g);
+    std::size_t moved = 0;
+    const std::uint64_t fraction_down = 13ull << 28, fraction_up = 3ull << 28;  // 13/16, 3/16 of 2^32
+    for (std::size_t i = 0; i < n; ++i) {
+        CAPTURE(i, k0[i], w0[i], g[i]);
+        // log2|w| moves by -lr sign(g) sign(w): t = k0 - 3/16 (down) or k0 + 3/16 (up)
+        const bool down = (g[i] > 0) == (w0[i] > 0);
+        const std::uint64_t u = lowbit::random_bits_at(2024, i);
+        const int expected = down ? (fraction_down + u >= (1ull << 32) ? k0[i] : k0[i] - 1)
+                                  : (fraction_up + u >= (1ull << 32) ? k0[i] + 1 : k0[i]);
+        const float expected_w = std::copysign(lowbit::lns_magnitude_float(expected, lowbit::lns8), w0[i]);
+        REQUIRE(std::bit_cast<std::uint32_t>(w[i]) == std::bit_cast<std::uint32_t>(expected_w));
+        moved += w[i] != w0[i];
+    }
+    // about 3/16 of them move (binomial standard deviation 0.006 of n)
+    CHECK(std::fabs(double(moved) / double(n) - 3.0 / 16) < 0.025);
+    // the same seed repeats, another one differs
+    std::vector<float> again = w0, other = w0;
+    lowbit::madam(w0, o).step(again, g);
+    CHECK(again == w);
+    o.seed = 2025;
+    lowbit::madam(w0, o).step(other, g);
+    CHECK(other != w);
+    CHECK_THAT(error_of([&] {
+                   o.grid_rounding = lowbit::lns_rounding(9);
+                   lowbit::madam bad(w0, o);
+               }),
+               Catch::Contains("grid_rounding = 9"));
+}

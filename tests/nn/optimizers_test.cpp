@@ -159,3 +159,42 @@ TEST_CASE("optimizers: options are validated with their names and values") {
     adam a({&p});
     CHECK_THAT(message_of([&] { a.set_learning_rate(0); }), Contains("adam: learning_rate = 0"));
 }
+
+// madam_optimizer: each parameter stepped by its own lowbit::madam (whose formula madam_test.cpp
+// checks), so over three steps it must equal lowbit::madam run by hand on copies, bit for bit,
+// with per_parameter's options going to the right parameter (here: an LNS grid and integer steps
+// for one, plain Madam for the other, and a different learning rate).
+TEST_CASE("madam_optimizer: one lowbit::madam per parameter, per_parameter options in order") {
+    std::mt19937_64 engine(11);
+    parameter w = make_parameter("conv.weight", 4, 6, engine), b = make_parameter("conv.bias", 4, 1, engine);
+    const lowbit::madam_options grid{.learning_rate = 1.0 / 8, .integer_steps = true, .lns_grid = lowbit::lns8};
+    const lowbit::madam_options plain{.learning_rate = 1.0 / 64};
+    std::vector<float> w_ref(w.value.data(), w.value.data() + w.value.size()),
+        b_ref(b.value.data(), b.value.data() + b.value.size());
+    lowbit::madam mw(w_ref, grid), mb(b_ref, plain);
+    auto opt = lowbit::nn::madam_optimizer::per_parameter({&w, &b}, {grid, plain});
+    parameter w2 = w;  // the one-options constructor, on a copy of w
+    lowbit::nn::madam_optimizer opt2({&w2}, grid);
+    for (int step = 0; step < 3; ++step) {
+        for (parameter* p : {&w, &b, &w2})
+            for (Eigen::Index i = 0; i < p->grad.size(); ++i) p->grad.data()[i] = float(double(engine() >> 11) * 0x1p-53 - 0.5);
+        w2.grad = w.grad;
+        const std::vector<float> gw(w.grad.data(), w.grad.data() + w.grad.size()),
+            gb(b.grad.data(), b.grad.data() + b.grad.size());
+        mw.step(w_ref, gw);
+        mb.step(b_ref, gb);
+        opt.step();
+        opt2.step();
+        for (Eigen::Index i = 0; i < w.value.size(); ++i) {
+            CHECK(w.value.data()[i] == w_ref[std::size_t(i)]);
+            CHECK(w2.value.data()[i] == w_ref[std::size_t(i)]);
+        }
+        for (Eigen::Index i = 0; i < b.value.size(); ++i) CHECK(b.value.data()[i] == b_ref[std::size_t(i)]);
+    }
+    CHECK_THAT(message_of([&] { (void)lowbit::nn::madam_optimizer::per_parameter({&w, &b}, {grid}); }),
+               Contains("1 options for 2 parameters"));
+    CHECK_THAT(message_of([&] {
+                   (void)lowbit::nn::madam_optimizer::per_parameter({&w, &b}, {grid, {.learning_rate = -1}});
+               }),
+               Contains("parameter 1 ('conv.bias')") && Contains("learning_rate"));
+}

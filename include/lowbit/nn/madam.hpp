@@ -43,6 +43,14 @@
 //    float error (k moves exactly as above); otherwise it is round-to-nearest LNS Madam. Beyond
 //    the format's range k saturates: at k_max above, and at k_min below (not at zero, because a
 //    zero weight could never recover under a multiplicative update).
+//  * Updates smaller than one grid step (learning_rate * g_hat * gamma not an integer, such as
+//    Madam's 1/128 on lns8's base 2^(1/8)): rounded to the nearest code they are lost whenever
+//    below half a step -- the quantization error of the update. `grid_rounding =
+//    stochastic_log` rounds the updated weight up in the log domain with probability equal to the
+//    fraction of the step (lowbit::lns_round_magnitude, 32 random bits from `seed`, index
+//    (t - 1) * size + i), so k moves by floor or ceil of the exact step and by the exact step on
+//    average, and the weight stays on its grid. For an on-grid weight that does not move, the
+//    fraction is 0: it stays.
 //  * w_max is computed once, at construction, from the initial weights. All-zero initial weights
 //    give w_max = 0, which pins every weight at zero: consistent, since such weights cannot move.
 //
@@ -55,10 +63,12 @@
 #include <lowbit/formats/lns_format.hpp>
 #include <lowbit/nn/definitions.hpp>
 #include <lowbit/rounding/lns_quantize.hpp>
+#include <lowbit/rounding/random_bits.hpp>
 
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <span>
 #include <stdexcept>
@@ -76,6 +86,10 @@ struct madam_options {
     // When set: w_max rounded down to this grid, and every updated weight rounded to it (see the
     // header comment). Use with integer_steps and learning_rate = m / grid->gamma().
     std::optional<lns_format> lns_grid = std::nullopt;
+    // With lns_grid: how an updated weight lands on it (nearest_log; stochastic_log for unbiased
+    // steps smaller than one code; any lns_rounding), and the random stream of stochastic_log.
+    lns_rounding grid_rounding = lns_rounding::nearest_log;
+    std::uint64_t seed = 0;
 };
 
 class madam {
@@ -100,8 +114,9 @@ private:
     // Nearest integer, ties to even, whatever the floating-point environment's rounding mode.
     static double round_half_even(double x);
 
-    // Clamp to [-w_max, w_max], then (with a grid) round to it, and store as float.
-    float finish(double w) const;
+    // Clamp to [-w_max, w_max], then (with a grid) round to it, and store as float; `index` picks
+    // the random bits of stochastic_log.
+    float finish(double w, std::uint64_t index) const;
 
     madam_options options_;
     std::vector<double> v_;  // second moment per weight
@@ -143,6 +158,7 @@ LOWBIT_NN_INLINE void madam::step(std::span<float> weights, std::span<const floa
     const double beta = options_.beta;
     // beta^t in double: for t in the millions it underflows to 0 gracefully (correction 1).
     const double bias_correction = 1.0 - std::pow(beta, double(t_));
+    const std::uint64_t first_index = std::uint64_t(t_ - 1) * std::uint64_t(weights.size());
     for (std::size_t i = 0; i < weights.size(); ++i) {
         const double g = gradients[i];
         if (!std::isfinite(g)) continue;  // see the header: keeps v finite
@@ -160,10 +176,10 @@ LOWBIT_NN_INLINE void madam::step(std::span<float> weights, std::span<const floa
         if (sign_w == 0 || g_hat == 0) {
             // No multiplicative change; the clamp still applies (w_max may be below |w| for
             // weights the caller set after construction).
-            weights[i] = finish(w);
+            weights[i] = finish(w, first_index + i);
             continue;
         }
-        weights[i] = finish(w * std::exp2(-options_.learning_rate * g_hat * sign_w));
+        weights[i] = finish(w * std::exp2(-options_.learning_rate * g_hat * sign_w), first_index + i);
     }
 }
 
@@ -178,6 +194,15 @@ LOWBIT_NN_INLINE void madam::check_options() const {
     if (!(options_.max_step > 0)) throw bad("max_step", options_.max_step, "must be positive");
     if (!(options_.max_weight_factor > 0) || !std::isfinite(options_.max_weight_factor))
         throw bad("max_weight_factor", options_.max_weight_factor, "must be positive and finite");
+    switch (options_.grid_rounding) {
+        case lns_rounding::nearest_log:
+        case lns_rounding::nearest_linear:
+        case lns_rounding::toward_zero:
+        case lns_rounding::stochastic_log: break;
+        default:
+            throw std::invalid_argument("lowbit::madam: options.grid_rounding = " +
+                                        std::to_string(int(options_.grid_rounding)) + " is not a lowbit::lns_rounding");
+    }
     if (options_.lns_grid && !options_.lns_grid->is_valid()) {
         try {
             options_.lns_grid->validate();
@@ -193,12 +218,13 @@ LOWBIT_NN_INLINE double madam::round_half_even(double x) {
     return r;
 }
 
-LOWBIT_NN_INLINE float madam::finish(double w) const {
+LOWBIT_NN_INLINE float madam::finish(double w, std::uint64_t index) const {
     w = std::clamp(w, -w_max_, w_max_);
     if (!options_.lns_grid || w == 0) return float(w);
     const lns_format& f = *options_.lns_grid;
-    const std::optional<int> k =
-        lns_round_magnitude(std::fabs(w), f, lns_rounding::nearest_log, lns_underflow::smallest);
+    const lns_rounding mode = options_.grid_rounding;
+    const std::uint32_t random = mode == lns_rounding::stochastic_log ? random_bits_at(options_.seed, index) : 0u;
+    const std::optional<int> k = lns_round_magnitude(std::fabs(w), f, mode, lns_underflow::smallest, random);
     return std::copysign(lns_magnitude_float(*k, f), float(w));
 }
 #endif

@@ -130,20 +130,45 @@ LOWBIT_NN_INLINE void adam::step() {
 
 // Madam / LNS-Madam (madam.hpp) over a network's parameters: one lowbit::madam per parameter,
 // whose weight clamp comes from the parameter's values when this optimizer is made.
+// per_parameter gives each parameter options of its own (LNS-Madam: each layer's weights on the
+// grid of their own scale, biases and norms without integer steps); a parameter's problem is
+// reported with its name.
 class madam_optimizer {
 public:
     madam_optimizer(std::vector<parameter*> params, madam_options options = {});
+    // options[i] for params[i]; std::invalid_argument when the counts differ.
+    static madam_optimizer per_parameter(std::vector<parameter*> params, const std::vector<madam_options>& options);
     void step();
 
 private:
+    madam_optimizer() = default;
     std::vector<parameter*> params_;
     std::vector<madam> steps_;
 };
 
 #if LOWBIT_NN_DEFINE
-LOWBIT_NN_INLINE madam_optimizer::madam_optimizer(std::vector<parameter*> params, madam_options options) : params_(std::move(params)) {
-    for (parameter* p : params_)
-        steps_.emplace_back(std::span<const float>(p->value.data(), std::size_t(p->value.size())), options);
+LOWBIT_NN_INLINE madam_optimizer::madam_optimizer(std::vector<parameter*> params, madam_options options) {
+    const std::size_t n = params.size();
+    *this = per_parameter(std::move(params), std::vector<madam_options>(n, options));
+}
+
+LOWBIT_NN_INLINE madam_optimizer madam_optimizer::per_parameter(std::vector<parameter*> params,
+                                                                const std::vector<madam_options>& options) {
+    if (options.size() != params.size())
+        throw std::invalid_argument("lowbit::nn::madam_optimizer::per_parameter: " + std::to_string(options.size()) +
+                                    " options for " + std::to_string(params.size()) + " parameters");
+    madam_optimizer o;
+    o.params_ = std::move(params);
+    for (std::size_t i = 0; i < o.params_.size(); ++i) {
+        const parameter& p = *o.params_[i];
+        try {
+            o.steps_.emplace_back(std::span<const float>(p.value.data(), std::size_t(p.value.size())), options[i]);
+        } catch (const std::invalid_argument& e) {
+            throw std::invalid_argument("lowbit::nn::madam_optimizer: parameter " + std::to_string(i) + " ('" + p.name +
+                                        "'): " + e.what());
+        }
+    }
+    return o;
 }
 
 LOWBIT_NN_INLINE void madam_optimizer::step() {
