@@ -65,10 +65,12 @@ void bm_float_gemm(benchmark::State& state) {
 enum class bucket_kind { exact, int48_wrap };
 
 // table_bits: the table's constants (52: the exact table; <= 23: float products, which take fp32
-// lanes); bf16: a bf16 per-product accumulator instead of fp32.
+// lanes); bf16: a bf16 per-product accumulator instead of fp32; frac_bits: the inputs' 8-bit LNS
+// base 2^(1/2^frac_bits) (3: lns8; 2: gamma 4, whose products span 2^64, beyond 64-bit buckets).
 lowbit::lns_gemm_spec lns_spec(lowbit::lns_conversion method, lowbit::lns_accumulation how, bucket_kind buckets,
-                               int threads, int table_bits = 52, bool bf16 = false) {
+                               int threads, int table_bits = 52, bool bf16 = false, int frac_bits = 3) {
     lowbit::lns_gemm_spec spec{.conversion = {.method = method, .table_bits = table_bits}, .accumulation = how};
+    spec.input_a.quantizer.format = spec.input_b.quantizer.format = lowbit::lns_format{.log_bits = 7, .frac_bits = frac_bits};
     if (how == lowbit::lns_accumulation::per_product) {
         spec.datapath.accumulator = bf16 ? lowbit::bf16 : lowbit::fp32;
         spec.datapath.chunk = 16;
@@ -83,9 +85,9 @@ lowbit::lns_gemm_spec lns_spec(lowbit::lns_conversion method, lowbit::lns_accumu
 }
 
 void bm_lns(benchmark::State& state, const char* name, lowbit::lns_conversion method, lowbit::lns_accumulation how, bucket_kind buckets,
-            int threads, int table_bits = 52, bool bf16 = false) {
+            int threads, int table_bits = 52, bool bf16 = false, int frac_bits = 3) {
     const Eigen::MatrixXf A = normal_matrix(n, n, 1), B = normal_matrix(n, n, 2);
-    const lowbit::lns_gemm_spec spec = lns_spec(method, how, buckets, threads, table_bits, bf16);
+    const lowbit::lns_gemm_spec spec = lns_spec(method, how, buckets, threads, table_bits, bf16, frac_bits);
     Eigen::MatrixXf C;
     timed_against_baselines(state, name, [&] {
         C = lowbit::lns_gemm(A, B, spec);
@@ -108,6 +110,7 @@ BENCHMARK_CAPTURE(bm_lns, bucketed_mitchell_exact_1t, "bucketed_mitchell_exact_1
 BENCHMARK_CAPTURE(bm_lns, bucketed_table_int48_wrap_1t, "bucketed_table_int48_wrap_1t", lns_conversion::table, lns_accumulation::bucketed, bucket_kind::int48_wrap, 1)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_lns, per_product_table_fp32acc_2t, "per_product_table_fp32acc_2t", lns_conversion::table, lns_accumulation::per_product, bucket_kind::exact, 2)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_lns, bucketed_table_exact_2t, "bucketed_table_exact_2t", lns_conversion::table, lns_accumulation::bucketed, bucket_kind::exact, 2)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_lns, bucketed_table_exact_gamma4_1t, "bucketed_table_exact_gamma4_1t", lns_conversion::table, lns_accumulation::bucketed, bucket_kind::exact, 1, 52, false, 2)->UseManualTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

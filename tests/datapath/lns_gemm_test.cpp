@@ -449,6 +449,56 @@ TEST_CASE("exact sums run in integer lanes: exact per-product accumulation and b
     CHECK(differing(reference_lns_gemm(A, B, narrow, nullptr), got) == 0);
 }
 
+// lns8 at gamma 4 (sign + 7-bit k, base 2^(1/4)): products span 2^64, beyond the 64-bit shortcut,
+// so exact buckets run in 128-bit integers (the final sum split in two halves of the constants).
+// Bit for bit the reference: random codes, and codes at the top of the range (sums near 2^(126+)
+// beyond which the split's second branch rounds the midpoint), for the exact table, a 16-bit table
+// and Mitchell, bucketed and exact per-product, one and two threads. (The second branch is reached
+// here: checked by moving its exponent, which fails the test. Its round-to-odd bit decides a
+// float only when every bit of the sum between 2^26 and the float's guard bit cancels, which
+// random or constructed-by-hand data do not reach; the argument is in the code's comment.)
+TEST_CASE("wide exact bucket sums (lns8 at gamma 4) run in 128-bit integers", "[lns_gemm][reference][bucketed]") {
+    std::mt19937_64 rng(44);
+    const lns_format g4{.log_bits = 7, .frac_bits = 2};
+    for (const auto& conversion : {lns_converter{}, lns_converter{.table_bits = 16}, lns_converter{.method = lns_conversion::mitchell}})
+        for (const auto how : {lns_accumulation::bucketed, lns_accumulation::per_product})
+            for (const int threads : {1, 2}) {
+                const lns_gemm_spec spec{.conversion = conversion, .accumulation = how, .datapath = {.chunk = 16, .threads = threads}};
+                INFO(describe(spec));
+                for (const std::int64_t K : {45, 600}) {
+                    const lns_matrix A = random_lns(3, K, g4.scaled(-20), rng), B = random_lns(K, 5, g4.scaled(7), rng);
+                    lowbit::gemm_report report;
+                    const Eigen::MatrixXf got = lowbit::lns_gemm(A, B, spec, nullptr, &report);
+                    CHECK(report.kernel == lowbit::gemm_kernel::integer_buckets);
+                    CHECK(differing(reference_lns_gemm(A, B, spec, nullptr), got) == 0);
+                }
+                // the largest codes: |sum| near K 2^63 units times 2^53 constants, past 2^126; a few
+                // small and negative terms leave low bits that only the round-to-odd bit carries
+                const std::int64_t K = 3136;
+                lns_matrix A = random_lns(2, K, g4, rng, 0.0), B = random_lns(K, 3, g4, rng, 0.0);
+                A.k.setConstant(g4.k_max());
+                A.sign.setConstant(1);
+                B.k.setConstant(g4.k_max() - 1);
+                B.sign.setConstant(1);
+                for (int t = 0; t < 20; ++t) {
+                    A.k(t % 2, std::int64_t(rng() % K)) = g4.k_min() + int(rng() % 9);
+                    B.sign(std::int64_t(rng() % K), t % 3) = -1;
+                }
+                lowbit::gemm_report report;
+                const Eigen::MatrixXf got = lowbit::lns_gemm(A, B, spec, nullptr, &report);
+                // (the data's own narrow spread lets Mitchell and the 16-bit table into int64 lanes)
+                CHECK(report.kernel == (conversion.table_bits == 52 && conversion.method == lns_conversion::table
+                                            ? lowbit::gemm_kernel::integer_buckets
+                                            : lowbit::gemm_kernel::integer_sum_lanes));
+                CHECK(differing(reference_lns_gemm(A, B, spec, nullptr), got) == 0);
+            }
+    // With a rounding bucket_sum or an accumulator the wide sums keep the exact path.
+    const lns_gemm_spec rounded{.accumulation = lns_accumulation::bucketed, .bucket_sum = lowbit::bf16};
+    lowbit::gemm_report report;
+    (void)lowbit::lns_gemm(random_lns(2, 9, g4, rng), random_lns(9, 2, g4, rng), rounded, nullptr, &report);
+    CHECK(report.kernel == lowbit::gemm_kernel::exact);
+}
+
 TEST_CASE("bucketed LNS GEMM equals its reference: integer buckets that wrap, saturate, truncate", "[lns_gemm][reference][bucketed]") {
     std::mt19937_64 rng(12);
     // lns8 products span q = -16 .. 15: unit terms up to 2^31.
@@ -739,6 +789,39 @@ TEST_CASE("lns_gemm on float matrices quantizes with the inputs' quantizers and 
     CHECK((e.k(1, 1) == 0 && e.k(1, 2) == -8 && e.sign(1, 2) == -1));
     for (Eigen::Index i = 0; i < 2; ++i)
         for (Eigen::Index j = 0; j < 3; ++j) CHECK(e.value(i, j) == double(x(i, j)));
+}
+
+// refined(f): the same values (MPFR-correct magnitudes of both grids are the one real number
+// 2^(k / 2^f0) = 2^(k 2^(f - f0) / 2^f), so the doubles are equal), the whole range of the coarse
+// format inside the fine one's, and a product with an operand of the fine grid equals the
+// reference's product of the values.
+TEST_CASE("lns_matrix::refined holds the same values on a finer grid base", "[lns_gemm][entry]") {
+    std::mt19937_64 rng(23);
+    const lns_format five{.log_bits = 4, .frac_bits = 1, .offset = -5};  // 5-bit LNS, base 2^(1/2)
+    const lns_matrix g = random_lns(6, 9, five, rng);
+    for (int f = 1; f <= 4; ++f) {
+        CAPTURE(f);
+        const lns_matrix r = g.refined(f);
+        REQUIRE_NOTHROW(r.validate("refined"));
+        CHECK(r.format.frac_bits == f);
+        CHECK(r.format.magnitude(r.format.k_min()) <= five.min_magnitude());
+        CHECK(r.format.magnitude(r.format.k_max()) >= five.max_magnitude());
+        for (Eigen::Index i = 0; i < g.rows(); ++i)
+            for (Eigen::Index j = 0; j < g.cols(); ++j) CHECK(r.value(i, j) == g.value(i, j));
+    }
+    // every code of the coarse format, its extremes included
+    lns_matrix all{five, Eigen::Matrix<std::int32_t, 1, Eigen::Dynamic>(five.magnitudes()),
+                   Eigen::Matrix<std::int8_t, 1, Eigen::Dynamic>::Ones(five.magnitudes())};
+    for (int k = five.k_min(); k <= five.k_max(); ++k) all.k(0, k - five.k_min()) = k;
+    const lns_matrix all3 = all.refined(3);
+    for (Eigen::Index j = 0; j < all.cols(); ++j) CHECK(all3.value(0, j) == all.value(0, j));
+    // an lns8 operand times the refined one: the reference's product of the values
+    const lns_matrix w = random_lns(9, 5, lowbit::lns8.scaled(4), rng);
+    lns_gemm_spec spec;
+    CHECK(differing(lowbit::lns_gemm(g.refined(3), w, spec), reference_lns_gemm(g.refined(3), w, spec)) == 0);
+    CHECK_THAT(message_of([&] { (void)g.refined(0); }), Catch::Contains("coarser than the matrix's frac_bits = 1"));
+    CHECK_THAT(message_of([&] { (void)random_lns(1, 1, {.log_bits = 13, .frac_bits = 3}, rng).refined(15); }),
+               Catch::Contains("no valid lns_format"));
 }
 
 TEST_CASE("lns_encode gives each element's lns_round_magnitude, by the threshold table or not", "[lns_gemm][entry]") {

@@ -581,6 +581,39 @@ TEST_CASE("datapath_gemm with lns: lns_gemm forward, backward on the LNS datapat
     CHECK(!same_bits(gm->a, gradients->a));
 }
 
+// 5-bit LNS gradients (sign + 4-bit k, base 2^(1/2)) with lns8 operands (base 2^(1/8)): dL/dC is
+// rounded to the 5-bit grid (checked element by element against lns_quantize's scalar rounding)
+// and the backward products are the double products of those values, as above.
+TEST_CASE("datapath_gemm with lns: a coarser gradient grid (5-bit LNS) is refined onto the operands' base") {
+    rng r(92);
+    const matrix w = random_matrix(4, 30, r, -0.5, 0.5), x = random_matrix(30, 6, r, 0, 2), dc = random_matrix(4, 6, r);
+    const lowbit::lns_format five{.log_bits = 4, .frac_bits = 1};
+    gemm_datapath d;
+    d.lns = lowbit::nn::lns_inputs{.gradients = {.quantizer = {.format = five}}};
+    gemm_operands kept;
+    (void)lowbit::nn::datapath_gemm(w, x, d, &kept);
+    const auto gradients = lowbit::nn::operand_gradients(kept, dc, d);
+    REQUIRE(gradients);
+    const int j = lowbit::lns_scale_exponent_for_max(double(dc.cwiseAbs().maxCoeff()), five);
+    const lowbit::lns_quantizer q{.format = five.scaled(j)};
+    Eigen::MatrixXd g(dc.rows(), dc.cols());
+    for (Eigen::Index i = 0; i < dc.rows(); ++i)
+        for (Eigen::Index c = 0; c < dc.cols(); ++c) g(i, c) = q(double(dc(i, c)), 0);
+    // 15 magnitudes 2^(-3.5) .. 2^(3.5) around the scale: few distinct values, a few flushed to zero
+    CHECK(g.cwiseAbs().maxCoeff() <= double(dc.cwiseAbs().maxCoeff()) * 1.2);
+    const Eigen::MatrixXd xq = kept.lns_activations.values(), wq = kept.lns_weights.values();
+    const Eigen::MatrixXd dw = g * xq.transpose(), dx = wq.transpose() * g;
+    const Eigen::MatrixXd dw_scale = g.cwiseAbs() * xq.cwiseAbs().transpose(), dx_scale = wq.cwiseAbs().transpose() * g.cwiseAbs();
+    for (Eigen::Index i = 0; i < dw.rows(); ++i)
+        for (Eigen::Index c = 0; c < dw.cols(); ++c) CHECK(std::fabs(gradients->a(i, c) - dw(i, c)) <= 0x1p-23 * dw_scale(i, c) + 1e-30);
+    for (Eigen::Index i = 0; i < dx.rows(); ++i)
+        for (Eigen::Index c = 0; c < dx.cols(); ++c) CHECK(std::fabs(gradients->b(i, c) - dx(i, c)) <= 0x1p-23 * dx_scale(i, c) + 1e-30);
+    // and the 8-bit gradient's products differ (the oracle sees the coarser grid)
+    d.lns->gradients.quantizer.format = lowbit::lns8;
+    const auto fine = lowbit::nn::operand_gradients(kept, dc, d);
+    CHECK(!same_bits(fine->a, gradients->a));
+}
+
 TEST_CASE("datapath_gemm with lns: refusals name what is wrong") {
     const matrix w = matrix::Ones(2, 16), x = matrix::Ones(16, 2);
     gemm_datapath d;

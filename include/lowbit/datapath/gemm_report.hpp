@@ -23,7 +23,7 @@ enum class gemm_kernel {
     vectorized_chain,     // fast_datapath.hpp: 64 outputs per block in fp32 lanes
     scaled_chain_avx512,  // scaled_chain.hpp: the paper's flush-and-saturate chain in AVX-512
     integer_chain,        // integer_chain.hpp: integer accumulators in int64 lanes
-    integer_buckets,      // lns_gemm.hpp: exact or wrapping LNS buckets summed in 64-bit integers
+    integer_buckets,      // lns_gemm.hpp: exact or wrapping LNS buckets summed in 64-bit integers (128 for wide exact sums)
     integer_sum_lanes,    // lns_gemm.hpp: exact sums of 64 outputs at once in int64 lanes
     block_terms_per_output,  // block_scaled_gemm.hpp: vectorized block dots, each output's terms
                              // scaled and reduced on its own (the exact reduction)

@@ -334,11 +334,26 @@ public:
         return std::max(chunk_sum, total + chunk_result) < 0x1p62 && final_sum < 0x1p126;
     }
 
+    // Whether bucketed outputs whose sums exceed the 64-bit shortcut may take it in 128-bit
+    // integers: exact buckets and bucket_sum (no rounding before the final float), no aligned
+    // cuts, every bucket sum below 2^125 and every m_r B_r half (see bucketed_shortcut) below 2^126
+    // / gamma. (lns8 at gamma 4: products spanning 2^64.)
+    bool wide_bucket_shortcut_applies() const {
+        const gemm_spec& d = spec_.datapath;
+        if (!d.accumulator.is_exact() || !d.chunk_accumulator.is_exact() || !spec_.bucket_sum.is_exact() ||
+            d.model == accumulation::aligned)
+            return false;
+        const double bucket = double(std::max<std::int64_t>(K_, 1)) * std::ldexp(1.0, range_.q_max - range_.q_min);
+        return bucket < 0x1p125 && std::ldexp(bucket, 27 + frac_bits_) < 0x1p126;
+    }
+
     // Output (i, j), bucketed, by the shortcut: per chunk, per bucket, the exact sum modulo the
-    // accumulator's 2^P; then the chunk accumulator's sum modulo its 2^P, chunk by chunk.
-    float bucketed_shortcut(std::int64_t i, std::int64_t j, std::vector<std::int64_t>& unit,
-                            std::vector<std::int32_t>& remainder, std::vector<std::int64_t>& chunk_sum,
-                            std::vector<std::int64_t>& bucket) const {
+    // accumulator's 2^P; then the chunk accumulator's sum modulo its 2^P, chunk by chunk. U: int64
+    // (bucket_shortcut_applies), or lns_int128 with exact buckets (wide_bucket_shortcut_applies).
+    template <class U>
+    float bucketed_shortcut(std::int64_t i, std::int64_t j, std::vector<U>& unit, std::vector<std::int32_t>& remainder,
+                            std::vector<U>& chunk_sum, std::vector<U>& bucket) const {
+        constexpr bool wide = std::is_same_v<U, lns_int128>;
         const std::int64_t gamma = std::int64_t(constants_.size());
         bucket.assign(std::size_t(gamma), 0);
         chunk_sum.assign(std::size_t(2 * gamma), 0);
@@ -351,14 +366,14 @@ public:
         const std::int64_t K = K_;
         // The unit terms and remainders (vectorized: locals and restrict pointers, or the stores
         // might change this object's members), then the chunks' bucket sums.
-        std::int64_t* __restrict u_out = unit.data();
+        U* __restrict u_out = unit.data();
         std::int32_t* __restrict r_out = remainder.data();
         for (std::int64_t k = 0; k < K; ++k) {
             const std::int32_t s = ka[k] + kb[k];
             r_out[k] = s & mask;
-            u_out[k] = std::int64_t(sa[k] * sb[k]) << ((s >> b) - q_min);
+            u_out[k] = U(sa[k] * sb[k]) << ((s >> b) - q_min);
         }
-        const std::int64_t* u = unit.data();
+        const U* u = unit.data();
         const std::int32_t* rem = remainder.data();
         const gemm_spec& d = spec_.datapath;
         const std::int64_t chunk = d.chunk == 0 ? std::max<std::int64_t>(K_, 1) : d.chunk;
@@ -367,8 +382,8 @@ public:
             // Scatter, into two sets (even and odd k) so that consecutive products falling into
             // the same bucket do not wait for each other's store. (One vectorized masked pass per
             // bucket measured slower, even for gamma = 8; four sets no faster than two.)
-            std::int64_t* even = chunk_sum.data();
-            std::int64_t* odd = even + gamma;
+            U* even = chunk_sum.data();
+            U* odd = even + gamma;
             std::int64_t k = start;
             for (; k + 1 < end; k += 2) {
                 even[rem[k]] += u[k];
@@ -377,15 +392,39 @@ public:
             if (k < end) even[rem[k]] += u[k];
             for (std::int64_t r = 0; r < gamma; ++r) even[r] += odd[r], odd[r] = 0;
             for (std::int64_t r = 0; r < gamma; ++r) {
-                bucket[std::size_t(r)] = wrap_modular(
-                    bucket[std::size_t(r)] + wrap_modular(chunk_sum[std::size_t(r)], d.accumulator), d.chunk_accumulator);
+                if constexpr (wide) bucket[std::size_t(r)] += chunk_sum[std::size_t(r)];
+                else
+                    bucket[std::size_t(r)] = wrap_modular(bucket[std::size_t(r)] + wrap_modular(chunk_sum[std::size_t(r)], d.accumulator),
+                                                          d.chunk_accumulator);
                 chunk_sum[std::size_t(r)] = 0;
             }
         }
         // sum_r c_r B_r 2^q_min = 2^(q_min - shift) sum_r m_r B_r, the sum exact in 128 bits.
-        lns_int128 sum = 0;
-        for (std::int64_t r = 0; r < gamma; ++r) sum += lns_int128(numerators_[std::size_t(r)]) * bucket[std::size_t(r)];
-        return finish_total(sum, range_.q_min - constant_shift_, std::uint64_t(i * N_ + j));
+        const int e = range_.q_min - constant_shift_;
+        const auto out = std::uint64_t(i * N_ + j);
+        if constexpr (!wide) {
+            lns_int128 sum = 0;
+            for (std::int64_t r = 0; r < gamma; ++r) sum += lns_int128(numerators_[std::size_t(r)]) * bucket[std::size_t(r)];
+            return finish_total(sum, e, out);
+        } else {
+            // m_r B_r may pass 2^127: with m_r = h_r 2^26 + l_r (l_r < 2^26), S = sum m_r B_r =
+            // P 2^26 + Q, P = sum h_r B_r and Q = sum l_r B_r, each below 2^126 (the condition of
+            // wide_bucket_shortcut_applies). With P' = P + floor(Q / 2^26) and 0 <= rest < 2^26,
+            // S = P' 2^26 + rest: exact in 128 bits while |P'| < 2^100; beyond, S lies in the open
+            // interval (P', P' + 1) 2^26 when rest != 0, which holds no number of 53 significant
+            // bits (their spacing there is 2^47 or more times 2^26), so S rounds to odd as its
+            // midpoint (2 P' + 1) 2^25 does (bucket_sum is unset: the float comes from that double).
+            lns_int128 high = 0, low = 0;
+            for (std::int64_t r = 0; r < gamma; ++r) {
+                const std::int64_t m = numerators_[std::size_t(r)];
+                high += lns_int128(m >> 26) * bucket[std::size_t(r)];
+                low += lns_int128(m & ((std::int64_t(1) << 26) - 1)) * bucket[std::size_t(r)];
+            }
+            const lns_int128 p = high + (low >> 26);  // (an arithmetic shift: floor)
+            const lns_int128 rest = low & ((lns_int128(1) << 26) - 1);
+            if (p < (lns_int128(1) << 100) && p > -(lns_int128(1) << 100)) return finish_total(p * (lns_int128(1) << 26) + rest, e, out);
+            return finish_total(2 * p + (rest != 0 ? 1 : 0), e + 25, out);
+        }
     }
 
     // C(i, j) from the exact total sum 2^e of output `out`: rounded by bucket_sum (unset: not at
@@ -707,9 +746,10 @@ void lns_gemm_rows(const lns_kernel& kernel, const lns_gemm_spec& spec, float* c
         return;
     }
     const bool shortcut = !Count && (bucketed || exact_per_product) && kernel.bucket_shortcut_applies();
-    ran.kernel = shortcut ? gemm_kernel::integer_buckets : gemm_kernel::exact;
+    const bool wide = !Count && !shortcut && (bucketed || exact_per_product) && kernel.wide_bucket_shortcut_applies();
+    ran.kernel = shortcut || wide ? gemm_kernel::integer_buckets : gemm_kernel::exact;
     if (Count) ran.reason = "stats: events are counted on the exact path for LNS";
-    else if (bucketed && !shortcut) ran.reason = "bucketed: accumulators other than exact or wrapping integers, the aligned model, or sums beyond 62 bits";
+    else if (bucketed && !shortcut && !wide) ran.reason = "bucketed: accumulators other than exact or wrapping integers, the aligned model, or sums beyond 62 bits (125 bits with exact buckets and bucket_sum)";
     if (!Count && !shortcut && !bucketed && kernel.per_product_in_lanes(c, ran.reason)) {
         ran.kernel = gemm_kernel::vectorized_chain;
         ran.reason.clear();
@@ -725,6 +765,7 @@ void lns_gemm_rows(const lns_kernel& kernel, const lns_gemm_spec& spec, float* c
         std::vector<std::int32_t> remainders;
         std::vector<exact_sum> chunk_results;
         std::vector<std::int64_t> units64, chunk_sum, bucket;
+        std::vector<lns_int128> units128, chunk_sum128, bucket128;
         for (std::int64_t j = 0; j < N; ++j) {
             const std::uint64_t out = std::uint64_t(i * N + j);
             event_sink<Count> sink{&local, nullptr};
@@ -734,6 +775,7 @@ void lns_gemm_rows(const lns_kernel& kernel, const lns_gemm_spec& spec, float* c
             }
             float& result = c[i * N + j];
             if (shortcut) result = kernel.bucketed_shortcut(i, j, units64, remainders, chunk_sum, bucket);
+            else if (wide) result = kernel.bucketed_shortcut(i, j, units128, remainders, chunk_sum128, bucket128);
             else if (bucketed) result = kernel.bucketed<Count>(i, j, units, remainders, terms, tree, chunk_results, sink);
             else result = kernel.per_product<Count>(i, j, terms, tree, chunk_results, sink);
         }

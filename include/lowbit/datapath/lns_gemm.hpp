@@ -90,7 +90,9 @@
 //     and without event counting, take a shortcut: the buckets are summed in 64-bit integers and
 //     combined in 128-bit ones (proven equal: wrapping is arithmetic modulo 2^P and no term is ever
 //     rounded, so every model reduces to a sum modulo 2^P per chunk), when the bounds allow (lns8
-//     at any practical K; not lns16, whose products span 2^256): integer_buckets;
+//     at any practical K; not lns16, whose products span 2^256); exact buckets and bucket_sum
+//     whose sums pass 2^62 (lns8 at gamma 4: products spanning 2^64) in 128-bit integers, up to
+//     2^125: integer_buckets;
 //   - the rest, event counting included, one output at a time through exact_datapath::reduce.
 //
 // The kernels are in lns_core.hpp: included at the end of this header in header-only use, and
@@ -139,6 +141,26 @@ struct lns_matrix {
         for (Eigen::Index j = 0; j < cols(); ++j)
             for (Eigen::Index i = 0; i < rows(); ++i) v(i, j) = value(i, j);
         return v;
+    }
+
+    // The same values on the finer grid of frac_bits (>= format.frac_bits): every k times
+    // 2^(frac_bits - format.frac_bits), the log field that many bits wider and the offset scaled
+    // alike, so the values and the range are exactly those of *this. lns_gemm multiplies operands
+    // of one grid base: a 5-bit operand of base 2^(1/2) meets lns8 (base 2^(1/8)) refined to 3.
+    // Throws std::invalid_argument when frac_bits is coarser or the finer format is impossible.
+    lns_matrix refined(int frac_bits) const {
+        const int shift = frac_bits - format.frac_bits;
+        if (shift < 0)
+            throw std::invalid_argument("lowbit::lns_matrix::refined(" + std::to_string(frac_bits) +
+                                        "): coarser than the matrix's frac_bits = " + std::to_string(format.frac_bits) +
+                                        " (a coarser grid would round)");
+        lns_format f{.log_bits = format.log_bits + shift, .frac_bits = frac_bits,
+                     .offset = format.offset * (1 << std::min(shift, 30))};
+        if (shift > 20 || !f.is_valid())
+            throw std::invalid_argument("lowbit::lns_matrix::refined(" + std::to_string(frac_bits) +
+                                        "): the finer format has no valid lns_format (log_bits " +
+                                        std::to_string(format.log_bits) + " + " + std::to_string(shift) + ")");
+        return {f, k * (1 << shift), sign};
     }
 
     // Throws std::invalid_argument naming `name`'s field and element when the matrix is malformed.

@@ -41,7 +41,8 @@
 // the LNS grids of lns.spec.input_a and input_b (a per-tensor scale or none), C = W X on
 // lowbit::lns_gemm with the spec's conversion, accumulation (per product or bucketed) and
 // accumulators (datapath/lns_gemm.hpp), and the two backward products on the same LNS datapath:
-// dL/dC encoded by lns.gradients (8- or 5-bit LNS, its own scale), dL/dX = W^T dC and
+// dL/dC encoded by lns.gradients (8- or 5-bit LNS, its own scale; a coarser grid base than the
+// inputs', fewer frac_bits, is refined onto theirs exactly: lns_matrix::refined), dL/dX = W^T dC and
 // dL/dW = dC X^T, each of the encoded operands transposed (the gradients through the quantizers
 // are straight-through; the backward GEMMs are not fp32 but the accelerator's own):
 //
@@ -92,7 +93,7 @@ struct block_scaled_inputs {
 // accumulation and accumulators the backward products share, and the encoding of dL/dC.
 struct lns_inputs {
     lns_gemm_spec spec{};   // input_a: the weights W; input_b: the activations X
-    lns_input gradients{};  // dL/dC for dL/dX = W^T dC and dL/dW = dC X^T (same frac_bits as the inputs)
+    lns_input gradients{};  // dL/dC for dL/dX = W^T dC and dL/dW = dC X^T (frac_bits <= the inputs')
 };
 
 struct gemm_datapath {
@@ -289,10 +290,11 @@ LOWBIT_NN_INLINE matrix detail::lns_product(const matrix& w, const matrix& x, co
     } catch (const std::invalid_argument& e) {
         fail(std::string("lns: ") + e.what());
     }
-    if (d.lns->gradients.quantizer.format.frac_bits != spec.input_a.quantizer.format.frac_bits)
+    if (d.lns->gradients.quantizer.format.frac_bits > spec.input_a.quantizer.format.frac_bits)
         fail("lns.gradients.quantizer.format.frac_bits = " + std::to_string(d.lns->gradients.quantizer.format.frac_bits) +
              " but lns.spec.input_a's is " + std::to_string(spec.input_a.quantizer.format.frac_bits) +
-             ": the backward products multiply the gradients by the weights and activations, on one grid base");
+             ": the backward products multiply the gradients by the weights and activations, on one grid base "
+             "(a gradient grid as fine or coarser, such as 5-bit LNS of base 2^(1/2), is refined onto it exactly)");
     // the encodings lns_gemm(w, x, spec) makes (the same keyed seeds), kept for the backward products
     lns_quantizer qw = spec.input_a.quantizer, qx = spec.input_b.quantizer;
     qw.seed = gemm_random_key(qw.seed, gemm_role::input_a);
@@ -316,7 +318,8 @@ LOWBIT_NN_INLINE std::optional<datapath_gradients> operand_gradients(const gemm_
         const auto transposed = [](const lns_matrix& m) { return lns_matrix{m.format, m.k.transpose(), m.sign.transpose()}; };
         lns_quantizer q = d.lns->gradients.quantizer;
         q.seed = gemm_random_key(q.seed, gemm_role::accumulator);  // a stream of its own
-        const lns_matrix g = lns_encode(dc, q, d.lns->gradients.scale);
+        // a coarser gradient grid (fewer frac_bits) holds the same values on the inputs' finer one
+        const lns_matrix g = lns_encode(dc, q, d.lns->gradients.scale).refined(d.lns->spec.input_a.quantizer.format.frac_bits);
         return datapath_gradients{matrix(lns_gemm(g, transposed(kept.lns_activations), d.lns->spec)),
                                   matrix(lns_gemm(transposed(kept.lns_weights), g, d.lns->spec))};
     }
