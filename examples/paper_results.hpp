@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -59,26 +60,28 @@ inline nn::fashion_mnist_data start_run(int threads, const std::string& out, con
 }
 
 // A training schedule: Adam over `epochs` passes of the first train_limit images (0: all 60000),
-// shuffled per epoch from the seed, the last epoch (of several) at a tenth of the rate. The fp32
-// starting point uses the defaults.
+// shuffled per epoch from the seed, the last epoch (of several) at a tenth of the rate unless
+// constant_rate. The fp32 starting point uses the defaults.
 struct training_schedule {
     int epochs = 2;
     int batch = 128;
     double learning_rate = 1e-3;
     std::size_t train_limit = 0;  // 0: all 60000
+    bool constant_rate = false;
 };
 
 // Trains net on the schedule with a progress line labelled `label`; returns the mean wall time of
-// one step (forward, backward, update) in seconds.
+// one step (forward, backward, update) in seconds. `update`, when given, replaces the schedule's
+// Adam step (it is called once per batch, after the backward pass).
 inline double train(nn::network& net, const nn::fashion_mnist_data& data, const training_schedule& t,
-                    std::uint64_t seed, const std::string& label) {
+                    std::uint64_t seed, const std::string& label, const std::function<void()>& update = {}) {
     const std::size_t n = t.train_limit == 0 ? data.train.size() : std::min(t.train_limit, data.train.size());
     const std::size_t per_epoch = n / std::size_t(t.batch);
     if (per_epoch == 0) throw std::invalid_argument("fewer training images than one batch");
     nn::adam opt(net.parameters(true), {.learning_rate = t.learning_rate});
     const auto started = clock_type::now();
     for (int e = 0; e < t.epochs; ++e) {
-        if (e == t.epochs - 1 && t.epochs > 1) opt.set_learning_rate(t.learning_rate / 10);
+        if (e == t.epochs - 1 && t.epochs > 1 && !t.constant_rate) opt.set_learning_rate(t.learning_rate / 10);
         const std::vector<std::size_t> order = nn::shuffled_indices(n, seed * 1000003 + std::uint64_t(e));
         double loss_sum = 0;
         for (std::size_t b = 0; b < per_epoch; ++b) {
@@ -88,7 +91,10 @@ inline double train(nn::network& net, const nn::fashion_mnist_data& data, const 
             const nn::tensor y = net.forward({batch.images, {1, batch.rows, batch.cols}}, nn::pass::training);
             const nn::loss_and_gradient l = nn::softmax_cross_entropy(y.values, batch.labels);
             net.backward({l.gradient, y.shape});
-            opt.step();
+            if (update)
+                update();
+            else
+                opt.step();
             loss_sum += l.loss;
             if ((b + 1) % std::max<std::size_t>(1, per_epoch / 10) == 0 || b + 1 == per_epoch) {
                 std::printf("\r  %s: epoch %d/%d  batch %5zu/%zu  loss %.4f  %6.1f s", label.c_str(), e + 1, t.epochs,
@@ -166,7 +172,7 @@ struct reference_line {
 inline void accuracy_plot(const results_file& results, const std::string& out, const std::string& stem,
                           const std::string& title, const std::vector<std::string>& bits,
                           const std::vector<plot_series>& series, double fp32_accuracy,
-                          const std::vector<reference_line>& more_lines = {}) {
+                          const std::vector<reference_line>& more_lines = {}, const std::string& fp32_title = "fp32") {
     const std::string dat = out + "/" + stem + ".dat";
     std::ofstream d(dat);
     double low = fp32_accuracy, high = fp32_accuracy;
@@ -198,10 +204,13 @@ inline void accuracy_plot(const results_file& results, const std::string& out, c
        << "plot ";
     for (std::size_t i = 0; i < series.size(); ++i)
         gp << (i ? ", " : "") << "'" << dat << "' using " << 2 + 2 * i << ":" << 3 + 2 * i << (i == 0 ? ":xtic(1)" : "")
-           << " title '" << series[i].title << "'" << (i % 2 ? " fillstyle pattern 2 border -1" : "");
-    gp << ", " << fp32_accuracy << " with lines lw 2 dt 2 lc rgb 'black' title 'fp32'";
-    for (const auto& line : more_lines)
-        gp << ", " << line.accuracy << " with lines lw 2 dt 3 lc rgb 'grey40' title '" << line.title << "'";
+           << " title '" << series[i].title << "'"
+           // (gnuplot cycles 8 colours: patterns tell neighbours, and a ninth bar from the first, apart)
+           << (i % 2 ? " fillstyle pattern 2 border -1" : i >= 8 ? " fillstyle pattern 4 border -1" : "");
+    gp << ", " << fp32_accuracy << " with lines lw 2 dt 2 lc rgb 'black' title '" << fp32_title << "'";
+    for (std::size_t i = 0; i < more_lines.size(); ++i)  // (dash patterns tell them apart without colour)
+        gp << ", " << more_lines[i].accuracy << " with lines lw 2 dt " << 3 + i << " lc rgb 'grey40' title '"
+           << more_lines[i].title << "'";
     gp << "\n";
     gp.close();
     examples::render_plots(out + "/" + stem + ".gp", out);

@@ -242,7 +242,12 @@ TEST_CASE("tour: the logarithmic number system", "[readme]") {
     // Madam / LNS-Madam (multiplicative updates that stay on the LNS grid):
     lowbit::madam opt(initial_weights, {.learning_rate = 1.0 / 8, .integer_steps = true, .lns_grid = lowbit::lns8});
     opt.step(weights, gradients);
+    lowbit::madam sr(initial_weights, {.learning_rate = 1.0 / 128, .integer_steps = true, .lns_grid = lowbit::lns8,
+                                       .grid_rounding = lowbit::lns_rounding::stochastic_log});  // 1/16 code on average
 
+    std::vector<float> moved = weights;
+    sr.step(moved, gradients);
+    for (const float w : moved) CHECK(float(lowbit::lns_quantize(double(w), lowbit::lns8)) == w);  // floats of the grid
     const double k = std::log2(v) * 8;
     CHECK(k == std::round(k));
     CHECK(double(c) == double(a) * 2.0);  // 2.0 is on the lns8 grid: the product is exact
@@ -286,6 +291,8 @@ TEST_CASE("tour: networks on the datapath", "[readme]") {
         .weights = {.bits = 4, .per_channel = true, .gradient = lowbit::clip_gradient::mad},  // scales
         .activations = {.bits = 4, .sign = lowbit::signedness::unsigned_values,              // each step
                         .gradient = lowbit::clip_gradient::pwl}}};   // (nn::calibrate_clipping: static)
+    nn::gemm_datapath lns{.lns = nn::lns_inputs{.spec = {.accumulation = lowbit::lns_accumulation::bucketed},  // LNS: W, X
+                                                .gradients = {.quantizer = {.format = lowbit::lns8}}}};  // and dL/dC, lns8
 
     CHECK(loss.loss > 0);
     const nn::tensor z = inference.forward(x, nn::pass::inference);
@@ -301,6 +308,13 @@ TEST_CASE("tour: networks on the datapath", "[readme]") {
     net.backward({nn::softmax_cross_entropy(t.values, std::span(data.train.labels).first(64)).gradient, t.shape});
     CHECK(dynamic_cast<nn::gemm_layer&>(net.at("conv1")).last_clip_scales().weights.size() == 32);
     CHECK(dynamic_cast<nn::gemm_layer&>(net.at("fc")).last_clip_scales().activations.size() == 1);
+    net.set_datapath(lns);  // logarithmic training: the forward and both backward GEMMs on lns_gemm
+    net.zero_grad();
+    const nn::tensor l = net.forward(x, nn::pass::training);
+    net.backward({nn::softmax_cross_entropy(l.values, std::span(data.train.labels).first(64)).gradient, l.shape});
+    CHECK(l.values.allFinite());
+    CHECK(net.parameters(true).front()->grad.allFinite());
+    CHECK(net.parameters(true).front()->grad.cwiseAbs().maxCoeff() > 0);
     std::remove("cnn.weights");
 }
 
