@@ -291,6 +291,9 @@ int run_example(int argc, char** argv) {
         throw std::invalid_argument("--methods, --gammas, --conversions and --gradient-bits need at least one value");
     for (const auto& c : o.conversions) (void)conversion_named(c);
     if (!on_lns_datapath(o.sweep)) throw std::invalid_argument("--sweep: '" + o.sweep + "' is not an LNS method");
+    if (std::find(o.gradient_bits.begin(), o.gradient_bits.end(), 5) != o.gradient_bits.end() &&
+        std::find(o.gammas.begin(), o.gammas.end(), 1) != o.gammas.end())
+        throw std::invalid_argument("--gradient-bits 5 (base 2^(1/2)) needs gammas of 2 or more: gamma 1's grid is coarser");
     const std::vector<run_spec> runs = runs_of(o);
 
     const auto run_started = clock_type::now();
