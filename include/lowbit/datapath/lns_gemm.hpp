@@ -154,9 +154,9 @@ struct lns_matrix {
             throw std::invalid_argument("lowbit::lns_matrix::refined(" + std::to_string(frac_bits) +
                                         "): coarser than the matrix's frac_bits = " + std::to_string(format.frac_bits) +
                                         " (a coarser grid would round)");
-        lns_format f{.log_bits = format.log_bits + shift, .frac_bits = frac_bits,
-                     .offset = format.offset * (1 << std::min(shift, 30))};
-        if (shift > 20 || !f.is_valid())
+        const lns_format f{.log_bits = format.log_bits + shift, .frac_bits = frac_bits,
+                           .offset = shift > 20 ? 0 : format.offset * (1 << shift)};  // (shift > 20: frac_bits invalid)
+        if (!f.is_valid())
             throw std::invalid_argument("lowbit::lns_matrix::refined(" + std::to_string(frac_bits) +
                                         "): the finer format has no valid lns_format (log_bits " +
                                         std::to_string(format.log_bits) + " + " + std::to_string(shift) + ")");
