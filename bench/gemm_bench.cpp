@@ -4,6 +4,7 @@
 #include "eigen_baseline.hpp"
 
 #include <lowbit/datapath/gemm.hpp>
+#include <lowbit/datapath/hardware.hpp>
 
 #include <Eigen/Core>
 
@@ -98,6 +99,10 @@ void bm_undeclared(benchmark::State& state, lowbit::rounding mode) {
 
 // int8 inputs (fixed point, 5 fraction bits), a 32-bit integer accumulator (10 fraction bits)
 // that wraps or saturates, chunk 16 in the same accumulator: the integer chain.
+// A real matrix unit's preset (lowbit::hw::preset's text) on N(0,1) matrices: the inputs rounded
+// to the unit's format (FP8: N(0,1) fits e4m3 / e5m2 without scaling), one thread.
+void bm_preset(benchmark::State& state, const char* name) { time_gemm(state, lowbit::hw::preset(name)); }
+
 void bm_integer(benchmark::State& state, lowbit::int_overflow on_overflow, bool counted) {
     const lowbit::int_quantizer int8{.format = {.bits = 8}, .fraction_bits = 5};
     const lowbit::int_quantizer acc{.format = {.bits = 32}, .on_overflow = on_overflow, .fraction_bits = 10};
@@ -132,5 +137,17 @@ BENCHMARK_CAPTURE(bm_accumulator, bf16_acc_1t, lowbit::bf16)->Arg(256)->Arg(512)
 BENCHMARK_CAPTURE(bm_accumulator, m10e5_acc_1t, lowbit::float_format{.exp_bits = 5, .man_bits = 10, .bias = 26, .subnormals = false, .specials = lowbit::special_values::none})->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
+
+BENCHMARK_CAPTURE(bm_preset, volta_fp16_1t, "volta:fp16")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_preset, ampere_bf16_1t, "ampere:bf16")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_preset, ampere_tf32_1t, "ampere:tf32")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_preset, hopper_e4m3_1t, "hopper:e4m3")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_preset, hopper_fp16_fp16_1t, "hopper:fp16:fp16")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_preset, blackwell_e4m3_1t, "blackwell:e4m3")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_preset, cdna1_fp16_1t, "cdna1:fp16")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_preset, cdna2_bf16_1t, "cdna2:bf16")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_preset, cdna3_bf16_1t, "cdna3:bf16")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_preset, cdna3_fp8_1t, "cdna3:float8_e4m3fnuz")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_preset, cdna3_fp32_1t, "cdna3:fp32")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 
 BENCHMARK_MAIN();

@@ -26,8 +26,8 @@ template void float_quantizer::many<double>(std::span<const double>, std::span<d
 namespace lowbit::detail {
 
 template void quantize_rows_piece<>(const quantizer&, gemm_role, float*, std::size_t, std::size_t, gemm_stats*);
-template void multiply_quantized<>(const row_major_view&, const row_major_view&, row_major_view&, const gemm_spec&,
-                                   gemm_stats*, gemm_report*);
+template void multiply_quantized<>(const row_major_view&, const row_major_view&, const float*, row_major_view&,
+                                   const gemm_spec&, gemm_stats*, gemm_report*);
 template void backward_quantized<>(const row_major_view&, const row_major_view&, strided<const float>,
                                    const gemm_spec&, gradient_mode, const backward_sink&, gemm_report*);
 template Eigen::MatrixXf block_scaled_multiply<>(const block_scaled_matrix&, const block_scaled_matrix&,

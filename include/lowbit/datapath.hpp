@@ -9,6 +9,7 @@
 #include <lowbit/datapath/gemm_report.hpp>
 #include <lowbit/datapath/gemm_spec.hpp>
 #include <lowbit/datapath/gemm_stats.hpp>
+#include <lowbit/datapath/hardware.hpp>
 #include <lowbit/datapath/lns_conversion.hpp>
 #include <lowbit/datapath/lns_gemm.hpp>
 #include <lowbit/datapath/quantizer.hpp>

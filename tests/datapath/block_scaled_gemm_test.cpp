@@ -101,7 +101,7 @@ Eigen::MatrixXf reference_block_gemm(const block_scaled_matrix& A, const block_s
                     L.mark_lost(blk);
                 }
             }
-            real total(0.0);
+            real total(-0.0);  // (the chunk accumulator starts from -0, addition's identity)
             for (std::uint64_t c = 0; c < chunks; ++c) {
                 const std::uint64_t start = c * chunk, n = std::min(chunk, nb - start);
                 accumulation model = spec.model;
@@ -113,6 +113,7 @@ Eigen::MatrixXf reference_block_gemm(const block_scaled_matrix& A, const block_s
                     case accumulation::pairwise: r = chunk_pairwise(L, start, n); break;
                     case accumulation::fused: r = chunk_fused(L, start, n); break;
                     case accumulation::aligned: r = chunk_aligned(L, start, n); break;
+                    case accumulation::two_level: throw std::logic_error("two_level: refused for block terms");
                 }
                 const real t = L.round_sum(spec.chunk_accumulator, lowbit::gemm_role::chunk_accumulator, add(total, r),
                                            out * chunks + c);

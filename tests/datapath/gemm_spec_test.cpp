@@ -36,7 +36,7 @@ quantizer random_quantizer(std::mt19937& gen) {
                 f.specials = pick(2) == 0 ? lowbit::special_values::ieee : lowbit::special_values::none;
             }
             return lowbit::float_quantizer{.format = f, .mode = mode,
-                                           .on_overflow = pick(2) == 0 ? lowbit::overflow::infinity : lowbit::overflow::saturate,
+                                           .on_overflow = lowbit::overflow(pick(3)),
                                            .seed = seed, .random_bits = random_bits};
         }
         default:
@@ -110,15 +110,50 @@ TEST_CASE("gemm_spec text: the flagship's spec, hand-written") {
                             .cut = lowbit::alignment_cut::toward_negative, .threads = 2, .record_lost = true});
 }
 
+TEST_CASE("gemm_spec text: the matrix units' conventions and the addend, hand-written") {
+    const lowbit::float_quantizer truncating{.format = lowbit::fp32, .mode = rounding::toward_zero,
+                                             .on_overflow = lowbit::overflow::infinity_always};
+    const lowbit::gemm_spec hopper{.input_a = lowbit::fp16, .input_b = lowbit::fp16, .accumulator = truncating,
+                                   .model = lowbit::accumulation::aligned, .window = 25, .group = 16,
+                                   .align = lowbit::alignment_exponent::operands,
+                                   .subnormals = lowbit::subnormal_exponent::min_normal, .zero_exponent = -126,
+                                   .addend = lowbit::fp32};
+    const std::string text =
+        "input_a=fp16 input_b=fp16 product=exact accumulator=fp32:infinity_always:toward_zero model=aligned chunk=0 "
+        "chunk_accumulator=exact window=25 group=16 align=operands subnormal_exponent=min_normal zero_exponent=-126 "
+        "addend=fp32";
+    CHECK(to_string(hopper) == text);
+    CHECK(lowbit::gemm_spec::parse(text) == hopper);
+    const lowbit::gemm_spec cdna3{.accumulator = lowbit::fp32, .model = lowbit::accumulation::two_level, .window = 24,
+                                  .group = 16, .sum_window = 31, .sub_dots = 2};
+    CHECK(lowbit::gemm_spec::parse("model=two_level accumulator=fp32 window=24 group=16 sub_dots=2") == cdna3);
+    CHECK(to_string(cdna3) == "input_a=exact input_b=exact product=exact accumulator=fp32 model=two_level chunk=0 "
+                              "chunk_accumulator=exact window=24 group=16 sub_dots=2");
+    CHECK(lowbit::gemm_spec::parse("model=aligned zero_exponent=none") == lowbit::gemm_spec{.model = lowbit::accumulation::aligned});
+    CHECK(lowbit::quantizer::parse("fp32:toward_zero:INFINITY_ALWAYS") == quantizer(truncating));
+}
+
 TEST_CASE("gemm_spec text: parse(to_string(spec)) is the spec, for random specs") {
     std::mt19937 gen(5);
     const auto pick = [&](int n) { return std::uniform_int_distribution<int>(0, n - 1)(gen); };
     for (int trial = 0; trial < 2000; ++trial) {
         lowbit::gemm_spec spec{.input_a = random_quantizer(gen), .input_b = random_quantizer(gen),
                                .product = random_quantizer(gen), .accumulator = random_quantizer(gen),
-                               .model = lowbit::accumulation(pick(5)), .chunk = pick(3) == 0 ? 0 : 1 + pick(128),
+                               .model = lowbit::accumulation(pick(6)), .chunk = pick(3) == 0 ? 0 : 1 + pick(128),
                                .chunk_accumulator = random_quantizer(gen), .window = 1 + pick(30), .group = 1 + pick(64),
-                               .cut = lowbit::alignment_cut(pick(2)), .threads = pick(4), .record_lost = pick(2) == 0};
+                               .sum_window = 1 + pick(40), .cut = lowbit::alignment_cut(pick(2)),
+                               .addend = random_quantizer(gen), .threads = pick(4), .record_lost = pick(2) == 0};
+        // the matrix units' conventions belong to the aligned and two_level models
+        if (spec.model == lowbit::accumulation::aligned || spec.model == lowbit::accumulation::two_level) {
+            spec.align = lowbit::alignment_exponent(pick(2));
+            spec.subnormals = lowbit::subnormal_exponent(pick(2));
+            if (pick(2) == 0) spec.zero_exponent = pick(300) - 200;
+            if (spec.align == lowbit::alignment_exponent::operands) spec.product = {};
+        }
+        if (spec.model == lowbit::accumulation::two_level) {
+            spec.sub_dots = 1 + pick(3);
+            spec.product = {};
+        }
         const std::string text = to_string(spec);
         INFO(text);
         const lowbit::gemm_spec back = lowbit::gemm_spec::parse(text);
@@ -142,4 +177,15 @@ TEST_CASE("gemm_spec text: malformed text is an error that says what is wrong") 
     fails("chunk=-1", "chunk = -1");           // validate()
     fails("chunk=1x", "where a number belongs");
     fails("accumulator=e4m3:wrap", "accumulator: ");
+    fails("model=aligned align=largest", "align 'largest'");
+    fails("model=aligned subnormal_exponent=zero", "subnormal_exponent 'zero'");
+    fails("model=aligned zero_exponent=x", "where a number belongs");
+    fails("align=operands", "option of the aligned and two_level models");        // validate()
+    fails("zero_exponent=-126", "option of the aligned and two_level models");
+    fails("model=aligned align=operands product=fp32", "leave the product unset");
+    fails("model=two_level product=bf16", "leave the product unset");
+    fails("sub_dots=2", "sub_dots = 2 is an option of the two_level model");
+    fails("model=two_level sub_dots=0", "sub_dots = 0 must be in [1, 64]");
+    fails("model=aligned zero_exponent=-5000", "zero_exponent = -5000");
+    fails("addend=e4m3:wrap", "addend: ");
 }

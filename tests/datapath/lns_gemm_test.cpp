@@ -86,7 +86,7 @@ ref::real reference_reduce(const std::vector<ref::real>& terms, const gemm_spec&
     ref::lane L{&nonfinite, spec, out, K, terms, terms, st, lost};
     const std::uint64_t chunk = spec.chunk == 0 ? std::max<std::uint64_t>(K, 1) : std::uint64_t(spec.chunk);
     const std::uint64_t chunks = (K + chunk - 1) / chunk;
-    ref::real total(0.0);
+    ref::real total(-0.0);  // (the chunk accumulator starts from -0, addition's identity)
     for (std::uint64_t c = 0; c < chunks; ++c) {
         const std::uint64_t start = c * chunk, n = std::min(chunk, K - start);
         accumulation model = spec.model;
@@ -98,6 +98,7 @@ ref::real reference_reduce(const std::vector<ref::real>& terms, const gemm_spec&
             case accumulation::pairwise: r = ref::chunk_pairwise(L, start, n); break;
             case accumulation::fused: r = ref::chunk_fused(L, start, n); break;
             case accumulation::aligned: r = ref::chunk_aligned(L, start, n); break;
+            case accumulation::two_level: throw std::logic_error("two_level: refused for LNS terms");
         }
         const ref::real t = L.round_sum(spec.chunk_accumulator, lowbit::gemm_role::chunk_accumulator, ref::add(total, r),
                                         L.out * chunks + c);

@@ -123,6 +123,13 @@ TEST_CASE("tour: formats, rounding, arrays, storage and the datapath", "[readme]
     // Integer accumulators that wrap or saturate (A2Q, WrapNet):
     spec.accumulator = lowbit::int_quantizer{.format = {.bits = 16}, .on_overflow = lowbit::int_overflow::wrap};
     lowbit::int_quantizer{.format = {.bits = 8}, .fraction_bits = 5}(std::span<float>(data));  // arrays too
+    // Real matrix units, bit for bit (NVIDIA Volta..Blackwell tensor cores, AMD CDNA1-3; datapath/hardware.hpp):
+    lowbit::gemm_spec h100 = lowbit::hw::preset(lowbit::hw::unit::hopper, lowbit::fp8_e4m3);  // D in fp32
+    auto mi300 = lowbit::hw::preset("cdna3:bf16");                 // unit:inputs[:output]
+    Eigen::MatrixXf D = lowbit::gemm_add(A, B, C, h100);            // D = A B + C, C the chain's start
+    // (presets are gemm_specs: model aligned with align = operands, subnormal_exponent = min_normal,
+    // zero_exponent = -126 and an fp32 result truncated with overflow::infinity_always; two_level
+    // for CDNA3; see hardware.hpp for what each unit does)
 
     CHECK(g == acc);
     CHECK(lowbit::to_string(g) == "lba_m7e4_acc");
@@ -152,6 +159,11 @@ TEST_CASE("tour: formats, rounding, arrays, storage and the datapath", "[readme]
     CHECK(iq.as_int() != nullptr);
     CHECK(spec.accumulator.as_int()->format.bits == 16);
     for (float v : data) CHECK(v * 32 == std::round(v * 32));  // on the grid of 2^-5
+    CHECK(D.rows() == 8);
+    CHECK(D.cols() == 5);
+    CHECK(lowbit::gemm_add(A, B, Eigen::MatrixXf::Zero(8, 5), h100) == lowbit::gemm(A, B, h100));  // C = +0
+    CHECK(mi300.model == lowbit::accumulation::two_level);
+    CHECK(h100.group == 32);  // wgmma's 32 bytes of FP8 per step
 }
 
 TEST_CASE("tour: calibration, scaled integers and block-scaled matrices", "[readme]") {

@@ -57,7 +57,7 @@ constexpr rounding deterministic_modes[] = {rounding::nearest_even,    rounding:
 constexpr rounding all_modes[] = {rounding::nearest_even,    rounding::nearest_away,    rounding::toward_zero,
                                   rounding::toward_positive, rounding::toward_negative, rounding::odd,
                                   rounding::stochastic};
-constexpr overflow overflows[] = {overflow::infinity, overflow::saturate};
+constexpr overflow overflows[] = {overflow::infinity, overflow::saturate, overflow::infinity_always};
 // (fnuz differs from none only in its zeros' sign and its overflow to NaN: the small formats below
 // and the constants check cover it, and the exhaustive sweeps leave it out)
 constexpr special_values all_specials[] = {special_values::ieee, special_values::fn, special_values::none};
@@ -654,6 +654,28 @@ TEST_CASE("trap: fp8_e4m3 at the top (464 480 1e6)", "[quantize][trap]") {
     CHECK(std::isnan(mpfr_round(480.0, f, rounding::nearest_even, overflow::infinity)));
     CHECK(same(mpfr_round(480.0, f, rounding::nearest_even, overflow::saturate), 448.0));
     CHECK(same(mpfr_round(1e6, f, rounding::toward_zero, overflow::infinity), 448.0));
+}
+
+TEST_CASE("trap: infinity_always overflows to infinity when truncating (NVIDIA's fp32 results)", "[quantize][trap]") {
+    // fp32's largest value is (2 - 2^-23) 2^127. 2^128 truncated toward zero is beyond it: IEEE
+    // (overflow::infinity) gives the largest value, a tensor core (infinity_always) gives inf.
+    const double big = 0x1p128, just_above = double(FLT_MAX) + 0x1p103;  // the second truncates to FLT_MAX
+    const auto& e8m23 = lowbit::fp32;
+    CHECK(same(lowbit::quantize(big, e8m23, rounding::toward_zero, overflow::infinity), double(FLT_MAX)));
+    CHECK(std::isinf(lowbit::quantize(big, e8m23, rounding::toward_zero, overflow::infinity_always)));
+    CHECK(same(lowbit::quantize(-big, e8m23, rounding::toward_zero, overflow::infinity_always),
+               -std::numeric_limits<double>::infinity()));
+    CHECK(same(lowbit::quantize(just_above, e8m23, rounding::toward_zero, overflow::infinity_always), double(FLT_MAX)));
+    CHECK(std::isinf(lowbit::quantize(big, e8m23, rounding::toward_negative, overflow::infinity_always)));
+    CHECK(std::isinf(lowbit::quantize(-big, e8m23, rounding::toward_positive, overflow::infinity_always)));
+    CHECK(same(lowbit::quantize(big, e8m23, rounding::odd, overflow::infinity_always), double(FLT_MAX)));
+    // e4m3 (fn: its top code is NaN) overflows to NaN; a format without specials keeps its largest
+    CHECK(std::isnan(lowbit::quantize(1e6f, lowbit::fp8_e4m3, rounding::toward_zero, overflow::infinity_always)));
+    CHECK(same(lowbit::quantize(1e6f, lowbit::lba_m7e4_acc, rounding::toward_zero, overflow::infinity_always),
+               float(lowbit::lba_m7e4_acc.max_finite())));
+    // the oracle agrees
+    CHECK(std::isinf(mpfr_round(big, e8m23, rounding::toward_zero, overflow::infinity_always)));
+    CHECK(same(mpfr_round(just_above, e8m23, rounding::toward_zero, overflow::infinity_always), double(FLT_MAX)));
 }
 
 TEST_CASE("trap: fnuz formats have no -0 and no infinity", "[quantize][trap]") {

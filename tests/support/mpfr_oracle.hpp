@@ -189,7 +189,8 @@ inline bool rounds_away_from_zero(lowbit::rounding mode, bool negative) {
 // Step 2 (no MPFR): the mode's choice between the neighbours, then the rules of the definition.
 //  1. overflow (rounded magnitude > largest finite): saturate -> +-largest finite; infinity ->
 //     +-inf (ieee) / NaN (fn, fnuz) / +-largest finite (none) when the mode rounds away from zero for
-//     x's sign, +-largest finite when it rounds toward zero.
+//     x's sign, +-largest finite when it rounds toward zero; infinity_always -> as infinity rounding
+//     away from zero, in every mode but odd (odd: +-largest finite).
 //  2. no subnormals: a rounded magnitude below 2^emin becomes a zero of x's sign (formats without
 //     zero: 2^emin with x's sign; x = +-0 gives that value too).
 //  3. NaN -> NaN; +-inf -> +-inf (ieee, overflow::infinity), NaN (fn and fnuz, overflow::infinity),
@@ -216,8 +217,9 @@ inline double oracle_finish(double x, const grid_neighbours& n, const oracle_for
     const bool negative = std::signbit(x);
     if (!f.is_signed && negative) return zero_or_smallest;                   // rule 4
     if (std::isinf(x)) {                                                     // rule 3
-        if (on_overflow == overflow::infinity && f.specials == special_values::ieee) return x;
-        if (on_overflow == overflow::infinity &&
+        const bool to_infinity = on_overflow == overflow::infinity || on_overflow == overflow::infinity_always;
+        if (to_infinity && f.specials == special_values::ieee) return x;
+        if (to_infinity &&
             (f.specials == special_values::fn || f.specials == special_values::fnuz))
             return nan;
         return std::copysign(c.max_finite, x);
@@ -252,8 +254,9 @@ inline double oracle_finish(double x, const grid_neighbours& n, const oracle_for
     }
 
     if (magnitude > c.max_finite) {                                          // rule 1
-        if (on_overflow == overflow::saturate || !rounds_away_from_zero(mode, negative) ||
-            f.specials == special_values::none)
+        const bool away = rounds_away_from_zero(mode, negative) ||
+                          (on_overflow == overflow::infinity_always && mode != rounding::odd);
+        if (on_overflow == overflow::saturate || !away || f.specials == special_values::none)
             magnitude = c.max_finite;
         else if (f.specials == special_values::ieee)
             magnitude = inf;

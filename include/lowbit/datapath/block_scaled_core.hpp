@@ -183,8 +183,14 @@ void block_dots_tile(const W* a, const W* b, std::int64_t K, std::int64_t stride
 // A block term d s, d = the sum of `count` parts (the block dot, or its high and low halves), as
 // a double when it is one exactly; false when it needs more than one double, or is NaN or
 // infinite. Each part times s is an error-free product h + fma(part, s, -h) (the header's ranges
-// keep the error representable) and the parts add by TwoSum. A zero term is d s with d = +0 (the
-// exact sum of the block from +0 is +0 when it is zero), so it takes the sign of s.
+// keep the error representable) and the parts add by TwoSum. A zero term is IEEE's d s: d = +0
+// when the block's exact sum (from +0) is zero, and a zero s gives a zero of d's sign times s's.
+inline double zero_term(const double* parts, std::int64_t count, double s) {
+    double d = 0;  // (d's sign: the sum of the parts is non-zero where d is)
+    for (std::int64_t p = 0; p < count; ++p) d += parts[p];
+    return (d == 0 ? 0.0 : std::copysign(1.0, d)) * 0.0 * s;
+}
+
 inline bool term_as_double(const double* parts, int count, double s, double& term) {
     double sum = 0;
     for (int p = 0; p < count; ++p) {
@@ -195,7 +201,7 @@ inline bool term_as_double(const double* parts, int count, double s, double& ter
         if (!std::isfinite(t) || (sum - (t - h_part)) + (h - h_part) != 0) return false;  // TwoSum error
         sum = t;
     }
-    term = sum == 0 ? 0.0 * s : sum;
+    term = sum == 0 ? zero_term(parts, count, s) : sum;
     return true;
 }
 
@@ -214,7 +220,7 @@ inline exact_sum exact_term(const double* parts, std::int64_t count, double s) {
         if (!std::isfinite(h)) continue;
         if (const double error = std::fma(parts[p], s, -h); error != 0) term.add(error);
     }
-    return term.is_zero() ? exact_sum(0.0 * s) : term;
+    return term.is_zero() ? exact_sum(zero_term(parts, count, s)) : term;
 }
 
 inline double round_by(const auto& step, double x, std::uint64_t index) {
@@ -580,9 +586,9 @@ inline bool block_terms_in_lanes(const block_scaled_matrix& A, const block_scale
                         [&](std::int64_t i, std::int64_t j0, const auto& row_terms) {
                             thread_local std::vector<double> scratch;  // (on the pool's threads)
                             scratch.resize(std::size_t(reduction->scratch_rows() * fast_lanes));
-                            alignas(64) float total[fast_lanes] = {};
+                            chunk_totals total;
                             reduction->row_of_doubles(o->nb, row_terms, [](std::int64_t, int, float*) { return false; }, scratch.data(), total);
-                            store(i, j0, total);
+                            store(i, j0, total.lanes);
                         });
         return true;
     }
@@ -646,9 +652,9 @@ inline bool block_terms_in_lanes(const block_scaled_matrix& A, const block_scale
     o->for_each_row(terms_pass, product_address, threads, [&](std::int64_t i, std::int64_t j0, const auto& row_terms) {
         thread_local std::vector<float> scratch;  // (on the pool's threads)
         scratch.resize(std::size_t(reduction->scratch_rows() * fast_lanes));
-        alignas(64) float total[fast_lanes] = {};
+        chunk_totals total;
         reduction->row(nb, row_terms, [](std::int64_t, int, float*) { return false; }, scratch.data(), total);
-        store(i, j0, total);
+        store(i, j0, total.lanes);
     });
     return true;
 }
@@ -853,8 +859,8 @@ struct block_gemm_run {
                     const double coarse = A.coarse_scale(std::size_t(i)) * B.coarse_scale(std::size_t(j));
                     if (doubles(t)) {
                         const double* results = s.double_results.data() + std::size_t(c) * chunks;
-                        if (std::decay_t<decltype(step)>::exact && chunks == 1)  // 0 + r, exactly
-                            C(i, j) = scaled_result(results[0] + 0.0, coarse);
+                        if (std::decay_t<decltype(step)>::exact && chunks == 1)  // -0 + r: r, exactly
+                            C(i, j) = scaled_result(results[0], coarse);
                         else
                             C(i, j) = scaled_result(
                                 accumulate_chunks(std::span<const double>(results, chunks), step, output(t), sink_of(t)),

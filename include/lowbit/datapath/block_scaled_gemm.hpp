@@ -159,6 +159,12 @@ inline void check_block_gemm(const block_scaled_matrix& A, const block_scaled_ma
         bad_block_gemm("spec.input_a must be unset: the block-scaled operands are quantized already");
     if (!spec.input_b.is_exact())
         bad_block_gemm("spec.input_b must be unset: the block-scaled operands are quantized already");
+    if (spec.model == accumulation::two_level)
+        bad_block_gemm("spec.model = two_level aligns products on their operands' exponents, and a block term has "
+                       "no such pair");
+    if (spec.align == alignment_exponent::operands)
+        bad_block_gemm("spec.align = operands aligns a product on its operands' exponents, and a block term has "
+                       "no such pair: use align = value");
     check_accumulator_format(spec.accumulator, "accumulator");
     check_accumulator_format(spec.chunk_accumulator, "chunk_accumulator");
     if (const auto* f = spec.product.as_float(); f != nullptr && f->format.man_bits > 50)

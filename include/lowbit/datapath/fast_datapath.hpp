@@ -84,6 +84,14 @@ namespace lowbit::detail {
 constexpr int fast_lanes = 64;
 constexpr int fast_panel = 32;  // k per product buffer (8 KiB: stays in L1)
 
+// The chunk accumulator's totals of a block of outputs, before the first chunk: -0, addition's
+// identity (gemm_spec.hpp), so that a chunk's result passes with the sign of its zero.
+struct chunk_totals {
+    alignas(64) float lanes[fast_lanes];
+    chunk_totals() { std::fill_n(lanes, fast_lanes, -0.0f); }
+    operator float*() { return lanes; }
+};
+
 // ---- the operations, each on one lane ----
 
 // Each operation also has a counted form that reports its events as 0/1 integers, so that
@@ -1219,6 +1227,7 @@ public:
             why_not = std::move(why);
             return std::optional<lane_reduction>{};
         };
+        if (spec.model == accumulation::two_level) return refuse("two_level (CDNA3's fused dot) runs on the exact path");
         const non_finite_addends non_finite_terms{!terms.finite, !terms.finite, !terms.finite};
         if (double_terms) {
             if (spec.model != accumulation::sequential && spec.model != accumulation::fma)
@@ -1245,8 +1254,8 @@ public:
             accumulated.finite = accumulated.finite && terms.finite;
         }
         r.chunk_ = spec.chunk == 0 ? K : std::min<std::int64_t>(spec.chunk, K);
-        // One chunk and an exact chunk accumulator: the total is 0 + the chunk's result, which
-        // fp32's addition gives exactly (a -0 becomes +0, as in the exact sum).
+        // One chunk and an exact chunk accumulator: the total is -0 + the chunk's result, which
+        // fp32's addition gives exactly (the chunk's result itself, as in the exact sum).
         const auto chunk_step =
             spec.chunk_accumulator.is_exact() && r.chunk_ == K
                 ? std::optional<accumulate_op>(sum_fp32{})
@@ -1315,6 +1324,10 @@ public:
                     *r.fused_rounding_);
             }
         } else if (spec.model == accumulation::aligned) {
+            if (spec.align != alignment_exponent::value || spec.subnormals != subnormal_exponent::own ||
+                spec.zero_exponent)
+                return refuse("aligned: operands' exponents, subnormals read at the smallest normal exponent or zeros "
+                              "in the alignment (matrix units' conventions) run on the exact path");
             // Terms are normal floats or zero (their exponent field is their exponent), and the sum
             // of the accumulator and `group` terms cut to `window` bits below the largest fits 24 bits.
             const auto acc_grid = float_grid(spec.accumulator);
@@ -1407,6 +1420,7 @@ public:
                         aligned_(buf, m, group_, window_, acc, accumulate_address);
                     }
                     break;
+                case accumulation::two_level: break;  // (refused by make)
             }
             chunk_only_(acc, 1, total, chunk_address);  // total = chunk_acc(total + acc)
         }
@@ -1647,7 +1661,7 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
                     float* const row = out + r * fast_lanes;
                     const std::uint64_t columns = width == 64 ? ~std::uint64_t(0) : (std::uint64_t(1) << width) - 1;
                     if ((unknown[r] & columns) != 0) {  // a zero of unknown sign: see scaled_chain.hpp
-                        alignas(64) float total[fast_lanes] = {};
+                        chunk_totals total;
                         std::vector<float> scratch(std::size_t(rows * fast_lanes));
                         general_row(i + r, block, scratch.data(), total);
                         for (std::int64_t l = 0; l < width; ++l)
@@ -1690,7 +1704,7 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
         gemm_stats events;  // this range's
         for (std::int64_t at = begin; at < end; ++at) {
             const std::int64_t block = at / M, i = at % M;
-            alignas(64) float total[fast_lanes] = {};
+            chunk_totals total;
             if (stats != nullptr)
                 counted_chunks(a.data() + i * K, b_data + block * fast_lanes, ldb, K, chunk, prod_address,
                                accumulate_address, total, &events);

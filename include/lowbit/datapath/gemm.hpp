@@ -5,6 +5,9 @@
 //   lowbit::gemm(A, B, C, spec);                            // fills C (resized when it can be)
 //   lowbit::gemm(A, B, C, spec, &stats, &report);           // report: which kernel ran, and why
 //                                                           // no faster one (gemm_report.hpp)
+//   Eigen::MatrixXf D = lowbit::gemm_add(A, B, C, spec);    // D = A B + C, the accumulation
+//                                                           // starting from C (gemm_spec.hpp)
+//   lowbit::gemm_add(A, B, C, D, spec, &stats, &report);    // fills D
 //   float d = lowbit::dot(a, b, spec);                      // spans of K floats, or Eigen vectors
 //
 // Threads: spec.threads (0: OpenMP's default) split the rows of C; every output is computed by
@@ -52,13 +55,14 @@ template <class = void>
 void quantize_rows_piece(const quantizer& q, gemm_role role, float* piece, std::size_t begin, std::size_t n,
                          gemm_stats* stats);
 
-// C (row-major M x N) from the quantized A (row-major M x K) and B (row-major K x N): the integer
-// chain for integer accumulators, the vectorized paths for float ones where they apply (each says
-// why not in the report), the exact path otherwise. Resets *report; adds the MACs and events to
-// *stats.
+// C (row-major M x N) from the quantized A (row-major M x K) and B (row-major K x N), each
+// output's accumulation starting from addend[i*N + j] (the quantized C of gemm_add; nullptr: +0):
+// the integer chain for integer accumulators, the vectorized paths for float ones where they apply
+// (each says why not in the report), the exact path otherwise. Resets *report; adds the MACs and
+// events to *stats.
 template <class = void>
-void multiply_quantized(const row_major_view& a, const row_major_view& b_rows, row_major_view& c,
-                        const gemm_spec& spec, gemm_stats* stats, gemm_report* report);
+void multiply_quantized(const row_major_view& a, const row_major_view& b_rows, const float* addend,
+                        row_major_view& c, const gemm_spec& spec, gemm_stats* stats, gemm_report* report);
 
 // Applies an input quantizer to the n elements at data (random index e for element e), split
 // among threads.
@@ -152,37 +156,76 @@ inline void check_accumulator_format(const quantizer& q, const char* field) {
                                     "the quantizer unset for an exact accumulator");
 }
 
+// The two front ends in one: D = A B (+ C when `addend` points at it), the output written to D.
+template <class DA, class DB, class DC, class DD>
+void gemm_into(const Eigen::MatrixBase<DA>& A, const Eigen::MatrixBase<DB>& B, const Eigen::MatrixBase<DC>* addend,
+               Eigen::MatrixBase<DD>& D, const gemm_spec& spec, gemm_stats* stats, gemm_report* report,
+               const char* function) {
+    spec.validate();
+    check_accumulator_format(spec.accumulator, "accumulator");
+    check_accumulator_format(spec.chunk_accumulator, "chunk_accumulator");
+    if (A.cols() != B.rows())
+        throw std::invalid_argument(std::string(function) + ": shape mismatch: A is " + std::to_string(A.rows()) +
+                                    " x " + std::to_string(A.cols()) + " and B is " + std::to_string(B.rows()) + " x " +
+                                    std::to_string(B.cols()) + ": A's columns (K) must equal B's rows");
+    const Eigen::Index M = A.rows(), N = B.cols();
+    if (addend != nullptr && (addend->rows() != M || addend->cols() != N))
+        throw std::invalid_argument(std::string(function) + ": shape mismatch: C is " +
+                                    std::to_string(addend->rows()) + " x " + std::to_string(addend->cols()) +
+                                    " and A B is " + std::to_string(M) + " x " + std::to_string(N));
+    fit_output(D, M, N, function);
+    if (spec.record_lost && stats == nullptr)
+        throw std::invalid_argument(std::string(function) + ": record_lost = true needs a gemm_stats to record into");
+
+    const int threads = thread_count(spec.threads);
+    const row_major_view a = quantized_rows(A, spec.input_a, gemm_role::input_a, threads, buffer_slot::input_a, stats);
+    const row_major_view b_rows =
+        quantized_rows(B, spec.input_b, gemm_role::input_b, threads, buffer_slot::input_b, stats);
+    const float* c_in = nullptr;
+    if (addend != nullptr)  // (C's input events are not counted: gemm_stats counts A's and B's)
+        c_in = quantized_rows(*addend, spec.addend, gemm_role::addend, threads, buffer_slot::addend).data();
+
+    row_major_view d(reused_buffer(buffer_slot::output, std::size_t(M * N)), M, N);
+    multiply_quantized(a, b_rows, c_in, d, spec, stats, report);
+    // Back in D's storage order and type, by rows split among threads as above.
+    for_row_pieces(M, d.size(), threads, [&](Eigen::Index first, Eigen::Index count) {
+        copy_rows_tiled(d, D, first, count);
+    });
+}
+
 }  // namespace detail
 
 
 template <class DA, class DB, class DC>
 void gemm(const Eigen::MatrixBase<DA>& A, const Eigen::MatrixBase<DB>& B, Eigen::MatrixBase<DC>& C,
           const gemm_spec& spec, gemm_stats* stats = nullptr, gemm_report* report = nullptr) {
-    spec.validate();
-    detail::check_accumulator_format(spec.accumulator, "accumulator");
-    detail::check_accumulator_format(spec.chunk_accumulator, "chunk_accumulator");
-    if (A.cols() != B.rows())
-        throw std::invalid_argument("lowbit::gemm: shape mismatch: A is " + std::to_string(A.rows()) + " x " +
-                                    std::to_string(A.cols()) + " and B is " + std::to_string(B.rows()) + " x " +
-                                    std::to_string(B.cols()) + ": A's columns (K) must equal B's rows");
-    const Eigen::Index M = A.rows(), N = B.cols();
-    detail::fit_output(C, M, N, "lowbit::gemm");
-    if (spec.record_lost && stats == nullptr)
-        throw std::invalid_argument("lowbit::gemm: record_lost = true needs a gemm_stats to record into");
+    detail::gemm_into(A, B, static_cast<const Eigen::MatrixBase<DC>*>(nullptr), C, spec, stats, report, "lowbit::gemm");
+}
 
-    const int threads = detail::thread_count(spec.threads);
-    using detail::buffer_slot;
-    const detail::row_major_view a =
-        detail::quantized_rows(A, spec.input_a, gemm_role::input_a, threads, buffer_slot::input_a, stats);
-    const detail::row_major_view b_rows =
-        detail::quantized_rows(B, spec.input_b, gemm_role::input_b, threads, buffer_slot::input_b, stats);
+// D = A B + C on the datapath: each output's accumulation starts from C(i, j), rounded by
+// spec.addend (gemm_spec.hpp says where C enters each model). C: M x N, any storage.
+template <class DA, class DB, class DC, class DD>
+void gemm_add(const Eigen::MatrixBase<DA>& A, const Eigen::MatrixBase<DB>& B, const Eigen::MatrixBase<DC>& C,
+              Eigen::MatrixBase<DD>& D, const gemm_spec& spec, gemm_stats* stats = nullptr,
+              gemm_report* report = nullptr) {
+    detail::gemm_into(A, B, &C, D, spec, stats, report, "lowbit::gemm_add");
+}
 
-    detail::row_major_view c(detail::reused_buffer(buffer_slot::output, std::size_t(M * N)), M, N);
-    detail::multiply_quantized(a, b_rows, c, spec, stats, report);
-    // Back in C's storage order and type, by rows split among threads as above.
-    detail::for_row_pieces(M, c.size(), threads, [&](Eigen::Index first, Eigen::Index count) {
-        detail::copy_rows_tiled(c, C, first, count);
-    });
+// Overload for an Eigen::Ref, a Map or a block passed as a temporary D.
+template <class DA, class DB, class DC, class DD>
+void gemm_add(const Eigen::MatrixBase<DA>& A, const Eigen::MatrixBase<DB>& B, const Eigen::MatrixBase<DC>& C,
+              Eigen::MatrixBase<DD>&& D, const gemm_spec& spec, gemm_stats* stats = nullptr,
+              gemm_report* report = nullptr) {
+    gemm_add(A, B, C, D, spec, stats, report);
+}
+
+template <class DA, class DB, class DC>
+Eigen::MatrixXf gemm_add(const Eigen::MatrixBase<DA>& A, const Eigen::MatrixBase<DB>& B,
+                         const Eigen::MatrixBase<DC>& C, const gemm_spec& spec, gemm_stats* stats = nullptr,
+                         gemm_report* report = nullptr) {
+    Eigen::MatrixXf D(A.rows(), B.cols());
+    gemm_add(A, B, C, D, spec, stats, report);
+    return D;
 }
 
 template <class DA, class DB>

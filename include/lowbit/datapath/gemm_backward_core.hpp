@@ -108,7 +108,8 @@ void lane_flags(const float* __restrict a, const float* __restrict b, std::ptrdi
     constexpr int L = fast_lanes;
     const P prod = *static_cast<const P*>(product);  // local copies: stores cannot alias them
     const A step = *static_cast<const A*>(accumulate);
-    float total[L] = {};
+    float total[L];
+    std::fill_n(total, L, -0.0f);  // as the forward's chunk totals
     for (std::int64_t start = 0, c = 0; start < K; start += chunk, ++c) {
         float acc[L] = {};
         const std::int64_t end = std::min(K, start + chunk);

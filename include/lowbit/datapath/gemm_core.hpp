@@ -11,6 +11,7 @@
 #include <lowbit/datapath/fast_datapath.hpp>
 #include <lowbit/datapath/gemm.hpp>
 #include <lowbit/datapath/integer_chain.hpp>
+#include <lowbit/datapath/operand_aligned.hpp>
 
 #include <cmath>
 #include <cstdint>
@@ -82,10 +83,10 @@ void quantize_rows_piece(const quantizer& q, gemm_role role, float* piece, std::
 }
 
 // C (row-major M x N) from quantized A (row-major M x K) and B (column-major: column j of B
-// contiguous), on the exact path.
+// contiguous), on the exact path; each output's accumulation starts from addend[i*N + j] (or +0).
 template <bool Count>
 void exact_gemm(const row_major_view& a, const Eigen::MatrixXf& b, row_major_view& c, const gemm_spec& spec,
-                gemm_stats* stats) {
+                gemm_stats* stats, const float* addend) {
     const std::int64_t M = a.rows(), K = a.cols(), N = b.cols();
     const exact_datapath path{spec, N, K};
     const int threads = thread_count(spec.threads);
@@ -100,7 +101,8 @@ void exact_gemm(const row_major_view& a, const Eigen::MatrixXf& b, row_major_vie
             event_sink<Count> sink{&local, nullptr};
             if constexpr (Count)
                 if (spec.record_lost) sink.lost = stats->lost.data() + out * std::uint64_t(K);
-            c(i, j) = path.output<Count>(a.data() + i * K, b.data() + j * K, out, products, tree, chunk_results, sink);
+            c(i, j) = path.output<Count>(a.data() + i * K, b.data() + j * K, out, products, tree, chunk_results, sink,
+                                         addend != nullptr ? std::optional<double>(addend[out]) : std::nullopt);
         }
     }
     if constexpr (Count)
@@ -108,30 +110,38 @@ void exact_gemm(const row_major_view& a, const Eigen::MatrixXf& b, row_major_vie
 }
 
 template <class>
-void multiply_quantized(const row_major_view& a, const row_major_view& b_rows, row_major_view& c,
-                        const gemm_spec& spec, gemm_stats* stats, gemm_report* report) {
+void multiply_quantized(const row_major_view& a, const row_major_view& b_rows, const float* addend,
+                        row_major_view& c, const gemm_spec& spec, gemm_stats* stats, gemm_report* report) {
     const std::int64_t M = a.rows(), K = a.cols(), N = b_rows.cols();
     if (report != nullptr) *report = gemm_report{};
     if (stats != nullptr) {
         stats->macs += std::uint64_t(M) * std::uint64_t(N) * std::uint64_t(K);
         if (spec.record_lost) stats->lost.assign(std::size_t(M * N * K), 0);
     }
-    const bool fast = spec.accumulator.as_int() != nullptr ? integer_gemm(a, b_rows, c, spec, stats, report)
-                                                           : fast_gemm(a, b_rows, c, spec, stats, report);
+    bool fast = false;
+    if ((spec.model == accumulation::aligned && spec.align == alignment_exponent::operands) ||
+        spec.model == accumulation::two_level) {
+        fast = operand_aligned_gemm(a, b_rows, addend, c, spec, stats, report);
+    } else if (addend != nullptr) {
+        if (report != nullptr) report->reason = "an addend C (gemm_add) runs on the exact path but in the aligned model on operands";
+    } else {
+        fast = spec.accumulator.as_int() != nullptr ? integer_gemm(a, b_rows, c, spec, stats, report)
+                                                    : fast_gemm(a, b_rows, c, spec, stats, report);
+    }
     if (!fast) {
         const Eigen::MatrixXf b = b_rows;  // column-major: each column's K values contiguous
         if (stats != nullptr)
-            exact_gemm<true>(a, b, c, spec, stats);
+            exact_gemm<true>(a, b, c, spec, stats, addend);
         else
-            exact_gemm<false>(a, b, c, spec, nullptr);
+            exact_gemm<false>(a, b, c, spec, nullptr, addend);
         if (report != nullptr) report->kernel = gemm_kernel::exact;
     }
 }
 
 #ifdef LOWBIT_COMPILED_LIB
 extern template void quantize_rows_piece<>(const quantizer&, gemm_role, float*, std::size_t, std::size_t, gemm_stats*);
-extern template void multiply_quantized<>(const row_major_view&, const row_major_view&, row_major_view&,
-                                          const gemm_spec&, gemm_stats*, gemm_report*);
+extern template void multiply_quantized<>(const row_major_view&, const row_major_view&, const float*,
+                                          row_major_view&, const gemm_spec&, gemm_stats*, gemm_report*);
 #endif
 
 }  // namespace lowbit::detail

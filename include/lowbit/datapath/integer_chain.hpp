@@ -229,7 +229,7 @@ inline std::optional<integer_plan> make_integer_plan(const gemm_spec& spec, cons
         return {};
     }
     const int f = acc->fraction_bits;
-    if (spec.model == accumulation::aligned) {
+    if (spec.model == accumulation::aligned || spec.model == accumulation::two_level) {
         why = "integer_chain: runs sequential, fma, pairwise and fused models";
         return {};
     }

@@ -670,7 +670,7 @@ public:
                             else for (int l = 0; l < fast_lanes; ++l) o[l] = power * row[l] + W(0);
                         }
                     };
-                    alignas(64) float total[fast_lanes] = {};
+                    chunk_totals total;
                     // Products made as they are added where a fused chain serves the accumulator
                     // (no buffer between them); otherwise through fill's buffer.
                     const auto fused = [&](std::int64_t k, int n, float* acc) {

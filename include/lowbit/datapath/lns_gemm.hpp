@@ -320,6 +320,12 @@ struct lns_gemm_spec {
         must_be_unset(datapath.input_b, "datapath.input_b", "LNS inputs are rounded by input_b.quantizer");
         must_be_unset(datapath.product, "datapath.product",
                       "an LNS product is exact (k_a + k_b); its conversion to linear is set by `conversion`");
+        if (datapath.model == accumulation::two_level)
+            fail("datapath.model = two_level aligns products on their operands' float exponents, which LNS codes do "
+                 "not have");
+        if (datapath.align == alignment_exponent::operands)
+            fail("datapath.align = operands aligns a product on its operands' float exponents, which LNS codes do "
+                 "not have: use align = value");
         if (accumulation == lns_accumulation::per_product) {
             must_be_unset(bucket_sum, "bucket_sum", "it rounds the buckets of bucketed accumulation only");
             return;

@@ -12,7 +12,8 @@
 //   "exact"                               no rounding
 //   float_format [":" option]*            the format as float_format::parse reads it, then
 //       options: a rounding mode (nearest_even, nearest_away, toward_zero, toward_positive,
-//       toward_negative, stochastic, odd), "infinity" | "saturate" (overflow), "seed=N",
+//       toward_negative, stochastic, odd), "infinity" | "saturate" | "infinity_always"
+//       (overflow), "seed=N",
 //       "random_bits=N"
 //   ["u"] "int" bits [":" option]*         an integer format ("int8", "uint4"), then
 //       options: a rounding mode, "wrap" | "saturate", "frac=N" (fraction bits), "seed=N",
@@ -163,10 +164,13 @@ inline quantizer quantizer::parse(std::string_view text) {
         if (detail::rounding_named(option, mode)) {
             once("rounding mode");
             (integer ? q.mode : f.mode) = mode;
-        } else if (option == "saturate" || option == (integer ? "wrap" : "infinity")) {
+        } else if (option == "saturate" || option == (integer ? "wrap" : "infinity") ||
+                   (!integer && option == "infinity_always")) {
             once("overflow");
             if (integer) q.on_overflow = option == "wrap" ? int_overflow::wrap : int_overflow::saturate;
-            else f.on_overflow = option == "infinity" ? overflow::infinity : overflow::saturate;
+            else f.on_overflow = option == "infinity" ? overflow::infinity
+                                 : option == "saturate" ? overflow::saturate
+                                                        : overflow::infinity_always;
         } else if (option.starts_with("seed=")) {
             once("seed");
             (integer ? q.seed : f.seed) = detail::parse_count<std::uint64_t>("quantizer", text, option.substr(5));
@@ -179,7 +183,7 @@ inline quantizer quantizer::parse(std::string_view text) {
         } else {
             detail::bad_text("quantizer", text,
                              "has an unknown option '" + std::string(option) + "' (a rounding mode, " +
-                                 (integer ? "wrap, saturate, frac=N" : "infinity, saturate") + ", seed=N or random_bits=N)");
+                                 (integer ? "wrap, saturate, frac=N" : "infinity, saturate, infinity_always") + ", seed=N or random_bits=N)");
         }
     }
     const quantizer result = integer ? quantizer(q) : quantizer(f);
@@ -197,7 +201,7 @@ inline std::string to_string(const quantizer& q) {
     };
     if (const auto* f = q.as_float()) {
         s = to_string(f->format);
-        if (f->on_overflow != overflow::infinity) s += ":saturate";
+        if (f->on_overflow != overflow::infinity) (s += ':') += to_string(f->on_overflow);
         common(f->mode, f->seed, f->random_bits);
     } else {
         const int_quantizer& i = *q.as_int();

@@ -11,7 +11,7 @@
 
 namespace lowbit::detail {
 
-enum class buffer_slot { input_a, input_b, output, layout_b, count };
+enum class buffer_slot { input_a, input_b, output, layout_b, addend, count };
 
 // At least n floats (contents unspecified), valid until this thread asks for the slot again.
 inline float* reused_buffer(buffer_slot slot, std::size_t n) {

@@ -134,7 +134,7 @@ struct int_step {
         if (approx < 0x1p60) {
             const double m = double(magnitude_low);
             overflowed = negative ? m > -lo : m > hi;
-            if (!overflowed) return (negative ? -m : m) * scale;
+            if (!overflowed) return m == 0 ? 0.0 : (negative ? -m : m) * scale;  // (a register's 0 is +0)
             if (q.on_overflow == int_overflow::saturate) return (negative ? lo : hi) * scale;
         }
         overflowed = true;

@@ -25,6 +25,9 @@ enum class overflow : std::uint8_t {
                // formats, the largest finite value for formats without specials), the largest
                // finite value when rounding toward zero
     saturate,  // the largest finite value of the right sign, in every mode
+    infinity_always,  // +-inf in every mode but odd (NaN for fn formats, the largest finite value
+                      // for formats without specials), truncation included: what NVIDIA's tensor
+                      // cores do when their truncated fp32 result overflows
 };
 
 constexpr const char* to_string(rounding m) {
@@ -40,7 +43,14 @@ constexpr const char* to_string(rounding m) {
     return "?";
 }
 
-constexpr const char* to_string(overflow o) { return o == overflow::infinity ? "infinity" : "saturate"; }
+constexpr const char* to_string(overflow o) {
+    switch (o) {
+        case overflow::infinity: return "infinity";
+        case overflow::saturate: return "saturate";
+        case overflow::infinity_always: return "infinity_always";
+    }
+    return "?";
+}
 
 // Calls f(std::integral_constant<rounding, Mode>) for the runtime mode: the one place where a
 // runtime mode becomes a compile-time one.

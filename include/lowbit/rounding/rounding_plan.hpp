@@ -101,6 +101,8 @@ struct rounding_plan {
     bits_type full_kernel_keys[2] = {0, 0};  // [0]: kernels that take tiny x, [1]: the others
     T max_finite = 0;           // largest finite magnitude
     T overflow_away = 0;        // magnitude of an overflow that rounds away from zero
+    T overflow_toward = 0;      // ... and toward zero: max_finite, or overflow_away under
+                                // overflow::infinity_always
     T flush_below = 0;          // rounded magnitudes below this ...
     T flush_to = 0;             // ... become this (no subnormals; formats without zero)
     T lowest_input = 0;         // inputs below this (negative x for unsigned formats) become 0
@@ -152,6 +154,7 @@ struct rounding_plan {
         p.overflow_away = saturates ? p.max_finite
                           : f.specials == special_values::ieee ? std::numeric_limits<T>::infinity()
                                                                : std::numeric_limits<T>::quiet_NaN();
+        p.overflow_toward = on_overflow == overflow::infinity_always ? p.overflow_away : p.max_finite;
         p.flush_below = f.subnormals ? T(0) : T(f.min_normal());
         p.flush_to = f.has_zero ? T(0) : T(f.min_normal());
         p.sign_keep = f.is_signed ? bits_type(bits_type(1) << (sizeof(T) * 8 - 1)) : 0;
@@ -255,12 +258,14 @@ template <rounding Mode, class T, kernel_inputs In = kernel_inputs{}>
     T y = std::bit_cast<T>(rounded);
 
     T overflow_result = overflow_away;
-    if constexpr (Mode == rounding::toward_zero || Mode == rounding::odd)
+    if constexpr (Mode == rounding::toward_zero)
+        overflow_result = p.overflow_toward;
+    else if constexpr (Mode == rounding::odd)
         overflow_result = max_finite;
     else if constexpr (Mode == rounding::toward_positive)
-        overflow_result = sign ? max_finite : overflow_away;
+        overflow_result = sign ? p.overflow_toward : overflow_away;
     else if constexpr (Mode == rounding::toward_negative)
-        overflow_result = sign ? overflow_away : max_finite;
+        overflow_result = sign ? overflow_away : p.overflow_toward;
     y = y > max_finite ? overflow_result : y;
     if constexpr (In.flush) y = y < flush_below ? flush_to : y;
     // An infinite x: for the modes that round away from zero the overflow above already gave
