@@ -548,7 +548,8 @@ struct exact_datapath {
     // The smallest normal exponent of the values a quantizer gives, where subnormal_exponent =
     // min_normal reads subnormals (a float format's emin; the stored float's, fp32's, otherwise);
     // INT_MIN under subnormal_exponent = own.
-    int operand_min_exponent(const quantizer& q) const {
+    int operand_min_exponent(const quantizer& q) const { return min_normal_exponent(spec, q); }
+    static int min_normal_exponent(const gemm_spec& spec, const quantizer& q) {
         if (spec.subnormals != subnormal_exponent::min_normal) return INT_MIN;
         if (const auto* f = q.as_float()) return f->format.emin();
         return fp32.emin();

@@ -15,6 +15,7 @@
 // from its addend (gemm_add) or +0.
 #pragma once
 
+#include <lowbit/datapath/exact_datapath.hpp>
 #include <lowbit/datapath/fast_datapath.hpp>
 #include <lowbit/datapath/gemm_report.hpp>
 #include <lowbit/datapath/gemm_spec.hpp>
@@ -38,11 +39,8 @@ namespace lowbit::detail {
     return std::bit_cast<double>(std::uint64_t(e + 1023) << 52);
 }
 
-// A value's exponent for the alignment: floor(log2 |x|) read no lower than `min`; `zero` for 0.
-inline int operand_exponent(float x, int min, int zero) {
-    if (x == 0) return zero;
-    return std::max(std::ilogb(x), min);
-}
+// A value's exponent for the alignment (exponent_reading::of_value), `zero` for 0.
+inline int operand_exponent(float x, int min, int zero) { return x == 0 ? zero : exponent_reading::of_value(x, min); }
 
 // The smallest exponent any group's largest may have beside the values of a call: below it no
 // term is read (the sentinel for "no exponent").
@@ -211,14 +209,9 @@ bool operand_aligned_gemm(const MA& a, const MB& b, const float* addend, MC& c, 
     if (!all_finite(a.data(), a.size()) || !all_finite(b.data(), b.size()) ||
         (addend != nullptr && !all_finite(addend, M * N)))
         return refuse("an infinite or NaN input");
-    const bool min_normal = spec.subnormals == subnormal_exponent::min_normal;
-    const auto operand_min = [&](const quantizer& q) {
-        if (!min_normal) return INT_MIN;
-        if (const auto* f = q.as_float()) return f->format.emin();
-        return fp32.emin();
-    };
-    const int min_a = operand_min(spec.input_a), min_b = operand_min(spec.input_b);
-    const int acc_min = min_normal ? acc->format.emin() : INT_MIN;
+    const int min_a = exact_datapath::min_normal_exponent(spec, spec.input_a);
+    const int min_b = exact_datapath::min_normal_exponent(spec, spec.input_b);
+    const int acc_min = exact_datapath::min_normal_exponent(spec, spec.accumulator);
     const int zero = spec.zero_exponent ? *spec.zero_exponent : no_exponent;
 
     // The operands' exponents, once per element (B's padded to whole blocks of lanes).
