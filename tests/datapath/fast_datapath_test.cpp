@@ -347,10 +347,15 @@ TEST_CASE("fast path: inputs on a grid the spec does not declare take it too") {
             CHECK(without_format.kernel == with_format.kernel);  // (counting events changes no kernel)
             CHECK(same_events(stats, exact_stats));
         }
-    // Unquantized N(0,1) data: products of 24-bit significands are not exact in fp32.
+    // Unquantized N(0,1) data: products of 24-bit significands are not exact in fp32. Lanes add
+    // them unrounded as doubles; rounded first, they take the exact path.
     const auto A = scaled_normal(3, 10, gen, 0), B = scaled_normal(10, 3, gen, 0);
     lowbit::gemm_report report;
-    lowbit::gemm(A, B, lowbit::gemm_spec{.accumulator = lowbit::bf16}, nullptr, &report);
+    lowbit::gemm_stats stats;
+    const lowbit::gemm_spec unrounded{.accumulator = lowbit::bf16};
+    CHECK(same_bits(lowbit::gemm(A, B, unrounded, nullptr, &report), exact_gemm(A, B, unrounded, stats)));
+    CHECK(report.kernel == lowbit::gemm_kernel::vectorized_chain);
+    lowbit::gemm(A, B, lowbit::gemm_spec{.product = lowbit::bf16, .accumulator = lowbit::bf16}, nullptr, &report);
     CHECK(report.kernel == lowbit::gemm_kernel::exact);
     CHECK_THAT(report.reason, Catch::Contains("not exact in fp32"));
 }
@@ -544,4 +549,149 @@ TEST_CASE("fast path equals the exact path: an all-zero input, unquantized, in e
         CHECK(same_bits(exact_gemm(B.transpose(), zeros.transpose(), spec, stats),
                         lowbit::gemm(B.transpose(), zeros.transpose(), spec)));
     }
+}
+
+namespace {
+
+// gemm_add on the exact path (per-product records force it) and as gemm_add runs it.
+Eigen::MatrixXf exact_gemm_add(const Eigen::MatrixXf& A, const Eigen::MatrixXf& B, const Eigen::MatrixXf& C,
+                               lowbit::gemm_spec spec) {
+    spec.record_lost = true;
+    lowbit::gemm_stats stats;
+    Eigen::MatrixXf D;
+    lowbit::gemm_add(A, B, C, D, spec, &stats);
+    return D;
+}
+
+// An addend matrix with zeros of both signs among normal values of magnitudes 2^-shift .. 2^shift.
+Eigen::MatrixXf addends(Eigen::Index rows, Eigen::Index cols, std::mt19937& gen, int max_shift) {
+    Eigen::MatrixXf c = scaled_normal(rows, cols, gen, max_shift);
+    for (Eigen::Index i = 0; i < c.size(); i += 7) c.data()[i] = i % 2 ? -0.0f : 0.0f;
+    return c;
+}
+
+}  // namespace
+
+TEST_CASE("fast path equals the exact path: an addend (gemm_add) in every model") {
+    // C starts the first chunk's chain (sequential, fma, aligned) or the chunk accumulator's total
+    // (pairwise, fused): gemm_spec.hpp. Rows of cancelling products make zero sums, to which C's
+    // signed zeros add.
+    std::mt19937 gen(41);
+    const lowbit::float_quantizer e4m3{.format = lowbit::fp8_e4m3};
+    for (const auto model : {lowbit::accumulation::sequential, lowbit::accumulation::fma, lowbit::accumulation::pairwise,
+                             lowbit::accumulation::fused, lowbit::accumulation::aligned})
+        for (const int chunk : {0, 5, 16})
+            for (const auto& acc_format : {lowbit::lba_m7e4_acc, lowbit::bf16, lowbit::fp16, lowbit::fp32})
+                for (const bool addend_on_accumulator_grid : {true, false})
+                    for (const rounding mode : {rounding::nearest_even, rounding::toward_zero}) {
+                        if (acc_format == lowbit::fp32 && mode != rounding::nearest_even) continue;
+                        const lowbit::float_quantizer acc{.format = acc_format, .mode = mode};
+                        lowbit::gemm_spec spec{.input_a = e4m3, .input_b = e4m3, .accumulator = acc, .model = model,
+                                               .chunk = chunk, .chunk_accumulator = acc};
+                        spec.window = 12;
+                        spec.group = 4;
+                        if (addend_on_accumulator_grid) spec.addend = acc_format;  // else C as given (fp32)
+                        auto A = scaled_normal(6, 67, gen, 4), B = scaled_normal(67, 70, gen, 4);
+                        for (Eigen::Index k = 0; k + 1 < 67; k += 2) {  // row 0: p, -p pairs
+                            A(0, k + 1) = -A(0, k);
+                            B.row(k + 1) = B.row(k);
+                        }
+                        A(0, 66) = 0;
+                        const Eigen::MatrixXf C = addends(6, 70, gen, 4);
+                        lowbit::gemm_report report;
+                        Eigen::MatrixXf fast;
+                        lowbit::gemm_add(A, B, C, fast, spec, nullptr, &report);
+                        INFO(lowbit::to_string(spec) << ": " << lowbit::to_string(report.kernel) << " " << report.reason);
+                        CHECK(same_bits(exact_gemm_add(A, B, C, spec), fast));
+                        // Lanes take every one of these but the aligned adder's: an accumulator that
+                        // saturates (M7E4), and sums that fit fp32 (C on its grid).
+                        const bool aligned = model == lowbit::accumulation::aligned;
+                        if (!aligned || (acc_format == lowbit::lba_m7e4_acc && addend_on_accumulator_grid))
+                            CHECK(report.kernel != lowbit::gemm_kernel::exact);
+                    }
+}
+
+TEST_CASE("fast path equals the exact path: fp32 inputs (products of 48 bits) in sequential and fma chains") {
+    // Products wider than fp32 are doubles in lanes (fp32's own fma for an fp32 accumulator in
+    // nearest_even); magnitudes from 2^-70 to 2^70 make subnormal and overflowing products.
+    std::mt19937 gen(43);
+    for (const auto model : {lowbit::accumulation::sequential, lowbit::accumulation::fma})
+        for (const int chunk : {0, 16})
+            for (const auto& acc_format : {lowbit::fp32, lowbit::bf16, lowbit::fp16, lowbit::tf32, lowbit::lba_m7e4_acc})
+                for (const rounding mode : deterministic)
+                    for (const auto policy : {lowbit::overflow::infinity, lowbit::overflow::saturate})
+                        for (const int shift : {4, 70}) {
+                            const bool fp32_nearest = acc_format == lowbit::fp32 && mode == rounding::nearest_even;
+                            if (acc_format == lowbit::fp32 && !fp32_nearest && shift == 70) continue;
+                            const lowbit::float_quantizer acc{.format = acc_format, .mode = mode, .on_overflow = policy};
+                            lowbit::gemm_spec spec{.accumulator = acc, .model = model, .chunk = chunk,
+                                                   .chunk_accumulator = acc};
+                            const auto A = scaled_normal(5, 75, gen, shift), B = scaled_normal(75, 67, gen, shift);
+                            for (const bool with_addend : {false, true}) {
+                                const Eigen::MatrixXf C = with_addend ? addends(5, 67, gen, 4) : Eigen::MatrixXf::Zero(5, 67);
+                                lowbit::gemm_report report;
+                                Eigen::MatrixXf fast;
+                                if (with_addend) lowbit::gemm_add(A, B, C, fast, spec, nullptr, &report);
+                                else lowbit::gemm(A, B, fast, spec, nullptr, &report);
+                                lowbit::gemm_stats stats;
+                                const Eigen::MatrixXf exact =
+                                    with_addend ? exact_gemm_add(A, B, C, spec) : exact_gemm(A, B, spec, stats);
+                                INFO(lowbit::to_string(spec) << " shift " << shift << " addend " << with_addend << ": "
+                                                             << lowbit::to_string(report.kernel) << " " << report.reason);
+                                CHECK(same_bits(exact, fast));
+                                // (fp32 in other modes keeps 24 bits: no round-to-odd sums for it)
+                                if (acc_format != lowbit::fp32 || fp32_nearest)
+                                    CHECK(report.kernel != lowbit::gemm_kernel::exact);
+                            }
+                        }
+}
+
+TEST_CASE("fast path equals the exact path: fp32's grid without subnormals (AMD CDNA2's accumulator)") {
+    // Sums rounded by fp32's addition and then flushed: the format's nearest_even rounding. Inputs
+    // near 2^-63 make products and sums around fp32's smallest normal, 2^-126.
+    std::mt19937 gen(47);
+    lowbit::float_format flushed = lowbit::fp32, bf16_flushed = lowbit::bf16;
+    flushed.subnormals = bf16_flushed.subnormals = false;
+    // (fused sums of fp32 values need more than double's 53 bits: the exact path's)
+    for (const auto model : {lowbit::accumulation::sequential, lowbit::accumulation::pairwise})
+        for (const int chunk : {0, 4})
+            for (const int scale : {0, -63}) {
+                lowbit::gemm_spec spec{.input_a = bf16_flushed, .input_b = bf16_flushed, .product = flushed,
+                                       .accumulator = flushed, .model = model, .chunk = chunk,
+                                       .chunk_accumulator = flushed};
+                spec.addend = flushed;
+                Eigen::MatrixXf A = scaled_normal(4, 37, gen, 3), B = scaled_normal(37, 66, gen, 3);
+                A *= std::ldexp(1.0f, scale);
+                B *= std::ldexp(1.0f, scale);
+                const Eigen::MatrixXf C = addends(4, 66, gen, 3) * std::ldexp(1.0f, 2 * scale);
+                lowbit::gemm_report report;
+                Eigen::MatrixXf fast;
+                lowbit::gemm_add(A, B, C, fast, spec, nullptr, &report);
+                INFO(lowbit::to_string(spec) << " scale " << scale << ": " << report.reason);
+                CHECK(same_bits(exact_gemm_add(A, B, C, spec), fast));
+                CHECK(report.kernel != lowbit::gemm_kernel::exact);
+            }
+}
+
+TEST_CASE("fast path equals the exact path: products rounded to fp32's grid by fp32's multiplication") {
+    // fp32 inputs with products rounded to fp32 (nearest_even, with or without subnormals, either
+    // overflow policy): fp32's multiply is that rounding but for the flush and the overflow.
+    std::mt19937 gen(53);
+    lowbit::float_format flushed = lowbit::fp32;
+    flushed.subnormals = false;
+    for (const auto& format : {lowbit::fp32, flushed})
+        for (const auto policy : {lowbit::overflow::infinity, lowbit::overflow::saturate})
+            for (const auto model : {lowbit::accumulation::sequential, lowbit::accumulation::pairwise})
+                for (const int shift : {4, 70}) {
+                    const lowbit::float_quantizer prod{.format = format, .on_overflow = policy};
+                    lowbit::gemm_spec spec{.product = prod, .accumulator = prod, .model = model, .chunk = 8,
+                                           .chunk_accumulator = prod};
+                    const auto A = scaled_normal(5, 75, gen, shift), B = scaled_normal(75, 67, gen, shift);
+                    lowbit::gemm_report report;
+                    lowbit::gemm_stats stats;
+                    const Eigen::MatrixXf fast = lowbit::gemm(A, B, spec, nullptr, &report);
+                    INFO(lowbit::to_string(spec) << " shift " << shift << ": " << report.reason);
+                    CHECK(same_bits(exact_gemm(A, B, spec, stats), fast));
+                    CHECK(report.kernel != lowbit::gemm_kernel::exact);
+                }
 }

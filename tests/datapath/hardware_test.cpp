@@ -412,6 +412,8 @@ struct preset_result {
     long nan = 0, inf = 0, zero = 0, negative_zero = 0, tiny = 0;  // what the outputs covered
     std::map<int, long> by_k;             // mismatches per K
     std::map<std::string, long> by_scenario;  // and per scenario
+    long exact_path = 0;                      // trials of finite data that took the exact path
+    std::string exact_reason;                 // the last one's reason
 };
 
 std::string summary(const preset_result& r) {
@@ -448,7 +450,14 @@ preset_result run_preset(const preset_case& pc, std::uint64_t seed) {
         for (int trial = 0; trial < trials_per_k; ++trial) {
             const auto sc = scenario(trial % int(scenario::count));
             const trial_data t = make_trial(g, sc, pc, ref, rows, K, cols);
-            const Eigen::MatrixXf D = lowbit::gemm_add(t.A, t.B, t.C, spec);
+            Eigen::MatrixXf D;
+            lowbit::gemm_report report;
+            lowbit::gemm_add(t.A, t.B, t.C, D, spec, nullptr, &report);
+            // every preset runs in lanes on finite data (the exact path takes infinities and NaNs)
+            if (t.A.allFinite() && t.B.allFinite() && t.C.allFinite() && report.kernel == lowbit::gemm_kernel::exact) {
+                ++res.exact_path;
+                res.exact_reason = report.reason;
+            }
             for (int i = 0; i < rows; ++i) {
                 std::vector<float> a(static_cast<std::size_t>(K)), b(static_cast<std::size_t>(K));
                 for (int k = 0; k < K; ++k) a[std::size_t(k)] = t.A(i, k);
@@ -500,6 +509,8 @@ void run_unit(mma::unit u, const std::vector<preset_case>& cases) {
         CHECK(r.inf > 0);
         CHECK(r.zero > 0);
         CHECK(r.mismatches == 0);
+        INFO("finite trials on the exact path: " << r.exact_path << " (" << r.exact_reason << ")");
+        CHECK(r.exact_path == 0);
         total += r.mismatches;
     }
     REQUIRE(total == 0);

@@ -152,12 +152,6 @@ struct exponent_reading {
     static int of_value(double x, int min) { return std::max(std::ilogb(x), min); }
 };
 
-// Whether the addend starts a chunk's running accumulator (else the chunk accumulator's total).
-inline bool addend_starts_chunk(accumulation model) {
-    return model == accumulation::sequential || model == accumulation::fma || model == accumulation::aligned ||
-           model == accumulation::two_level;
-}
-
 // The chunk reductions of gemm_spec.hpp for one output: p holds the output's K terms (doubles
 // or exact_sums). `initial` is the value a chunk's running accumulator starts from (the addend
 // for the first chunk of a chain, else 0).

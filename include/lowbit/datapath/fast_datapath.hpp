@@ -773,6 +773,12 @@ struct value_grid {
     bool finite;        // no step makes inf or NaN from finite values
 };
 
+// A grid holding the values of both.
+inline value_grid either(const value_grid& a, const value_grid& b) {
+    return value_grid{std::min(a.smallest_step, b.smallest_step), std::max(a.significand_bits, b.significand_bits),
+                      std::max(a.max_magnitude, b.max_magnitude), a.finite && b.finite};
+}
+
 // The exponent of a grid's largest magnitude, for arithmetic on exponents: std::ilogb's sentinels
 // for 0 (INT_MIN: no nonzero value, as for an all-zero input) and infinity (INT_MAX) overflow
 // when anything is added, so they become exponents beyond every double's, which keep every
@@ -798,6 +804,17 @@ inline bool deterministic_float(const quantizer& q) {
 inline bool is_fp32_nearest(const quantizer& q) {
     const float_quantizer* f = q.as_float();
     return f != nullptr && f->mode == rounding::nearest_even && f->format == fp32;
+}
+
+// A format on fp32's own grid (23 mantissa bits, fp32's smallest normal: fp32 without subnormals,
+// say, or with another overflow policy) in nearest_even: fp32's addition or multiplication rounds
+// the exact result onto that grid as the format does, and what is left of the format's rounding
+// (flush, overflow) sees fp32's result as it would the exact one.
+inline bool on_fp32_grid_nearest(const quantizer& q) {
+    const float_quantizer* f = q.as_float();
+    return f != nullptr && f->mode == rounding::nearest_even && f->format.man_bits == 23 &&
+           f->format.emin() == -126 && format_fits<float>(f->format) && f->format.is_signed &&
+           f->format.has_negative_zero();
 }
 
 // x rounded by q (deterministic), in double.
@@ -861,8 +878,9 @@ inline std::optional<accumulate_op> choose_accumulator(const quantizer& q, const
     const int lowest = std::min(grid->smallest_step, addend.smallest_step);
     if (lowest < -149) return {};
     // fp32 sums are exact within 24 bits; beyond, they are rounded to odd first (odd_sum), which
-    // needs a format of at most 22 significant bits.
-    const bool exact_sums = top - lowest <= 24;
+    // needs a format of at most 22 significant bits; a format on fp32's grid in nearest_even needs
+    // neither (on_fp32_grid_nearest).
+    const bool exact_sums = top - lowest <= 24 || on_fp32_grid_nearest(q);
     if (!exact_sums && f.man_bits > 21) return {};
     const auto summed = [&](auto op) -> accumulate_op {
         if (exact_sums) return op;
@@ -1117,7 +1135,7 @@ inline bool products_exact_in_float(const value_grid& a, const value_grid& b) {
 
 // The grids of a call's two inputs (rows x cols floats at a and b): the declared formats' where
 // they make every product exact in fp32, else the data's own; nothing when an input holds an
-// infinity or a NaN, or the products are not exact in fp32. `why` says which.
+// infinity or a NaN (`why` says so).
 inline std::optional<std::pair<value_grid, value_grid>> input_grids(const quantizer& qa, const float* a, Eigen::Index na,
                                                                     const quantizer& qb, const float* b, Eigen::Index nb,
                                                                     std::string& why) {
@@ -1135,12 +1153,15 @@ inline std::optional<std::pair<value_grid, value_grid>> input_grids(const quanti
         why = "inputs: an infinity or NaN";
         return {};
     }
-    if (!products_exact_in_float(*ga, *gb)) {
-        why = "inputs: products of " + std::to_string(ga->significand_bits) + " and " +
-              std::to_string(gb->significand_bits) + " significant bits are not exact in fp32";
-        return {};
-    }
     return std::pair{*ga, *gb};
+}
+
+// The first fast_lanes addends of a block of outputs (row i, columns from `first`: gemm_add's C,
+// row-major with N columns), +0 beyond the N - first that exist.
+inline void block_addends(const float* addend, std::int64_t N, std::int64_t i, std::int64_t first, float* lanes) {
+    const std::int64_t width = std::min<std::int64_t>(fast_lanes, N - first);
+    std::copy(addend + i * N + first, addend + i * N + first + width, lanes);
+    std::fill(lanes + width, lanes + fast_lanes, 0.0f);
 }
 
 // A row-major matrix with its columns padded with zeros to `width` (whole blocks of lanes; the
@@ -1172,9 +1193,19 @@ struct product_stage {
     value_grid grid;
 
     // The stage for finite exact terms on grid `exact`, which must be floats exactly (under
-    // accumulation::fma the product is not rounded: the step rounds term + acc once).
-    static std::optional<product_stage> make(const gemm_spec& spec, const value_grid& exact, std::string& why_not) {
+    // accumulation::fma the product is not rounded: the step rounds term + acc once); or, with
+    // `rounded_by_fp32`, the product quantizer is on_fp32_grid_nearest and the terms are fp32's
+    // products (which are then that rounding but for the range).
+    static std::optional<product_stage> make(const gemm_spec& spec, const value_grid& exact, std::string& why_not,
+                                             bool rounded_by_fp32 = false) {
         product_stage r{product_exact{}, exact};
+        if (rounded_by_fp32) {
+            const float_quantizer& qp = *spec.product.as_float();
+            r.op = round_any<rounding::nearest_even>{rounding_plan<float>::make(qp.format, qp.on_overflow, qp.random_bits)};
+            r.grid = *float_grid(spec.product);
+            r.grid.finite = r.grid.finite || overflow_stays_finite(qp);
+            return r;
+        }
         if (spec.model == accumulation::fma || spec.product.is_exact()) return r;
         const auto grid_p = float_grid(spec.product);
         if (!grid_p || !deterministic_float(spec.product) || !spec.product.as_float()->format.has_negative_zero()) {
@@ -1220,8 +1251,14 @@ public:
     // With double_terms, the terms are doubles (row_of_doubles): the accumulator adds each as the
     // round-to-odd float of its exact sum (add_then of a double), so it is chosen as for float addends
     // anywhere on fp32's grid; sequential and fma chains only.
-    static std::optional<lane_reduction> make(const gemm_spec& spec, std::int64_t K, const value_grid& terms,
-                                              std::string& why_not, bool double_terms = false) {
+    // With `addend`, the grid of the addends (gemm_add's C) that row() starts from: the first
+    // chunk's running accumulator, or the chunk accumulator's total (addend_starts_chunk).
+    static std::optional<lane_reduction> make(const gemm_spec& spec, std::int64_t K, const value_grid& given_terms,
+                                              std::string& why_not, bool double_terms = false,
+                                              const std::optional<value_grid>& addend = {}) {
+        // (an addend is one more term of the sums it enters: the chain's, or the chunk sums')
+        const value_grid terms =
+            addend && addend_starts_chunk(spec.model) ? either(given_terms, *addend) : given_terms;
         lane_reduction r;
         const auto refuse = [&](std::string why) {
             why_not = std::move(why);
@@ -1253,6 +1290,7 @@ public:
             accumulated.max_magnitude = std::max(accumulated.max_magnitude, terms.max_magnitude);
             accumulated.finite = accumulated.finite && terms.finite;
         }
+        if (addend) accumulated = either(accumulated, *addend);
         r.chunk_ = spec.chunk == 0 ? K : std::min<std::int64_t>(spec.chunk, K);
         // One chunk and an exact chunk accumulator: the total is -0 + the chunk's result, which
         // fp32's addition gives exactly (the chunk's result itself, as in the exact sum).
@@ -1376,9 +1414,12 @@ public:
     // total (zeroed, or a sum to continue) = the outputs of a row of K terms. fill(k, m, buf) writes
     // terms k .. k + m - 1 into buf (m rows of fast_lanes floats). A chained model first offers
     // each chunk to fused(k, n, acc), which may accumulate its n terms into acc itself (and return
-    // true) where terms and accumulation run in one loop.
+    // true) where terms and accumulation run in one loop. `initial` (fast_lanes floats, or null
+    // for +0) is where the first chunk's running accumulator starts: an addend of a model where
+    // it starts the chain (addend_starts_chunk; the others start total from it).
     template <class Fill, class Fused>
-    void row(std::int64_t K, const Fill& fill, const Fused& fused, float* buf, float* total) const {
+    void row(std::int64_t K, const Fill& fill, const Fused& fused, float* buf, float* total,
+             const float* initial = nullptr) const {
         alignas(64) float acc[fast_lanes];
         alignas(64) double sums[fast_lanes];
         const void* const accumulate_address = address_of(accumulate_);
@@ -1387,7 +1428,7 @@ public:
         for (std::int64_t start = 0; start < K; start += chunk_) {
             const std::int64_t end = std::min(start + chunk_, K);
             const int n = int(end - start);
-            std::fill(acc, acc + fast_lanes, 0.0f);
+            start_chunk(acc, start == 0 ? initial : nullptr);
             switch (model_) {  // once per chunk, outside the loops over k
                 case accumulation::sequential:
                 case accumulation::fma:
@@ -1430,13 +1471,14 @@ public:
     // fast_lanes doubles.
     // As row(), fused(k, n, acc) may accumulate a chunk's n terms itself.
     template <class Fill, class Fused>
-    void row_of_doubles(std::int64_t K, const Fill& fill, const Fused& fused, double* buf, float* total) const {
+    void row_of_doubles(std::int64_t K, const Fill& fill, const Fused& fused, double* buf, float* total,
+                        const float* initial = nullptr) const {
         alignas(64) float acc[fast_lanes];
         const void* const accumulate_address = address_of(accumulate_);
         const void* const chunk_address = address_of(chunk_step_);
         for (std::int64_t start = 0; start < K; start += chunk_) {
             const std::int64_t end = std::min(start + chunk_, K);
-            std::fill(acc, acc + fast_lanes, 0.0f);
+            start_chunk(acc, start == 0 ? initial : nullptr);
             if (!fused(start, int(end - start), acc)) {
                 for (std::int64_t k = start; k < end; k += fast_panel) {
                     const int m = int(std::min<std::int64_t>(fast_panel, end - k));
@@ -1450,6 +1492,10 @@ public:
 
 private:
     lane_reduction() = default;
+    static void start_chunk(float* acc, const float* initial) {
+        if (initial != nullptr) std::copy(initial, initial + fast_lanes, acc);
+        else std::fill(acc, acc + fast_lanes, 0.0f);
+    }
     accumulate_op accumulate_, chunk_step_;
     accumulation model_ = accumulation::sequential;
     std::int64_t chunk_ = 0;
@@ -1463,14 +1509,88 @@ private:
     aligned_pass_fn aligned_ = nullptr;
 };
 
+// Sequential and fma chains of exact products wider than fp32's 24 bits (fp32 inputs: 48 bits)
+// in fp32 lanes: each product a double (exact), added as lane_reduction's double terms; an fp32
+// accumulator in nearest_even adds it with fp32's own fma where the processor has one. For
+// fast_gemm, which has checked the inputs and the addend; false (report says why) where the spec
+// is not such a chain.
+template <class MA, class MB, class MC>
+bool double_product_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, const value_grid& product,
+                         const float* addend, const std::optional<value_grid>& addend_grid, gemm_stats* stats,
+                         gemm_report* report) {
+    const std::int64_t M = a.rows(), K = a.cols(), N = b.cols();
+    std::string why_not;
+    const auto refuse = [&](std::string why) {
+        if (report != nullptr) report->reason = std::move(why);
+        return false;
+    };
+    const std::string wide = "inputs: products of " + std::to_string(product.significand_bits) +
+                             " significant bits are not exact in fp32; ";
+    if (spec.model != accumulation::sequential && spec.model != accumulation::fma)
+        return refuse(wide + "fp32 lanes add them as doubles in sequential and fma chains only");
+    if (spec.model == accumulation::sequential && !spec.product.is_exact())
+        return refuse(wide + "fp32 lanes add them as doubles unrounded only (product unset, or model fma)");
+    if (stats != nullptr) return refuse("stats: events of products wider than fp32 are counted on the exact path");
+    const auto reduction = lane_reduction::make(spec, K, product, why_not, true, addend_grid);
+    if (!reduction) return refuse(why_not);
+#if defined(__FMA__)
+    const bool fma_lanes = std::holds_alternative<sum_fp32>(reduction->accumulate());
+#else
+    const bool fma_lanes = false;  // (std::fma would be a library call per element)
+#endif
+    const std::int64_t blocks = (N + fast_lanes - 1) / fast_lanes;
+    const padded_columns b_padded(b, blocks * fast_lanes);
+    const float* const b_data = b_padded.data();
+    const std::ptrdiff_t ldb = blocks * fast_lanes;
+    for_each_range(blocks * M, thread_count(spec.threads), [&](std::int64_t begin, std::int64_t end) {
+        std::vector<double> scratch(std::size_t(fast_panel * fast_lanes));
+        for (std::int64_t at = begin; at < end; ++at) {
+            const std::int64_t block = at / M, i = at % M;
+            const float* a_row = a.data() + i * K;
+            const float* b_block = b_data + block * fast_lanes;
+            const auto fill = [&](std::int64_t k, int m, double* out) {
+                for (int t = 0; t < m; ++t) {
+                    const double at_k = a_row[k + t];
+                    const float* bt = b_block + (k + t) * ldb;
+                    for (int l = 0; l < fast_lanes; ++l) out[t * fast_lanes + l] = at_k * double(bt[l]);  // exact
+                }
+            };
+            const auto fused = [&](std::int64_t k, int n, float* acc_io) {
+                if (!fma_lanes) return false;
+                alignas(64) float acc[fast_lanes];
+                std::copy(acc_io, acc_io + fast_lanes, acc);
+                for (int t = 0; t < n; ++t) {
+                    const float at_k = a_row[k + t];
+                    const float* bt = b_block + (k + t) * ldb;
+                    for (int l = 0; l < fast_lanes; ++l) acc[l] = std::fma(at_k, bt[l], acc[l]);  // one rounding
+                }
+                std::copy(acc, acc + fast_lanes, acc_io);
+                return true;
+            };
+            chunk_totals total;
+            alignas(64) float initial[fast_lanes];
+            if (addend != nullptr) block_addends(addend, N, i, block * fast_lanes, initial);
+            reduction->row_of_doubles(K, fill, fused, scratch.data(), total, addend != nullptr ? initial : nullptr);
+            const std::int64_t width = std::min<std::int64_t>(fast_lanes, N - block * fast_lanes);
+            for (std::int64_t l = 0; l < width; ++l) c(i, block * fast_lanes + l) = total[l];
+        }
+    });
+    if (report != nullptr) {
+        report->kernel = gemm_kernel::vectorized_chain;
+        report->reason.clear();
+    }
+    return true;
+}
+
 // Fills c (row-major M x N) from quantized a (row-major M x K) and b (row-major K x N) when the
 // spec allows the fast path; returns false (c and stats untouched) otherwise. With stats, adds
 // the events (not the MACs) to *stats where this path can count them (counts_events).
 // (a, b, c: row-major float matrices or maps, stored contiguously.) *report, when given, is told
-// which kernel ran, or why none could.
+// which kernel ran, or why none could. `addend` (row-major M x N, gemm_add's quantized C, or
+// null) is where each output's accumulation starts (gemm_spec.hpp).
 template <class MA, class MB, class MC>
 bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stats* stats = nullptr,
-               gemm_report* report = nullptr) {
+               gemm_report* report = nullptr, const float* addend = nullptr) {
     static_assert(MA::IsRowMajor && MB::IsRowMajor && MC::IsRowMajor, "fast_gemm takes row-major matrices");
     const std::int64_t M = a.rows(), K = a.cols(), N = b.cols();
     std::string why_not;  // why this path does not apply, or why the scaled chain does not
@@ -1482,12 +1602,26 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
     const auto grids = input_grids(spec.input_a, a.data(), a.size(), spec.input_b, b.data(), b.size(), why_not);
     if (!grids) return refuse(why_not);
     const auto grid_a = &grids->first, grid_b = &grids->second;
+    std::optional<value_grid> addend_grid;
+    if (addend != nullptr) {
+        if (stats != nullptr) return refuse("stats: events with an addend (gemm_add) are counted on the exact path");
+        addend_grid = scanned_grid(addend, M * N);
+        if (!addend_grid) return refuse("addend: an infinity or NaN");
+    }
+    // Products that fp32 cannot hold exactly: rounded by fp32's multiplication where that is the
+    // product quantizer's rounding, else added as doubles.
+    const bool exact_products = products_exact_in_float(*grid_a, *grid_b);
+    const bool rounded_by_fp32 = !exact_products && spec.model != accumulation::fma && on_fp32_grid_nearest(spec.product);
+    if (!exact_products && !rounded_by_fp32)
+        return double_product_gemm(a, b, c, spec, product_grid(*grid_a, *grid_b), addend, addend_grid, stats, report);
+    if (rounded_by_fp32 && stats != nullptr)  // (a product that fp32 flushed is no longer seen to underflow)
+        return refuse("stats: events of products wider than fp32 are counted on the exact path");
 
-    const auto products = product_stage::make(spec, product_grid(*grid_a, *grid_b), why_not);
+    const auto products = product_stage::make(spec, product_grid(*grid_a, *grid_b), why_not, rounded_by_fp32);
     if (!products) return refuse(why_not);
     const product_op& prod = products->op;
     const value_grid& product = products->grid;
-    const auto reduction = lane_reduction::make(spec, K, product, why_not);
+    const auto reduction = lane_reduction::make(spec, K, product, why_not, false, addend_grid);
     if (!reduction) return refuse(why_not);
     const accumulate_op* const accumulate = &reduction->accumulate();
     const bool chunk_same = reduction->chunk_same(), chained = reduction->chained();
@@ -1502,7 +1636,8 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
             else return nullptr;
         },
         prod, *accumulate);
-    const fused_chunks_pass_fn fused_chunks = !chunk_same || !chained || fused == nullptr ? nullptr : std::visit(
+    // (the one-loop chunks and the AVX-512 chain start from +0: no addend)
+    const fused_chunks_pass_fn fused_chunks = !chunk_same || !chained || fused == nullptr || addend != nullptr ? nullptr : std::visit(
         [](const auto& p, const auto& a) -> fused_chunks_pass_fn {
             using P = std::decay_t<decltype(p)>;
             using A = std::decay_t<decltype(a)>;
@@ -1537,7 +1672,8 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
     const int threads = thread_count(spec.threads);
 
     const std::int64_t rows = reduction->scratch_rows();  // of products a thread keeps
-    // Row i's block of outputs on the passes above, without events, into total (zeroed); buf:
+    const bool addend_in_chain = addend_starts_chunk(spec.model);
+    // Row i's block of outputs on the passes above, without events, into total (-0s); buf:
     // rows x lanes floats of scratch.
     const auto general_row = [&](std::int64_t i, std::int64_t block, float* buf, float* total) {
         const float* a_row = a.data() + i * K;
@@ -1546,6 +1682,8 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
             fused_chunks(a_row, b_block, ldb, K, chunk, prod_address, accumulate_address, total, nullptr);
             return;
         }
+        alignas(64) float initial[fast_lanes];
+        if (addend != nullptr) block_addends(addend, N, i, block * fast_lanes, addend_in_chain ? initial : total);
         reduction->row(
             K,
             [&](std::int64_t k, int m, float* out) { product_only(a_row + k, b_block + k * ldb, ldb, m, prod_address, out); },
@@ -1554,7 +1692,7 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
                 fused(a_row + k, b_block + k * ldb, ldb, n, prod_address, accumulate_address, acc);
                 return true;
             },
-            buf, total);
+            buf, total, addend != nullptr && addend_in_chain ? initial : nullptr);
     };
 
     // The AVX-512 chain (scaled_chain.hpp) where it applies, two rows of A at a time. It runs
@@ -1564,7 +1702,8 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
     scaled_pass_fn scaled_pass[2] = {};  // for 1 and 2 rows
     bool in_pairs = false;               // nearest_even: B laid out for its lane order
     const bool pairwise = spec.model == accumulation::pairwise;
-    if (chunk_same && (chained || (stats == nullptr && pairwise && std::bit_ceil(std::uint64_t(chunk)) <= 64)))
+    if (chunk_same && addend == nullptr &&
+        (chained || (stats == nullptr && pairwise && std::bit_ceil(std::uint64_t(chunk)) <= 64)))
         std::visit(
             [&](const auto& p, const auto& step) {
                 using P = std::decay_t<decltype(p)>;
@@ -1600,6 +1739,7 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
         const bool truncating = std::visit([](const auto& p) { return truncated_product<std::decay_t<decltype(p)>>; }, prod);
         if (!scaled && has_scaled_chain && applies)
             report->reason = !chunk_same ? "scaled_chain_avx512: needs the chunk accumulator to be the accumulator"
+                             : addend != nullptr ? "scaled_chain_avx512: starts from +0, not from an addend (gemm_add)"
                              : truncating && pairwise
                                  ? "scaled_chain_avx512: products rounded toward zero run on sequential and fma chains only"
                              : !chained && !pairwise ? "scaled_chain_avx512: runs sequential, fma and pairwise chains"

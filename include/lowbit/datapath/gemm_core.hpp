@@ -122,11 +122,11 @@ void multiply_quantized(const row_major_view& a, const row_major_view& b_rows, c
     if ((spec.model == accumulation::aligned && spec.align == alignment_exponent::operands) ||
         spec.model == accumulation::two_level) {
         fast = operand_aligned_gemm(a, b_rows, addend, c, spec, stats, report);
-    } else if (addend != nullptr) {
-        if (report != nullptr) report->reason = "an addend C (gemm_add) runs on the exact path but in the aligned model on operands";
+    } else if (spec.accumulator.as_int() != nullptr) {
+        if (addend == nullptr) fast = integer_gemm(a, b_rows, c, spec, stats, report);
+        else if (report != nullptr) report->reason = "an addend C (gemm_add) to an integer accumulator runs on the exact path";
     } else {
-        fast = spec.accumulator.as_int() != nullptr ? integer_gemm(a, b_rows, c, spec, stats, report)
-                                                    : fast_gemm(a, b_rows, c, spec, stats, report);
+        fast = fast_gemm(a, b_rows, c, spec, stats, report, addend);
     }
     if (!fast) {
         const Eigen::MatrixXf b = b_rows;  // column-major: each column's K values contiguous

@@ -110,6 +110,15 @@ enum class alignment_cut : std::uint8_t { toward_zero, toward_negative };
 enum class alignment_exponent : std::uint8_t { value, operands };
 enum class subnormal_exponent : std::uint8_t { own, min_normal };
 
+namespace detail {
+// Whether gemm_add's addend starts a chunk's running accumulator (else the chunk accumulator's
+// total): see the top.
+inline bool addend_starts_chunk(accumulation model) {
+    return model == accumulation::sequential || model == accumulation::fma || model == accumulation::aligned ||
+           model == accumulation::two_level;
+}
+}  // namespace detail
+
 constexpr const char* to_string(alignment_cut c) { return c == alignment_cut::toward_zero ? "toward_zero" : "toward_negative"; }
 constexpr const char* to_string(alignment_exponent a) { return a == alignment_exponent::value ? "value" : "operands"; }
 constexpr const char* to_string(subnormal_exponent e) { return e == subnormal_exponent::own ? "own" : "min_normal"; }
