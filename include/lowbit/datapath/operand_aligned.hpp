@@ -10,9 +10,12 @@
 // any group of at most 2^(50 - window) terms), and the sum is rounded by the accumulator's plan.
 // two_level does the same per sub-dot, then floors the sub-sums, the products' sum and the
 // accumulator on their grids (each sum again exact in double). The same operations as the exact
-// path's aligned() and two_level(), on the same values: the same bits. Applies to one chunk (chunk 0 or >= K, an exact chunk accumulator), finite inputs and
-// no event counting; gemm_report says which condition sent a call elsewhere. Each output starts
-// from its addend (gemm_add) or +0.
+// path's aligned() and two_level(), on the same values: the same bits. Applies to one chunk
+// (chunk 0 or >= K, an exact chunk accumulator), finite inputs and no event counting; gemm_report
+// says which condition sent a call elsewhere. Each output starts from its addend (gemm_add) or +0.
+// The loops over lanes vectorize (the cuts are integer conversions, exponents read from bits);
+// what does not is the rounding of each group's sum (round_with_plan on doubles: g++ 12 leaves
+// its 64-bit variable shifts scalar), once per group and output.
 #pragma once
 
 #include <lowbit/datapath/exact_datapath.hpp>
@@ -39,149 +42,222 @@ namespace lowbit::detail {
     return std::bit_cast<double>(std::uint64_t(e + 1023) << 52);
 }
 
+// floor(log2 |x|) of a normal double (every float is one), from its bits (vectorizes, unlike
+// std::ilogb).
+[[gnu::always_inline]] inline std::int32_t normal_exponent(double x) {
+    return std::int32_t((std::bit_cast<std::uint64_t>(x) >> 52) & 0x7FF) - 1023;
+}
+
+// x cut to a multiple of 2^q, toward zero or (Floor) toward minus infinity, given scale = 2^-q and
+// unscale = 2^q, where |x| 2^-q < 2^62: the cut of the integer conversion, which truncates (and
+// vectorizes, where std::trunc and std::floor do not under -ftrapping-math).
+template <bool Floor>
+[[gnu::always_inline]] inline double cut_to_grid(double x, double scale, double unscale) {
+    const double units = x * scale;  // exact: a power of two, in double's normal range here
+    double kept = double(std::int64_t(units));
+    if constexpr (Floor) kept -= kept > units ? 1.0 : 0.0;
+    return kept * unscale;
+}
+
 // A value's exponent for the alignment (exponent_reading::of_value), `zero` for 0.
 inline int operand_exponent(float x, int min, int zero) { return x == 0 ? zero : exponent_reading::of_value(x, min); }
+
+// Whether a double is finite, on its exponent bits (a comparison of doubles may trap, which keeps
+// g++ from vectorizing a loop where it is not always evaluated).
+[[gnu::always_inline]] inline bool finite_value(double x) {
+    constexpr std::uint64_t exponent = 0x7FF0000000000000u;
+    return (std::bit_cast<std::uint64_t>(x) & exponent) != exponent;
+}
+
+// The exponent a finite accumulator value x (a double holding a float) takes in the alignment:
+// its own, no lower than `min`, and `zero` for 0.
+[[gnu::always_inline]] inline std::int32_t accumulator_exponent(double x, std::int32_t min, std::int32_t zero) {
+    return x == 0 ? zero : std::max(normal_exponent(x), min);
+}
 
 // The smallest exponent any group's largest may have beside the values of a call: below it no
 // term is read (the sentinel for "no exponent").
 inline constexpr int no_exponent = -100000;
 
+// The largest exponent of each of L lanes among terms g0 .. g1 - 1 (their operands' exponents,
+// ea[k] + eb[k * ldb + l], `zero` where an operand is zero), starting from `top`.
+[[gnu::always_inline]] inline void largest_operand_exponents(const int* ea, const int* eb, std::int64_t ldb,
+                                                             std::int64_t g0, std::int64_t g1, int zero,
+                                                             std::int32_t* top_io) {
+    alignas(64) std::int32_t top[fast_lanes];  // (a local array: no aliasing with eb to rule out)
+    std::copy(top_io, top_io + fast_lanes, top);
+    for (std::int64_t k = g0; k < g1; ++k) {
+        const std::int32_t e_a = ea[k];
+        const int* e_b = eb + k * ldb;
+#pragma GCC ivdep
+        for (int l = 0; l < fast_lanes; ++l) {
+            const std::int32_t e = (e_a == no_exponent || e_b[l] == no_exponent) ? zero : e_a + e_b[l];
+            top[l] = std::max(top[l], e);
+        }
+    }
+    std::copy(top, top + fast_lanes, top_io);
+}
+
+// 2^-q and 2^q for a grid of multiples of 2^q (clamped to double's normal range, which only the
+// lanes without an exponent reach: their terms are zeros).
+[[gnu::always_inline]] inline void grid_scales(std::int64_t q, double& scale, double& unscale) {
+    scale = pow2_bits(std::min<std::int64_t>(std::max<std::int64_t>(-q, -1022), 1023));
+    unscale = pow2_bits(std::min<std::int64_t>(std::max<std::int64_t>(q, -1022), 1023));
+}
+
 template <rounding Mode, alignment_cut Cut>
 void operand_aligned_block(const float* a, const int* ea, const float* b, const int* eb, std::int64_t ldb,
                            std::int64_t K, const gemm_spec& spec, const rounding_plan<double>& plan, int acc_min,
-                           int zero, double* acc) {
+                           int zero, double* acc_io) {
     constexpr int L = fast_lanes;
+    constexpr bool floor = Cut == alignment_cut::toward_negative;
     const int window = spec.window;
+    alignas(64) double acc[L];
+    std::copy(acc_io, acc_io + L, acc);
     for (std::int64_t g0 = 0; g0 < K; g0 += spec.group) {
         const std::int64_t g1 = std::min<std::int64_t>(g0 + spec.group, K);
-        // The largest exponent among the accumulator and the group's products.
-        std::int32_t top[L];
+        // The largest exponent among the accumulator and the group's products (an infinite
+        // accumulator has none: it stays, as IEEE's sum with finite terms).
+        alignas(64) std::int32_t top[L];
+        for (int l = 0; l < L; ++l)
+            top[l] = finite_value(acc[l]) ? accumulator_exponent(acc[l], acc_min, zero) : no_exponent;
+        largest_operand_exponents(ea, eb, ldb, g0, g1, zero, top);
+        // The cut terms, summed from +0 (a fixed-point sum: exact, see the top). The terms are
+        // below 2^(top + 2) and the accumulator below 2^(top + 1): below 2^(window + 2) units.
+        alignas(64) double cut_sum[L], scale[L], unscale[L];
+        std::uint32_t none = 0;
         for (int l = 0; l < L; ++l) {
-            const double x = acc[l];
-            const bool finite = std::isfinite(x);
-            top[l] = x == 0 ? zero : finite ? std::max(std::ilogb(x), acc_min) : no_exponent;
-        }
-        for (std::int64_t k = g0; k < g1; ++k) {
-            const int e_a = ea[k];
-            const int* e_b = eb + k * ldb;
-            for (int l = 0; l < L; ++l) {
-                const std::int32_t e = (e_a == no_exponent || e_b[l] == no_exponent) ? zero : e_a + e_b[l];
-                top[l] = std::max(top[l], e);
-            }
-        }
-        // The cut terms, summed from +0 (a fixed-point sum); where nothing has an exponent (every
-        // value zero, zeros not aligned) the IEEE sum of the zeros.
-        double cut_sum[L], plain_sum[L];
-        double scale[L], unscale[L];
-        for (int l = 0; l < L; ++l) {
-            const std::int64_t q = std::int64_t(top[l]) - window;  // the grid: multiples of 2^q
-            scale[l] = pow2_bits(std::clamp<std::int64_t>(-q, -1022, 1023));
-            unscale[l] = pow2_bits(std::clamp<std::int64_t>(q, -1022, 1023));
-            const double x = acc[l];
-            const double units = x * scale[l];
-            const double cut = Cut == alignment_cut::toward_zero ? std::trunc(units) : std::floor(units);
-            cut_sum[l] = 0.0 + (std::isfinite(x) ? cut * unscale[l] : x);
-            plain_sum[l] = x;
+            none |= std::uint32_t(top[l] == no_exponent);
+            grid_scales(std::int64_t(top[l]) - window, scale[l], unscale[l]);  // the grid: multiples of 2^q
+            const bool finite = finite_value(acc[l]);
+            // (the cut of a finite value, or of +0, taken on every lane and chosen on bits: g++
+            // would branch around a conversion under a condition, and leave the loop scalar)
+            const std::uint64_t keep = std::uint64_t(0) - std::uint64_t(finite & (top[l] != no_exponent));
+            const double x = std::bit_cast<double>(std::bit_cast<std::uint64_t>(acc[l]) & keep);
+            const std::uint64_t cut = std::bit_cast<std::uint64_t>(0.0 + cut_to_grid<floor>(x, scale[l], unscale[l]));
+            const std::uint64_t use_cut = std::uint64_t(0) - std::uint64_t(finite);
+            cut_sum[l] = std::bit_cast<double>((cut & use_cut) | (std::bit_cast<std::uint64_t>(acc[l]) & ~use_cut));
         }
         for (std::int64_t k = g0; k < g1; ++k) {
             const double x = double(a[k]);
             const float* bk = b + k * ldb;
-            for (int l = 0; l < L; ++l) {
-                const double p = x * double(bk[l]);  // exact
-                const double units = p * scale[l];
-                const double cut = Cut == alignment_cut::toward_zero ? std::trunc(units) : std::floor(units);
-                cut_sum[l] += cut * unscale[l];
-                plain_sum[l] += p;
-            }
+            for (int l = 0; l < L; ++l) cut_sum[l] += cut_to_grid<floor>(x * double(bk[l]), scale[l], unscale[l]);
         }
-        for (int l = 0; l < L; ++l) acc[l] = round_with_plan<Mode>(top[l] != no_exponent ? cut_sum[l] : plain_sum[l], plan);
+        // Where nothing has an exponent (every value zero, zeros not aligned), IEEE's sum of the
+        // zeros (rare: a second pass).
+        if (none != 0)
+            for (int l = 0; l < L; ++l) {
+                if (top[l] != no_exponent) continue;
+                double plain = acc[l];
+                for (std::int64_t k = g0; k < g1; ++k) plain += double(a[k]) * double(b[k * ldb + l]);
+                cut_sum[l] = plain;
+            }
+        for (int l = 0; l < L; ++l) acc[l] = round_with_plan<Mode>(cut_sum[l], plan);
     }
+    std::copy(acc, acc + L, acc_io);
 }
 
 // The two_level model (gemm_spec.hpp) for 64 outputs; the operands' exponents as above.
 template <rounding Mode>
 void two_level_block(const float* a, const int* ea, const float* b, const int* eb, std::int64_t ldb, std::int64_t K,
-                     const gemm_spec& spec, const rounding_plan<double>& plan, int acc_min, int zero, double* acc) {
+                     const gemm_spec& spec, const rounding_plan<double>& plan, int acc_min, int zero, double* acc_io) {
     constexpr int L = fast_lanes;
     constexpr int max_subs = 64;  // (gemm_spec::validate)
     const int window = spec.window, subs = spec.sub_dots;
-    const auto floor_to = [](double x, std::int64_t q) {  // x cut toward minus infinity to a multiple of 2^q
-        return std::floor(x * pow2_bits(std::clamp<std::int64_t>(-q, -1022, 1023))) *
-               pow2_bits(std::clamp<std::int64_t>(q, -1022, 1023));
+    // x cut toward minus infinity to a multiple of 2^q
+    const auto floor_to = [](double x, std::int64_t q) {
+        double scale, unscale;
+        grid_scales(q, scale, unscale);
+        return cut_to_grid<true>(x, scale, unscale);
     };
+    alignas(64) double acc[L];
+    std::copy(acc_io, acc_io + L, acc);
     for (std::int64_t g0 = 0; g0 < K; g0 += spec.group) {
         const std::int64_t g1 = std::min<std::int64_t>(g0 + spec.group, K);
-        // Each sub-dot's largest exponent, and products of 2^128 or more.
-        std::int32_t top[max_subs][L];
-        bool above[L] = {}, below[L] = {};
+        // Each sub-dot's largest exponent, and the grids of its terms.
+        alignas(64) std::int32_t top[max_subs][L];
+        alignas(64) double scale[max_subs][L], unscale[max_subs][L], sub_sum[max_subs][L];
+        for (int d = 0; d < subs; ++d) std::fill_n(top[d], L, no_exponent);
+        for (std::int64_t k = g0; k < g1; ++k)
+            largest_operand_exponents(ea, eb, ldb, k, k + 1, zero, top[(k - g0) % subs]);
         for (int d = 0; d < subs; ++d)
-            for (int l = 0; l < L; ++l) top[d][l] = no_exponent;
-        for (std::int64_t k = g0; k < g1; ++k) {
-            const int d = int((k - g0) % subs), e_a = ea[k];
-            const float* bk = b + k * ldb;
-            const int* e_b = eb + k * ldb;
             for (int l = 0; l < L; ++l) {
-                const std::int32_t e = (e_a == no_exponent || e_b[l] == no_exponent) ? zero : e_a + e_b[l];
-                top[d][l] = std::max(top[d][l], e);
-                const double p = double(a[k]) * double(bk[l]);
-                above[l] = above[l] || p >= 0x1p128;
-                below[l] = below[l] || p <= -0x1p128;
+                grid_scales(std::int64_t(top[d][l]) - window, scale[d][l], unscale[d][l]);
+                sub_sum[d][l] = 0.0;
             }
-        }
-        // Level 1: each sub-dot's products cut toward zero on its own exponent, summed.
-        double sub_sum[max_subs][L];
-        double plain[L];
-        for (int l = 0; l < L; ++l) plain[l] = acc[l];
-        for (int d = 0; d < subs; ++d)
-            for (int l = 0; l < L; ++l) sub_sum[d][l] = 0.0;
+        // Level 1: each sub-dot's products cut toward zero on its own exponent (below 2^(window + 2)
+        // units: see operand_aligned_block), summed; and whether any is 2^128 or more.
+        std::uint32_t large[L] = {};  // bit 0: a product >= 2^128, bit 1: one <= -2^128
         for (std::int64_t k = g0; k < g1; ++k) {
             const int d = int((k - g0) % subs);
             const double x = double(a[k]);
             const float* bk = b + k * ldb;
             for (int l = 0; l < L; ++l) {
-                const std::int64_t q = std::int64_t(top[d][l]) - window;
-                const double p = x * double(bk[l]);
-                sub_sum[d][l] += std::trunc(p * pow2_bits(std::clamp<std::int64_t>(-q, -1022, 1023))) *
-                                 pow2_bits(std::clamp<std::int64_t>(q, -1022, 1023));
-                plain[l] += p;
+                const double p = x * double(bk[l]);  // exact
+                sub_sum[d][l] += cut_to_grid<false>(p, scale[d][l], unscale[d][l]);
+                large[l] |= std::uint32_t(p >= 0x1p128) | (std::uint32_t(p <= -0x1p128) << 1);
             }
         }
+        // Level 2: the products' sum and the accumulator floored on the larger exponent. (Loops
+        // over lanes innermost, selects on bits: see operand_aligned_block.)
+        alignas(64) std::int32_t top_p[L];
+        alignas(64) double products[L], next[L];
+        std::fill_n(top_p, L, no_exponent);
+        for (int d = 0; d < subs; ++d)
+            for (int l = 0; l < L; ++l) top_p[l] = std::max(top_p[l], top[d][l]);
+        if (subs == 1) {
+            std::copy(sub_sum[0], sub_sum[0] + L, products);
+        } else {
+            std::fill_n(products, L, 0.0);
+            for (int d = 0; d < subs; ++d)
+                for (int l = 0; l < L; ++l) {  // (a sub-dot without an exponent has a zero sum)
+                    const double floored = floor_to(sub_sum[d][l], std::int64_t(top_p[l]) - window);
+                    products[l] += std::bit_cast<double>(std::bit_cast<std::uint64_t>(floored) &
+                                                         (std::uint64_t(0) - std::uint64_t(top[d][l] != no_exponent)));
+                }
+        }
+        alignas(64) std::int64_t exponent[L];  // (64-bit integers beside the doubles: g++ vectorizes that)
+        std::uint64_t rare = 0;
         for (int l = 0; l < L; ++l) {
-            const double x = acc[l];
-            if (!std::isfinite(x)) {  // an infinite accumulator stays so (IEEE's sum with finite products)
-                acc[l] = round_with_plan<Mode>(plain[l], plan);
-                continue;
-            }
-            if (above[l] || below[l]) {
-                const double inf = std::numeric_limits<double>::infinity();
-                acc[l] = round_with_plan<Mode>(above[l] && below[l] ? std::numeric_limits<double>::quiet_NaN()
-                                               : above[l]           ? inf
-                                                                    : -inf,
-                                               plan);
-                continue;
-            }
-            std::int32_t top_p = no_exponent;
-            for (int d = 0; d < subs; ++d) top_p = std::max(top_p, top[d][l]);
-            double products = 0.0;
-            if (subs == 1) {
-                products = sub_sum[0][l];
-            } else {
-                for (int d = 0; d < subs; ++d)
-                    if (top[d][l] != no_exponent) products += floor_to(sub_sum[d][l], std::int64_t(top_p) - window);
-            }
-            // Level 2: the products' sum and the accumulator floored on the larger exponent.
-            const std::int32_t top_acc = x != 0 ? std::max(std::ilogb(x), acc_min) : zero;
-            const std::int32_t e = std::max(top_p, top_acc);
-            if (e == no_exponent) {  // every value zero, zeros not aligned: IEEE's sum of the zeros
-                acc[l] = round_with_plan<Mode>(plain[l], plan);
-                continue;
-            }
-            double s = 0.0 + floor_to(products, std::int64_t(e) - spec.sum_window);
+            const bool finite = finite_value(acc[l]);
+            const double x = std::bit_cast<double>(std::bit_cast<std::uint64_t>(acc[l]) &
+                                                   (std::uint64_t(0) - std::uint64_t(finite)));  // (else +0)
+            const std::int64_t top_acc = x == 0 ? std::int64_t(zero)
+                                                : std::max<std::int64_t>(std::int64_t((std::bit_cast<std::uint64_t>(x) >> 52) & 0x7FF) - 1023, acc_min);
+            const std::int64_t e = std::max<std::int64_t>(top_p[l], top_acc);
+            const double s = 0.0 + floor_to(products[l], std::int64_t(e) - spec.sum_window);
             const bool dropped = subs > 1 && top_acc < e - window - 1;
-            if (x != 0 && !dropped) s += floor_to(x, std::int64_t(e) - window);
-            acc[l] = round_with_plan<Mode>(s, plan);
+            const double added = floor_to(x, std::int64_t(e) - window);
+            const std::uint64_t keep = std::uint64_t(0) - std::uint64_t((x != 0) & !dropped);
+            next[l] = s + std::bit_cast<double>(std::bit_cast<std::uint64_t>(added) & keep);  // (s is not -0)
+            exponent[l] = e;
+            rare |= std::uint64_t(!finite) | std::uint64_t(large[l] != 0) | std::uint64_t(e == no_exponent);
         }
+        for (int l = 0; l < L; ++l) next[l] = round_with_plan<Mode>(next[l], plan);
+        // The rare lanes: an infinite or NaN accumulator (IEEE's sum with finite products), a
+        // product of 2^128 or more (infinity; NaN for both signs), or no exponent at all (every
+        // value zero, zeros not aligned: IEEE's sum of the zeros).
+        if (rare != 0)
+            for (int l = 0; l < L; ++l) {
+                const auto plain = [&] {
+                    double sum = acc[l];
+                    for (std::int64_t k = g0; k < g1; ++k) sum += double(a[k]) * double(b[k * ldb + l]);
+                    return sum;
+                };
+                const double inf = std::numeric_limits<double>::infinity();
+                if (!finite_value(acc[l]))
+                    next[l] = round_with_plan<Mode>(plain(), plan);
+                else if (large[l] != 0)
+                    next[l] = round_with_plan<Mode>(large[l] == 3 ? std::numeric_limits<double>::quiet_NaN()
+                                                    : large[l] == 1 ? inf
+                                                                    : -inf,
+                                                    plan);
+                else if (exponent[l] == no_exponent)
+                    next[l] = round_with_plan<Mode>(plain(), plan);
+            }
+        std::copy(next, next + L, acc);
     }
+    std::copy(acc, acc + L, acc_io);
 }
 
 // D (row-major M x N) = the aligned model on operands' exponents, or two_level, over quantized A
