@@ -15,9 +15,10 @@ lowbit's own message.
 import numpy as _np
 
 from ._lowbit import Format, Quantizer, Spec
+from ._lowbit import hw  # lowbit.hw.preset("hopper:e4m3"), lowbit.hw.units(), lowbit.hw.inputs("ampere")
 from . import _lowbit
 
-__all__ = ["Format", "Quantizer", "Spec", "format", "quantizer", "spec", "quantize", "quantize_", "quantize_blocks", "lns_quantize", "gemm",
+__all__ = ["Format", "Quantizer", "Spec", "format", "quantizer", "spec", "quantize", "quantize_", "quantize_blocks", "lns_quantize", "gemm", "gemm_add", "hw",
            "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e4m3b11fnuz",
            "float8_e4m3", "float8_e3m4", "float8_e8m0fnu", "float6_e2m3fn", "float6_e3m2fn", "float4_e2m1fn", "bfloat16", "float16", "float32"]
 
@@ -144,11 +145,23 @@ def gemm(a, b, spec, *, stats=False):
     a: M x K, b: K x N, float32 or float64 (float64 is cast to float first), C-contiguous.
     events: a dict of the event counts of lowbit::gemm_stats (macs, swamps, product_underflows, ...).
     """
+    return _gemm(a, b, None, spec, stats)
+
+
+def gemm_add(a, b, c, spec, *, stats=False):
+    """D = A B + C on the datapath `spec`, as a matrix unit's instruction computes it: each output's
+    accumulation starts from C(i, j) rounded by the spec's addend quantizer (lowbit::gemm_add).
+    c: M x N. Otherwise as gemm; lowbit.hw.preset("hopper:e4m3") gives a unit's spec."""
+    return _gemm(a, b, c, spec, stats)
+
+
+def _gemm(a, b, c, spec, stats):
     a_array, back = _to_numpy(a, "a")
     b_array, _ = _to_numpy(b, "b")
+    c_array = None if c is None else _to_numpy(c, "c")[0]
     if not isinstance(spec, Spec):
         spec = Spec(str(spec))
-    result = _lowbit.gemm(a_array, b_array, spec, stats)
+    result = _lowbit.gemm(a_array, b_array, c_array, spec, stats)
     if stats:
         return back(result[0]), result[1]
     return back(result)

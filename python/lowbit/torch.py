@@ -66,12 +66,12 @@ class _Gemm(_torch.autograd.Function):
         if a_.dim() != 2 or b_.dim() != 2 or a_.shape[1] != b_.shape[0]:
             raise ValueError(f"lowbit.torch.matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} are not M x K and K x N")
         if _event_totals:
-            c, counts = _lowbit._lowbit.gemm(a_.numpy(), b_.numpy(), spec, True)
+            c, counts = _lowbit._lowbit.gemm(a_.numpy(), b_.numpy(), None, spec, True)
             for totals in _event_totals:
                 for name, n in counts.items():
                     totals[name] = totals.get(name, 0) + n
         else:
-            c = _lowbit._lowbit.gemm(a_.numpy(), b_.numpy(), spec, False)
+            c = _lowbit._lowbit.gemm(a_.numpy(), b_.numpy(), None, spec, False)
         if grad_enabled and any(ctx.needs_input_grad[:2]):  # (not under no_grad: evaluation)
             # the operands the datapath multiplied (the same rounding and random bits as gemm's)
             aq = a_.clone() if a_.data_ptr() == a.data_ptr() else a_

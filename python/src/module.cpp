@@ -7,6 +7,7 @@
 #include <lowbit/datapath/gemm.hpp>
 #include <lowbit/datapath/gemm_spec.hpp>
 #include <lowbit/datapath/gemm_stats.hpp>
+#include <lowbit/datapath/hardware.hpp>
 #include <lowbit/datapath/quantizer.hpp>
 #include <lowbit/datapath/thread_count.hpp>
 #include <lowbit/formats/float_format.hpp>
@@ -368,24 +369,62 @@ PYBIND11_MODULE(_lowbit, m) {
 
     m.def(
         "gemm",
-        [](py::object a_object, py::object b_object, const lowbit::gemm_spec& spec, bool stats) -> py::object {
+        [](py::object a_object, py::object b_object, py::object c_object, const lowbit::gemm_spec& spec,
+           bool stats) -> py::object {
             const py::array a = checked_array(a_object, "gemm", "a"), b = checked_array(b_object, "gemm", "b");
             if (a.ndim() != 2 || b.ndim() != 2 || a.shape(1) != b.shape(0))
                 throw py::value_error("lowbit.gemm: a (" + std::string(py::str(a.attr("shape"))) + ") and b (" +
                                       std::string(py::str(b.attr("shape"))) +
                                       ") must be matrices M x K and K x N");
-            py::array_t<float, py::array::c_style> c({a.shape(0), b.shape(1)});
+            std::optional<py::array> c;
+            if (!c_object.is_none()) {
+                c = checked_array(c_object, "gemm_add", "c");
+                if (c->ndim() != 2 || c->shape(0) != a.shape(0) || c->shape(1) != b.shape(1))
+                    throw py::value_error("lowbit.gemm_add: c (" + std::string(py::str(c->attr("shape"))) +
+                                          ") must be M x N = (" + std::to_string(a.shape(0)) + ", " +
+                                          std::to_string(b.shape(1)) + ")");
+            }
+            py::array_t<float, py::array::c_style> d({a.shape(0), b.shape(1)});
             lowbit::gemm_stats counted;
             {
                 py::gil_scoped_release unlocked;
-                row_major a_storage, b_storage;
+                row_major a_storage, b_storage, c_storage;
                 const auto A = float_view(a, a_storage), B = float_view(b, b_storage);
-                Eigen::Map<row_major> C(c.mutable_data(), A.rows(), B.cols());
-                lowbit::gemm(A, B, C, spec, stats ? &counted : nullptr);
+                Eigen::Map<row_major> D(d.mutable_data(), A.rows(), B.cols());
+                if (c) lowbit::gemm_add(A, B, float_view(*c, c_storage), D, spec, stats ? &counted : nullptr);
+                else lowbit::gemm(A, B, D, spec, stats ? &counted : nullptr);
             }
-            if (!stats) return c;
-            return py::make_tuple(c, stats_dict(counted));
+            if (!stats) return d;
+            return py::make_tuple(d, stats_dict(counted));
         },
-        py::arg("a"), py::arg("b"), py::arg("spec"), py::arg("stats") = false,
-        "C = A B on the datapath of spec (float32 result); with stats=True, (C, event counts).");
+        py::arg("a"), py::arg("b"), py::arg("c"), py::arg("spec"), py::arg("stats") = false,
+        "D = A B (+ C, where c is not None) on the datapath of spec (float32 result); with stats=True,\n"
+        "(D, event counts).");
+
+    // lowbit::hw: the matrix units' presets.
+    py::module_ hw = m.def_submodule("hw", "The accumulation of real matrix units (lowbit::hw), as Specs.");
+    hw.def(
+        "preset", [](const std::string& text) { return lowbit::hw::preset(text); }, py::arg("text"),
+        "The Spec of a unit's instructions: 'hopper:e4m3', 'ampere:bf16', 'cdna3:fp16', 'hopper:fp16:fp16'\n"
+        "(unit:inputs[:output] or unit:input_a:input_b:output).");
+    hw.def(
+        "units",
+        [] {
+            std::vector<std::string> names;
+            for (const auto u : lowbit::hw::units) names.emplace_back(lowbit::hw::to_string(u));
+            return names;
+        },
+        "The units' names, oldest NVIDIA first, then AMD.");
+    hw.def(
+        "inputs",
+        [](const std::string& unit) {
+            for (const auto u : lowbit::hw::units)
+                if (unit == lowbit::hw::to_string(u)) {
+                    std::vector<std::string> names;
+                    for (const auto& f : lowbit::hw::detail::inputs_of(u)) names.push_back(lowbit::to_string(f));
+                    return names;
+                }
+            throw py::value_error("lowbit.hw.inputs: '" + unit + "' names no unit (lowbit.hw.units())");
+        },
+        py::arg("unit"), "The input formats a unit's instructions take.");
 }

@@ -864,6 +864,17 @@ inline non_finite_addends accumulated_non_finite(const quantizer& acc, non_finit
     return out;
 }
 
+// Whether what a rounding gives beyond the largest value depends on how far beyond the exact value
+// lies: overflow::infinity_always in a directed mode, where a value within one step of the largest
+// truncates to it and one farther overflows to infinity. fp32 sums past fp32's range (saturated,
+// or an infinity from a nearest sum that was still below 2^128) do not keep that distance: the
+// exact path's.
+inline bool beyond_range_varies(const float_quantizer& q) {
+    return q.on_overflow == overflow::infinity_always && q.format.specials == special_values::ieee &&
+           (q.mode == rounding::toward_zero || q.mode == rounding::toward_positive ||
+            q.mode == rounding::toward_negative);
+}
+
 // The accumulator operation for sums whose addends have grid `addend`, or nothing when fp32
 // cannot carry it exactly.
 inline std::optional<accumulate_op> choose_accumulator(const quantizer& q, const value_grid& addend,
@@ -872,7 +883,8 @@ inline std::optional<accumulate_op> choose_accumulator(const quantizer& q, const
         return q.as_float()->on_overflow == overflow::saturate ? accumulate_op{sum_fp32_saturating{}}
                                                                  : accumulate_op{sum_fp32{}};
     const auto grid = float_grid(q);
-    if (!grid || !deterministic_float(q) || !q.as_float()->format.has_negative_zero()) return {};
+    if (!grid || !deterministic_float(q) || !q.as_float()->format.has_negative_zero() || beyond_range_varies(*q.as_float()))
+        return {};
     const float_format& f = q.as_float()->format;
     const int top = f.emax() + 1;
     const int lowest = std::min(grid->smallest_step, addend.smallest_step);
@@ -945,6 +957,9 @@ inline std::string lane_refusal(const quantizer& q, const std::string& role) {
         return role + ": " + to_string(f->format) + " is not a signed format with zero within fp32";
     if (!f->format.has_negative_zero())
         return role + ": " + to_string(f->format) + " has no -0 (fnuz), and fp32 lanes keep the sign of zero";
+    if (beyond_range_varies(*f))
+        return role + ": infinity_always in a directed mode (whether a sum past the largest value is infinity "
+                      "depends on how far past it lies)";
     return role + ": sums of " + to_string(f->format) +
            " span more than fp32's 24 bits and it keeps more than 22 (no round-to-odd sums)";
 }
@@ -1135,10 +1150,11 @@ inline bool products_exact_in_float(const value_grid& a, const value_grid& b) {
 
 // The grids of a call's two inputs (rows x cols floats at a and b): the declared formats' where
 // they make every product exact in fp32, else the data's own; nothing when an input holds an
-// infinity or a NaN (`why` says so).
+// infinity or a NaN, or (unless `wide_products`: the caller takes them) the products are not
+// exact in fp32. `why` says which.
 inline std::optional<std::pair<value_grid, value_grid>> input_grids(const quantizer& qa, const float* a, Eigen::Index na,
                                                                     const quantizer& qb, const float* b, Eigen::Index nb,
-                                                                    std::string& why) {
+                                                                    std::string& why, bool wide_products = false) {
     auto ga = float_grid(qa), gb = float_grid(qb);
     if (ga && gb && products_exact_in_float(*ga, *gb)) {
         if (!all_finite(a, na) || !all_finite(b, nb)) {
@@ -1151,6 +1167,11 @@ inline std::optional<std::pair<value_grid, value_grid>> input_grids(const quanti
     gb = ga ? scanned_grid(b, nb) : ga;
     if (!ga || !gb) {
         why = "inputs: an infinity or NaN";
+        return {};
+    }
+    if (!wide_products && !products_exact_in_float(*ga, *gb)) {
+        why = "inputs: products of " + std::to_string(ga->significand_bits) + " and " +
+              std::to_string(gb->significand_bits) + " significant bits are not exact in fp32";
         return {};
     }
     return std::pair{*ga, *gb};
@@ -1599,7 +1620,7 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
         return false;
     };
     if (K == 0) return refuse("K = 0");
-    const auto grids = input_grids(spec.input_a, a.data(), a.size(), spec.input_b, b.data(), b.size(), why_not);
+    const auto grids = input_grids(spec.input_a, a.data(), a.size(), spec.input_b, b.data(), b.size(), why_not, true);
     if (!grids) return refuse(why_not);
     const auto grid_a = &grids->first, grid_b = &grids->second;
     std::optional<value_grid> addend_grid;
