@@ -103,6 +103,19 @@ void bm_undeclared(benchmark::State& state, lowbit::rounding mode) {
 // to the unit's format (FP8: N(0,1) fits e4m3 / e5m2 without scaling), one thread.
 void bm_preset(benchmark::State& state, const char* name) { time_gemm(state, lowbit::hw::preset(name)); }
 
+// The same as gemm_add, D = A B + C, each chain starting from C (the units' own operation).
+void bm_preset_add(benchmark::State& state, const char* name) {
+    const auto n = state.range(0);
+    const Eigen::MatrixXf A = normal_matrix(n, n, 1), B = normal_matrix(n, n, 2), C = normal_matrix(n, n, 3);
+    Eigen::MatrixXf D(n, n);
+    const lowbit::gemm_spec spec = lowbit::hw::preset(name);
+    lowbit_bench::timed(state, double(n * n * n), "eigen" + std::to_string(n), false, [&] {
+        lowbit::gemm_add(A, B, C, D, spec);
+        benchmark::DoNotOptimize(D.data());
+    });
+    state.counters["MACs/s"] = benchmark::Counter(double(n * n * n), benchmark::Counter::kIsIterationInvariantRate);
+}
+
 void bm_integer(benchmark::State& state, lowbit::int_overflow on_overflow, bool counted) {
     const lowbit::int_quantizer int8{.format = {.bits = 8}, .fraction_bits = 5};
     const lowbit::int_quantizer acc{.format = {.bits = 32}, .on_overflow = on_overflow, .fraction_bits = 10};
@@ -149,5 +162,9 @@ BENCHMARK_CAPTURE(bm_preset, cdna2_bf16_1t, "cdna2:bf16")->Arg(256)->UseManualTi
 BENCHMARK_CAPTURE(bm_preset, cdna3_bf16_1t, "cdna3:bf16")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_preset, cdna3_fp8_1t, "cdna3:float8_e4m3fnuz")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_preset, cdna3_fp32_1t, "cdna3:fp32")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_preset, cdna2_fp16_1t, "cdna2:fp16")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_preset_add, hopper_e4m3_1t, "hopper:e4m3")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_preset_add, cdna1_fp16_1t, "cdna1:fp16")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_preset_add, cdna3_fp32_1t, "cdna3:fp32")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 
 BENCHMARK_MAIN();

@@ -76,18 +76,19 @@ def round_float(v, fmt, mode, saturate=True):
     return math.copysign(float(r), v) if r == 0 else float(r)
 
 
-def sequential_dot(a, b, q_in, q_prod, q_acc, chunk, q_chunk=None):
+def sequential_dot(a, b, q_in, q_prod, q_acc, chunk, q_chunk=None, addend=Fraction(0)):
     """One output of the sequential datapath: inputs rounded by q_in, each product by q_prod, the
-    running sum by q_acc in chunks of `chunk` products (0: one chunk), the chunk results summed by
-    q_chunk, and the total rounded to fp32 (nearest even) as the float result. Each q is
-    (fmt, mode), or None for no rounding (exact)."""
+    running sum by q_acc in chunks of `chunk` products (0: one chunk), the first chunk's starting
+    from `addend` (gemm_add's C, already rounded), the chunk results summed by q_chunk, and the
+    total rounded to fp32 (nearest even) as the float result. Each q is (fmt, mode), or None for
+    no rounding (exact)."""
     def rnd(x, q):
         return x if q is None else round_fraction(x, q[0], q[1])
     products = [rnd(rnd(Fraction(float(x)), q_in) * rnd(Fraction(float(y)), q_in), q_prod) for x, y in zip(a, b)]
     size = chunk if chunk > 0 else max(len(products), 1)
     total = Fraction(0)
     for start in range(0, max(len(products), 1), size):
-        s = Fraction(0)
+        s = Fraction(addend) if start == 0 else Fraction(0)
         for p in products[start:start + size]:
             s = rnd(s + p, q_acc)
         total = rnd(total + s, q_chunk)

@@ -100,3 +100,51 @@ def test_specs_print_parse_and_compare():
 def test_bad_input_raises_with_a_message(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+@pytest.mark.parametrize("text,q_in,q_acc,q_addend", [
+    ("input_a=e4m3 input_b=e4m3 accumulator=fp16 chunk=4 addend=fp16",
+     (oracle.E4M3, "nearest_even"), (oracle.FP16, "nearest_even"), (oracle.FP16, "nearest_even")),
+    # AMD's fp32 matrix instructions: a chain of IEEE fmas from C (lowbit.hw.preset("cdna3:fp32"))
+    (str(lowbit.hw.preset("cdna3:fp32")), None, (oracle.FP32, "nearest_even"), None),
+])
+def test_gemm_add_starts_each_chain_from_c(text, q_in, q_acc, q_addend):
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((3, 21)).astype(np.float32)
+    b = rng.standard_normal((21, 4)).astype(np.float32)
+    c = (rng.standard_normal((3, 4)) * 4).astype(np.float32)
+    d = lowbit.gemm_add(a, b, c, text)
+    assert d.dtype == np.float32 and d.shape == (3, 4)
+    chunk = lowbit.spec(text).chunk
+    for i in range(3):
+        for j in range(4):
+            start = Fraction(float(c[i, j]))
+            if q_addend is not None:
+                start = oracle.round_fraction(start, q_addend[0], q_addend[1])
+            expected = oracle.sequential_dot(a[i, :], b[:, j], q_in, None, q_acc, chunk, None, start)
+            assert Fraction(float(d[i, j])) == expected, (i, j)
+    # and C = 0 is gemm
+    np.testing.assert_array_equal(lowbit.gemm_add(a, b, np.zeros((3, 4), np.float32), text), lowbit.gemm(a, b, text))
+
+
+def test_hw_presets_are_specs_that_print_and_parse():
+    assert lowbit.hw.units()[:3] == ["volta", "turing", "ampere"] and "cdna3" in lowbit.hw.units()
+    assert "fp16" in lowbit.hw.inputs("ampere") and "fp32" in lowbit.hw.inputs("cdna1")
+    h = lowbit.hw.preset("hopper:e4m3")
+    assert isinstance(h, lowbit.Spec)
+    assert lowbit.spec(str(h)) == h
+    assert "align=operands" in str(h) and "model=aligned" in str(h)
+    assert lowbit.hw.preset("Hopper:E4M3") == h  # (names are case-insensitive)
+    assert lowbit.hw.preset("hopper:e4m3:fp16") != h
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda: lowbit.hw.preset("tpu:fp16"), "names no unit"),
+    (lambda: lowbit.hw.preset("volta:bf16"), "its instructions take fp16"),
+    (lambda: lowbit.hw.inputs("tpu"), "names no unit"),
+    (lambda: lowbit.gemm_add(np.ones((2, 3), np.float32), np.ones((3, 2), np.float32), np.ones((2, 3), np.float32), ""),
+     "c \\(\\(2, 3\\)\\) must be M x N"),
+])
+def test_hw_and_gemm_add_bad_input(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

@@ -12,7 +12,12 @@
 // The path is taken only when every value is a float and every step can be done in fp32
 // exactly:
 //   - inputs: float input quantizers whose products are exact in fp32 (significands of at most
-//     24 bits together, no underflow below fp32's subnormals, no overflow), and finite data;
+//     24 bits together, no underflow below fp32's subnormals, no overflow), and finite data.
+//     Wider products (fp32 inputs) are taken where they need not be floats: rounded by a product
+//     quantizer on fp32's grid in nearest_even, which fp32's multiply is (on_fp32_grid_nearest),
+//     or unrounded in sequential and fma chains, as doubles (double_product_gemm);
+//   - an addend (gemm_add's C, finite) starts the first chunk's chain or the chunk sums, as
+//     another term of them;
 //   - product: unset (the exact fp32 product), or a float format: when every exact product of
 //     two input values already lies on its grid (the input significands fit its mantissa and
 //     its smallest step divides theirs), rounding reduces to the range check (overflow and
@@ -25,7 +30,8 @@
 //     values are floats: each fp32 sum is then rounded to odd before the format's rounding
 //     (odd_sum), which equals rounding the exact sum; formats with subnormals (fp16, bf16, e5m2)
 //     then round on the sum's bits (round_shift, shift_rounding.hpp, which also holds their
-//     AVX-512 chain). Or fp32 itself in nearest_even, which is the hardware's own addition.
+//     AVX-512 chain). Or fp32 itself in nearest_even, which is the hardware's own addition, and
+//     formats on fp32's grid in nearest_even (fp32 without subnormals: the addition, then a flush).
 //     round_shift and the flush-and-saturate rounding take a sum beyond the largest value as an
 //     overflow: where products (or the accumulator, for the chunk sums) may be infinite or NaN,
 //     the flush-and-saturate rounding is not used, and round_shift only where the accumulator
