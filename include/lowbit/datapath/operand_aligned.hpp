@@ -89,7 +89,9 @@ inline constexpr int no_exponent = -100000;
     for (std::int64_t k = g0; k < g1; ++k) {
         const std::int32_t e_a = ea[k];
         const int* e_b = eb + k * ldb;
-#pragma GCC ivdep
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC ivdep  // (g++ would want a run-time alias check between top and e_b, which -O2 does not do)
+#endif
         for (int l = 0; l < fast_lanes; ++l) {
             const std::int32_t e = (e_a == no_exponent || e_b[l] == no_exponent) ? zero : e_a + e_b[l];
             top[l] = std::max(top[l], e);
