@@ -10,6 +10,8 @@
 #include <catch2/catch.hpp>
 
 #include <bit>
+#include <cfloat>
+#include <limits>
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -100,15 +102,20 @@ TEST_CASE("operand_aligned: every CDNA3 two_level preset equals the exact path",
 TEST_CASE("operand_aligned: random two_level specs equal the exact path", "[operand_aligned]") {
     std::mt19937_64 gen(14);
     const lowbit::float_format inputs[] = {lowbit::fp16, lowbit::bf16, lowbit::fp8_e4m3fnuz, lowbit::fp8_e5m2, lowbit::fp32};
+    // (fp32 and formats of at most 21 mantissa bits round their group sums in float lanes, with or
+    // without subnormals; e8m22 on doubles)
     const lowbit::float_format accumulators[] = {lowbit::fp32, lowbit::fp16, lowbit::bf16,
-                                                 lowbit::float_format{.exp_bits = 5, .man_bits = 3}};
-    for (int trial = 0; trial < 200; ++trial) {
+                                                 lowbit::float_format{.exp_bits = 5, .man_bits = 3},
+                                                 lowbit::float_format{.exp_bits = 8, .man_bits = 23, .subnormals = false},
+                                                 lowbit::float_format{.exp_bits = 8, .man_bits = 22},
+                                                 lowbit::float_format{.exp_bits = 8, .man_bits = 10, .subnormals = false}};
+    for (int trial = 0; trial < 300; ++trial) {
         gemm_spec spec;
         spec.model = lowbit::accumulation::two_level;
         spec.input_a = inputs[gen() % 5];
         spec.input_b = inputs[gen() % 5];
-        spec.accumulator = lowbit::float_quantizer{.format = accumulators[gen() % 4],
-                                                   .mode = lowbit::rounding(gen() % 5),
+        spec.accumulator = lowbit::float_quantizer{.format = accumulators[gen() % 7],
+                                                   .mode = gen() % 6 == 0 ? lowbit::rounding::odd : lowbit::rounding(gen() % 5),
                                                    .on_overflow = lowbit::overflow(gen() % 3)};
         spec.addend = accumulators[gen() % 4];
         spec.window = 1 + int(gen() % 30);
@@ -125,16 +132,18 @@ TEST_CASE("operand_aligned: random specs with the conventions equal the exact pa
     std::mt19937_64 gen(12);
     const lowbit::float_format inputs[] = {lowbit::fp16, lowbit::bf16, lowbit::fp8_e4m3, lowbit::fp8_e5m2, lowbit::fp32};
     const lowbit::float_format accumulators[] = {lowbit::fp32, lowbit::fp16, lowbit::bf16, lowbit::hw::e8m13,
-                                                 lowbit::float_format{.exp_bits = 5, .man_bits = 3}};
+                                                 lowbit::float_format{.exp_bits = 5, .man_bits = 3},
+                                                 lowbit::float_format{.exp_bits = 8, .man_bits = 23, .subnormals = false},
+                                                 lowbit::float_format{.exp_bits = 8, .man_bits = 13, .bias = 140}};
     const lowbit::rounding modes[] = {lowbit::rounding::toward_zero, lowbit::rounding::nearest_even,
                                       lowbit::rounding::toward_negative, lowbit::rounding::nearest_away};
-    for (int trial = 0; trial < 300; ++trial) {
+    for (int trial = 0; trial < 400; ++trial) {
         gemm_spec spec;
         spec.model = lowbit::accumulation::aligned;
         spec.align = lowbit::alignment_exponent::operands;
         spec.input_a = inputs[gen() % 5];
         spec.input_b = inputs[gen() % 5];
-        spec.accumulator = lowbit::float_quantizer{.format = accumulators[gen() % 5], .mode = modes[gen() % 4],
+        spec.accumulator = lowbit::float_quantizer{.format = accumulators[gen() % 7], .mode = modes[gen() % 4],
                                                    .on_overflow = lowbit::overflow(gen() % 3)};
         spec.addend = accumulators[gen() % 5];
         spec.window = 1 + int(gen() % 30);
@@ -162,4 +171,56 @@ TEST_CASE("operand_aligned: where it does not apply, the report says why", "[ope
     CHECK(report.reason.find("infinite or NaN") != std::string::npos);
     CHECK(std::isinf(D(0, 0)));
     CHECK(D(1, 0) == 40.0f);
+}
+
+TEST_CASE("operand_aligned: a group's sum rounded in float lanes equals the double plan", "[operand_aligned]") {
+    // round_group_sums rounds exact doubles through fp32 (round-to-odd, or fp32's own grid) where it
+    // can; the reference is round_with_plan on the double itself. Values: random 53-bit significands
+    // and short ones (ties) from 2^-160 to 2^130, and the edges: fp32's largest, 2^128 and half an
+    // ulp around them, the subnormal boundary, zeros, infinities, NaN.
+    std::mt19937_64 gen(31);
+    std::vector<double> values;
+    std::uniform_int_distribution<int> exponent(-160, 130);
+    for (int i = 0; i < 4000; ++i) {
+        const int bits = i % 3 == 0 ? 53 : 1 + int(gen() % 30);
+        const double significand = std::ldexp(double(gen() >> (64 - bits)) + 1.0, -bits);  // [0.5, 1)
+        double x = std::ldexp(1.0 + significand, exponent(gen));
+        values.push_back(gen() % 2 ? -x : x);
+    }
+    for (const double edge : {double(FLT_MAX), 0x1p128, 0x1p128 - 0x1p103, 0x1p128 - 0x1p104 + 0x1p102,
+                              0x1p-126, 0x1p-126 - 0x1p-150, 0x1p-149, 0x1p-150, 0x1.8p-150, 0x1p-160, 0.0,
+                              std::numeric_limits<double>::infinity(), std::numeric_limits<double>::quiet_NaN()}) {
+        values.push_back(edge);
+        values.push_back(-edge);
+    }
+    while (values.size() % lowbit::detail::fast_lanes != 0) values.push_back(1.0);
+    const lowbit::float_format formats[] = {lowbit::fp32,
+                                            lowbit::float_format{.exp_bits = 8, .man_bits = 23, .subnormals = false},
+                                            lowbit::hw::e8m13, lowbit::fp16, lowbit::bf16,
+                                            lowbit::float_format{.exp_bits = 5, .man_bits = 3, .subnormals = false},
+                                            lowbit::float_format{.exp_bits = 8, .man_bits = 22},
+                                            lowbit::float_format{.exp_bits = 8, .man_bits = 13, .bias = 140}};
+    for (const auto& format : formats)
+        for (const auto mode : {lowbit::rounding::nearest_even, lowbit::rounding::nearest_away, lowbit::rounding::toward_zero,
+                                lowbit::rounding::toward_positive, lowbit::rounding::toward_negative, lowbit::rounding::odd})
+            for (const auto policy : {lowbit::overflow::infinity, lowbit::overflow::saturate, lowbit::overflow::infinity_always}) {
+                const lowbit::float_quantizer q{.format = format, .mode = mode, .on_overflow = policy};
+                const auto r = lowbit::detail::group_rounding::make(q);
+                std::vector<double> lanes = values;
+                lowbit::detail::dispatch_deterministic(mode, [&](auto m) {
+                    for (std::size_t at = 0; at < lanes.size(); at += lowbit::detail::fast_lanes)
+                        lowbit::detail::round_group_sums<m()>(r, lanes.data() + at);
+                });
+                long wrong = 0;
+                for (std::size_t i = 0; i < values.size(); ++i) {
+                    const double expected = lowbit::detail::dispatch_deterministic(
+                        mode, [&](auto m) { return lowbit::round_with_plan<m()>(values[i], r.double_plan); });
+                    const bool same = std::bit_cast<std::uint64_t>(expected) == std::bit_cast<std::uint64_t>(lanes[i]) ||
+                                      (std::isnan(expected) && std::isnan(lanes[i]));
+                    if (!same && wrong++ < 3)
+                        FAIL_CHECK(lowbit::to_string(q) << ": " << std::hexfloat << values[i] << " -> " << lanes[i]
+                                                        << ", the double plan " << expected);
+                }
+                CHECK(wrong == 0);
+            }
 }

@@ -13,9 +13,9 @@
 // path's aligned() and two_level(), on the same values: the same bits. Applies to one chunk
 // (chunk 0 or >= K, an exact chunk accumulator), finite inputs and no event counting; gemm_report
 // says which condition sent a call elsewhere. Each output starts from its addend (gemm_add) or +0.
-// The loops over lanes vectorize (the cuts are integer conversions, exponents read from bits);
-// what does not is the rounding of each group's sum (round_with_plan on doubles: g++ 12 leaves
-// its 64-bit variable shifts scalar), once per group and output.
+// The loops over lanes vectorize (the cuts are integer conversions, exponents read from bits, the
+// groups' sums rounded through fp32: group_rounding), but for accumulators of 22 mantissa bits or
+// wider than fp32, whose sums take round_with_plan on doubles (which g++ 12 leaves scalar).
 #pragma once
 
 #include <lowbit/datapath/exact_datapath.hpp>
@@ -75,6 +75,84 @@ inline int operand_exponent(float x, int min, int zero) { return x == 0 ? zero :
     return x == 0 ? zero : std::max(normal_exponent(x), min);
 }
 
+// The rounding of exact doubles (a group's sum) by the accumulator's float format, for lanes. A
+// double below 2^128 in magnitude is first cut to fp32 (its nearest float, stepped one ulp toward
+// zero where that rounded away) with a sticky bit, and then:
+//   - formats of at most 21 mantissa bits: the cut with the sticky bit as its last bit (the
+//     round-to-odd float, which rounds to such a format as the double does: Boldo and Melquiond)
+//     goes through the format's float plan;
+//   - formats on fp32's grid (fp32, fp32 without subnormals or with another overflow policy), in
+//     nearest_even (the nearest float) or toward_zero (the cut): the float plan applies the range;
+//   - otherwise, and for the rare sums of 2^128 or more, infinities and NaN: the double plan, one
+//     lane at a time (g++ leaves round_with_plan on doubles scalar).
+// All of it vectorizes but the last case.
+struct group_rounding {
+    enum class kind : std::uint8_t { odd_float, fp32_grid, doubles };
+    kind how = kind::doubles;
+    rounding_plan<float> float_plan;
+    rounding_plan<double> double_plan;
+
+    static group_rounding make(const float_quantizer& q) {
+        group_rounding r;
+        r.double_plan = rounding_plan<double>::make(q.format, q.on_overflow, q.random_bits);
+        if (!format_fits<float>(q.format) || !q.format.is_signed) return r;
+        r.float_plan = rounding_plan<float>::make(q.format, q.on_overflow, q.random_bits);
+        // (round-to-odd needs two bits below the format's: its steps at least 2^-147 = 4 x fp32's)
+        if (q.format.man_bits <= 21 && q.format.emin() - q.format.man_bits >= -147 && q.mode != rounding::stochastic)
+            r.how = kind::odd_float;
+        else if (q.format.man_bits == 23 && q.format.emin() == -126 &&
+                 (q.mode == rounding::nearest_even || q.mode == rounding::toward_zero))
+            r.how = kind::fp32_grid;
+        return r;
+    }
+};
+
+// out[l] = in[l] rounded through fp32 by `plan` (group_rounding's odd_float or fp32_grid way; each
+// instantiation straight-line code, so that g++ vectorizes it at -O2 and -O3 alike); in[l] a
+// finite double below 2^128 in magnitude.
+template <rounding Mode, bool Odd>
+void round_through_float(const rounding_plan<float> plan, const double* in, double* out) {
+    for (int l = 0; l < fast_lanes; ++l) {
+        const double d = in[l];
+        const float nearest = float(d);
+        std::uint32_t candidate = std::bit_cast<std::uint32_t>(nearest);
+        if constexpr (Odd || Mode != rounding::nearest_even) {
+            // the cut: one ulp toward zero where the nearest float lies beyond d (an infinity: the
+            // largest float); sticky where it is inexact (compared on bits: magnitudes as integers)
+            constexpr std::uint64_t magnitude = 0x7FFFFFFFFFFFFFFFu;
+            const std::uint64_t back = std::bit_cast<std::uint64_t>(double(nearest)), exact = std::bit_cast<std::uint64_t>(d);
+            candidate -= std::uint32_t((back & magnitude) > (exact & magnitude));
+            if constexpr (Odd) candidate |= std::uint32_t(back != exact);
+        }
+        out[l] = double(round_with_plan<Mode, float>(std::bit_cast<float>(candidate), plan));
+    }
+}
+
+// x[l] = x[l] rounded by r, for the fast_lanes exact doubles at x.
+template <rounding Mode>
+void round_group_sums(const group_rounding& r, double* x) {
+    constexpr int L = fast_lanes;
+    if (r.how == group_rounding::kind::doubles) {
+        for (int l = 0; l < L; ++l) x[l] = round_with_plan<Mode>(x[l], r.double_plan);
+        return;
+    }
+    alignas(64) double in[L], out[L];
+    std::uint64_t beyond = 0;  // lanes of 2^128 or more, infinite or NaN: 0 in `in`, done below
+    for (int l = 0; l < L; ++l) {
+        const std::uint64_t bits = std::bit_cast<std::uint64_t>(x[l]);
+        const std::uint64_t far = std::uint64_t(((bits >> 52) & 0x7FF) >= 1023 + 128);
+        beyond |= far;
+        in[l] = std::bit_cast<double>(bits & (far - 1));
+    }
+    if (r.how == group_rounding::kind::odd_float) round_through_float<Mode, true>(r.float_plan, in, out);
+    else round_through_float<Mode, false>(r.float_plan, in, out);
+    if (beyond != 0)
+        for (int l = 0; l < L; ++l)
+            if (((std::bit_cast<std::uint64_t>(x[l]) >> 52) & 0x7FF) >= 1023 + 128)
+                out[l] = round_with_plan<Mode>(x[l], r.double_plan);
+    std::copy(out, out + L, x);
+}
+
 // The smallest exponent any group's largest may have beside the values of a call: below it no
 // term is read (the sentinel for "no exponent").
 inline constexpr int no_exponent = -100000;
@@ -109,7 +187,7 @@ inline constexpr int no_exponent = -100000;
 
 template <rounding Mode, alignment_cut Cut>
 void operand_aligned_block(const float* a, const int* ea, const float* b, const int* eb, std::int64_t ldb,
-                           std::int64_t K, const gemm_spec& spec, const rounding_plan<double>& plan, int acc_min,
+                           std::int64_t K, const gemm_spec& spec, const group_rounding& rounding, int acc_min,
                            int zero, double* acc_io) {
     constexpr int L = fast_lanes;
     constexpr bool floor = Cut == alignment_cut::toward_negative;
@@ -154,7 +232,8 @@ void operand_aligned_block(const float* a, const int* ea, const float* b, const 
                 for (std::int64_t k = g0; k < g1; ++k) plain += double(a[k]) * double(b[k * ldb + l]);
                 cut_sum[l] = plain;
             }
-        for (int l = 0; l < L; ++l) acc[l] = round_with_plan<Mode>(cut_sum[l], plan);
+        round_group_sums<Mode>(rounding, cut_sum);
+        std::copy(cut_sum, cut_sum + L, acc);
     }
     std::copy(acc, acc + L, acc_io);
 }
@@ -162,7 +241,8 @@ void operand_aligned_block(const float* a, const int* ea, const float* b, const 
 // The two_level model (gemm_spec.hpp) for 64 outputs; the operands' exponents as above.
 template <rounding Mode>
 void two_level_block(const float* a, const int* ea, const float* b, const int* eb, std::int64_t ldb, std::int64_t K,
-                     const gemm_spec& spec, const rounding_plan<double>& plan, int acc_min, int zero, double* acc_io) {
+                     const gemm_spec& spec, const group_rounding& rounding, int acc_min, int zero, double* acc_io) {
+    const rounding_plan<double>& plan = rounding.double_plan;  // (the rare lanes')
     constexpr int L = fast_lanes;
     constexpr int max_subs = 64;  // (gemm_spec::validate)
     const int window = spec.window, subs = spec.sub_dots;
@@ -218,7 +298,7 @@ void two_level_block(const float* a, const int* ea, const float* b, const int* e
                                                          (std::uint64_t(0) - std::uint64_t(top[d][l] != no_exponent)));
                 }
         }
-        alignas(64) std::int64_t exponent[L];  // (64-bit integers beside the doubles: g++ vectorizes that)
+        alignas(64) std::int64_t exponent[L];
         std::uint64_t rare = 0;
         for (int l = 0; l < L; ++l) {
             const bool finite = finite_value(acc[l]);
@@ -235,7 +315,7 @@ void two_level_block(const float* a, const int* ea, const float* b, const int* e
             exponent[l] = e;
             rare |= std::uint64_t(!finite) | std::uint64_t(large[l] != 0) | std::uint64_t(e == no_exponent);
         }
-        for (int l = 0; l < L; ++l) next[l] = round_with_plan<Mode>(next[l], plan);
+        round_group_sums<Mode>(rounding, next);
         // The rare lanes: an infinite or NaN accumulator (IEEE's sum with finite products), a
         // product of 2^128 or more (infinity; NaN for both signs), or no exponent at all (every
         // value zero, zeros not aligned: IEEE's sum of the zeros).
@@ -304,7 +384,7 @@ bool operand_aligned_gemm(const MA& a, const MB& b, const float* addend, MC& c, 
             b_padded[std::size_t(k * ldb + j)] = x;
             eb[std::size_t(k * ldb + j)] = operand_exponent(x, min_b, no_exponent);
         }
-    const auto plan = rounding_plan<double>::make(acc->format, acc->on_overflow, acc->random_bits);
+    const auto plan = group_rounding::make(*acc);
     const auto run = [&](auto block_fn) {
         for_each_range(blocks * M, thread_count(spec.threads), [&](std::int64_t begin, std::int64_t end) {
             alignas(64) double lanes[fast_lanes];
