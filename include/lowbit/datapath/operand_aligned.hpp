@@ -298,22 +298,23 @@ void two_level_block(const float* a, const int* ea, const float* b, const int* e
                                                          (std::uint64_t(0) - std::uint64_t(top[d][l] != no_exponent)));
                 }
         }
-        alignas(64) std::int64_t exponent[L];
-        std::uint64_t rare = 0;
+        alignas(64) std::int32_t exponent[L];
+        std::uint32_t rare = 0;
+        // (conditions as 0 / all-ones masks: g++ does not vectorize bool logic of mixed widths)
+        const std::uint64_t sub_dotted = std::uint64_t(0) - std::uint64_t(subs > 1);
         for (int l = 0; l < L; ++l) {
             const bool finite = finite_value(acc[l]);
             const double x = std::bit_cast<double>(std::bit_cast<std::uint64_t>(acc[l]) &
                                                    (std::uint64_t(0) - std::uint64_t(finite)));  // (else +0)
-            const std::int64_t top_acc = x == 0 ? std::int64_t(zero)
-                                                : std::max<std::int64_t>(std::int64_t((std::bit_cast<std::uint64_t>(x) >> 52) & 0x7FF) - 1023, acc_min);
-            const std::int64_t e = std::max<std::int64_t>(top_p[l], top_acc);
+            const std::int32_t top_acc = accumulator_exponent(x, acc_min, zero);
+            const std::int32_t e = std::max(top_p[l], top_acc);
             const double s = 0.0 + floor_to(products[l], std::int64_t(e) - spec.sum_window);
-            const bool dropped = subs > 1 && top_acc < e - window - 1;
+            const std::uint64_t dropped = sub_dotted & (std::uint64_t(0) - std::uint64_t(top_acc < e - window - 1));
             const double added = floor_to(x, std::int64_t(e) - window);
-            const std::uint64_t keep = std::uint64_t(0) - std::uint64_t((x != 0) & !dropped);
+            const std::uint64_t keep = (std::uint64_t(0) - std::uint64_t(x != 0)) & ~dropped;
             next[l] = s + std::bit_cast<double>(std::bit_cast<std::uint64_t>(added) & keep);  // (s is not -0)
             exponent[l] = e;
-            rare |= std::uint64_t(!finite) | std::uint64_t(large[l] != 0) | std::uint64_t(e == no_exponent);
+            rare |= std::uint32_t(!finite) | std::uint32_t(large[l] != 0) | std::uint32_t(e == no_exponent);
         }
         round_group_sums<Mode>(rounding, next);
         // The rare lanes: an infinite or NaN accumulator (IEEE's sum with finite products), a
