@@ -5,6 +5,7 @@
 // The report must name the vectorized kernel.
 #include <lowbit/datapath/gemm.hpp>
 #include <lowbit/datapath/hardware.hpp>
+#include <lowbit/datapath/operand_aligned.hpp>  // (group_rounding: its own test below)
 #include <lowbit/rounding/quantize.hpp>
 
 #include <catch2/catch.hpp>
