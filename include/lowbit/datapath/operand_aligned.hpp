@@ -28,6 +28,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cfloat>
 #include <climits>
 #include <cmath>
 #include <cstdint>
@@ -76,15 +77,15 @@ inline int operand_exponent(float x, int min, int zero) { return x == 0 ? zero :
 }
 
 // The rounding of exact doubles (a group's sum) by the accumulator's float format, for lanes. A
-// double below 2^128 in magnitude is first cut to fp32 (its nearest float, stepped one ulp toward
-// zero where that rounded away) with a sticky bit, and then:
+// double within fp32's range is first cut to fp32 (its nearest float, stepped one ulp toward zero
+// where that rounded away) with a sticky bit, and then:
 //   - formats of at most 21 mantissa bits: the cut with the sticky bit as its last bit (the
 //     round-to-odd float, which rounds to such a format as the double does: Boldo and Melquiond)
 //     goes through the format's float plan;
 //   - formats on fp32's grid (fp32, fp32 without subnormals or with another overflow policy), in
 //     nearest_even (the nearest float) or toward_zero (the cut): the float plan applies the range;
-//   - otherwise, and for the rare sums of 2^128 or more, infinities and NaN: the double plan, one
-//     lane at a time (g++ leaves round_with_plan on doubles scalar).
+//   - otherwise, and for the rare sums beyond fp32's largest value, infinities and NaN: the double
+//     plan, one lane at a time (g++ leaves round_with_plan on doubles scalar).
 // All of it vectorizes but the last case.
 struct group_rounding {
     enum class kind : std::uint8_t { odd_float, fp32_grid, doubles };
@@ -109,7 +110,7 @@ struct group_rounding {
 
 // out[l] = in[l] rounded through fp32 by `plan` (group_rounding's odd_float or fp32_grid way; each
 // instantiation straight-line code, so that g++ vectorizes it at -O2 and -O3 alike); in[l] a
-// finite double below 2^128 in magnitude.
+// double within fp32's range.
 template <rounding Mode, bool Odd>
 void round_through_float(const rounding_plan<float> plan, const double* in, double* out) {
     for (int l = 0; l < fast_lanes; ++l) {
@@ -117,8 +118,8 @@ void round_through_float(const rounding_plan<float> plan, const double* in, doub
         const float nearest = float(d);
         std::uint32_t candidate = std::bit_cast<std::uint32_t>(nearest);
         if constexpr (Odd || Mode != rounding::nearest_even) {
-            // the cut: one ulp toward zero where the nearest float lies beyond d (an infinity: the
-            // largest float); sticky where it is inexact (compared on bits: magnitudes as integers)
+            // the cut: one ulp toward zero where the nearest float lies beyond d; sticky where it
+            // is inexact (compared on bits: magnitudes as integers)
             constexpr std::uint64_t magnitude = 0x7FFFFFFFFFFFFFFFu;
             const std::uint64_t back = std::bit_cast<std::uint64_t>(double(nearest)), exact = std::bit_cast<std::uint64_t>(d);
             candidate -= std::uint32_t((back & magnitude) > (exact & magnitude));
@@ -136,11 +137,15 @@ void round_group_sums(const group_rounding& r, double* x) {
         for (int l = 0; l < L; ++l) x[l] = round_with_plan<Mode>(x[l], r.double_plan);
         return;
     }
+    // Lanes beyond fp32's largest value (a conversion to float would be undefined there), infinite
+    // or NaN: 0 in `in`, rounded by the double plan below.
+    constexpr std::uint64_t magnitude = 0x7FFFFFFFFFFFFFFFu;
+    constexpr std::uint64_t largest = std::bit_cast<std::uint64_t>(double(FLT_MAX));
     alignas(64) double in[L], out[L];
-    std::uint64_t beyond = 0;  // lanes of 2^128 or more, infinite or NaN: 0 in `in`, done below
+    std::uint64_t beyond = 0;
     for (int l = 0; l < L; ++l) {
         const std::uint64_t bits = std::bit_cast<std::uint64_t>(x[l]);
-        const std::uint64_t far = std::uint64_t(((bits >> 52) & 0x7FF) >= 1023 + 128);
+        const std::uint64_t far = std::uint64_t((bits & magnitude) > largest);
         beyond |= far;
         in[l] = std::bit_cast<double>(bits & (far - 1));
     }
@@ -148,8 +153,7 @@ void round_group_sums(const group_rounding& r, double* x) {
     else round_through_float<Mode, false>(r.float_plan, in, out);
     if (beyond != 0)
         for (int l = 0; l < L; ++l)
-            if (((std::bit_cast<std::uint64_t>(x[l]) >> 52) & 0x7FF) >= 1023 + 128)
-                out[l] = round_with_plan<Mode>(x[l], r.double_plan);
+            if ((std::bit_cast<std::uint64_t>(x[l]) & magnitude) > largest) out[l] = round_with_plan<Mode>(x[l], r.double_plan);
     std::copy(out, out + L, x);
 }
 
