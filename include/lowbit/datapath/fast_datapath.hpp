@@ -816,11 +816,12 @@ inline bool is_fp32_nearest(const quantizer& q) {
 // say, or with another overflow policy) in nearest_even: fp32's addition or multiplication rounds
 // the exact result onto that grid as the format does, and what is left of the format's rounding
 // (flush, overflow) sees fp32's result as it would the exact one.
+inline bool on_fp32_grid(const float_format& f) {
+    return f.man_bits == 23 && f.emin() == -126 && format_fits<float>(f) && f.is_signed && f.has_negative_zero();
+}
 inline bool on_fp32_grid_nearest(const quantizer& q) {
     const float_quantizer* f = q.as_float();
-    return f != nullptr && f->mode == rounding::nearest_even && f->format.man_bits == 23 &&
-           f->format.emin() == -126 && format_fits<float>(f->format) && f->format.is_signed &&
-           f->format.has_negative_zero();
+    return f != nullptr && f->mode == rounding::nearest_even && on_fp32_grid(f->format);
 }
 
 // x rounded by q (deterministic), in double.

@@ -101,8 +101,7 @@ struct group_rounding {
         // (round-to-odd needs two bits below the format's: its steps at least 2^-147 = 4 x fp32's)
         if (q.format.man_bits <= 21 && q.format.emin() - q.format.man_bits >= -147 && q.mode != rounding::stochastic)
             r.how = kind::odd_float;
-        else if (q.format.man_bits == 23 && q.format.emin() == -126 &&
-                 (q.mode == rounding::nearest_even || q.mode == rounding::toward_zero))
+        else if (on_fp32_grid(q.format) && (q.mode == rounding::nearest_even || q.mode == rounding::toward_zero))
             r.how = kind::fp32_grid;
         return r;
     }
