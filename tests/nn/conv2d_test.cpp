@@ -185,6 +185,19 @@ TEST_CASE("conv2d: with a low-precision spec the output is lowbit::gemm(W, im2co
             (void)layer.forward(images(x, g), pass::inference);
             CHECK(stats.macs == 2 * reference_stats.macs);
             CHECK(stats.inexact_additions == 2 * reference_stats.inexact_additions);
+
+            // The bias as the GEMM's addend: the accumulation of output (f, column) starts from b(f).
+            layer.datapath.stats = nullptr;
+            layer.datapath.bias_as_addend = true;
+            const matrix bias_columns = layer.bias().value.transpose().replicate(1, cols.cols());
+            const Eigen::MatrixXf d = lowbit::gemm_add(w, cols, bias_columns, spec);
+            matrix expected_addend(batch, filters * positions);
+            for (Eigen::Index n = 0; n < batch; ++n)
+                for (int f = 0; f < filters; ++f)
+                    for (Eigen::Index p = 0; p < positions; ++p) expected_addend(n, f * positions + p) = d(f, n * positions + p);
+            for (const pass p : {pass::inference, pass::training})
+                CHECK(same_bits(layer.forward(images(x, g), p).values, expected_addend));
+            CHECK(!same_bits(expected_addend, expected));  // where the bias enters matters on this datapath
         }
 }
 

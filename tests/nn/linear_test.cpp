@@ -12,6 +12,9 @@
 //    operands (naive formulas in double). Gradients add up over backward calls.
 //  * He-uniform initialisation: within +-sqrt(6 / inputs), by seed, with the variance of a uniform.
 //  * Errors: constructor arguments, input shapes, backward without a training forward.
+//  * bias_as_addend: a worked case where the bias swamps the products it starts the chain of, the
+//    output bit for bit lowbit::gemm_add(W, X^T, b 1^T) (with skipped outputs: on the active
+//    rows), the same events, the STE bias gradient, and the datapaths that refuse it.
 #include <lowbit/nn/linear.hpp>
 
 #include <lowbit/rounding/quantize.hpp>
@@ -343,5 +346,86 @@ TEST_CASE("linear: fine-grained gradients need a spec and every output and input
     CHECK_THROWS_WITH(l.forward(features(x), pass::training), Contains("with skipped work (set_active) is not supported"));
     CHECK_NOTHROW(l.forward(features(x), pass::inference));
     l.set_all_active();
+    CHECK_NOTHROW(l.forward(features(x), pass::training));
+}
+
+TEST_CASE("linear: bias_as_addend starts each output's accumulation from its bias (gemm_add)") {
+    // Worked case: four products 1 * 1 into an fp16 accumulator (nearest_even), bias 2048. After the
+    // datapath, the fp16 sum 4 plus 2048 in fp32 is 2052. As the addend, 2048 + 1 = 2049 lies halfway
+    // between fp16's neighbours 2048 and 2050 (spacing 2 in [2048, 4096)): the even significand,
+    // 2048; so every step, and the output is 2048.
+    {
+        linear l(4, 1, 1);
+        l.weight().value.setOnes();
+        l.bias().value(0, 0) = 2048;
+        l.datapath.spec = gemm_spec{.accumulator = float_quantizer{.format = lowbit::fp16}};
+        const matrix x = matrix::Ones(1, 4);
+        CHECK(l.forward(features(x), pass::inference).values(0, 0) == 2052.0f);
+        l.datapath.bias_as_addend = true;
+        CHECK(l.forward(features(x), pass::inference).values(0, 0) == 2048.0f);
+    }
+    rng r(36);
+    const int inputs = 40, outputs = 6, batch = 7;
+    linear l(inputs, outputs, 12);
+    l.bias().value = random_matrix(1, outputs, r, -4, 4);
+    const range_biased_float qw{.seed = 1};
+    const range_biased_float qx{.exp_bits = 4, .man_bits = 3, .seed = 2};
+    const float_quantizer q_acc{.format = lowbit::lba_m7e4_acc};  // nearest_even
+    const gemm_spec base{.product = float_quantizer{.format = lowbit::lba_m7e4_prod}, .accumulator = q_acc, .chunk = 16,
+                         .chunk_accumulator = q_acc};
+    l.datapath = gemm_datapath{.spec = base, .weights = qw, .activations = qx, .bias_as_addend = true};
+    const matrix x = random_matrix(batch, inputs, r, -0.5, 2.5).cwiseMax(0.0f);
+    const matrix& w = l.weight().value;
+    const matrix xt = x.transpose();
+    gemm_spec spec = base;
+    spec.input_a = qw.for_tensor(std::span<const float>(w.data(), std::size_t(w.size())));
+    spec.input_b = qx.for_tensor(std::span<const float>(xt.data(), std::size_t(xt.size())));
+    const matrix b = l.bias().value.transpose().replicate(1, batch);  // outputs x batch
+    gemm_stats reference_stats;
+    const matrix d = lowbit::gemm_add(w, xt, b, spec, &reference_stats);
+    const matrix after = lowbit::gemm(w, xt, spec) + b;  // the bias added after the datapath
+    CHECK(!same_bits(d, after));                       // these data tell the two apart
+
+    gemm_stats stats;
+    l.datapath.stats = &stats;
+    for (const pass p : {pass::inference, pass::training}) CHECK(same_bits(l.forward(features(x), p).values, matrix(d.transpose())));
+    CHECK(stats.macs == 2 * reference_stats.macs);
+    CHECK(stats.swamps == 2 * reference_stats.swamps);
+    CHECK(stats.inexact_additions == 2 * reference_stats.inexact_additions);
+    l.datapath.stats = nullptr;
+
+    // Straight-through gradients: dL/db is the sum of dL/dy over the batch, as without the addend.
+    const matrix dy = random_matrix(batch, outputs, r);
+    l.bias().grad.setZero();
+    (void)l.forward(features(x), pass::training);
+    (void)l.backward(features(dy));
+    for (int o = 0; o < outputs; ++o) {
+        double s = 0;
+        for (int n = 0; n < batch; ++n) s += double(dy(n, o));
+        CHECK(std::fabs(double(l.bias().grad(0, o)) - s) <= 1e-5 * (1 + std::fabs(s)));
+    }
+
+    // Skipped outputs: the active rows start from their own biases, the others are 0.
+    const std::vector<int> rows = {0, 2, 5};
+    l.set_active(rows, {});
+    const matrix small = lowbit::gemm_add(matrix(w(rows, Eigen::all)), xt, matrix(b(rows, Eigen::all)), spec);
+    matrix expected = matrix::Zero(batch, outputs);
+    for (std::size_t i = 0; i < rows.size(); ++i) expected.col(rows[i]) = small.row(Eigen::Index(i)).transpose();
+    CHECK(same_bits(l.forward(features(x), pass::inference).values, expected));
+}
+
+TEST_CASE("linear: bias_as_addend needs a spec's accumulation and straight-through gradients") {
+    linear l(8, 3, 1);
+    l.datapath.bias_as_addend = true;
+    const matrix x = matrix::Ones(2, 8);
+    CHECK_THROWS_WITH(l.forward(features(x), pass::inference), Contains("has no spec (the plain fp32 product)"));
+    l.datapath.spec = low_precision_spec();
+    l.datapath.gradient = lowbit::gradient_mode::recursive;
+    CHECK_THROWS_WITH(l.forward(features(x), pass::training),
+                      Contains("gradient = recursive with an addend (bias_as_addend)"));
+    l.datapath.gradient = lowbit::gradient_mode::ste;
+    l.datapath.blocks = lowbit::nn::block_scaled_inputs{};
+    CHECK_THROWS_WITH(l.forward(features(x), pass::inference), Contains("has blocks set (block_scaled_gemm takes no addend)"));
+    l.datapath.blocks.reset();
     CHECK_NOTHROW(l.forward(features(x), pass::training));
 }

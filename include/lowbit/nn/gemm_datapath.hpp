@@ -105,6 +105,12 @@ struct gemm_datapath {
     std::optional<block_scaled_inputs> blocks{};  // set: block-scaled operands instead of weights/activations
     std::optional<clipped_inputs> clipping{};     // set: clipped operands instead of weights/activations
     std::optional<lns_inputs> lns{};              // set: LNS operands and products, forward and backward
+    // How a GEMM layer's bias b enters (linear, conv2d): false, added in fp32 to the datapath's
+    // rounded output; true, as the GEMM's addend (lowbit::gemm_add: C(i, j) = b(i), rounded by
+    // spec.addend), which the accumulation starts from, as a matrix unit computing D = A B + C does
+    // (gemm_spec.hpp says where C enters each accumulation model). Needs a spec and gradient = ste
+    // (fine-grained gradients recompute chains that start from +0); not with blocks or lns.
+    bool bias_as_addend = false;
 };
 
 // What a layer's GEMM used, kept for its backward pass: the quantized operands, the spec as it
@@ -142,7 +148,7 @@ LOWBIT_NN_INLINE matrix block_scaled_product(const matrix& w, const matrix& x, c
 LOWBIT_NN_INLINE matrix lns_product(const matrix& w, const matrix& x, const gemm_datapath& d, gemm_operands* keep);
 // datapath_gemm with d.clipping set.
 LOWBIT_NN_INLINE matrix clipped_product(const matrix& w, const matrix& x, const gemm_datapath& d, gemm_operands* keep,
-                                        clip_scales* scales);
+                                        clip_scales* scales, const matrix* addend);
 }  // namespace detail
 
 // Whether the datapath is the plain fp32 product (no spec, no quantizers, no blocks): then a
@@ -166,12 +172,25 @@ LOWBIT_NN_INLINE int datapath_threads(const gemm_datapath& d) {
 // The input quantizers may be given either by the datapath (weights, activations) or by the spec
 // (input_a, input_b), not both: a spec's own input quantizer is used when the datapath has none.
 // With clipping set, `scales` (when given) receives the clipping scales of this call.
+// With `addend` (M x N), C = W X + addend, the addend entering the accumulation as gemm_add's C
+// (what a layer passes for d.bias_as_addend): it needs a spec, and no blocks or lns.
 LOWBIT_NN_INLINE matrix datapath_gemm(const matrix& w, matrix x, const gemm_datapath& d, gemm_operands* keep = nullptr,
-                                      clip_scales* scales = nullptr);
+                                      clip_scales* scales = nullptr, const matrix* addend = nullptr);
 #if LOWBIT_NN_DEFINE
 LOWBIT_NN_INLINE matrix datapath_gemm(const matrix& w, matrix x, const gemm_datapath& d, gemm_operands* keep,
-                                      clip_scales* scales) {
-    if (d.clipping) return detail::clipped_product(w, x, d, keep, scales);
+                                      clip_scales* scales, const matrix* addend) {
+    if (addend != nullptr && (!d.spec || d.blocks || d.lns))
+        throw std::invalid_argument(std::string("lowbit::nn::gemm_datapath: an addend (bias_as_addend) enters a spec's "
+                                                "accumulation, and this datapath ") +
+                                    (d.lns      ? "has lns set (lns_gemm takes no addend)"
+                                     : d.blocks ? "has blocks set (block_scaled_gemm takes no addend)"
+                                                : "has no spec (the plain fp32 product)") +
+                                    ": set bias_as_addend = false to add the bias after the product");
+    if (addend != nullptr && d.gradient != gradient_mode::ste)
+        throw std::invalid_argument(std::string("lowbit::nn::gemm_datapath: gradient = ") + to_string(d.gradient) +
+                                    " with an addend (bias_as_addend): fine-grained gradients recompute chains "
+                                    "that start from +0; set gradient = ste or bias_as_addend = false");
+    if (d.clipping) return detail::clipped_product(w, x, d, keep, scales, addend);
     if (d.lns) return detail::lns_product(w, x, d, keep);
     if (d.blocks) return detail::block_scaled_product(w, x, d, keep);
     if (d.gradient != gradient_mode::ste && !d.spec)
@@ -199,7 +218,10 @@ LOWBIT_NN_INLINE matrix datapath_gemm(const matrix& w, matrix x, const gemm_data
         spec.input_a = qw;
         spec.input_b = qx;
         c.resize(w.rows(), x.cols());
-        gemm(w, x, c, spec, d.stats);
+        if (addend != nullptr)
+            gemm_add(w, x, *addend, c, spec, d.stats);
+        else
+            gemm(w, x, c, spec, d.stats);
         if (keep != nullptr)
             *keep = {quantized(w, qw, gemm_role::input_a), quantized(std::move(x), qx, gemm_role::input_b), spec};
     } else {
@@ -243,7 +265,7 @@ LOWBIT_NN_INLINE matrix detail::block_scaled_product(const matrix& w, const matr
 }
 
 LOWBIT_NN_INLINE matrix detail::clipped_product(const matrix& w, const matrix& x, const gemm_datapath& d,
-                                                gemm_operands* keep, clip_scales* scales) {
+                                                gemm_operands* keep, clip_scales* scales, const matrix* addend) {
     const auto fail = [](const std::string& why) {
         throw std::invalid_argument("lowbit::nn::gemm_datapath: " + why);
     };
@@ -263,7 +285,7 @@ LOWBIT_NN_INLINE matrix detail::clipped_product(const matrix& w, const matrix& x
     clipped_operand qx = clip_operand(x, d.clipping->activations, factors, "gemm_datapath: clipping.activations");
     gemm_datapath rest = d;
     rest.clipping.reset();
-    matrix c = datapath_gemm(qw.values, std::move(qx.values), rest, keep);
+    matrix c = datapath_gemm(qw.values, std::move(qx.values), rest, keep, nullptr, addend);
     if (keep != nullptr) {
         keep->weight_factors = std::move(qw.factors);
         keep->activation_factors = std::move(qx.factors);

@@ -103,15 +103,26 @@ LOWBIT_NN_INLINE matrix gemm_layer::gemm_forward(matrix x, pass p) {
                                     (datapath.clipping ? "clipped" : "LNS") +
                                     " operands with skipped work (set_active) is not supported: train with every "
                                     "output and input active");
+    const matrix& b = bias().value;
+    // the bias as the GEMM's addend: b(r) in every column of output row r (of the active rows)
+    const auto addend = [&](const std::vector<int>& rows, Eigen::Index n) {
+        matrix m(Eigen::Index(rows.size()), n);
+        for (Eigen::Index i = 0; i < m.rows(); ++i) m.row(i).setConstant(b(0, rows[std::size_t(i)]));
+        return m;
+    };
     matrix c;
     if (!skips()) {
-        c = datapath_gemm(w, std::move(x), datapath, keep, &clip_scales_);
+        const matrix bias_addend = datapath.bias_as_addend ? addend(all_if_empty({}, w.rows()), x.cols()) : matrix();
+        c = datapath_gemm(w, std::move(x), datapath, keep, &clip_scales_,
+                          datapath.bias_as_addend ? &bias_addend : nullptr);
     } else {
         const std::vector<int> rows = all_if_empty(active_outputs_, w.rows());
         const std::vector<int> cols = all_if_empty(active_inputs_, w.cols());
         const matrix ws = w(rows, cols), xs = x(cols, Eigen::all);
         gemm_operands small;
-        const matrix cs = datapath_gemm(ws, xs, datapath, keep != nullptr ? &small : nullptr, &clip_scales_);
+        const matrix bias_addend = datapath.bias_as_addend ? addend(rows, x.cols()) : matrix();
+        const matrix cs = datapath_gemm(ws, xs, datapath, keep != nullptr ? &small : nullptr, &clip_scales_,
+                                        datapath.bias_as_addend ? &bias_addend : nullptr);
         c = matrix::Zero(w.rows(), x.cols());
         c(rows, Eigen::all) = cs;
         if (keep != nullptr) {
@@ -123,7 +134,7 @@ LOWBIT_NN_INLINE matrix gemm_layer::gemm_forward(matrix x, pass p) {
             kept_.activations(cols, Eigen::all) = small.activations;
         }
     }
-    const matrix& b = bias().value;
+    if (datapath.bias_as_addend) return c;  // the bias is in C already
     if (active_outputs_.empty())  // over the output rows on lowbit's threads (a conv's rows are long)
         lowbit::detail::parallel_for(c.rows(), c.size(), parallel_threshold,
                                      [&](Eigen::Index r) { c.row(r).array() += b(0, r); });
