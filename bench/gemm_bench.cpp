@@ -97,11 +97,16 @@ void bm_undeclared(benchmark::State& state, lowbit::rounding mode) {
     state.counters["MACs/s"] = benchmark::Counter(double(n * n * n), benchmark::Counter::kIsIterationInvariantRate);
 }
 
-// int8 inputs (fixed point, 5 fraction bits), a 32-bit integer accumulator (10 fraction bits)
-// that wraps or saturates, chunk 16 in the same accumulator: the integer chain.
 // A real matrix unit's preset (lowbit::hw::preset's text) on N(0,1) matrices: the inputs rounded
 // to the unit's format (FP8: N(0,1) fits e4m3 / e5m2 without scaling), one thread.
 void bm_preset(benchmark::State& state, const char* name) { time_gemm(state, lowbit::hw::preset(name)); }
+
+// The same, counting events (gemm_stats).
+void bm_preset_counted(benchmark::State& state, const char* name) {
+    lowbit::gemm_stats stats;
+    time_gemm(state, lowbit::hw::preset(name), &stats);
+    state.counters["swamp_rate"] = double(stats.swamps) / double(stats.macs);
+}
 
 // The same as gemm_add, D = A B + C, each chain starting from C (the units' own operation).
 void bm_preset_add(benchmark::State& state, const char* name) {
@@ -116,6 +121,8 @@ void bm_preset_add(benchmark::State& state, const char* name) {
     state.counters["MACs/s"] = benchmark::Counter(double(n * n * n), benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// int8 inputs (fixed point, 5 fraction bits), a 32-bit integer accumulator (10 fraction bits)
+// that wraps or saturates, chunk 16 in the same accumulator: the integer chain.
 void bm_integer(benchmark::State& state, lowbit::int_overflow on_overflow, bool counted) {
     const lowbit::int_quantizer int8{.format = {.bits = 8}, .fraction_bits = 5};
     const lowbit::int_quantizer acc{.format = {.bits = 32}, .on_overflow = on_overflow, .fraction_bits = 10};
@@ -163,6 +170,9 @@ BENCHMARK_CAPTURE(bm_preset, cdna3_bf16_1t, "cdna3:bf16")->Arg(256)->UseManualTi
 BENCHMARK_CAPTURE(bm_preset, cdna3_fp8_1t, "cdna3:float8_e4m3fnuz")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_preset, cdna3_fp32_1t, "cdna3:fp32")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_preset, cdna2_fp16_1t, "cdna2:fp16")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_preset_counted, hopper_e4m3_1t, "hopper:e4m3")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_preset_counted, ampere_bf16_1t, "ampere:bf16")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_preset_counted, cdna3_bf16_1t, "cdna3:bf16")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_preset_add, hopper_e4m3_1t, "hopper:e4m3")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_preset_add, cdna1_fp16_1t, "cdna1:fp16")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_preset_add, cdna3_fp32_1t, "cdna3:fp32")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);

@@ -1,8 +1,9 @@
 // The models on operands' exponents in double lanes (operand_aligned.hpp: aligned with align =
-// operands, two_level) against the exact path (the reference lane: a call with a gemm_stats runs
-// there), bit for bit: every NVIDIA and CDNA3 preset of hardware.hpp and random specs with the
-// conventions, on random and adversarial inputs, with and without an addend, on 1 and 2 threads.
-// The report must name the vectorized kernel.
+// operands, two_level) against the exact path (the reference lane), bit for bit: every NVIDIA and
+// CDNA3 preset of hardware.hpp and random specs with the conventions, on random and adversarial
+// inputs, with and without an addend, on 1 and 2 threads.
+// The report must name the vectorized kernel, with and without events counted (gemm_stats), and
+// the events must be the exact path's (a call with per-product records runs there).
 #include <lowbit/datapath/gemm.hpp>
 #include <lowbit/datapath/hardware.hpp>
 #include <lowbit/datapath/operand_aligned.hpp>  // (group_rounding: its own test below)
@@ -55,21 +56,36 @@ void compare(const gemm_spec& spec, std::mt19937_64& gen, int spread) {
         for (const int threads : {1, 2}) {
             gemm_spec s = spec;
             s.threads = threads;
-            lowbit::gemm_report report;
-            lowbit::gemm_stats stats;  // (a call with stats runs on the exact path)
+            lowbit::gemm_report report, counted_report;
+            lowbit::gemm_stats fast_stats, stats;
             const Eigen::MatrixXf fast = with_addend ? lowbit::gemm_add(A, B, C, s, nullptr, &report)
                                                      : lowbit::gemm(A, B, s, nullptr, &report);
-            const Eigen::MatrixXf exact = with_addend ? lowbit::gemm_add(A, B, C, s, &stats) : lowbit::gemm(A, B, s, &stats);
-            INFO(to_string(s) << ", K = " << K << ", addend " << with_addend << ", report: " << report.reason);
+            const Eigen::MatrixXf counted = with_addend ? lowbit::gemm_add(A, B, C, s, &fast_stats, &counted_report)
+                                                        : lowbit::gemm(A, B, s, &fast_stats, &counted_report);
+            gemm_spec recorded = s;  // (per-product records: the exact path)
+            recorded.record_lost = true;
+            const Eigen::MatrixXf exact = with_addend ? lowbit::gemm_add(A, B, C, recorded, &stats)
+                                                      : lowbit::gemm(A, B, recorded, &stats);
+            INFO(to_string(s) << ", K = " << K << ", addend " << with_addend << ", report: " << report.reason
+                              << ", counted: " << counted_report.reason);
             CHECK(report.kernel == lowbit::gemm_kernel::vectorized_chain);
-            for (Eigen::Index i = 0; i < fast.size(); ++i) {
-                const bool same = std::bit_cast<std::uint32_t>(fast.data()[i]) == std::bit_cast<std::uint32_t>(exact.data()[i]) ||
-                                  (std::isnan(fast.data()[i]) && std::isnan(exact.data()[i]));
-                if (!same) {
-                    FAIL_CHECK("output " << i << ": fast " << std::hexfloat << fast.data()[i] << ", exact " << exact.data()[i]);
-                    break;
+            CHECK(counted_report.kernel == lowbit::gemm_kernel::vectorized_chain);
+            for (const Eigen::MatrixXf* lanes : {&fast, &counted})
+                for (Eigen::Index i = 0; i < lanes->size(); ++i) {
+                    const float x = lanes->data()[i], y = exact.data()[i];
+                    if (!(std::bit_cast<std::uint32_t>(x) == std::bit_cast<std::uint32_t>(y) || (std::isnan(x) && std::isnan(y)))) {
+                        FAIL_CHECK("output " << i << ": lanes " << std::hexfloat << x << ", exact " << y
+                                             << (lanes == &counted ? " (counting events)" : ""));
+                        break;
+                    }
                 }
-            }
+            CHECK(fast_stats.macs == stats.macs);
+            CHECK(fast_stats.zero_operand == stats.zero_operand);
+            CHECK(fast_stats.swamps == stats.swamps);
+            CHECK(fast_stats.inexact_additions == stats.inexact_additions);
+            CHECK(fast_stats.accumulator_overflows == stats.accumulator_overflows);
+            CHECK(fast_stats.product_overflows == stats.product_overflows);
+            CHECK(fast_stats.product_underflows == stats.product_underflows);
         }
 }
 
@@ -157,6 +173,48 @@ TEST_CASE("operand_aligned: random specs with the conventions equal the exact pa
     }
 }
 
+TEST_CASE("operand_aligned: events of a worked case", "[operand_aligned]") {
+    // Hopper fp16 (window 25, groups of 16, cut toward zero, fp32 toward zero): one group of
+    // 1 * 1, 2^-14 * 2^-14, 0 * 5 and 2^-23 * 3 (fp16 values). The largest operand exponent is 0,
+    // so the grid is 2^-25: 2^-28 is cut to 0 (one swamp), 3 * 2^-23 stays; 0 * 5 has a zero
+    // operand. The cut
+    // sum 1 + 3 * 2^-23 is a float: its rounding is exact.
+    const gemm_spec h = lowbit::hw::preset(lowbit::hw::unit::hopper, lowbit::fp16);
+    Eigen::MatrixXf A(1, 4), B(4, 1);
+    A << 1.0f, 0x1p-14f, 0.0f, 0x1p-23f;
+    B << 1.0f, 0x1p-14f, 5.0f, 3.0f;
+    lowbit::gemm_stats stats;
+    lowbit::gemm_report report;
+    const Eigen::MatrixXf D = lowbit::gemm(A, B, h, &stats, &report);
+    CHECK(report.kernel == lowbit::gemm_kernel::vectorized_chain);
+    CHECK(D(0, 0) == 1.0f + 0x1.8p-22f);
+    CHECK(stats.macs == 4);
+    CHECK(stats.zero_operand == 1);
+    CHECK(stats.swamps == 1);
+    CHECK(stats.inexact_additions == 0);
+    CHECK(stats.accumulator_overflows == 0);
+    // 2^-24 * 1 instead: 2^-24 = 2 * 2^-25 stays, and 1 + 2^-24 is not a float: cut to 1 (toward
+    // zero), an inexact rounding.
+    A(0, 3) = 0x1p-24f;
+    B(3, 0) = 1.0f;
+    stats = {};
+    CHECK(lowbit::gemm(A, B, h, &stats)(0, 0) == 1.0f);
+    CHECK(stats.swamps == 1);
+    CHECK(stats.inexact_additions == 1);
+    // Past fp32's range: 2^127 * 1.5 + 2^127 * 1.5 = 3 * 2^127 overflows (toward zero, but this
+    // unit's policy is infinity_always: +inf), one overflow.
+    Eigen::MatrixXf A2(1, 2), B2(2, 1);
+    A2 << 0x1.8p15f, 0x1.8p15f;
+    B2 << 0x1p112f, 0x1p112f;
+    gemm_spec fp32_inputs = h;
+    fp32_inputs.input_a = fp32_inputs.input_b = lowbit::quantizer{};
+    stats = {};
+    CHECK(std::isinf(lowbit::gemm(A2, B2, fp32_inputs, &stats, &report)(0, 0)));
+    CHECK(report.kernel == lowbit::gemm_kernel::vectorized_chain);
+    CHECK(stats.accumulator_overflows == 1);
+    CHECK(stats.inexact_additions == 1);
+}
+
 TEST_CASE("operand_aligned: where it does not apply, the report says why", "[operand_aligned]") {
     const gemm_spec h = lowbit::hw::preset(lowbit::hw::unit::hopper, lowbit::fp16);
     Eigen::MatrixXf A = Eigen::MatrixXf::Ones(2, 40), B = Eigen::MatrixXf::Ones(40, 3);
@@ -166,6 +224,12 @@ TEST_CASE("operand_aligned: where it does not apply, the report says why", "[ope
     lowbit::gemm(A, B, chunked, nullptr, &report);
     CHECK(report.kernel == lowbit::gemm_kernel::exact);
     CHECK(report.reason.find("chunks") != std::string::npos);
+    gemm_spec recorded = h;
+    recorded.record_lost = true;
+    lowbit::gemm_stats stats;
+    lowbit::gemm(A, B, recorded, &stats, &report);
+    CHECK(report.kernel == lowbit::gemm_kernel::exact);
+    CHECK(report.reason.find("record_lost") != std::string::npos);
     A(0, 0) = std::numeric_limits<float>::infinity();
     const Eigen::MatrixXf D = lowbit::gemm(A, B, h, nullptr, &report);
     CHECK(report.kernel == lowbit::gemm_kernel::exact);

@@ -11,8 +11,10 @@
 // two_level does the same per sub-dot, then floors the sub-sums, the products' sum and the
 // accumulator on their grids (each sum again exact in double). The same operations as the exact
 // path's aligned() and two_level(), on the same values: the same bits. Applies to one chunk
-// (chunk 0 or >= K, an exact chunk accumulator), finite inputs and no event counting; gemm_report
-// says which condition sent a call elsewhere. Each output starts from its addend (gemm_add) or +0.
+// (chunk 0 or >= K, an exact chunk accumulator), finite inputs and no per-product records
+// (record_lost); gemm_report says which condition sent a call elsewhere. Each output starts from
+// its addend (gemm_add) or +0. Events (gemm_stats) are the exact path's, counted per lane
+// (aligned_events) in an instantiation of their own, so that a call without them pays nothing.
 // The loops over lanes vectorize (the cuts are integer conversions, exponents read from bits, the
 // groups' sums rounded through fp32: group_rounding), but for accumulators of 22 mantissa bits or
 // wider than fp32, whose sums take round_with_plan on doubles (which g++ 12 leaves scalar).
@@ -33,7 +35,9 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <mutex>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace lowbit::detail {
@@ -92,10 +96,13 @@ struct group_rounding {
     kind how = kind::doubles;
     rounding_plan<float> float_plan;
     rounding_plan<double> double_plan;
+    rounding_plan<double> unbounded;  // double_plan without an upper limit: tells overflow apart
 
     static group_rounding make(const float_quantizer& q) {
         group_rounding r;
         r.double_plan = rounding_plan<double>::make(q.format, q.on_overflow, q.random_bits);
+        r.unbounded = r.double_plan;
+        r.unbounded.max_finite = std::numeric_limits<double>::infinity();
         if (!format_fits<float>(q.format) || !q.format.is_signed) return r;
         r.float_plan = rounding_plan<float>::make(q.format, q.on_overflow, q.random_bits);
         // (round-to-odd needs two bits below the format's: its steps at least 2^-147 = 4 x fp32's)
@@ -156,6 +163,38 @@ void round_group_sums(const group_rounding& r, double* x) {
     std::copy(out, out + L, x);
 }
 
+// The events of a block of outputs, per lane, as the exact path counts them (event_sink): a
+// non-zero product cut to zero is swamped; each group's rounding of its exact sum s into r is
+// inexact when r != s, and overflows when s is finite and both s and its rounding without an upper
+// limit lie beyond the largest finite value (float_step::round_value). Zero operands are counted
+// for the whole call (zero_operand_products); the products are exact (no product events).
+struct aligned_events {
+    std::uint32_t swamps[fast_lanes] = {}, inexact[fast_lanes] = {}, overflows[fast_lanes] = {};
+
+    template <rounding Mode>
+    void rounding(const double* s, const double* r, const group_rounding& how) {
+        const double max_finite = how.double_plan.max_finite;
+        std::uint32_t beyond = 0;
+        for (int l = 0; l < fast_lanes; ++l) {  // (0/1 integers, every comparison made: vectorizes)
+            const std::uint32_t both_nan = std::uint32_t(s[l] != s[l]) & std::uint32_t(r[l] != r[l]);
+            inexact[l] += std::uint32_t(s[l] != r[l]) & ~both_nan;
+            beyond |= std::uint32_t(finite_value(s[l])) & std::uint32_t(std::fabs(s[l]) > max_finite);
+        }
+        if (beyond != 0)  // (rare: sums past the format's range)
+            for (int l = 0; l < fast_lanes; ++l)
+                if (std::isfinite(s[l]) && std::fabs(s[l]) > max_finite)
+                    overflows[l] += std::uint32_t(std::fabs(round_with_plan<Mode>(s[l], how.unbounded)) > max_finite);
+    }
+
+    void add_to(gemm_stats& stats) const {
+        for (int l = 0; l < fast_lanes; ++l) {
+            stats.swamps += swamps[l];
+            stats.inexact_additions += inexact[l];
+            stats.accumulator_overflows += overflows[l];
+        }
+    }
+};
+
 // The smallest exponent any group's largest may have beside the values of a call: below it no
 // term is read (the sentinel for "no exponent").
 inline constexpr int no_exponent = -100000;
@@ -188,10 +227,10 @@ inline constexpr int no_exponent = -100000;
     unscale = pow2_bits(std::min<std::int64_t>(std::max<std::int64_t>(q, -1022), 1023));
 }
 
-template <rounding Mode, alignment_cut Cut>
+template <rounding Mode, alignment_cut Cut, bool Count>
 void operand_aligned_block(const float* a, const int* ea, const float* b, const int* eb, std::int64_t ldb,
                            std::int64_t K, const gemm_spec& spec, const group_rounding& rounding, int acc_min,
-                           int zero, double* acc_io) {
+                           int zero, double* acc_io, [[maybe_unused]] aligned_events* events) {
     constexpr int L = fast_lanes;
     constexpr bool floor = Cut == alignment_cut::toward_negative;
     const int window = spec.window;
@@ -224,7 +263,12 @@ void operand_aligned_block(const float* a, const int* ea, const float* b, const 
         for (std::int64_t k = g0; k < g1; ++k) {
             const double x = double(a[k]);
             const float* bk = b + k * ldb;
-            for (int l = 0; l < L; ++l) cut_sum[l] += cut_to_grid<floor>(x * double(bk[l]), scale[l], unscale[l]);
+            for (int l = 0; l < L; ++l) {
+                const double p = x * double(bk[l]);  // exact
+                const double cut = cut_to_grid<floor>(p, scale[l], unscale[l]);
+                cut_sum[l] += cut;
+                if constexpr (Count) events->swamps[l] += std::uint32_t(p != 0) & std::uint32_t(cut == 0);
+            }
         }
         // Where nothing has an exponent (every value zero, zeros not aligned), IEEE's sum of the
         // zeros (rare: a second pass).
@@ -235,16 +279,20 @@ void operand_aligned_block(const float* a, const int* ea, const float* b, const 
                 for (std::int64_t k = g0; k < g1; ++k) plain += double(a[k]) * double(b[k * ldb + l]);
                 cut_sum[l] = plain;
             }
+        alignas(64) double exact[Count ? L : 1];
+        if constexpr (Count) std::copy(cut_sum, cut_sum + L, exact);
         round_group_sums<Mode>(rounding, cut_sum);
+        if constexpr (Count) events->rounding<Mode>(exact, cut_sum, rounding);
         std::copy(cut_sum, cut_sum + L, acc);
     }
     std::copy(acc, acc + L, acc_io);
 }
 
 // The two_level model (gemm_spec.hpp) for 64 outputs; the operands' exponents as above.
-template <rounding Mode>
+template <rounding Mode, bool Count>
 void two_level_block(const float* a, const int* ea, const float* b, const int* eb, std::int64_t ldb, std::int64_t K,
-                     const gemm_spec& spec, const group_rounding& rounding, int acc_min, int zero, double* acc_io) {
+                     const gemm_spec& spec, const group_rounding& rounding, int acc_min, int zero, double* acc_io,
+                     [[maybe_unused]] aligned_events* events) {
     const rounding_plan<double>& plan = rounding.double_plan;  // (the rare lanes')
     constexpr int L = fast_lanes;
     constexpr int max_subs = 64;  // (gemm_spec::validate)
@@ -273,14 +321,17 @@ void two_level_block(const float* a, const int* ea, const float* b, const int* e
         // Level 1: each sub-dot's products cut toward zero on its own exponent (below 2^(window + 2)
         // units: see operand_aligned_block), summed; and whether any is 2^128 or more.
         std::uint32_t large[L] = {};  // bit 0: a product >= 2^128, bit 1: one <= -2^128
+        std::uint32_t swamped[Count ? L : 1] = {};  // (counted where the group is not a rare lane)
         for (std::int64_t k = g0; k < g1; ++k) {
             const int d = int((k - g0) % subs);
             const double x = double(a[k]);
             const float* bk = b + k * ldb;
             for (int l = 0; l < L; ++l) {
                 const double p = x * double(bk[l]);  // exact
-                sub_sum[d][l] += cut_to_grid<false>(p, scale[d][l], unscale[d][l]);
+                const double cut = cut_to_grid<false>(p, scale[d][l], unscale[d][l]);
+                sub_sum[d][l] += cut;
                 large[l] |= std::uint32_t(p >= 0x1p128) | (std::uint32_t(p <= -0x1p128) << 1);
+                if constexpr (Count) swamped[l] += std::uint32_t(p != 0) & std::uint32_t(cut == 0);
             }
         }
         // Level 2: the products' sum and the accumulator floored on the larger exponent. (Loops
@@ -319,6 +370,8 @@ void two_level_block(const float* a, const int* ea, const float* b, const int* e
             exponent[l] = e;
             rare |= std::uint32_t(!finite) | std::uint32_t(large[l] != 0) | std::uint32_t(e == no_exponent);
         }
+        alignas(64) double exact[Count ? L : 1];
+        if constexpr (Count) std::copy(next, next + L, exact);
         round_group_sums<Mode>(rounding, next);
         // The rare lanes: an infinite or NaN accumulator (IEEE's sum with finite products), a
         // product of 2^128 or more (infinity; NaN for both signs), or no exponent at all (every
@@ -331,16 +384,21 @@ void two_level_block(const float* a, const int* ea, const float* b, const int* e
                     return sum;
                 };
                 const double inf = std::numeric_limits<double>::infinity();
-                if (!finite_value(acc[l]))
-                    next[l] = round_with_plan<Mode>(plain(), plan);
-                else if (large[l] != 0)
-                    next[l] = round_with_plan<Mode>(large[l] == 3 ? std::numeric_limits<double>::quiet_NaN()
-                                                    : large[l] == 1 ? inf
-                                                                    : -inf,
-                                                    plan);
-                else if (exponent[l] == no_exponent)
-                    next[l] = round_with_plan<Mode>(plain(), plan);
+                double s = 0;
+                if (!finite_value(acc[l])) s = plain();
+                else if (large[l] != 0) s = large[l] == 3 ? std::numeric_limits<double>::quiet_NaN() : large[l] == 1 ? inf : -inf;
+                else if (exponent[l] == no_exponent) s = plain();
+                else continue;
+                next[l] = round_with_plan<Mode>(s, plan);
+                if constexpr (Count) {
+                    exact[l] = s;
+                    swamped[l] = 0;  // (the exact path cuts nothing in these groups)
+                }
             }
+        if constexpr (Count) {
+            events->rounding<Mode>(exact, next, rounding);
+            for (int l = 0; l < L; ++l) events->swamps[l] += swamped[l];
+        }
         std::copy(next, next + L, acc);
     }
     std::copy(acc, acc + L, acc_io);
@@ -360,7 +418,7 @@ bool operand_aligned_gemm(const MA& a, const MB& b, const float* addend, MC& c, 
     const float_quantizer* acc = spec.accumulator.as_float();
     if (acc == nullptr || acc->mode == rounding::stochastic)
         return refuse("the accumulator must be a deterministic float quantizer");
-    if (stats != nullptr) return refuse("events (gemm_stats) are counted on the exact path");
+    if (stats != nullptr && spec.record_lost) return refuse("stats: per-product records (record_lost)");
     if (spec.chunk != 0 && spec.chunk < K) return refuse("chunks (one chunk only: chunk = 0 or >= K)");
     if (!spec.chunk_accumulator.is_exact()) return refuse("a chunk accumulator (one chunk only)");
     const int widest = spec.model == accumulation::two_level ? std::max(spec.window, spec.sum_window) + 1 : spec.window;
@@ -389,25 +447,38 @@ bool operand_aligned_gemm(const MA& a, const MB& b, const float* addend, MC& c, 
             eb[std::size_t(k * ldb + j)] = operand_exponent(x, min_b, no_exponent);
         }
     const auto plan = group_rounding::make(*acc);
+    std::mutex adding;
     const auto run = [&](auto block_fn) {
         for_each_range(blocks * M, thread_count(spec.threads), [&](std::int64_t begin, std::int64_t end) {
             alignas(64) double lanes[fast_lanes];
+            aligned_events events;  // (padding lanes hold zeros: they count nothing)
             for (std::int64_t at = begin; at < end; ++at) {
                 const std::int64_t block = at / M, i = at % M, j0 = block * fast_lanes;
                 const std::int64_t width = std::min<std::int64_t>(fast_lanes, N - j0);
                 for (std::int64_t l = 0; l < fast_lanes; ++l)
                     lanes[l] = l < width && addend != nullptr ? double(addend[i * N + j0 + l]) : 0.0;
                 block_fn(a.data() + i * K, ea.data() + i * K, b_padded.data() + j0, eb.data() + j0, ldb, K, spec, plan,
-                         acc_min, zero, lanes);
+                         acc_min, zero, lanes, &events);
                 for (std::int64_t l = 0; l < width; ++l) c(i, j0 + l) = float(lanes[l]);  // (a float already)
             }
+            if (stats == nullptr) return;
+            std::lock_guard lock(adding);
+            events.add_to(*stats);
         });
     };
-    dispatch_deterministic(acc->mode, [&](auto m) {
-        if (spec.model == accumulation::two_level) run(&two_level_block<m()>);
-        else if (spec.cut == alignment_cut::toward_zero) run(&operand_aligned_block<m(), alignment_cut::toward_zero>);
-        else run(&operand_aligned_block<m(), alignment_cut::toward_negative>);
-    });
+    const auto counted = [&](auto count) {
+        dispatch_deterministic(acc->mode, [&](auto m) {
+            if (spec.model == accumulation::two_level) run(&two_level_block<m(), count()>);
+            else if (spec.cut == alignment_cut::toward_zero) run(&operand_aligned_block<m(), alignment_cut::toward_zero, count()>);
+            else run(&operand_aligned_block<m(), alignment_cut::toward_negative, count()>);
+        });
+    };
+    if (stats != nullptr) {
+        counted(std::true_type{});
+        stats->zero_operand += zero_operand_products(a, b_padded.data(), ldb, N);
+    } else {
+        counted(std::false_type{});
+    }
     if (report != nullptr) {
         report->kernel = gemm_kernel::vectorized_chain;
         report->reason.clear();
