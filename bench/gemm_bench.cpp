@@ -71,12 +71,14 @@ void bm_counted(benchmark::State& state, lowbit::rounding mode) {
 
 // Other accumulators (e4m3 inputs, exact products, nearest_even, chunk 16 in the same format):
 // IEEE-style formats take the general rounding kernel rather than the flush-and-saturate one.
-void bm_accumulator(benchmark::State& state, lowbit::float_format accumulator) {
+// With `counted`, the events counted too (the counted passes).
+void bm_accumulator(benchmark::State& state, lowbit::float_format accumulator, bool counted = false) {
     const lowbit::float_quantizer e4m3{.format = lowbit::fp8_e4m3};
     const lowbit::float_quantizer acc{.format = accumulator};
     lowbit::gemm_spec spec{.input_a = e4m3, .input_b = e4m3, .accumulator = acc, .chunk = 16, .chunk_accumulator = acc};
     spec.threads = 1;
-    time_gemm(state, spec);
+    lowbit::gemm_stats stats;
+    time_gemm(state, spec, counted ? &stats : nullptr);
 }
 
 // The headline setup on inputs the caller quantized to e4m3 beforehand, the spec's input formats
@@ -153,6 +155,7 @@ BENCHMARK_CAPTURE(bm_integer, int8_int32_wrap_1t, lowbit::int_overflow::wrap, fa
 BENCHMARK_CAPTURE(bm_integer, int8_int32_saturate_1t, lowbit::int_overflow::saturate, false)->Arg(256)->Arg(512)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_integer, int8_int32_wrap_stats_1t, lowbit::int_overflow::wrap, true)->Arg(256)->Arg(512)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_accumulator, fp16_acc_1t, lowbit::fp16)->Arg(256)->Arg(512)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_accumulator, fp16_acc_counted_1t, lowbit::fp16, true)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_accumulator, bf16_acc_1t, lowbit::bf16)->Arg(256)->Arg(512)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_accumulator, m10e5_acc_1t, lowbit::float_format{.exp_bits = 5, .man_bits = 10, .bias = 26, .subnormals = false, .specials = lowbit::special_values::none})->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 
@@ -173,6 +176,9 @@ BENCHMARK_CAPTURE(bm_preset, cdna2_fp16_1t, "cdna2:fp16")->Arg(256)->UseManualTi
 BENCHMARK_CAPTURE(bm_preset_counted, hopper_e4m3_1t, "hopper:e4m3")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_preset_counted, ampere_bf16_1t, "ampere:bf16")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_preset_counted, cdna3_bf16_1t, "cdna3:bf16")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_preset_counted, cdna1_fp16_1t, "cdna1:fp16")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_preset_counted, cdna2_bf16_1t, "cdna2:bf16")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_preset_counted, cdna3_fp32_1t, "cdna3:fp32")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_preset_add, hopper_e4m3_1t, "hopper:e4m3")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_preset_add, cdna1_fp16_1t, "cdna1:fp16")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_preset_add, cdna3_fp32_1t, "cdna3:fp32")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);

@@ -1,6 +1,7 @@
-// The vectorized path (taken when no stats are asked for) gives bit-identical results to the
-// exact path (taken with stats) wherever it is used, including with the product rounding elided
-// to a range check and the flush-and-saturate accumulator.
+// The vectorized path gives bit-identical results, and counts the same events, as the exact path
+// (the reference lane: a call with per-product records, record_lost, runs there) wherever it is
+// used, including with the product rounding elided to a range check and the flush-and-saturate
+// accumulator.
 #include <lowbit/datapath/fast_datapath.hpp>
 #include <lowbit/datapath/gemm.hpp>
 
@@ -694,4 +695,80 @@ TEST_CASE("fast path equals the exact path: products rounded to fp32's grid by f
                     CHECK(same_bits(exact_gemm(A, B, spec, stats), fast));
                     CHECK(report.kernel != lowbit::gemm_kernel::exact);
                 }
+}
+
+TEST_CASE("fast path counts the same events as the exact path: any accumulator, pairwise trees, addends, fp32 inputs") {
+    // Random specs on the lanes' counted passes (every accumulator the lanes take, chunk
+    // accumulators of their own, sequential, fma and pairwise models, products rounded or not,
+    // overflow to infinity or saturation, fp32 inputs as double terms, gemm_add): results and events
+    // bit for bit the exact path's (a call with per-product records runs there), and wherever the
+    // call without stats runs in lanes, the counted call does too.
+    std::mt19937 gen(47);
+    const lowbit::float_format m10e5{.exp_bits = 5, .man_bits = 10, .bias = 26, .subnormals = false,
+                                     .specials = lowbit::special_values::none};
+    const lowbit::float_format fp32_flushing{.exp_bits = 8, .man_bits = 23, .subnormals = false};
+    const lowbit::float_format accumulators[] = {lowbit::fp16, lowbit::bf16, lowbit::fp32, fp32_flushing, m10e5,
+                                                 lowbit::fp8_e5m2, lowbit::lba_m7e4_acc};
+    const lowbit::quantizer inputs[] = {lowbit::fp8_e4m3, lowbit::fp16, lowbit::bf16, lowbit::quantizer{}};
+    const lowbit::accumulation models[] = {lowbit::accumulation::sequential, lowbit::accumulation::fma,
+                                           lowbit::accumulation::pairwise};
+    lowbit::gemm_stats all;
+    int in_lanes = 0;
+    for (int trial = 0; trial < 400; ++trial) {
+        const auto acc_format = accumulators[gen() % 7];
+        const rounding mode = deterministic[gen() % 6];
+        const auto policy = lowbit::overflow(gen() % 3);
+        const lowbit::float_quantizer acc{.format = acc_format, .mode = mode, .on_overflow = policy};
+        lowbit::gemm_spec spec{.input_a = inputs[gen() % 4], .input_b = inputs[gen() % 4], .accumulator = acc,
+                               .model = models[gen() % 3], .chunk = int(gen() % 5 == 0 ? 0 : 1 + gen() % 20)};
+        spec.chunk_accumulator = gen() % 3 == 0 ? lowbit::quantizer(lowbit::float_quantizer{.format = lowbit::fp32})
+                                                : lowbit::quantizer(acc);
+        if (gen() % 3 == 0)
+            spec.product = lowbit::float_quantizer{.format = gen() % 2 ? lowbit::fp32 : lowbit::fp16, .mode = mode,
+                                                   .on_overflow = lowbit::overflow(gen() % 3)};
+        spec.threads = 1 + int(gen() % 2);
+        const int shift = gen() % 4 == 0 ? 12 : 4;
+        const Eigen::Index M = 1 + Eigen::Index(gen() % 4), K = 1 + Eigen::Index(gen() % 70), N = 1 + Eigen::Index(gen() % 80);
+        Eigen::MatrixXf A = scaled_normal(M, K, gen, shift), B = scaled_normal(K, N, gen, shift);
+        for (Eigen::Index i = 0; i < A.size(); i += 5) A.data()[i] = 0;
+        if (trial % 8 == 0) A *= 3e3f, B *= 3e3f;  // sums past fp16's range, products past e5m2's
+        const bool with_addend = gen() % 3 == 0;
+        const Eigen::MatrixXf C = addends(M, N, gen, shift);
+        const auto run = [&](const lowbit::gemm_spec& s, lowbit::gemm_stats* stats, lowbit::gemm_report* report) {
+            Eigen::MatrixXf D;
+            if (with_addend) lowbit::gemm_add(A, B, C, D, s, stats, report);
+            else lowbit::gemm(A, B, D, s, stats, report);
+            return D;
+        };
+        lowbit::gemm_report plain_report, counted_report;
+        lowbit::gemm_stats counted_stats, exact_stats;
+        (void)run(spec, nullptr, &plain_report);
+        const Eigen::MatrixXf counted = run(spec, &counted_stats, &counted_report);
+        lowbit::gemm_spec recorded = spec;
+        recorded.record_lost = true;
+        const Eigen::MatrixXf exact = run(recorded, &exact_stats, nullptr);
+        INFO(lowbit::to_string(spec) << ", addend " << with_addend << ", M " << M << " K " << K << " N " << N
+                                     << "; without stats: " << lowbit::to_string(plain_report.kernel) << " "
+                                     << plain_report.reason << "; counted: " << lowbit::to_string(counted_report.kernel)
+                                     << " " << counted_report.reason);
+        CHECK(same_bits(exact, counted));
+        INFO("events (exact / lanes): swamps " << exact_stats.swamps << " / " << counted_stats.swamps << ", inexact "
+                                               << exact_stats.inexact_additions << " / " << counted_stats.inexact_additions
+                                               << ", accumulator overflows " << exact_stats.accumulator_overflows << " / "
+                                               << counted_stats.accumulator_overflows << ", product overflows "
+                                               << exact_stats.product_overflows << " / " << counted_stats.product_overflows
+                                               << ", underflows " << exact_stats.product_underflows << " / "
+                                               << counted_stats.product_underflows << ", zero operands "
+                                               << exact_stats.zero_operand << " / " << counted_stats.zero_operand);
+        CHECK(same_events(exact_stats, counted_stats));
+        if (plain_report.kernel != lowbit::gemm_kernel::exact) CHECK(counted_report.kernel != lowbit::gemm_kernel::exact);
+        in_lanes += counted_report.kernel != lowbit::gemm_kernel::exact;
+        all += exact_stats;
+    }
+    CHECK(in_lanes > 150);  // (the others run on the exact path with or without stats)
+    CHECK(all.product_overflows > 0);
+    CHECK(all.product_underflows > 0);
+    CHECK(all.accumulator_overflows > 0);
+    CHECK(all.swamps > 0);
+    CHECK(all.inexact_additions > 0);
 }

@@ -44,10 +44,12 @@
 // is specialised: a constant shift for normal sums and one comparison for the flush region. On
 // AVX-512, such chains in toward_zero, or in nearest_even with 7 mantissa bits, run in the
 // hand-written kernel of scaled_chain.hpp (two to three times faster), where it applies.
-// Events (gemm_stats) are counted here for exact, saturating range-checked or rounded products and
-// flush-and-saturate accumulators (counts_events), in sequential or fma chains whose chunk
-// accumulator is the accumulator, without per-product records. Stochastic rounding, integer
-// quantizers and the other event counts take the exact path.
+// Events (gemm_stats) are counted in the lanes of every sequential, fma and pairwise reduction
+// they run (the counted passes: TwoSum's error tells an inexact sum, the rare sums at the top of
+// the range are settled lane by lane), and within the one-loop chains and the AVX-512 chain for
+// flush-and-saturate accumulators (counts_events); the results are the same bits with or without
+// them. Per-product records (record_lost), fused and aligned models, a product rounding that
+// cannot report its events, stochastic rounding and integer quantizers take the exact path.
 #pragma once
 
 #include <lowbit/datapath/gemm_report.hpp>
@@ -59,6 +61,7 @@
 #include <lowbit/datapath/shift_rounding.hpp>
 #include <lowbit/datapath/thread_count.hpp>
 #include <lowbit/datapath/tile_pool.hpp>
+#include <lowbit/rounding/exact_ops.hpp>
 #include <lowbit/rounding/rounding_plan.hpp>
 #include <lowbit/datapath/intrinsics_warnings.hpp>
 
@@ -146,6 +149,12 @@ struct product_range<false> {  // overflow to infinity or NaN, as the mode and s
         x = x < -max_finite ? overflow_negative : x;
         const float zero = std::bit_cast<float>(std::bit_cast<std::uint32_t>(x) & 0x80000000u);
         return std::fabs(x) < flush_below ? zero : x;
+    }
+    // (x finite and on the grid, as for product_range<true>)
+    [[gnu::always_inline]] float counted(float x, std::uint32_t& overflowed, std::uint32_t& underflowed) const {
+        overflowed = std::uint32_t(std::fabs(x) > max_finite);
+        underflowed = std::uint32_t(x != 0) & std::uint32_t(std::fabs(x) < flush_below);
+        return (*this)(x);
     }
 };
 
@@ -1266,6 +1275,165 @@ struct product_stage {
     }
 };
 
+// ---- events beside any accumulator: the counted passes ----
+//
+// Where fused_chunks_pass cannot count (accumulators other than flush-and-saturate ones, pairwise
+// trees, chunk accumulators of their own, double terms, an addend), these passes count the exact
+// path's events (exact_datapath.hpp's event_sink) beside any accumulate operation. An addition
+// x + y rounded to r is inexact when r is not the exact sum (TwoSum's error, in fp32 for float
+// terms and in double for double ones, is the exact remainder), and swamps where a non-zero
+// operand is lost entirely; the rare additions whose sum lies beyond the format's largest finite
+// value, or has an infinite or NaN operand, are settled one lane at a time (an overflow: the exact
+// sum and its rounding without an upper limit both beyond that value, as float_step::round_value).
+
+// What a counted addition needs besides its operation: the step's quantizer's range.
+struct addition_range {
+    bool counts = false;  // false: an exact step (the one-chunk total), which has no events
+    double max_finite = 0;
+    rounding mode = rounding::nearest_even;
+    rounding_plan<double> unbounded;  // the quantizer's plan without an upper limit
+
+    static addition_range of(const quantizer& q) {
+        addition_range r;
+        const float_quantizer* f = q.as_float();
+        if (f == nullptr) return r;
+        r.counts = true;
+        r.mode = f->mode;
+        r.unbounded = rounding_plan<double>::make(f->format, f->on_overflow, f->random_bits);
+        r.max_finite = r.unbounded.max_finite;
+        r.unbounded.max_finite = std::numeric_limits<double>::infinity();
+        return r;
+    }
+
+    // The events of x + y rounded to r where the sum may lie beyond the range or is not finite.
+    void settle(double x, double y, double r, lane_events& events, int l) const {
+        if (std::isfinite(x) && std::isfinite(y)) {
+            const double exact = add_round_odd(x, y);  // (an inexact sum's is no float)
+            const double beyond = dispatch_deterministic(mode, [&](auto m) { return round_with_plan<m()>(exact, unbounded); });
+            events.inexact_additions[l] += std::uint32_t(r != exact);
+            events.accumulator_overflows[l] += std::uint32_t(std::fabs(exact) > max_finite && std::fabs(beyond) > max_finite);
+        } else {  // an infinity or NaN that stays one is neither inexact nor an overflow
+            const double sum = x + y;
+            events.inexact_additions[l] += std::uint32_t(!(r == sum || (std::isnan(r) && std::isnan(sum))));
+        }
+    }
+};
+
+// x + y rounded by `step` (y a float or a double term), with 0/1 flags: inexact, and `rare`
+// where range.settle must decide instead (a sum at or beyond the largest finite value).
+template <class A, class T>
+[[gnu::always_inline]] inline float add_counted(const A& step, float x, T y, double max_finite, std::uint32_t& inexact,
+                                                std::uint32_t& rare) {
+    const T xs = T(x), sum = xs + y;
+    const T y_part = sum - xs, x_part = sum - y_part;
+    const T error = (xs - x_part) + (y - y_part);  // exact where the sum is finite
+    const float r = add_then(step, x, y);
+    // Below the largest finite value (a float), the exact sum is not beyond it (rounding is
+    // monotonic): no overflow. At it or beyond, or inf or NaN: settled one lane at a time.
+    const std::uint32_t within = std::uint32_t(std::fabs(sum) < T(max_finite));
+    inexact = within & (std::uint32_t(error != 0) | std::uint32_t(T(r) != sum));
+    rare = within ^ 1u;
+    return r;
+}
+
+// acc[l] = step(acc[l] + buf[t][l]) for t < n, as accumulate_pass, with the events counted. (Local
+// arrays throughout: g++ vectorizes the loop over lanes only where nothing may alias.)
+template <class A, class T>
+void counted_chain_pass(const T* buf, int n, float* acc_io, const A& step, const addition_range& range,
+                        lane_events& events) {
+    alignas(64) float acc[fast_lanes];
+    std::copy(acc_io, acc_io + fast_lanes, acc);
+    if (!range.counts) {
+        for (int t = 0; t < n; ++t)
+            for (int l = 0; l < fast_lanes; ++l) acc[l] = add_then(step, acc[l], buf[t * fast_lanes + l]);
+        std::copy(acc, acc + fast_lanes, acc_io);
+        return;
+    }
+    const double max_finite = range.max_finite;
+    alignas(64) std::uint32_t inexact[fast_lanes] = {}, swamps[fast_lanes] = {};
+    for (int t = 0; t < n; ++t) {
+        alignas(64) T p[fast_lanes];
+        std::copy(buf + t * fast_lanes, buf + (t + 1) * fast_lanes, p);
+        alignas(64) float before[fast_lanes];
+        alignas(64) std::uint32_t rare[fast_lanes];
+        std::uint32_t any = 0;
+        for (int l = 0; l < fast_lanes; ++l) {
+            std::uint32_t inexact_l, rare_l;
+            const float r = add_counted(step, acc[l], p[l], max_finite, inexact_l, rare_l);
+            inexact[l] += inexact_l;
+            swamps[l] += std::uint32_t(p[l] != 0) & std::uint32_t(r == acc[l]);
+            rare[l] = rare_l;
+            any |= rare_l;
+            before[l] = acc[l];
+            acc[l] = r;
+        }
+        if (any != 0)
+            for (int l = 0; l < fast_lanes; ++l)
+                if (rare[l] != 0) range.settle(before[l], double(p[l]), acc[l], events, l);
+    }
+    for (int l = 0; l < fast_lanes; ++l) {
+        events.inexact_additions[l] += inexact[l];
+        events.swamps[l] += swamps[l];
+    }
+    std::copy(acc, acc + fast_lanes, acc_io);
+}
+
+// tree_pass with the events counted: a node loses an operand when its sum equals the other one.
+template <class A>
+void counted_tree_pass(float* buf, int n, float* acc_out, const A& step, const addition_range& range, lane_events& events) {
+    const int width = int(std::bit_ceil(unsigned(n)));
+    std::fill(buf + std::ptrdiff_t(n) * fast_lanes, buf + std::ptrdiff_t(width) * fast_lanes, 0.0f);
+    for (int nodes = width / 2; nodes >= 1; nodes /= 2)
+        for (int t = 0; t < nodes; ++t) {
+            const float* x = buf + std::ptrdiff_t(2 * t) * fast_lanes;
+            const float* y = x + fast_lanes;
+            float* out = buf + std::ptrdiff_t(t) * fast_lanes;  // (may be x itself: read first)
+            alignas(64) float xs[fast_lanes], ys[fast_lanes];
+            std::uint32_t rare[fast_lanes], any = 0;
+            for (int l = 0; l < fast_lanes; ++l) {
+                xs[l] = x[l];
+                ys[l] = y[l];
+                std::uint32_t inexact;
+                const float r = add_counted(step, xs[l], ys[l], range.max_finite, inexact, rare[l]);
+                events.inexact_additions[l] += inexact;
+                events.swamps[l] += (std::uint32_t(ys[l] != 0) & std::uint32_t(r == xs[l])) |
+                                    (std::uint32_t(xs[l] != 0) & std::uint32_t(r == ys[l]));
+                any |= rare[l];
+                out[l] = r;
+            }
+            if (any != 0)
+                for (int l = 0; l < fast_lanes; ++l)
+                    if (rare[l] != 0) range.settle(xs[l], ys[l], out[l], events, l);
+        }
+    for (int l = 0; l < fast_lanes; ++l) acc_out[l] = buf[l];
+}
+
+// buf[t][l] = product(a[t] * b[t][l]) for t < n, as product_pass, with the zero operands and the
+// product quantizer's overflows and underflows counted (finite inputs). The float product is
+// exact, or (on_fp32_grid_nearest) fp32's rounding of the exact one: then an infinity is an
+// overflow (the rounding's counted form sees it beyond the largest value), and a zero without a
+// zero operand an underflow.
+template <class P>
+void counted_product_pass(const float* a, const float* b, std::ptrdiff_t ldb, int n, const void* product, float* buf,
+                          lane_events& events) {
+    const P prod = *static_cast<const P*>(product);
+    for (int t = 0; t < n; ++t) {
+        const float at = a[t];
+        const float* bt = b + t * ldb;
+        float* out = buf + t * fast_lanes;
+        for (int l = 0; l < fast_lanes; ++l) {
+            const float x = at * bt[l];
+            std::uint32_t overflowed, underflowed;
+            out[l] = prod.counted(x, overflowed, underflowed);
+            const std::uint32_t zero_operand = std::uint32_t(at == 0) | std::uint32_t(bt[l] == 0);
+            events.zero_operand[l] += zero_operand;
+            events.product_overflows[l] += overflowed;
+            events.product_underflows[l] += underflowed | (std::uint32_t(x == 0) & (zero_operand ^ 1u));
+        }
+    }
+}
+using counted_product_pass_fn = void (*)(const float*, const float*, std::ptrdiff_t, int, const void*, float*, lane_events&);
+
 // ---- the reduction stage ----
 
 // How the terms of a row become its outputs, for fast_lanes outputs at once: the accumulator,
@@ -1330,6 +1498,8 @@ public:
         if (!chunk_step) return refuse(lane_refusal(spec.chunk_accumulator, "chunk_accumulator"));
         r.accumulate_ = *accumulate;
         r.chunk_step_ = *chunk_step;
+        r.accumulate_range_ = addition_range::of(spec.accumulator);
+        if (!(spec.chunk_accumulator.is_exact() && r.chunk_ == K)) r.chunk_range_ = addition_range::of(spec.chunk_accumulator);
         r.model_ = spec.model;
         r.group_ = spec.group;
         r.window_ = spec.window;
@@ -1518,6 +1688,46 @@ public:
         }
     }
 
+    // Whether counted_row serves this reduction: chained models, and pairwise trees of float terms.
+    bool counts_events() const {
+        return accumulate_range_.counts && (chained() || (model_ == accumulation::pairwise && accumulate_doubles_ == nullptr));
+    }
+
+    // row() (T = float) or row_of_doubles() (T = double) with the events counted (counted
+    // passes): fill(k, m, buf) writes terms k .. k + m - 1 and counts their products' events.
+    template <class T, class Fill>
+    void counted_row(std::int64_t K, const Fill& fill, T* buf, float* total, const float* initial,
+                     lane_events& events) const {
+        alignas(64) float acc[fast_lanes];
+        for (std::int64_t start = 0; start < K; start += chunk_) {
+            const std::int64_t end = std::min(start + chunk_, K);
+            const int n = int(end - start);
+            start_chunk(acc, start == 0 ? initial : nullptr);
+            std::visit(
+                [&](const auto& step) {
+                    using A = std::decay_t<decltype(step)>;
+                    if constexpr (std::is_same_v<T, float> || takes_double_terms<A>) {
+                        if (model_ == accumulation::pairwise) {
+                            if constexpr (std::is_same_v<T, float>) {
+                                fill(start, n, buf);
+                                counted_tree_pass(buf, n, acc, step, accumulate_range_, events);
+                            }
+                            return;
+                        }
+                        for (std::int64_t k = start; k < end; k += fast_panel) {
+                            const int m = int(std::min<std::int64_t>(fast_panel, end - k));
+                            fill(k, m, buf);
+                            counted_chain_pass(buf, m, acc, step, accumulate_range_, events);
+                        }
+                    }
+                },
+                accumulate_);
+            // total = chunk_acc(total + acc)
+            std::visit([&](const auto& step) { counted_chain_pass<std::decay_t<decltype(step)>, float>(acc, 1, total, step, chunk_range_, events); },
+                       chunk_step_);
+        }
+    }
+
 private:
     lane_reduction() = default;
     static void start_chunk(float* acc, const float* initial) {
@@ -1525,6 +1735,7 @@ private:
         else std::fill(acc, acc + fast_lanes, 0.0f);
     }
     accumulate_op accumulate_, chunk_step_;
+    addition_range accumulate_range_, chunk_range_;  // (for counted_row)
     accumulation model_ = accumulation::sequential;
     std::int64_t chunk_ = 0;
     int group_ = 0, window_ = 0;
@@ -1558,11 +1769,13 @@ bool double_product_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec,
         return refuse(wide + "fp32 lanes add them as doubles in sequential and fma chains only");
     if (spec.model == accumulation::sequential && !spec.product.is_exact())
         return refuse(wide + "fp32 lanes add them as doubles unrounded only (product unset, or model fma)");
-    if (stats != nullptr) return refuse("stats: events of products wider than fp32 are counted on the exact path");
+    if (stats != nullptr && spec.record_lost) return refuse("stats: per-product records (record_lost)");
     const auto reduction = lane_reduction::make(spec, K, product, why_not, true, addend_grid);
     if (!reduction) return refuse(why_not);
+    if (stats != nullptr && !reduction->counts_events())
+        return refuse("stats: events of double terms are counted for float accumulators");
 #if defined(__FMA__)
-    const bool fma_lanes = std::holds_alternative<sum_fp32>(reduction->accumulate());
+    const bool fma_lanes = stats == nullptr && std::holds_alternative<sum_fp32>(reduction->accumulate());
 #else
     const bool fma_lanes = false;  // (std::fma would be a library call per element)
 #endif
@@ -1570,8 +1783,10 @@ bool double_product_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec,
     const padded_columns b_padded(b, blocks * fast_lanes);
     const float* const b_data = b_padded.data();
     const std::ptrdiff_t ldb = blocks * fast_lanes;
+    std::mutex adding;
     for_each_range(blocks * M, thread_count(spec.threads), [&](std::int64_t begin, std::int64_t end) {
         std::vector<double> scratch(std::size_t(fast_panel * fast_lanes));
+        lane_events events;
         for (std::int64_t at = begin; at < end; ++at) {
             const std::int64_t block = at / M, i = at % M;
             const float* a_row = a.data() + i * K;
@@ -1583,6 +1798,15 @@ bool double_product_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec,
                     for (int l = 0; l < fast_lanes; ++l) out[t * fast_lanes + l] = at_k * double(bt[l]);  // exact
                 }
             };
+            if (stats != nullptr) {  // (the products are exact: their only event is a zero operand, counted below)
+                chunk_totals total;
+                alignas(64) float initial[fast_lanes];
+                if (addend != nullptr) block_addends(addend, N, i, block * fast_lanes, initial);
+                reduction->counted_row(K, fill, scratch.data(), total, addend != nullptr ? initial : nullptr, events);
+                const std::int64_t width = std::min<std::int64_t>(fast_lanes, N - block * fast_lanes);
+                for (std::int64_t l = 0; l < width; ++l) c(i, block * fast_lanes + l) = total[l];
+                continue;
+            }
             const auto fused = [&](std::int64_t k, int n, float* acc_io) {
                 if (!fma_lanes) return false;
                 alignas(64) float acc[fast_lanes];
@@ -1602,7 +1826,11 @@ bool double_product_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec,
             const std::int64_t width = std::min<std::int64_t>(fast_lanes, N - block * fast_lanes);
             for (std::int64_t l = 0; l < width; ++l) c(i, block * fast_lanes + l) = total[l];
         }
+        if (stats == nullptr) return;
+        std::lock_guard lock(adding);
+        events.add_to(*stats);
     });
+    if (stats != nullptr) stats->zero_operand += zero_operand_products(a, b_data, ldb, N);
     if (report != nullptr) {
         report->kernel = gemm_kernel::vectorized_chain;
         report->reason.clear();
@@ -1632,7 +1860,6 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
     const auto grid_a = &grids->first, grid_b = &grids->second;
     std::optional<value_grid> addend_grid;
     if (addend != nullptr) {
-        if (stats != nullptr) return refuse("stats: events with an addend (gemm_add) are counted on the exact path");
         addend_grid = scanned_grid(addend, M * N);
         if (!addend_grid) return refuse("addend: an infinity or NaN");
     }
@@ -1642,8 +1869,6 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
     const bool rounded_by_fp32 = !exact_products && spec.model != accumulation::fma && on_fp32_grid_nearest(spec.product);
     if (!exact_products && !rounded_by_fp32)
         return double_product_gemm(a, b, c, spec, product_grid(*grid_a, *grid_b), addend, addend_grid, stats, report);
-    if (rounded_by_fp32 && stats != nullptr)  // (a product that fp32 flushed is no longer seen to underflow)
-        return refuse("stats: events of products wider than fp32 are counted on the exact path");
 
     const auto products = product_stage::make(spec, product_grid(*grid_a, *grid_b), why_not, rounded_by_fp32);
     if (!products) return refuse(why_not);
@@ -1675,7 +1900,9 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
         prod, *accumulate);
     // Events are counted here only on that path, for the operations of counts_events, and without
     // per-product records; otherwise the caller takes the exact path.
-    const fused_chunks_pass_fn counted_chunks = stats == nullptr || !chunk_same || !chained ? nullptr : std::visit(
+    // (products fp32's multiply rounded: a zero without a zero operand is an underflow that only
+    // the counted passes see)
+    const fused_chunks_pass_fn counted_chunks = stats == nullptr || !chunk_same || !chained || addend != nullptr || rounded_by_fp32 ? nullptr : std::visit(
         [](const auto& p, const auto& a) -> fused_chunks_pass_fn {
             using P = std::decay_t<decltype(p)>;
             using A = std::decay_t<decltype(a)>;
@@ -1684,10 +1911,21 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
         },
         prod, *accumulate);
     if (stats != nullptr && spec.record_lost) return refuse("stats: per-product records (record_lost)");
-    if (stats != nullptr && counted_chunks == nullptr)
-        return refuse("stats: events are counted in fp32 lanes for sequential and fma chains with exact, "
-                      "range-checked or rounded products and a flush-and-saturate accumulator that is also "
-                      "the chunk accumulator");
+    // Elsewhere the counted passes count them (the inputs are finite here): for sequential, fma and
+    // pairwise models, and products whose rounding reports its events.
+    const counted_product_pass_fn counted_products = stats == nullptr || counted_chunks != nullptr ? nullptr : std::visit(
+        [](const auto& p) -> counted_product_pass_fn {
+            using P = std::decay_t<decltype(p)>;
+            if constexpr (requires(const P& q, float x, std::uint32_t& f) { q.counted(x, f, f); }) return &counted_product_pass<P>;
+            else return nullptr;
+        },
+        prod);
+    if (stats != nullptr && counted_chunks == nullptr) {
+        if (counted_products == nullptr)
+            return refuse("stats: a product rounding that overflows to infinity counts its events on the exact path");
+        if (!reduction->counts_events())
+            return refuse("stats: events are counted in lanes for sequential, fma and pairwise models");
+    }
     const product_pass_fn product_only = std::visit(
         [](const auto& p) -> product_pass_fn { return &product_pass<std::decay_t<decltype(p)>>; }, prod);
     const void* const prod_address = address_of(prod);
@@ -1730,7 +1968,7 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
     scaled_pass_fn scaled_pass[2] = {};  // for 1 and 2 rows
     bool in_pairs = false;               // nearest_even: B laid out for its lane order
     const bool pairwise = spec.model == accumulation::pairwise;
-    if (chunk_same && addend == nullptr &&
+    if (chunk_same && addend == nullptr && !(stats != nullptr && rounded_by_fp32) &&
         (chained || (stats == nullptr && pairwise && std::bit_ceil(std::uint64_t(chunk)) <= 64)))
         std::visit(
             [&](const auto& p, const auto& step) {
@@ -1873,11 +2111,25 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
         for (std::int64_t at = begin; at < end; ++at) {
             const std::int64_t block = at / M, i = at % M;
             chunk_totals total;
-            if (stats != nullptr)
+            if (counted_chunks != nullptr) {
                 counted_chunks(a.data() + i * K, b_data + block * fast_lanes, ldb, K, chunk, prod_address,
                                accumulate_address, total, &events);
-            else
+            } else if (stats != nullptr) {
+                const float* a_row = a.data() + i * K;
+                const float* b_block = b_data + block * fast_lanes;
+                alignas(64) float initial[fast_lanes];
+                if (addend != nullptr) block_addends(addend, N, i, block * fast_lanes, addend_in_chain ? initial : total);
+                lane_events counted;
+                reduction->counted_row(
+                    K,
+                    [&](std::int64_t k, int m, float* out) {
+                        counted_products(a_row + k, b_block + k * ldb, ldb, m, prod_address, out, counted);
+                    },
+                    scratch.data(), total, addend != nullptr && addend_in_chain ? initial : nullptr, counted);
+                counted.add_to(events);
+            } else {
                 general_row(i, block, scratch.data(), total);
+            }
             const std::int64_t width = std::min<std::int64_t>(fast_lanes, N - block * fast_lanes);
             for (std::int64_t l = 0; l < width; ++l) c(i, block * fast_lanes + l) = total[l];
         }
