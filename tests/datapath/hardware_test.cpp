@@ -413,6 +413,7 @@ struct preset_result {
     std::map<int, long> by_k;             // mismatches per K
     std::map<std::string, long> by_scenario;  // and per scenario
     long exact_path = 0;                      // trials of finite data that took the exact path
+    long counted_differs = 0;                 // outputs that counting events changed
     std::string exact_reason;                 // the last one's reason
 };
 
@@ -453,10 +454,25 @@ preset_result run_preset(const preset_case& pc, std::uint64_t seed) {
             Eigen::MatrixXf D;
             lowbit::gemm_report report;
             lowbit::gemm_add(t.A, t.B, t.C, D, spec, nullptr, &report);
-            // every preset runs in lanes on finite data (the exact path takes infinities and NaNs)
-            if (t.A.allFinite() && t.B.allFinite() && t.C.allFinite() && report.kernel == lowbit::gemm_kernel::exact) {
+            // every preset runs in lanes on finite data (the exact path takes infinities and NaNs),
+            // with events counted or not, and counting them changes no bit
+            const bool finite = t.A.allFinite() && t.B.allFinite() && t.C.allFinite();
+            if (finite && report.kernel == lowbit::gemm_kernel::exact) {
                 ++res.exact_path;
                 res.exact_reason = report.reason;
+            }
+            if (trial % 3 == 0) {
+                Eigen::MatrixXf counted;
+                lowbit::gemm_stats stats;
+                lowbit::gemm_report counted_report;
+                lowbit::gemm_add(t.A, t.B, t.C, counted, spec, &stats, &counted_report);
+                if (finite && counted_report.kernel == lowbit::gemm_kernel::exact) {
+                    ++res.exact_path;
+                    res.exact_reason = "counting events: " + counted_report.reason;
+                }
+                for (Eigen::Index i = 0; i < D.size(); ++i)
+                    res.counted_differs += std::bit_cast<std::uint32_t>(D.data()[i]) != std::bit_cast<std::uint32_t>(counted.data()[i]) &&
+                                           !(std::isnan(D.data()[i]) && std::isnan(counted.data()[i]));
             }
             for (int i = 0; i < rows; ++i) {
                 std::vector<float> a(static_cast<std::size_t>(K)), b(static_cast<std::size_t>(K));
@@ -511,6 +527,7 @@ void run_unit(mma::unit u, const std::vector<preset_case>& cases) {
         CHECK(r.mismatches == 0);
         INFO("finite trials on the exact path: " << r.exact_path << " (" << r.exact_reason << ")");
         CHECK(r.exact_path == 0);
+        CHECK(r.counted_differs == 0);
         total += r.mismatches;
     }
     REQUIRE(total == 0);

@@ -145,3 +145,35 @@ def test_no_grad_evaluation_gives_the_same_outputs():
         quiet = q(x)
     assert not quiet.requires_grad
     torch.testing.assert_close(quiet, q(x).detach(), rtol=0, atol=0)
+
+
+def test_bias_as_addend_starts_each_output_at_the_bias_bit_for_bit():
+    # QLinear and QConv2d with bias_as_addend: lowbit.gemm_add with C(i, j) = b(i), bit for bit;
+    # the bias gradient is straight through (dY summed), as without.
+    torch.manual_seed(3)
+    q = lt.QLinear(40, 6, spec=M7E4, bias_as_addend=True)
+    with torch.no_grad():
+        q.bias.mul_(8)  # biases large beside the products: where they enter matters
+    x = torch.randn(5, 40)
+    y, dx, dw, db = grads(q, x)
+    w = q.weight.detach().numpy()
+    b = np.ascontiguousarray(np.repeat(q.bias.detach().numpy()[:, None], 5, axis=1))
+    expected = lowbit.gemm_add(w, np.ascontiguousarray(x.numpy().T), b, M7E4).T
+    np.testing.assert_array_equal(y.numpy(), expected)
+    after = lowbit.gemm(w, np.ascontiguousarray(x.numpy().T), M7E4).T + q.bias.detach().numpy()
+    assert not np.array_equal(expected, after)
+    g = torch.randn(y.shape, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(db, g.sum(0))
+    assert "bias_as_addend=True" in repr(q)
+
+    conv = lt.QConv2d(3, 4, 3, padding=1, groups=1, spec=M7E4, bias_as_addend=True)
+    with torch.no_grad():
+        conv.bias.mul_(8)
+    img = torch.randn(2, 3, 5, 5)
+    out = conv(img)
+    cols = torch.nn.functional.unfold(img, 3, padding=1).transpose(0, 1).reshape(27, 2 * 25).numpy()
+    c = np.ascontiguousarray(np.repeat(conv.bias.detach().numpy()[:, None], 50, axis=1))
+    d = lowbit.gemm_add(conv.weight.detach().reshape(4, -1).numpy(), np.ascontiguousarray(cols), c, M7E4)
+    np.testing.assert_array_equal(out.detach().numpy(), d.reshape(4, 2, 5, 5).transpose(1, 0, 2, 3))
+    model = lt.convert(torch.nn.Sequential(torch.nn.Linear(4, 2)), M7E4, bias_as_addend=True)
+    assert model[0].bias_as_addend

@@ -305,11 +305,17 @@ TEST_CASE("tour: networks on the datapath", "[readme]") {
                         .gradient = lowbit::clip_gradient::pwl}}};   // (nn::calibrate_clipping: static)
     nn::gemm_datapath lns{.lns = nn::lns_inputs{.spec = {.accumulation = lowbit::lns_accumulation::bucketed},  // LNS: W, X
                                                 .gradients = {.quantizer = {.format = lowbit::lns8}}}};  // and dL/dC, lns8
+    nn::gemm_datapath h100_layers{.spec = lowbit::hw::preset("hopper:e4m3"),  // a real unit, each layer's
+                                  .bias_as_addend = true};          // bias its C (D = A B + C)
 
     CHECK(loss.loss > 0);
     const nn::tensor z = inference.forward(x, nn::pass::inference);
     CHECK(z.values.rows() == 64);
     CHECK(z.values.cols() == 10);
+    inference.set_datapath(h100_layers);  // (FP8 inputs: the spec's own input quantizers)
+    const nn::tensor h = inference.forward(x, nn::pass::inference);
+    CHECK(h.values.rows() == 64);
+    CHECK((h.values - z.values).cwiseAbs().maxCoeff() > 0);  // another datapath, other bits
     CHECK(stats.macs > 0);
     inference.set_datapath(vs_quant);
     const nn::tensor v = inference.forward(x, nn::pass::inference);
