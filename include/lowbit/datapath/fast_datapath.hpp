@@ -1305,13 +1305,20 @@ struct addition_range {
         return r;
     }
 
+    // Whether rounding `exact` (finite, or its round-to-odd double) overflows: it and its rounding
+    // without an upper limit both lie beyond the largest finite value.
+    bool overflows(double exact) const {
+        if (!(std::fabs(exact) > max_finite)) return false;
+        const double beyond = dispatch_deterministic(mode, [&](auto m) { return round_with_plan<m()>(exact, unbounded); });
+        return std::fabs(beyond) > max_finite;
+    }
+
     // The events of x + y rounded to r where the sum may lie beyond the range or is not finite.
     void settle(double x, double y, double r, lane_events& events, int l) const {
         if (std::isfinite(x) && std::isfinite(y)) {
             const double exact = add_round_odd(x, y);  // (an inexact sum's is no float)
-            const double beyond = dispatch_deterministic(mode, [&](auto m) { return round_with_plan<m()>(exact, unbounded); });
             events.inexact_additions[l] += std::uint32_t(r != exact);
-            events.accumulator_overflows[l] += std::uint32_t(std::fabs(exact) > max_finite && std::fabs(beyond) > max_finite);
+            events.accumulator_overflows[l] += std::uint32_t(overflows(exact));
         } else {  // an infinity or NaN that stays one is neither inexact nor an overflow
             const double sum = x + y;
             events.inexact_additions[l] += std::uint32_t(!(r == sum || (std::isnan(r) && std::isnan(sum))));

@@ -96,13 +96,12 @@ struct group_rounding {
     kind how = kind::doubles;
     rounding_plan<float> float_plan;
     rounding_plan<double> double_plan;
-    rounding_plan<double> unbounded;  // double_plan without an upper limit: tells overflow apart
+    addition_range range;  // (for the events: which sums overflow)
 
     static group_rounding make(const float_quantizer& q) {
         group_rounding r;
         r.double_plan = rounding_plan<double>::make(q.format, q.on_overflow, q.random_bits);
-        r.unbounded = r.double_plan;
-        r.unbounded.max_finite = std::numeric_limits<double>::infinity();
+        r.range = addition_range::of(q);
         if (!format_fits<float>(q.format) || !q.format.is_signed) return r;
         r.float_plan = rounding_plan<float>::make(q.format, q.on_overflow, q.random_bits);
         // (round-to-odd needs two bits below the format's: its steps at least 2^-147 = 4 x fp32's)
@@ -171,9 +170,8 @@ void round_group_sums(const group_rounding& r, double* x) {
 struct aligned_events {
     std::uint32_t swamps[fast_lanes] = {}, inexact[fast_lanes] = {}, overflows[fast_lanes] = {};
 
-    template <rounding Mode>
     void rounding(const double* s, const double* r, const group_rounding& how) {
-        const double max_finite = how.double_plan.max_finite;
+        const double max_finite = how.range.max_finite;
         std::uint32_t beyond = 0;
         for (int l = 0; l < fast_lanes; ++l) {  // (0/1 integers, every comparison made: vectorizes)
             const std::uint32_t both_nan = std::uint32_t(s[l] != s[l]) & std::uint32_t(r[l] != r[l]);
@@ -182,8 +180,7 @@ struct aligned_events {
         }
         if (beyond != 0)  // (rare: sums past the format's range)
             for (int l = 0; l < fast_lanes; ++l)
-                if (std::isfinite(s[l]) && std::fabs(s[l]) > max_finite)
-                    overflows[l] += std::uint32_t(std::fabs(round_with_plan<Mode>(s[l], how.unbounded)) > max_finite);
+                if (std::isfinite(s[l])) overflows[l] += std::uint32_t(how.range.overflows(s[l]));
     }
 
     void add_to(gemm_stats& stats) const {
@@ -282,7 +279,7 @@ void operand_aligned_block(const float* a, const int* ea, const float* b, const 
         alignas(64) double exact[Count ? L : 1];
         if constexpr (Count) std::copy(cut_sum, cut_sum + L, exact);
         round_group_sums<Mode>(rounding, cut_sum);
-        if constexpr (Count) events->rounding<Mode>(exact, cut_sum, rounding);
+        if constexpr (Count) events->rounding(exact, cut_sum, rounding);
         std::copy(cut_sum, cut_sum + L, acc);
     }
     std::copy(acc, acc + L, acc_io);
@@ -396,7 +393,7 @@ void two_level_block(const float* a, const int* ea, const float* b, const int* e
                 }
             }
         if constexpr (Count) {
-            events->rounding<Mode>(exact, next, rounding);
+            events->rounding(exact, next, rounding);
             for (int l = 0; l < L; ++l) events->swamps[l] += swamped[l];
         }
         std::copy(next, next + L, acc);
