@@ -1332,13 +1332,13 @@ template <class A, class T>
 [[gnu::always_inline]] inline float add_counted(const A& step, float x, T y, double max_finite, std::uint32_t& inexact,
                                                 std::uint32_t& rare) {
     const T xs = T(x), sum = xs + y;
-    const T y_part = sum - xs, x_part = sum - y_part;
-    const T error = (xs - x_part) + (y - y_part);  // exact where the sum is finite
+    bits_of<T> rounded;  // whether the nearest sum is inexact (TwoSum's error: sum_round_odd)
+    (void)sum_round_odd(xs, y, rounded);
     const float r = add_then(step, x, y);
     // Below the largest finite value (a float), the exact sum is not beyond it (rounding is
     // monotonic): no overflow. At it or beyond, or inf or NaN: settled one lane at a time.
     const std::uint32_t within = std::uint32_t(std::fabs(sum) < T(max_finite));
-    inexact = within & (std::uint32_t(error != 0) | std::uint32_t(T(r) != sum));
+    inexact = within & (std::uint32_t(rounded) | std::uint32_t(T(r) != sum));
     rare = within ^ 1u;
     return r;
 }
