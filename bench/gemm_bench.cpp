@@ -134,6 +134,14 @@ void bm_integer(benchmark::State& state, lowbit::int_overflow on_overflow, bool 
     time_gemm(state, spec, counted ? &stats : nullptr);
 }
 
+// A spec in its text form (gemm_spec::parse), one thread: the configurations a user writes
+// first, with the quantizers they leave unset (exact) left out.
+void bm_spec(benchmark::State& state, const char* text) {
+    lowbit::gemm_spec spec = lowbit::gemm_spec::parse(text);
+    spec.threads = 1;
+    time_gemm(state, spec);
+}
+
 using lowbit::accumulation;
 using lowbit::rounding;
 BENCHMARK(bm_eigen)->Arg(256)->Arg(512)->UseManualTime()->Unit(benchmark::kMillisecond);
@@ -158,6 +166,13 @@ BENCHMARK_CAPTURE(bm_accumulator, fp16_acc_1t, lowbit::fp16)->Arg(256)->Arg(512)
 BENCHMARK_CAPTURE(bm_accumulator, fp16_acc_counted_1t, lowbit::fp16, true)->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_accumulator, bf16_acc_1t, lowbit::bf16)->Arg(256)->Arg(512)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_accumulator, m10e5_acc_1t, lowbit::float_format{.exp_bits = 5, .man_bits = 10, .bias = 26, .subnormals = false, .specials = lowbit::special_values::none})->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
+
+// Exact sums in double lanes: an unset accumulator, an unset chunk accumulator over chunks of 16.
+BENCHMARK_CAPTURE(bm_spec, e4m3_exact_sum_1t, "input_a=fp8_e4m3 input_b=fp8_e4m3")->Arg(256)->Arg(512)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_spec, m7e4_chunk16_exact_total_1t, "input_a=fp8_e4m3 input_b=fp8_e4m3 product=lba_m7e4_prod accumulator=lba_m7e4_acc chunk=16")->Arg(256)->Arg(512)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_spec, fp16_chunk16_exact_total_1t, "input_a=fp8_e4m3 input_b=fp8_e4m3 accumulator=fp16 chunk=16")->Arg(256)->Arg(512)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_spec, bf16_chunk16_exact_total_1t, "input_a=fp8_e4m3 input_b=fp8_e4m3 accumulator=bf16 chunk=16")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_spec, fp32_chunk16_exact_total_1t, "input_a=fp8_e4m3 input_b=fp8_e4m3 accumulator=fp32 chunk=16")->Arg(256)->UseManualTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

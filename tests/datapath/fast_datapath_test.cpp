@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <random>
 #include <vector>
 
@@ -765,4 +766,109 @@ TEST_CASE("fast path counts the same events as the exact path: any accumulator, 
     CHECK(all.accumulator_overflows > 0);
     CHECK(all.swamps > 0);
     CHECK(all.inexact_additions > 0);
+}
+
+TEST_CASE("fast path equals the exact path: exact sums in double lanes (unset accumulator or chunk accumulator)") {
+    // An unset accumulator (every sum exact), or an unset chunk accumulator over several chunks
+    // (the exact total of rounded chunk results): double lanes where every sum fits double's 53
+    // bits. Random specs in every model, with and without an addend and events, rows whose
+    // products cancel to zeros, signed zero inputs, and sums past fp16's range (infinite chunk
+    // results of both signs: NaN totals); results and events bit for bit the exact path's.
+    std::mt19937 gen(53);
+    const lowbit::float_format accumulators[] = {lowbit::fp16, lowbit::bf16, lowbit::fp32, lowbit::fp8_e5m2,
+                                                 lowbit::lba_m7e4_acc};
+    const lowbit::quantizer inputs[] = {lowbit::fp8_e4m3, lowbit::fp8_e5m2, lowbit::fp16, lowbit::bf16,
+                                        lowbit::quantizer{}};
+    const lowbit::accumulation models[] = {lowbit::accumulation::sequential, lowbit::accumulation::fma,
+                                           lowbit::accumulation::pairwise, lowbit::accumulation::fused,
+                                           lowbit::accumulation::aligned};
+    int in_lanes = 0, exact_accumulators_in_lanes = 0, nan_totals = 0;
+    for (int trial = 0; trial < 500; ++trial) {
+        const bool exact_accumulator = trial % 3 == 0;
+        const rounding mode = deterministic[gen() % 6];
+        const lowbit::float_quantizer acc{.format = accumulators[gen() % 5], .mode = mode,
+                                          .on_overflow = lowbit::overflow(gen() % 3)};
+        lowbit::gemm_spec spec{.input_a = inputs[gen() % 5], .input_b = inputs[gen() % 5],
+                               .model = models[gen() % 5], .chunk = int(1 + gen() % 20)};
+        if (!exact_accumulator) spec.accumulator = acc;  // the chunk accumulator stays unset ...
+        else if (trial % 9 == 0) spec.chunk_accumulator = acc;  // ... or rounds an unset accumulator's chunks
+        if (gen() % 3 == 0)
+            spec.product = lowbit::float_quantizer{.format = gen() % 2 ? lowbit::bf16 : lowbit::fp16, .mode = mode};
+        spec.window = 10 + int(gen() % 6);
+        spec.group = 1 + int(gen() % 8);
+        spec.threads = 1 + int(gen() % 2);
+        const int shift = gen() % 4 == 0 ? 12 : 4;
+        const Eigen::Index M = 1 + Eigen::Index(gen() % 4), K = 1 + Eigen::Index(gen() % 90), N = 1 + Eigen::Index(gen() % 80);
+        Eigen::MatrixXf A = scaled_normal(M, K, gen, shift), B = scaled_normal(K, N, gen, shift);
+        for (Eigen::Index i = 0; i < A.size(); i += 5) A.data()[i] = i % 2 ? -0.0f : 0.0f;
+        for (Eigen::Index k = 0; k + 1 < K; k += 2) {  // row 0: p, -p pairs (zero sums of either sign)
+            A(0, k + 1) = -A(0, k);
+            B.row(k + 1) = B.row(k);
+        }
+        if (trial % 8 == 0) A *= 3e3f, B *= 3e3f;  // chunk sums past fp16's range
+        const bool with_addend = gen() % 3 == 0;
+        const Eigen::MatrixXf C = addends(M, N, gen, shift);
+        const auto run = [&](const lowbit::gemm_spec& s, lowbit::gemm_stats* stats, lowbit::gemm_report* report) {
+            Eigen::MatrixXf D;
+            if (with_addend) lowbit::gemm_add(A, B, C, D, s, stats, report);
+            else lowbit::gemm(A, B, D, s, stats, report);
+            return D;
+        };
+        lowbit::gemm_report plain_report, counted_report;
+        lowbit::gemm_stats counted_stats, exact_stats;
+        const Eigen::MatrixXf plain = run(spec, nullptr, &plain_report);
+        const Eigen::MatrixXf counted = run(spec, &counted_stats, &counted_report);
+        lowbit::gemm_spec recorded = spec;
+        recorded.record_lost = true;
+        const Eigen::MatrixXf exact = run(recorded, &exact_stats, nullptr);
+        INFO(lowbit::to_string(spec) << ", addend " << with_addend << ", M " << M << " K " << K << " N " << N
+                                     << "; without stats: " << lowbit::to_string(plain_report.kernel) << " "
+                                     << plain_report.reason << "; counted: " << lowbit::to_string(counted_report.kernel)
+                                     << " " << counted_report.reason);
+        CHECK(same_bits(exact, plain));
+        CHECK(same_bits(exact, counted));
+        CHECK(lowbit_test::stats_difference(exact_stats, counted_stats, false) == "");
+        const bool lanes = plain_report.kernel != lowbit::gemm_kernel::exact;
+        in_lanes += lanes;
+        exact_accumulators_in_lanes += lanes && exact_accumulator;
+        nan_totals += int(exact.array().isNaN().count() > 0);
+        // Small formats' sums fit double: the declared FP8 inputs into an unset accumulator (at
+        // most 2^17 * 90 on a grid of 2^-36) always take the lanes.
+        const auto* fa = spec.input_a.as_float();
+        const auto* fb = spec.input_b.as_float();
+        if (exact_accumulator && spec.chunk_accumulator.is_exact() && fa != nullptr && fb != nullptr &&
+            fa->format.exp_bits <= 4 && fb->format.exp_bits <= 4 && spec.product.is_exact() && !with_addend)
+            CHECK(lanes);
+    }
+    // (the others: unquantized or wide inputs whose sums may pass 53 bits, infinite inputs, and
+    // the refusals of the rounding accumulators' own)
+    CHECK(in_lanes > 100);
+    CHECK(exact_accumulators_in_lanes > 25);
+    CHECK(nan_totals > 0);
+}
+
+TEST_CASE("fast path: an unset chunk accumulator or accumulator with FP8 inputs takes the lanes") {
+    // The spec a user writes first for "sums in chunks of 16" leaves chunk_accumulator unset
+    // (exact), and "FP8 inputs alone" leaves the accumulator unset too: both in lanes, in every
+    // model, bit for bit the exact path.
+    std::mt19937 gen(59);
+    const lowbit::float_quantizer e4m3{.format = lowbit::fp8_e4m3}, e5m2{.format = lowbit::fp8_e5m2};
+    for (const auto& inputs : {e4m3, e5m2})
+        for (const auto model : {lowbit::accumulation::sequential, lowbit::accumulation::fma,
+                                 lowbit::accumulation::pairwise, lowbit::accumulation::fused})
+            for (const int chunk : {0, 16, 64})
+                for (const std::optional<lowbit::float_format> acc_format :
+                     {std::optional<lowbit::float_format>{}, std::optional(lowbit::fp16), std::optional(lowbit::bf16),
+                      std::optional(lowbit::fp32), std::optional(lowbit::lba_m7e4_acc)}) {
+                    lowbit::gemm_spec spec{.input_a = inputs, .input_b = inputs, .model = model, .chunk = chunk};
+                    if (acc_format) spec.accumulator = lowbit::float_quantizer{.format = *acc_format};
+                    const auto A = scaled_normal(9, 300, gen, 3), B = scaled_normal(300, 70, gen, 3);
+                    lowbit::gemm_report report;
+                    Eigen::MatrixXf fast;
+                    lowbit::gemm(A, B, fast, spec, nullptr, &report);
+                    lowbit::gemm_stats stats;
+                    INFO(lowbit::to_string(spec) << ": " << report.reason);
+                    CHECK(same_bits(exact_gemm(A, B, spec, stats), fast));
+                    CHECK(report.kernel != lowbit::gemm_kernel::exact);
+                }
 }

@@ -544,6 +544,15 @@ struct block_lane_operands {
     }
 };
 
+// Whether a reduction's totals are its exact results (floats of the accumulator), which the
+// coarse scales then multiply: not the float rounding of an exact sum (lane_reduction's exact
+// sums), which must be scaled before it is rounded.
+inline bool float_totals(const lane_reduction& reduction, std::string& why_not) {
+    if (reduction.sums_exactly())
+        why_not = "accumulator: exact sums, scaled by the coarse scales before their rounding, are formed per output";
+    return !reduction.sums_exactly();
+}
+
 // C = A B on the lanes where they apply (see above); false, with why_not set and C untouched,
 // where they do not. Float accumulators reduce the terms as lowbit::gemm reduces products
 // (lane_reduction); integer ones on the integer chain (integer_chain.hpp), where every term is an
@@ -581,7 +590,7 @@ inline bool block_terms_in_lanes(const block_scaled_matrix& A, const block_scale
         const auto o = block_lane_operands<double>::make(A, B, plan, why_not);
         if (!o) return false;
         const auto reduction = lane_reduction::make(spec, o->nb, o->terms, why_not, true);
-        if (!reduction) return false;
+        if (!reduction || !float_totals(*reduction, why_not)) return false;
         o->for_each_row(&block_terms_pass<double, product_exact>, &no_rounding, threads,
                         [&](std::int64_t i, std::int64_t j0, const auto& row_terms) {
                             thread_local std::vector<double> scratch;  // (on the pool's threads)
@@ -644,7 +653,7 @@ inline bool block_terms_in_lanes(const block_scaled_matrix& A, const block_scale
     const auto terms = product_stage::make(spec, o->terms, why_not);
     if (!terms) return false;
     const auto reduction = lane_reduction::make(spec, nb, terms->grid, why_not);
-    if (!reduction) return false;
+    if (!reduction || !float_totals(*reduction, why_not)) return false;
     const block_terms_pass_fn<float> terms_pass = std::visit(
         [](const auto& p) -> block_terms_pass_fn<float> { return &block_terms_pass<float, std::decay_t<decltype(p)>>; },
         terms->op);

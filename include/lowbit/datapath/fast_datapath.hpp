@@ -607,7 +607,9 @@ void tree_pass(float* buf, int n, float* acc_out, const void* accumulate) {
 }
 
 // Fused: the exact sum of a chunk's products, in double (exact: see fast_gemm), rounded once.
-inline void sum_pass(const float* buf, int n, double* sums) {
+// (Terms may be doubles: the exact sums of lane_reduction's exact_row.)
+template <class T>
+void sum_pass(const T* buf, int n, double* sums) {
     for (int t = 0; t < n; ++t)
         for (int l = 0; l < fast_lanes; ++l) sums[l] += double(buf[std::ptrdiff_t(t) * fast_lanes + l]);
 }
@@ -1118,6 +1120,14 @@ inline bool all_finite(const float* x, Eigen::Index n) {
     return special == 0;
 }
 
+// The largest magnitude among the values, by their bits (in the same kind of loop): infinity for
+// an infinity, NaN for a NaN.
+inline float largest_magnitude(const float* x, Eigen::Index n) {
+    std::uint32_t largest = 0;
+    for (Eigen::Index i = 0; i < n; ++i) largest = std::max(largest, std::bit_cast<std::uint32_t>(x[i]) & 0x7FFFFFFFu);
+    return std::bit_cast<float>(largest);
+}
+
 // The grid of the n floats at x themselves, or nothing when one is an infinity or a NaN: every
 // non-zero value a multiple of 2^smallest_step with at most significand_bits significant bits,
 // and the largest magnitude. It serves inputs whose format the spec does not declare (quantized
@@ -1173,10 +1183,14 @@ inline std::optional<std::pair<value_grid, value_grid>> input_grids(const quanti
                                                                     std::string& why, bool wide_products = false) {
     auto ga = float_grid(qa), gb = float_grid(qb);
     if (ga && gb && products_exact_in_float(*ga, *gb)) {
-        if (!all_finite(a, na) || !all_finite(b, nb)) {
+        // (the data's largest magnitude, where it is below the format's, lets more sums fit)
+        const float largest_a = largest_magnitude(a, na), largest_b = largest_magnitude(b, nb);
+        if (!std::isfinite(largest_a) || !std::isfinite(largest_b)) {
             why = "inputs: an infinity or NaN";
             return {};
         }
+        ga->max_magnitude = std::min(ga->max_magnitude, double(largest_a));
+        gb->max_magnitude = std::min(gb->max_magnitude, double(largest_b));
         return std::pair{*ga, *gb};
     }
     ga = scanned_grid(a, na);
@@ -1430,6 +1444,42 @@ using counted_product_pass_fn = void (*)(const float*, const float*, std::ptrdif
 
 // ---- the reduction stage ----
 
+// Exact sums in double lanes: exact where every value is a multiple of 2^bottom and every partial
+// sum is at most `largest` in magnitude, within double's 53 bits. (Zeros, infinities and NaN
+// then add as in exact_sum: IEEE's rules.)
+inline bool exact_in_double(int bottom, double largest) {
+    return exponent_of_largest(largest) + 1 - bottom <= 53;
+}
+
+// The grid of a chunk's results under a rounding accumulator, for terms on grid `terms` and an
+// optional addend. A rounding of a multiple of 2^g is one too, unless it saturates (the largest
+// value is a multiple of its own step 2^(emax - man_bits) only): the results are multiples of
+// 2^max(the format's step, min(g, that step)). A pairwise chunk of one term is the term itself.
+inline int chunk_results_bottom(const gemm_spec& spec, const value_grid& terms, const std::optional<value_grid>& addend) {
+    const value_grid acc = is_fp32_nearest(spec.accumulator) ? value_grid{-149, 24, double(FLT_MAX), false}
+                                                             : *float_grid(spec.accumulator);
+    const int largest_step = exponent_of_largest(acc.max_magnitude) - (acc.significand_bits - 1);
+    int bottom = std::max(acc.smallest_step, std::min(terms.smallest_step, largest_step));
+    if (spec.model == accumulation::pairwise) bottom = std::min(bottom, terms.smallest_step);
+    if (addend) bottom = std::min(bottom, addend->smallest_step);
+    return bottom;
+}
+
+// A bound on a chunk's result under a rounding accumulator: n terms of at most `largest`, from a
+// start of at most `first`. Each rounding adds at most 2^(1 - p) of the magnitude (one step), or
+// the smallest normal (a raise, or a subnormal's step); an aligned group's cuts toward minus
+// infinity at most (group + 1) 2^-window more; a saturating rounding stays at the largest value.
+inline double chunk_result_bound(const gemm_spec& spec, std::int64_t n, double largest, double first) {
+    const value_grid acc = is_fp32_nearest(spec.accumulator) ? value_grid{-149, 24, double(FLT_MAX), false}
+                                                             : *float_grid(spec.accumulator);
+    const double min_normal = std::ldexp(1.0, acc.smallest_step + acc.significand_bits - 1);
+    double growth = 1 + std::ldexp(1.0, 1 - acc.significand_bits);
+    if (spec.model == accumulation::aligned) growth *= 1 + double(spec.group + 1) * std::ldexp(1.0, -spec.window);
+    const double bound = (first + double(n) * (largest + min_normal)) * std::pow(growth, double(n)) * (1 + 0x1p-20);
+    const double result = std::min(bound, acc.max_magnitude);
+    return spec.model == accumulation::pairwise ? std::max(result, largest) : result;
+}
+
 // How the terms of a row become its outputs, for fast_lanes outputs at once: the accumulator,
 // model and chunks of a spec, compiled once per call for terms on a given grid. It knows nothing
 // of where the terms come from: the rounded products of fast_gemm and the converted products of
@@ -1456,6 +1506,23 @@ public:
         };
         if (spec.model == accumulation::two_level) return refuse("two_level (CDNA3's fused dot) runs on the exact path");
         const non_finite_addends non_finite_terms{!terms.finite, !terms.finite, !terms.finite};
+        r.chunk_ = spec.chunk == 0 ? K : std::min<std::int64_t>(spec.chunk, K);
+        r.model_ = spec.model;
+        const std::int64_t chunks = (K + r.chunk_ - 1) / std::max<std::int64_t>(r.chunk_, 1);
+        const double first = addend ? addend->max_magnitude : 0;  // (what a sum may start from)
+        if (spec.accumulator.is_exact()) {
+            // An unset accumulator makes every model a fused one (gemm_spec.hpp); with an unset
+            // chunk accumulator too, every sum is exact: of values on the terms' grid (and the
+            // addend's), at most first + K * largest term.
+            if (!spec.chunk_accumulator.is_exact())
+                return refuse("accumulator: exact (unrounded) chunk sums rounded by a chunk accumulator run on the "
+                              "exact path");
+            const int bottom = addend ? std::min(terms.smallest_step, addend->smallest_step) : terms.smallest_step;
+            if (!exact_in_double(bottom, first + double(K) * terms.max_magnitude))
+                return refuse("accumulator: exact (unrounded) sums that may need more than double's 53 bits");
+            r.exact_ = exact_sums::all;
+            return r;
+        }
         if (double_terms) {
             if (spec.model != accumulation::sequential && spec.model != accumulation::fma)
                 return refuse("terms of more than 24 bits (doubles): sequential and fma chains only");
@@ -1481,23 +1548,28 @@ public:
             accumulated.finite = accumulated.finite && terms.finite;
         }
         if (addend) accumulated = either(accumulated, *addend);
-        r.chunk_ = spec.chunk == 0 ? K : std::min<std::int64_t>(spec.chunk, K);
         // One chunk and an exact chunk accumulator: the total is -0 + the chunk's result, which
-        // fp32's addition gives exactly (the chunk's result itself, as in the exact sum).
+        // fp32's addition gives exactly (the chunk's result itself, as in the exact sum). Over
+        // several chunks, the exact total is summed in double lanes where double holds it.
+        if (spec.chunk_accumulator.is_exact() && r.chunk_ < K) {
+            if (!exact_in_double(chunk_results_bottom(spec, terms, addend), first + double(chunks) * chunk_result_bound(spec, r.chunk_, terms.max_magnitude, first)))
+                return refuse("chunk_accumulator: exact (unrounded) sums of the chunks' results that may need more than "
+                              "double's 53 bits");
+            r.exact_ = exact_sums::total;
+        }
         const auto chunk_step =
-            spec.chunk_accumulator.is_exact() && r.chunk_ == K
-                ? std::optional<accumulate_op>(sum_fp32{})
+            spec.chunk_accumulator.is_exact()
+                ? std::optional<accumulate_op>(sum_fp32{})  // (the exact total: unused over several chunks)
                 : choose_accumulator(spec.chunk_accumulator, accumulated,
                                      accumulated_non_finite(spec.accumulator, non_finite_terms, unrounded_terms));
         if (!chunk_step) return refuse(lane_refusal(spec.chunk_accumulator, "chunk_accumulator"));
         r.accumulate_ = *accumulate;
         r.chunk_step_ = *chunk_step;
         r.accumulate_range_ = addition_range::of(spec.accumulator);
-        if (!(spec.chunk_accumulator.is_exact() && r.chunk_ == K)) r.chunk_range_ = addition_range::of(spec.chunk_accumulator);
-        r.model_ = spec.model;
+        if (!spec.chunk_accumulator.is_exact()) r.chunk_range_ = addition_range::of(spec.chunk_accumulator);
         r.group_ = spec.group;
         r.window_ = spec.window;
-        r.chunk_same_ = std::visit(
+        r.chunk_same_ = r.exact_ == exact_sums::none && std::visit(
             [](const auto& x, const auto& y) {
                 using X = std::decay_t<decltype(x)>;
                 if constexpr (std::is_same_v<X, std::decay_t<decltype(y)>> && std::equality_comparable<X>) return x == y;
@@ -1594,6 +1666,9 @@ public:
 
     const accumulate_op& accumulate() const { return accumulate_; }
     bool chunk_same() const { return chunk_same_; }  // the chunk accumulator is the accumulator's operation
+    // Whether row() sums exactly in double lanes (an unset accumulator or chunk accumulator): its
+    // totals are then the float roundings of exact sums.
+    bool sums_exactly() const { return exact_ != exact_sums::none; }
     bool chained() const { return model_ == accumulation::sequential || model_ == accumulation::fma; }
     std::int64_t chunk() const { return chunk_; }
     // Rows of terms that row() asks for at once (buf's size: that many rows of fast_lanes floats).
@@ -1612,15 +1687,13 @@ public:
     template <class Fill, class Fused>
     void row(std::int64_t K, const Fill& fill, const Fused& fused, float* buf, float* total,
              const float* initial = nullptr) const {
-        alignas(64) float acc[fast_lanes];
         alignas(64) double sums[fast_lanes];
         const void* const accumulate_address = address_of(accumulate_);
         const void* const chunk_address = address_of(chunk_step_);
         const void* const round_address = fused_rounding_ ? address_of(*fused_rounding_) : accumulate_address;
-        for (std::int64_t start = 0; start < K; start += chunk_) {
-            const std::int64_t end = std::min(start + chunk_, K);
-            const int n = int(end - start);
-            start_chunk(acc, start == 0 ? initial : nullptr);
+        // acc (started) = the result of the chunk of n terms from `start`
+        const auto reduce_chunk = [&](std::int64_t start, int n, float* acc) {
+            const std::int64_t end = start + n;
             switch (model_) {  // once per chunk, outside the loops over k
                 case accumulation::sequential:
                 case accumulation::fma:
@@ -1655,6 +1728,13 @@ public:
                     break;
                 case accumulation::two_level: break;  // (refused by make)
             }
+        };
+        if (exact_ != exact_sums::none) return exact_row(K, fill, reduce_chunk, buf, total, initial);
+        alignas(64) float acc[fast_lanes];
+        for (std::int64_t start = 0; start < K; start += chunk_) {
+            const int n = int(std::min(start + chunk_, K) - start);
+            start_chunk(acc, start == 0 ? initial : nullptr);
+            reduce_chunk(start, n, acc);
             chunk_only_(acc, 1, total, chunk_address);  // total = chunk_acc(total + acc)
         }
     }
@@ -1665,25 +1745,29 @@ public:
     template <class Fill, class Fused>
     void row_of_doubles(std::int64_t K, const Fill& fill, const Fused& fused, double* buf, float* total,
                         const float* initial = nullptr) const {
-        alignas(64) float acc[fast_lanes];
         const void* const accumulate_address = address_of(accumulate_);
         const void* const chunk_address = address_of(chunk_step_);
-        for (std::int64_t start = 0; start < K; start += chunk_) {
-            const std::int64_t end = std::min(start + chunk_, K);
-            start_chunk(acc, start == 0 ? initial : nullptr);
-            if (!fused(start, int(end - start), acc)) {
-                for (std::int64_t k = start; k < end; k += fast_panel) {
-                    const int m = int(std::min<std::int64_t>(fast_panel, end - k));
-                    fill(k, m, buf);
-                    accumulate_doubles_(buf, m, acc, accumulate_address);
-                }
+        const auto reduce_chunk = [&](std::int64_t start, int n, float* acc) {
+            if (fused(start, n, acc)) return;
+            for (std::int64_t k = start; k < start + n; k += fast_panel) {
+                const int m = int(std::min<std::int64_t>(fast_panel, start + n - k));
+                fill(k, m, buf);
+                accumulate_doubles_(buf, m, acc, accumulate_address);
             }
+        };
+        if (exact_ != exact_sums::none) return exact_row(K, fill, reduce_chunk, buf, total, initial);
+        alignas(64) float acc[fast_lanes];
+        for (std::int64_t start = 0; start < K; start += chunk_) {
+            const int n = int(std::min(start + chunk_, K) - start);
+            start_chunk(acc, start == 0 ? initial : nullptr);
+            reduce_chunk(start, n, acc);
             chunk_only_(acc, 1, total, chunk_address);  // total = chunk_acc(total + acc)
         }
     }
 
     // Whether counted_row serves this reduction: chained models, and pairwise trees of float terms.
     bool counts_events() const {
+        if (exact_ == exact_sums::all) return true;
         return accumulate_range_.counts && (chained() || (model_ == accumulation::pairwise && accumulate_doubles_ == nullptr));
     }
 
@@ -1692,11 +1776,9 @@ public:
     template <class T, class Fill>
     void counted_row(std::int64_t K, const Fill& fill, T* buf, float* total, const float* initial,
                      lane_events& events) const {
-        alignas(64) float acc[fast_lanes];
-        for (std::int64_t start = 0; start < K; start += chunk_) {
-            const std::int64_t end = std::min(start + chunk_, K);
-            const int n = int(end - start);
-            start_chunk(acc, start == 0 ? initial : nullptr);
+        // acc (started) = the result of the chunk of n terms from `start`, its events counted
+        const auto reduce_chunk = [&](std::int64_t start, int n, float* acc) {
+            const std::int64_t end = start + n;
             std::visit(
                 [&](const auto& step) {
                     using A = std::decay_t<decltype(step)>;
@@ -1716,6 +1798,13 @@ public:
                     }
                 },
                 accumulate_);
+        };
+        // (exact sums have no events: the terms' are counted by fill)
+        if (exact_ != exact_sums::none) return exact_row(K, fill, reduce_chunk, buf, total, initial);
+        alignas(64) float acc[fast_lanes];
+        for (std::int64_t start = 0; start < K; start += chunk_) {
+            start_chunk(acc, start == 0 ? initial : nullptr);
+            reduce_chunk(start, int(std::min(start + chunk_, K) - start), acc);
             // total = chunk_acc(total + acc)
             std::visit([&](const auto& step) { counted_chain_pass<std::decay_t<decltype(step)>, float>(acc, 1, total, step, chunk_range_, events); },
                        chunk_step_);
@@ -1728,8 +1817,41 @@ private:
         if (initial != nullptr) std::copy(initial, initial + fast_lanes, acc);
         else std::fill(acc, acc + fast_lanes, 0.0f);
     }
+
+    // The exact sums of row() (exact_ != none), from `total` (its start: -0s or an addend) to its
+    // float rounding (nearest even, as every output). With exact_sums::all each chunk's terms are
+    // summed here from its start (`initial` for the first, else +0); otherwise chunk(start, n,
+    // acc) leaves a chunk's rounded result in acc.
+    template <class T, class Fill, class Chunk>
+    void exact_row(std::int64_t K, const Fill& fill, const Chunk& chunk, T* buf, float* total,
+                   const float* initial) const {
+        alignas(64) double sum[fast_lanes], chunk_sum[fast_lanes];
+        alignas(64) float acc[fast_lanes];
+        for (int l = 0; l < fast_lanes; ++l) sum[l] = total[l];
+        for (std::int64_t start = 0; start < K; start += chunk_) {
+            const std::int64_t end = std::min(start + chunk_, K);
+            if (exact_ == exact_sums::all) {
+                for (int l = 0; l < fast_lanes; ++l) chunk_sum[l] = start == 0 && initial != nullptr ? initial[l] : 0.0;
+                for (std::int64_t k = start; k < end; k += fast_panel) {
+                    const int m = int(std::min<std::int64_t>(fast_panel, end - k));
+                    fill(k, m, buf);
+                    sum_pass(buf, m, chunk_sum);
+                }
+                for (int l = 0; l < fast_lanes; ++l) sum[l] += chunk_sum[l];
+            } else {
+                start_chunk(acc, start == 0 ? initial : nullptr);
+                chunk(start, int(end - start), acc);
+                for (int l = 0; l < fast_lanes; ++l) sum[l] += double(acc[l]);
+            }
+        }
+        for (int l = 0; l < fast_lanes; ++l) total[l] = float(sum[l]);
+    }
     accumulate_op accumulate_, chunk_step_;
     addition_range accumulate_range_, chunk_range_;  // (for counted_row)
+    // Sums that are exact in double lanes: none, the chunk accumulator's total (its results added
+    // to a double total, rounded to float once at the end), or all (an unset accumulator too:
+    // each chunk's terms summed in double; accumulate_ and chunk_step_ are then not used).
+    enum class exact_sums { none, total, all } exact_ = exact_sums::none;
     accumulation model_ = accumulation::sequential;
     std::int64_t chunk_ = 0;
     int group_ = 0, window_ = 0;
