@@ -445,19 +445,6 @@ template <class P, class A, class Events>
     }
 }
 
-// One chunk: acc_io carried in and out.
-template <class P, class A>
-void fused_pass(const float* a, const float* b, std::ptrdiff_t ldb, int n, const void* product, const void* accumulate,
-                float* acc_io) {
-    const P prod = *static_cast<const P*>(product);  // local copies: stores cannot alias them
-    const A step = *static_cast<const A*>(accumulate);
-    float acc[fast_lanes];
-    for (int l = 0; l < fast_lanes; ++l) acc[l] = acc_io[l];
-    no_events none;
-    fused_chain(a, b, ldb, n, prod, step, acc, none);
-    for (int l = 0; l < fast_lanes; ++l) acc_io[l] = acc[l];
-}
-
 // All of a row's chunks when the chunk accumulator is the accumulator's own operation (the
 // paper's setup): each chunk from 0, total = accumulate(total + chunk) after each. One call per
 // row keeps the operation's constants in registers across chunks. With Count, the events go
@@ -547,6 +534,30 @@ template <class A, class Terms>
     return false;
 }
 #endif
+
+// One chunk: acc_io carried in and out. (Odd sums with a vector rounding take shift_rounding.hpp's
+// chain on AVX-512, the products made as they are added, as in fused_chunks_pass: the
+// auto-vectorized TwoSum is a dependent chain several times longer.)
+template <class P, class A>
+void fused_pass(const float* a, const float* b, std::ptrdiff_t ldb, int n, const void* product, const void* accumulate,
+                float* acc_io) {
+#if defined(__AVX512F__)
+    if constexpr (is_odd_sum<A> && requires { product_vector(std::declval<P>()); }) {
+        const auto prod = product_vector(*static_cast<const P*>(product));
+        const auto term = [&](int t, int v) {
+            return prod(_mm512_mul_ps(_mm512_set1_ps(a[t]), _mm512_loadu_ps(b + t * ldb + 16 * v)));
+        };
+        if (accumulate_float_terms(*static_cast<const A*>(accumulate), n, term, acc_io)) return;
+    }
+#endif
+    const P prod = *static_cast<const P*>(product);  // local copies: stores cannot alias them
+    const A step = *static_cast<const A*>(accumulate);
+    float acc[fast_lanes];
+    for (int l = 0; l < fast_lanes; ++l) acc[l] = acc_io[l];
+    no_events none;
+    fused_chain(a, b, ldb, n, prod, step, acc, none);
+    for (int l = 0; l < fast_lanes; ++l) acc_io[l] = acc[l];
+}
 
 // acc[l] = accumulate(acc[l] + buf[t][l]) for t < n, in order; the terms floats, or doubles for
 // the operations that take them (takes_double_terms).
