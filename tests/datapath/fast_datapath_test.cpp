@@ -850,7 +850,7 @@ TEST_CASE("fast path equals the exact path: exact sums in double lanes (unset ac
 TEST_CASE("fast path: an unset chunk accumulator or accumulator with FP8 inputs takes the lanes") {
     // The spec a user writes first for "sums in chunks of 16" leaves chunk_accumulator unset
     // (exact), and "FP8 inputs alone" leaves the accumulator unset too: both in lanes, in every
-    // model, bit for bit the exact path.
+    // model, products rounded to bf16 or not, bit for bit the exact path.
     std::mt19937 gen(59);
     const lowbit::float_quantizer e4m3{.format = lowbit::fp8_e4m3}, e5m2{.format = lowbit::fp8_e5m2};
     for (const auto& inputs : {e4m3, e5m2})
@@ -862,6 +862,7 @@ TEST_CASE("fast path: an unset chunk accumulator or accumulator with FP8 inputs 
                       std::optional(lowbit::fp32), std::optional(lowbit::lba_m7e4_acc)}) {
                     lowbit::gemm_spec spec{.input_a = inputs, .input_b = inputs, .model = model, .chunk = chunk};
                     if (acc_format) spec.accumulator = lowbit::float_quantizer{.format = *acc_format};
+                    if (gen() % 2 == 0) spec.product = lowbit::bf16;  // (its grid: the data's products')
                     const auto A = scaled_normal(9, 300, gen, 3), B = scaled_normal(300, 70, gen, 3);
                     lowbit::gemm_report report;
                     Eigen::MatrixXf fast;

@@ -64,6 +64,11 @@ TEST_CASE("parse reads the PyTorch and ml_dtypes names; to_string keeps the pres
     CHECK(float_format::parse("float8_e4m3fnuz") == e4m3fnuz);
     CHECK(float_format::parse("FLOAT8_E4M3FNUZ") == lowbit::fp8_e4m3fnuz);
     CHECK(float_format::parse("e4m3,bias=8,specials=fnuz") == lowbit::fp8_e4m3fnuz);
+    // ... and by their C++ names, which the README lists among the presets (printed as ml_dtypes')
+    CHECK(float_format::parse("fp8_e4m3fnuz") == lowbit::fp8_e4m3fnuz);
+    CHECK(float_format::parse("fp8_e5m2fnuz") == lowbit::fp8_e5m2fnuz);
+    CHECK(float_format::parse("fp8_e4m3b11fnuz") == lowbit::fp8_e4m3b11fnuz);
+    CHECK(lowbit::to_string(lowbit::fp8_e4m3fnuz) == "float8_e4m3fnuz");
     CHECK(float_format::parse("float8_e5m2fnuz") ==
           float_format{.exp_bits = 5, .man_bits = 2, .bias = 16, .specials = special_values::fnuz});
     CHECK(float_format::parse("float8_e4m3b11fnuz") ==

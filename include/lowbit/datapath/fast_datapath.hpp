@@ -1250,6 +1250,20 @@ private:
 // How exact terms (the products of two inputs, or block terms d s: lns and block-scaled GEMMs)
 // are rounded by the spec's product quantizer in fp32 lanes, and the grid of what comes out:
 // nothing where lanes cannot do it (a stochastic, integer or fnuz product quantizer).
+// The grid of the roundings to a format (grid `format`) of values on grid `exact`: a rounding of
+// a multiple of 2^g is one too, unless it saturates (the largest value is a multiple of its own
+// step only), and is a value of the format; it is at most one step, 2^(1 - p) of the magnitude,
+// larger, or the smallest normal (a raise from below), and at most the largest value.
+inline value_grid rounded_grid(const value_grid& format, const value_grid& exact) {
+    value_grid r = format;
+    const int largest_step = exponent_of_largest(format.max_magnitude) - (format.significand_bits - 1);
+    r.smallest_step = std::max(format.smallest_step, std::min(exact.smallest_step, largest_step));
+    const double min_normal = std::ldexp(1.0, format.smallest_step + format.significand_bits - 1);
+    const double grown = exact.max_magnitude * (1 + std::ldexp(1.0, 1 - format.significand_bits));
+    r.max_magnitude = std::min(format.max_magnitude, std::max(grown, min_normal));
+    return r;
+}
+
 struct product_stage {
     product_op op;
     value_grid grid;
@@ -1294,7 +1308,7 @@ struct product_stage {
                 return round_any<m()>{plan};
             });
         }
-        r.grid = *grid_p;
+        r.grid = rounded_grid(*grid_p, exact);
         r.grid.finite = r.grid.finite || overflow_stays_finite(qp);  // (the terms are finite)
         return r;
     }
@@ -1462,15 +1476,13 @@ inline bool exact_in_double(int bottom, double largest) {
     return exponent_of_largest(largest) + 1 - bottom <= 53;
 }
 
-// The grid of a chunk's results under a rounding accumulator, for terms on grid `terms` and an
-// optional addend. A rounding of a multiple of 2^g is one too, unless it saturates (the largest
-// value is a multiple of its own step 2^(emax - man_bits) only): the results are multiples of
-// 2^max(the format's step, min(g, that step)). A pairwise chunk of one term is the term itself.
+// The grid step of a chunk's results under a rounding accumulator, for terms on grid `terms` and
+// an optional addend: the roundings' (rounded_grid), and a pairwise chunk of one term is the term
+// itself.
 inline int chunk_results_bottom(const gemm_spec& spec, const value_grid& terms, const std::optional<value_grid>& addend) {
     const value_grid acc = is_fp32_nearest(spec.accumulator) ? value_grid{-149, 24, double(FLT_MAX), false}
                                                              : *float_grid(spec.accumulator);
-    const int largest_step = exponent_of_largest(acc.max_magnitude) - (acc.significand_bits - 1);
-    int bottom = std::max(acc.smallest_step, std::min(terms.smallest_step, largest_step));
+    int bottom = rounded_grid(acc, terms).smallest_step;
     if (spec.model == accumulation::pairwise) bottom = std::min(bottom, terms.smallest_step);
     if (addend) bottom = std::min(bottom, addend->smallest_step);
     return bottom;

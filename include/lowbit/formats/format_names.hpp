@@ -6,7 +6,8 @@
 //           name (float32, bfloat16, float16, float8_e4m3fn, float8_e5m2, float6_e2m3fn,
 //           float6_e3m2fn, float4_e2m1fn, float8_e8m0fnu), ml_dtypes' IEEE-style FP8 (float8_e4m3:
 //           max 240 and infinities; float8_e3m4: max 15.5), or an fnuz format by its ml_dtypes
-//           name (float8_e4m3fnuz, float8_e5m2fnuz, float8_e4m3b11fnuz),
+//           name (float8_e4m3fnuz, float8_e5m2fnuz, float8_e4m3b11fnuz) or its C++ one
+//           (fp8_e4m3fnuz, fp8_e5m2fnuz, fp8_e4m3b11fnuz),
 //           "eXmY" (X exponent bits, Y mantissa bits: IEEE-style defaults),
 //           "mYeX" (the MxEy spelling of Blumenfeld et al.: Y mantissa bits, X exponent bits),
 //           either with a leading "u" for an unsigned format.
@@ -36,7 +37,7 @@ struct named_format {
 };
 
 // Canonical names first: to_string prints the first name whose format matches.
-inline constexpr std::array<named_format, 32> format_names{{
+inline constexpr std::array<named_format, 35> format_names{{
     {"fp32", fp32},         {"tf32", tf32},           {"bf16", bf16},
     {"fp16", fp16},         {"fp8_e4m3", fp8_e4m3},   {"fp8_e5m2", fp8_e5m2},
     {"fp6_e2m3", fp6_e2m3}, {"fp6_e3m2", fp6_e3m2},   {"fp4_e2m1", fp4_e2m1},
@@ -51,6 +52,8 @@ inline constexpr std::array<named_format, 32> format_names{{
     {"float8_e4m3fn", fp8_e4m3}, {"float8_e5m2", fp8_e5m2}, {"float6_e2m3fn", fp6_e2m3},
     {"float6_e3m2fn", fp6_e3m2}, {"float4_e2m1fn", fp4_e2m1}, {"float8_e8m0fnu", ue8m0},
     {"float8_e4m3", float_format{.exp_bits = 4, .man_bits = 3}}, {"float8_e3m4", float_format{.exp_bits = 3, .man_bits = 4}},
+    // aliases: the fnuz formats by their C++ names (lowbit::fp8_e4m3fnuz, ...)
+    {"fp8_e4m3fnuz", fp8_e4m3fnuz}, {"fp8_e5m2fnuz", fp8_e5m2fnuz}, {"fp8_e4m3b11fnuz", fp8_e4m3b11fnuz},
 }};
 
 [[noreturn]] inline void parse_error(std::string_view field, std::string_view text,
