@@ -590,6 +590,22 @@ using fused_pass_fn = void (*)(const float*, const float*, std::ptrdiff_t, int, 
 using fused_chunks_pass_fn = void (*)(const float*, const float*, std::ptrdiff_t, std::int64_t, std::int64_t, const void*,
                                       const void*, float*, gemm_stats*);
 using product_pass_fn = void (*)(const float*, const float*, std::ptrdiff_t, int, const void*, float*);
+
+// sums[l] += product(a[t] * b[t][l]) for t < n, in double, as the products are made (the exact
+// sums of lane_reduction: every sum exact).
+template <class P>
+void product_sum_pass(const float* a, const float* b, std::ptrdiff_t ldb, int n, const void* product, double* sums_io) {
+    const P prod = *static_cast<const P*>(product);  // local copies: stores cannot alias them
+    alignas(64) double sums[fast_lanes];
+    for (int l = 0; l < fast_lanes; ++l) sums[l] = sums_io[l];
+    for (int t = 0; t < n; ++t) {
+        const float at = a[t];
+        const float* bt = b + t * ldb;
+        for (int l = 0; l < fast_lanes; ++l) sums[l] += double(prod(at * bt[l]));
+    }
+    for (int l = 0; l < fast_lanes; ++l) sums_io[l] = sums[l];
+}
+using product_sum_pass_fn = void (*)(const float*, const float*, std::ptrdiff_t, int, const void*, double*);
 using accumulate_pass_fn = void (*)(const float*, int, float*, const void*);
 using accumulate_double_pass_fn = void (*)(const double*, int, float*, const void*);
 
@@ -1752,7 +1768,7 @@ public:
                 case accumulation::two_level: break;  // (refused by make)
             }
         };
-        if (exact_ != exact_sums::none) return exact_row(K, fill, reduce_chunk, buf, total, initial);
+        if (exact_ != exact_sums::none) return exact_row(K, fill, fused, reduce_chunk, buf, total, initial);
         alignas(64) float acc[fast_lanes];
         for (std::int64_t start = 0; start < K; start += chunk_) {
             const int n = int(std::min(start + chunk_, K) - start);
@@ -1778,7 +1794,7 @@ public:
                 accumulate_doubles_(buf, m, acc, accumulate_address);
             }
         };
-        if (exact_ != exact_sums::none) return exact_row(K, fill, reduce_chunk, buf, total, initial);
+        if (exact_ != exact_sums::none) return exact_row(K, fill, fused, reduce_chunk, buf, total, initial);
         alignas(64) float acc[fast_lanes];
         for (std::int64_t start = 0; start < K; start += chunk_) {
             const int n = int(std::min(start + chunk_, K) - start);
@@ -1823,7 +1839,8 @@ public:
                 accumulate_);
         };
         // (exact sums have no events: the terms' are counted by fill)
-        if (exact_ != exact_sums::none) return exact_row(K, fill, reduce_chunk, buf, total, initial);
+        if (exact_ != exact_sums::none)
+            return exact_row(K, fill, [](std::int64_t, int, double*) { return false; }, reduce_chunk, buf, total, initial);
         alignas(64) float acc[fast_lanes];
         for (std::int64_t start = 0; start < K; start += chunk_) {
             start_chunk(acc, start == 0 ? initial : nullptr);
@@ -1843,10 +1860,11 @@ private:
 
     // The exact sums of row() (exact_ != none), from `total` (its start: -0s or an addend) to its
     // float rounding (nearest even, as every output). With exact_sums::all each chunk's terms are
-    // summed here from its start (`initial` for the first, else +0); otherwise chunk(start, n,
-    // acc) leaves a chunk's rounded result in acc.
-    template <class T, class Fill, class Chunk>
-    void exact_row(std::int64_t K, const Fill& fill, const Chunk& chunk, T* buf, float* total,
+    // summed here from its start (`initial` for the first, else +0), by fused(k, n, sums) where
+    // it takes double sums and returns true (terms made as they are added), else through fill's
+    // buffer; otherwise chunk(start, n, acc) leaves a chunk's rounded result in acc.
+    template <class T, class Fill, class Fused, class Chunk>
+    void exact_row(std::int64_t K, const Fill& fill, const Fused& fused, const Chunk& chunk, T* buf, float* total,
                    const float* initial) const {
         alignas(64) double sum[fast_lanes], chunk_sum[fast_lanes];
         alignas(64) float acc[fast_lanes];
@@ -1855,7 +1873,10 @@ private:
             const std::int64_t end = std::min(start + chunk_, K);
             if (exact_ == exact_sums::all) {
                 for (int l = 0; l < fast_lanes; ++l) chunk_sum[l] = start == 0 && initial != nullptr ? initial[l] : 0.0;
-                for (std::int64_t k = start; k < end; k += fast_panel) {
+                bool summed = false;
+                if constexpr (std::is_invocable_r_v<bool, const Fused&, std::int64_t, int, double*>)
+                    summed = fused(start, int(end - start), chunk_sum);
+                for (std::int64_t k = start; k < end && !summed; k += fast_panel) {
                     const int m = int(std::min<std::int64_t>(fast_panel, end - k));
                     fill(k, m, buf);
                     sum_pass(buf, m, chunk_sum);
@@ -2067,6 +2088,8 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
     }
     const product_pass_fn product_only = std::visit(
         [](const auto& p) -> product_pass_fn { return &product_pass<std::decay_t<decltype(p)>>; }, prod);
+    const product_sum_pass_fn product_sum = !reduction->sums_exactly() ? nullptr : std::visit(
+        [](const auto& p) -> product_sum_pass_fn { return &product_sum_pass<std::decay_t<decltype(p)>>; }, prod);
     const void* const prod_address = address_of(prod);
     const void* const accumulate_address = address_of(*accumulate);
 
@@ -2092,9 +2115,14 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
         reduction->row(
             K,
             [&](std::int64_t k, int m, float* out) { product_only(a_row + k, b_block + k * ldb, ldb, m, prod_address, out); },
-            [&](std::int64_t k, int n, float* acc) {
-                if (fused == nullptr) return false;
-                fused(a_row + k, b_block + k * ldb, ldb, n, prod_address, accumulate_address, acc);
+            [&](std::int64_t k, int n, auto* acc) {
+                if constexpr (std::is_same_v<decltype(acc), double*>) {  // (exact sums)
+                    if (product_sum == nullptr) return false;
+                    product_sum(a_row + k, b_block + k * ldb, ldb, n, prod_address, acc);
+                } else {
+                    if (fused == nullptr) return false;
+                    fused(a_row + k, b_block + k * ldb, ldb, n, prod_address, accumulate_address, acc);
+                }
                 return true;
             },
             buf, total, addend != nullptr && addend_in_chain ? initial : nullptr);
