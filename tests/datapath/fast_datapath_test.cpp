@@ -792,8 +792,13 @@ TEST_CASE("fast path equals the exact path: exact sums in double lanes (unset ac
                                .model = models[gen() % 5], .chunk = int(1 + gen() % 20)};
         if (!exact_accumulator) spec.accumulator = acc;  // the chunk accumulator stays unset ...
         else if (trial % 9 == 0) spec.chunk_accumulator = acc;  // ... or rounds an unset accumulator's chunks
+        // (products rounded to a format whose largest value is not on the data's grid: e4m3's 448
+        // is a multiple of 2^6 only, and saturating products land there)
+        const lowbit::float_format products[] = {lowbit::bf16, lowbit::fp16, lowbit::fp8_e4m3, lowbit::fp8_e5m2};
         if (gen() % 3 == 0)
-            spec.product = lowbit::float_quantizer{.format = gen() % 2 ? lowbit::bf16 : lowbit::fp16, .mode = mode};
+            spec.product = lowbit::float_quantizer{.format = products[gen() % 4], .mode = mode,
+                                                   .on_overflow = gen() % 2 ? lowbit::overflow::saturate
+                                                                            : lowbit::overflow::infinity};
         spec.window = 10 + int(gen() % 6);
         spec.group = 1 + int(gen() % 8);
         spec.threads = 1 + int(gen() % 2);
