@@ -838,11 +838,13 @@ TEST_CASE("fast path equals the exact path: exact sums in double lanes (unset ac
         exact_accumulators_in_lanes += lanes && exact_accumulator;
         nan_totals += int(exact.array().isNaN().count() > 0);
         // Small formats' sums fit double: the declared FP8 inputs into an unset accumulator (at
-        // most 2^17 * 90 on a grid of 2^-36) always take the lanes.
+        // most 2^17 * 90 on a grid of 2^-36) always take the lanes, where they are finite (e4m3
+        // makes NaN of what passes its range).
         const auto* fa = spec.input_a.as_float();
         const auto* fb = spec.input_b.as_float();
         if (exact_accumulator && spec.chunk_accumulator.is_exact() && fa != nullptr && fb != nullptr &&
-            fa->format.exp_bits <= 4 && fb->format.exp_bits <= 4 && spec.product.is_exact() && !with_addend)
+            fa->format.exp_bits <= 4 && fb->format.exp_bits <= 4 && spec.product.is_exact() && !with_addend &&
+            A.array().abs().maxCoeff() < 464 && B.array().abs().maxCoeff() < 464)
             CHECK(lanes);
     }
     // (the others: unquantized or wide inputs whose sums may pass 53 bits, infinite inputs, and
