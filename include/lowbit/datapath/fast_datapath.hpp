@@ -448,17 +448,30 @@ template <class P, class A, class Events>
 // All of a row's chunks when the chunk accumulator is the accumulator's own operation (the
 // paper's setup): each chunk from 0, total = accumulate(total + chunk) after each. One call per
 // row keeps the operation's constants in registers across chunks. With Count, the events go
-// into *stats.
-template <class P, class A, bool Count>
+// into *stats. With ExactTotal, the chunk accumulator is unset instead, and its total exact in
+// double (lane_reduction's exact sums, exact_sums::total): total += chunk, rounded to float at
+// the end.
+template <class P, class A, bool Count, bool ExactTotal = false>
 void fused_chunks_pass(const float* a, const float* b, std::ptrdiff_t ldb, std::int64_t n, std::int64_t chunk,
                        const void* product, const void* accumulate, float* total_io, gemm_stats* stats) {
+    static_assert(!(Count && ExactTotal), "events beside an exact total are counted by counted_row");
+    alignas(64) double exact[fast_lanes];
+    if constexpr (ExactTotal)
+        for (int l = 0; l < fast_lanes; ++l) exact[l] = total_io[l];
+    const auto round_exact = [&] {
+        if constexpr (ExactTotal)
+            for (int l = 0; l < fast_lanes; ++l) total_io[l] = float(exact[l]);
+    };
 #if defined(__AVX512F__)
     // (accumulators of odd sums with a vector rounding: shift_rounding.hpp's chain)
     if constexpr (!Count && is_odd_sum<A> && requires { product_vector(std::declval<P>()); })
-        if constexpr (has_odd_chain<decltype(A::inner)>)
-            return with_vector_rounding(static_cast<const A*>(accumulate)->inner, [&](const auto& round) {
-                odd_chunks(a, b, ldb, n, chunk, product_vector(*static_cast<const P*>(product)), round, total_io);
+        if constexpr (has_odd_chain<decltype(A::inner)>) {
+            with_vector_rounding(static_cast<const A*>(accumulate)->inner, [&](const auto& round) {
+                odd_chunks<ExactTotal>(a, b, ldb, n, chunk, product_vector(*static_cast<const P*>(product)), round,
+                                       total_io, exact);
             });
+            return round_exact();
+        }
 #endif
     const P prod = *static_cast<const P*>(product);  // local copies: stores cannot alias them
     const A step = *static_cast<const A*>(accumulate);
@@ -469,7 +482,9 @@ void fused_chunks_pass(const float* a, const float* b, std::ptrdiff_t ldb, std::
         float acc[fast_lanes] = {};
         fused_chain(a + start, b + start * ldb, ldb, int(std::min(chunk, n - start)), prod, step, acc, events);
         for (int l = 0; l < fast_lanes; ++l) {
-            if constexpr (Count) {
+            if constexpr (ExactTotal) {
+                exact[l] += double(acc[l]);
+            } else if constexpr (Count) {
                 std::uint32_t overflowed, inexact;
                 const float y = add_then_counted(step, total[l], acc[l], overflowed, inexact);
                 events.addition(l, total[l], acc[l], y, overflowed, inexact);
@@ -480,6 +495,7 @@ void fused_chunks_pass(const float* a, const float* b, std::ptrdiff_t ldb, std::
         }
     }
     for (int l = 0; l < fast_lanes; ++l) total_io[l] = total[l];
+    round_exact();
     if constexpr (Count) events.add_to(*stats);
 }
 
@@ -1485,6 +1501,12 @@ using counted_product_pass_fn = void (*)(const float*, const float*, std::ptrdif
 
 // ---- the reduction stage ----
 
+// The values an accumulator the lanes take can hold (fp32's addition in nearest_even: any float,
+// and its sums may overflow to infinity).
+inline value_grid accumulator_grid(const quantizer& q) {
+    return is_fp32_nearest(q) ? value_grid{-149, 24, double(FLT_MAX), false} : *float_grid(q);
+}
+
 // Exact sums in double lanes: exact where every value is a multiple of 2^bottom and every partial
 // sum is at most `largest` in magnitude, within double's 53 bits. (Zeros, infinities and NaN
 // then add as in exact_sum: IEEE's rules.)
@@ -1496,8 +1518,7 @@ inline bool exact_in_double(int bottom, double largest) {
 // an optional addend: the roundings' (rounded_grid), and a pairwise chunk of one term is the term
 // itself.
 inline int chunk_results_bottom(const gemm_spec& spec, const value_grid& terms, const std::optional<value_grid>& addend) {
-    const value_grid acc = is_fp32_nearest(spec.accumulator) ? value_grid{-149, 24, double(FLT_MAX), false}
-                                                             : *float_grid(spec.accumulator);
+    const value_grid acc = accumulator_grid(spec.accumulator);
     int bottom = rounded_grid(acc, terms).smallest_step;
     if (spec.model == accumulation::pairwise) bottom = std::min(bottom, terms.smallest_step);
     if (addend) bottom = std::min(bottom, addend->smallest_step);
@@ -1509,8 +1530,7 @@ inline int chunk_results_bottom(const gemm_spec& spec, const value_grid& terms, 
 // the smallest normal (a raise, or a subnormal's step); an aligned group's cuts toward minus
 // infinity at most (group + 1) 2^-window more; a saturating rounding stays at the largest value.
 inline double chunk_result_bound(const gemm_spec& spec, std::int64_t n, double largest, double first) {
-    const value_grid acc = is_fp32_nearest(spec.accumulator) ? value_grid{-149, 24, double(FLT_MAX), false}
-                                                             : *float_grid(spec.accumulator);
+    const value_grid acc = accumulator_grid(spec.accumulator);
     const double min_normal = std::ldexp(1.0, acc.smallest_step + acc.significand_bits - 1);
     double growth = 1 + std::ldexp(1.0, 1 - acc.significand_bits);
     if (spec.model == accumulation::aligned) growth *= 1 + double(spec.group + 1) * std::ldexp(1.0, -spec.window);
@@ -1575,8 +1595,7 @@ public:
             spec.accumulator, double_terms ? value_grid{-149, 24, terms.max_magnitude, terms.finite} : terms,
             non_finite_terms);
         if (!accumulate) return refuse(lane_refusal(spec.accumulator, "accumulator"));
-        value_grid accumulated = is_fp32_nearest(spec.accumulator) ? value_grid{-149, 24, double(FLT_MAX), false}
-                                                                   : *float_grid(spec.accumulator);
+        value_grid accumulated = accumulator_grid(spec.accumulator);
         // A pairwise chunk of one product is that product, unrounded: the chunk sums then also
         // take the terms' values (their grid, and whatever infinities they have).
         const bool unrounded_terms = spec.model == accumulation::pairwise;
@@ -1708,6 +1727,8 @@ public:
     // Whether row() sums exactly in double lanes (an unset accumulator or chunk accumulator): its
     // totals are then the float roundings of exact sums.
     bool sums_exactly() const { return exact_ != exact_sums::none; }
+    // Whether only the chunk accumulator's total is exact (a rounding accumulator's chunks).
+    bool exact_total() const { return exact_ == exact_sums::total; }
     bool chained() const { return model_ == accumulation::sequential || model_ == accumulation::fma; }
     std::int64_t chunk() const { return chunk_; }
     // Rows of terms that row() asks for at once (buf's size: that many rows of fast_lanes floats).
@@ -2049,13 +2070,18 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
             else return nullptr;
         },
         prod, *accumulate);
-    // (the one-loop chunks and the AVX-512 chain start from +0: no addend)
-    const fused_chunks_pass_fn fused_chunks = !chunk_same || !chained || fused == nullptr || addend != nullptr ? nullptr : std::visit(
-        [](const auto& p, const auto& a) -> fused_chunks_pass_fn {
+    // (the one-loop chunks and the AVX-512 chain start from +0: no addend; an exact total beside
+    // odd-sum accumulators, whose chunks then run two at a time on AVX-512)
+    const bool exact_total = reduction->exact_total();
+    const fused_chunks_pass_fn fused_chunks = !(chunk_same || exact_total) || !chained || fused == nullptr || addend != nullptr ? nullptr : std::visit(
+        [exact_total](const auto& p, const auto& a) -> fused_chunks_pass_fn {
             using P = std::decay_t<decltype(p)>;
             using A = std::decay_t<decltype(a)>;
-            if constexpr (is_light<P> && is_light<A>) return &fused_chunks_pass<P, A, false>;
-            else return nullptr;
+            if constexpr (is_light<P> && is_light<A>) {
+                if (!exact_total) return &fused_chunks_pass<P, A, false>;
+                if constexpr (is_odd_sum<A>) return &fused_chunks_pass<P, A, false, true>;
+            }
+            return nullptr;
         },
         prod, *accumulate);
     // Events are counted here only on that path, for the operations of counts_events, and without

@@ -349,13 +349,30 @@ struct round_flush_saturate_vector {
 // All of a row's chunks, for products (exact in fp32) rounded by `product` and an odd-sum
 // accumulator whose rounding is `round` (a vector form above) that is also the chunk accumulator
 // (fused_chunks_pass's work): each chunk from +0, total = accumulate(total + chunk) after each,
-// in order. Chunks c and c + 1 run together (eight chains of 16 lanes).
-template <class Product, class Round>
+// in order. Chunks c and c + 1 run together (eight chains of 16 lanes). With ExactTotal (an unset
+// chunk accumulator whose sums double holds: lane_reduction's exact sums), total += chunk in
+// double instead, exact_io holding the 64 totals.
+template <bool ExactTotal = false, class Product, class Round>
 void odd_chunks(const float* a, const float* b, std::ptrdiff_t ldb, std::int64_t n, std::int64_t chunk,
-                const Product& product, const Round& round, float* total_io) {
+                const Product& product, const Round& round, float* total_io, double* exact_io = nullptr) {
     const auto step = [&](__m512 x, __m512 y) { return round(sum_round_odd(x, y)); };
     __m512 total[4];
+    [[maybe_unused]] __m512d exact[8];
     for (int v = 0; v < 4; ++v) total[v] = _mm512_loadu_ps(total_io + 16 * v);
+    if constexpr (ExactTotal)
+        for (int h = 0; h < 8; ++h) exact[h] = _mm512_loadu_pd(exact_io + 8 * h);
+    // (the exact total: each half of a chunk's vector widened, and added exactly)
+    const auto add = [&](const __m512(&acc)[4]) {
+        if constexpr (ExactTotal) {
+            for (int v = 0; v < 4; ++v) {
+                exact[2 * v] = _mm512_add_pd(exact[2 * v], _mm512_cvtps_pd(_mm512_castps512_ps256(acc[v])));
+                exact[2 * v + 1] = _mm512_add_pd(
+                    exact[2 * v + 1], _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[v]), 1))));
+            }
+        } else {
+            for (int v = 0; v < 4; ++v) total[v] = step(total[v], acc[v]);
+        }
+    };
     for (std::int64_t start = 0; start < n; start += 2 * chunk) {
         const std::int64_t first = std::min(chunk, n - start), second = std::clamp<std::int64_t>(n - start - chunk, 0, chunk);
         __m512 acc[2][4];
@@ -379,11 +396,12 @@ void odd_chunks(const float* a, const float* b, std::ptrdiff_t ldb, std::int64_t
             for (int v = 0; v < 4; ++v)
                 acc[0][v] = step(acc[0][v], product(_mm512_mul_ps(at0, _mm512_loadu_ps(bt0 + 16 * v))));
         }
-        for (int v = 0; v < 4; ++v) total[v] = step(total[v], acc[0][v]);
-        if (second > 0)
-            for (int v = 0; v < 4; ++v) total[v] = step(total[v], acc[1][v]);
+        add(acc[0]);
+        if (second > 0) add(acc[1]);
     }
     for (int v = 0; v < 4; ++v) _mm512_storeu_ps(total_io + 16 * v, total[v]);
+    if constexpr (ExactTotal)
+        for (int h = 0; h < 8; ++h) _mm512_storeu_pd(exact_io + 8 * h, exact[h]);
 }
 
 // The roundings with a vector form, for which fused_chunks_pass runs odd_chunks.
