@@ -568,6 +568,42 @@ Eigen::MatrixXf addends(Eigen::Index rows, Eigen::Index cols, std::mt19937& gen,
     return c;
 }
 
+// One random trial of a spec: the call without stats, the counted one and the exact path's (a
+// call with per-product records), with the addend C when given; the two fast calls' results and
+// the counted events are checked bit for bit against the exact path's.
+struct trial_result {
+    Eigen::MatrixXf exact;
+    lowbit::gemm_stats exact_stats;
+    bool plain_in_lanes = false, counted_in_lanes = false;
+};
+trial_result check_against_exact_path(const Eigen::MatrixXf& A, const Eigen::MatrixXf& B, const Eigen::MatrixXf* C,
+                                      const lowbit::gemm_spec& spec) {
+    const auto run = [&](const lowbit::gemm_spec& s, lowbit::gemm_stats* stats, lowbit::gemm_report* report) {
+        Eigen::MatrixXf D;
+        if (C != nullptr) lowbit::gemm_add(A, B, *C, D, s, stats, report);
+        else lowbit::gemm(A, B, D, s, stats, report);
+        return D;
+    };
+    lowbit::gemm_report plain_report, counted_report;
+    lowbit::gemm_stats counted_stats;
+    trial_result r;
+    const Eigen::MatrixXf plain = run(spec, nullptr, &plain_report);
+    const Eigen::MatrixXf counted = run(spec, &counted_stats, &counted_report);
+    lowbit::gemm_spec recorded = spec;
+    recorded.record_lost = true;
+    r.exact = run(recorded, &r.exact_stats, nullptr);
+    INFO(lowbit::to_string(spec) << ", addend " << (C != nullptr) << ", M " << A.rows() << " K " << A.cols() << " N "
+                                 << B.cols() << "; without stats: " << lowbit::to_string(plain_report.kernel) << " "
+                                 << plain_report.reason << "; counted: " << lowbit::to_string(counted_report.kernel)
+                                 << " " << counted_report.reason);
+    CHECK(same_bits(r.exact, plain));
+    CHECK(same_bits(r.exact, counted));
+    CHECK(lowbit_test::stats_difference(r.exact_stats, counted_stats, false) == "");
+    r.plain_in_lanes = plain_report.kernel != lowbit::gemm_kernel::exact;
+    r.counted_in_lanes = counted_report.kernel != lowbit::gemm_kernel::exact;
+    return r;
+}
+
 }  // namespace
 
 TEST_CASE("fast path equals the exact path: an addend (gemm_add) in every model") {
@@ -731,28 +767,11 @@ TEST_CASE("fast path counts the same events as the exact path: any accumulator, 
         if (trial % 8 == 0) A *= 3e3f, B *= 3e3f;  // sums past fp16's range, products past e5m2's
         const bool with_addend = gen() % 3 == 0;
         const Eigen::MatrixXf C = addends(M, N, gen, shift);
-        const auto run = [&](const lowbit::gemm_spec& s, lowbit::gemm_stats* stats, lowbit::gemm_report* report) {
-            Eigen::MatrixXf D;
-            if (with_addend) lowbit::gemm_add(A, B, C, D, s, stats, report);
-            else lowbit::gemm(A, B, D, s, stats, report);
-            return D;
-        };
-        lowbit::gemm_report plain_report, counted_report;
-        lowbit::gemm_stats counted_stats, exact_stats;
-        (void)run(spec, nullptr, &plain_report);
-        const Eigen::MatrixXf counted = run(spec, &counted_stats, &counted_report);
-        lowbit::gemm_spec recorded = spec;
-        recorded.record_lost = true;
-        const Eigen::MatrixXf exact = run(recorded, &exact_stats, nullptr);
-        INFO(lowbit::to_string(spec) << ", addend " << with_addend << ", M " << M << " K " << K << " N " << N
-                                     << "; without stats: " << lowbit::to_string(plain_report.kernel) << " "
-                                     << plain_report.reason << "; counted: " << lowbit::to_string(counted_report.kernel)
-                                     << " " << counted_report.reason);
-        CHECK(same_bits(exact, counted));
-        CHECK(lowbit_test::stats_difference(exact_stats, counted_stats, false) == "");
-        if (plain_report.kernel != lowbit::gemm_kernel::exact) CHECK(counted_report.kernel != lowbit::gemm_kernel::exact);
-        in_lanes += counted_report.kernel != lowbit::gemm_kernel::exact;
-        all += exact_stats;
+        const trial_result r = check_against_exact_path(A, B, with_addend ? &C : nullptr, spec);
+        INFO(lowbit::to_string(spec));
+        if (r.plain_in_lanes) CHECK(r.counted_in_lanes);
+        in_lanes += r.counted_in_lanes;
+        all += r.exact_stats;
     }
     CHECK(in_lanes > 150);  // (the others run on the exact path with or without stats)
     CHECK(all.product_overflows > 0);
@@ -807,30 +826,12 @@ TEST_CASE("fast path equals the exact path: exact sums in double lanes (unset ac
         if (trial % 8 == 0) A *= 3e3f, B *= 3e3f;  // chunk sums past fp16's range
         const bool with_addend = gen() % 3 == 0;
         const Eigen::MatrixXf C = addends(M, N, gen, shift);
-        const auto run = [&](const lowbit::gemm_spec& s, lowbit::gemm_stats* stats, lowbit::gemm_report* report) {
-            Eigen::MatrixXf D;
-            if (with_addend) lowbit::gemm_add(A, B, C, D, s, stats, report);
-            else lowbit::gemm(A, B, D, s, stats, report);
-            return D;
-        };
-        lowbit::gemm_report plain_report, counted_report;
-        lowbit::gemm_stats counted_stats, exact_stats;
-        const Eigen::MatrixXf plain = run(spec, nullptr, &plain_report);
-        const Eigen::MatrixXf counted = run(spec, &counted_stats, &counted_report);
-        lowbit::gemm_spec recorded = spec;
-        recorded.record_lost = true;
-        const Eigen::MatrixXf exact = run(recorded, &exact_stats, nullptr);
-        INFO(lowbit::to_string(spec) << ", addend " << with_addend << ", M " << M << " K " << K << " N " << N
-                                     << "; without stats: " << lowbit::to_string(plain_report.kernel) << " "
-                                     << plain_report.reason << "; counted: " << lowbit::to_string(counted_report.kernel)
-                                     << " " << counted_report.reason);
-        CHECK(same_bits(exact, plain));
-        CHECK(same_bits(exact, counted));
-        CHECK(lowbit_test::stats_difference(exact_stats, counted_stats, false) == "");
-        const bool lanes = plain_report.kernel != lowbit::gemm_kernel::exact;
+        const trial_result r = check_against_exact_path(A, B, with_addend ? &C : nullptr, spec);
+        INFO(lowbit::to_string(spec));
+        const bool lanes = r.plain_in_lanes;
         in_lanes += lanes;
         exact_accumulators_in_lanes += lanes && exact_accumulator;
-        nan_totals += int(exact.array().isNaN().count() > 0);
+        nan_totals += int(r.exact.array().isNaN().count() > 0);
         // Small formats' sums fit double: the declared FP8 inputs into an unset accumulator (at
         // most 2^17 * 90 on a grid of 2^-36) always take the lanes, where they are finite (e4m3
         // makes NaN of what passes its range).

@@ -611,7 +611,7 @@ using product_pass_fn = void (*)(const float*, const float*, std::ptrdiff_t, int
 // sums of lane_reduction: every sum exact).
 template <class P>
 void product_sum_pass(const float* a, const float* b, std::ptrdiff_t ldb, int n, const void* product, double* sums_io) {
-    const P prod = *static_cast<const P*>(product);  // local copies: stores cannot alias them
+    const P prod = *static_cast<const P*>(product);  // a local copy: stores cannot alias it
     alignas(64) double sums[fast_lanes];
     for (int l = 0; l < fast_lanes; ++l) sums[l] = sums_io[l];
     for (int t = 0; t < n; ++t) {
@@ -1155,21 +1155,17 @@ std::uint64_t zero_operand_products(const MA& a, const float* b, std::ptrdiff_t 
 
 // ---- the driver ----
 
-// Whether no value is an infinity or a NaN, by their exponent field: a loop compilers vectorize
-// (Eigen's allFinite compares x - x with itself one element at a time).
-inline bool all_finite(const float* x, Eigen::Index n) {
-    std::uint32_t special = 0;
-    for (Eigen::Index i = 0; i < n; ++i) special |= std::uint32_t((std::bit_cast<std::uint32_t>(x[i]) & 0x7F800000u) == 0x7F800000u);
-    return special == 0;
-}
-
-// The largest magnitude among the values, by their bits (in the same kind of loop): infinity for
-// an infinity, NaN for a NaN.
+// The largest magnitude among the values, by their bits (infinity for an infinity, NaN for a
+// NaN): a loop compilers vectorize.
 inline float largest_magnitude(const float* x, Eigen::Index n) {
     std::uint32_t largest = 0;
     for (Eigen::Index i = 0; i < n; ++i) largest = std::max(largest, std::bit_cast<std::uint32_t>(x[i]) & 0x7FFFFFFFu);
     return std::bit_cast<float>(largest);
 }
+
+// Whether no value is an infinity or a NaN (Eigen's allFinite compares x - x with itself one
+// element at a time).
+inline bool all_finite(const float* x, Eigen::Index n) { return std::isfinite(largest_magnitude(x, n)); }
 
 // The grid of the n floats at x themselves, or nothing when one is an infinity or a NaN: every
 // non-zero value a multiple of 2^smallest_step with at most significand_bits significant bits,
@@ -1610,7 +1606,8 @@ public:
         // fp32's addition gives exactly (the chunk's result itself, as in the exact sum). Over
         // several chunks, the exact total is summed in double lanes where double holds it.
         if (spec.chunk_accumulator.is_exact() && r.chunk_ < K) {
-            if (!exact_in_double(chunk_results_bottom(spec, terms, addend), first + double(chunks) * chunk_result_bound(spec, r.chunk_, terms.max_magnitude, first)))
+            const double largest = first + double(chunks) * chunk_result_bound(spec, r.chunk_, terms.max_magnitude, first);
+            if (!exact_in_double(chunk_results_bottom(spec, terms, addend), largest))
                 return refuse("chunk_accumulator: exact (unrounded) sums of the chunks' results that may need more than "
                               "double's 53 bits");
             r.exact_ = exact_sums::total;
@@ -1789,14 +1786,8 @@ public:
                 case accumulation::two_level: break;  // (refused by make)
             }
         };
-        if (exact_ != exact_sums::none) return exact_row(K, fill, fused, reduce_chunk, buf, total, initial);
-        alignas(64) float acc[fast_lanes];
-        for (std::int64_t start = 0; start < K; start += chunk_) {
-            const int n = int(std::min(start + chunk_, K) - start);
-            start_chunk(acc, start == 0 ? initial : nullptr);
-            reduce_chunk(start, n, acc);
-            chunk_only_(acc, 1, total, chunk_address);  // total = chunk_acc(total + acc)
-        }
+        chunks(K, fill, fused, reduce_chunk, buf, total, initial,
+               [&](const float* acc) { chunk_only_(acc, 1, total, chunk_address); });
     }
 
     // The same for double terms (make with double_terms): fill(k, m, buf) writes m rows of
@@ -1815,14 +1806,8 @@ public:
                 accumulate_doubles_(buf, m, acc, accumulate_address);
             }
         };
-        if (exact_ != exact_sums::none) return exact_row(K, fill, fused, reduce_chunk, buf, total, initial);
-        alignas(64) float acc[fast_lanes];
-        for (std::int64_t start = 0; start < K; start += chunk_) {
-            const int n = int(std::min(start + chunk_, K) - start);
-            start_chunk(acc, start == 0 ? initial : nullptr);
-            reduce_chunk(start, n, acc);
-            chunk_only_(acc, 1, total, chunk_address);  // total = chunk_acc(total + acc)
-        }
+        chunks(K, fill, fused, reduce_chunk, buf, total, initial,
+               [&](const float* acc) { chunk_only_(acc, 1, total, chunk_address); });
     }
 
     // Whether counted_row serves this reduction: chained models, and pairwise trees of float terms.
@@ -1860,16 +1845,11 @@ public:
                 accumulate_);
         };
         // (exact sums have no events: the terms' are counted by fill)
-        if (exact_ != exact_sums::none)
-            return exact_row(K, fill, [](std::int64_t, int, double*) { return false; }, reduce_chunk, buf, total, initial);
-        alignas(64) float acc[fast_lanes];
-        for (std::int64_t start = 0; start < K; start += chunk_) {
-            start_chunk(acc, start == 0 ? initial : nullptr);
-            reduce_chunk(start, int(std::min(start + chunk_, K) - start), acc);
-            // total = chunk_acc(total + acc)
-            std::visit([&](const auto& step) { counted_chain_pass<std::decay_t<decltype(step)>, float>(acc, 1, total, step, chunk_range_, events); },
-                       chunk_step_);
-        }
+        chunks(K, fill, [](std::int64_t, int, double*) { return false; }, reduce_chunk, buf, total, initial,
+               [&](float* acc) {
+                   std::visit([&](const auto& step) { counted_chain_pass<std::decay_t<decltype(step)>, float>(acc, 1, total, step, chunk_range_, events); },
+                              chunk_step_);
+               });
     }
 
 private:
@@ -1877,6 +1857,21 @@ private:
     static void start_chunk(float* acc, const float* initial) {
         if (initial != nullptr) std::copy(initial, initial + fast_lanes, acc);
         else std::fill(acc, acc + fast_lanes, 0.0f);
+    }
+
+    // A row's chunks: each chunk's result from reduce_chunk(start, n, acc) (acc started: from
+    // `initial` for the first chunk, else +0), then add_chunk(acc): total = chunk_acc(total + acc).
+    // Exact sums (exact_ != none) take exact_row instead.
+    template <class T, class Fill, class Fused, class Chunk, class AddChunk>
+    void chunks(std::int64_t K, const Fill& fill, const Fused& fused, const Chunk& reduce_chunk, T* buf, float* total,
+                const float* initial, const AddChunk& add_chunk) const {
+        if (exact_ != exact_sums::none) return exact_row(K, fill, fused, reduce_chunk, buf, total, initial);
+        alignas(64) float acc[fast_lanes];
+        for (std::int64_t start = 0; start < K; start += chunk_) {
+            start_chunk(acc, start == 0 ? initial : nullptr);
+            reduce_chunk(start, int(std::min(start + chunk_, K) - start), acc);
+            add_chunk(acc);
+        }
     }
 
     // The exact sums of row() (exact_ != none), from `total` (its start: -0s or an addend) to its
