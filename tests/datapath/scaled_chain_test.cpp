@@ -1,11 +1,14 @@
-// The AVX-512 chain (scaled_chain.hpp: sequential, fma and pairwise) against the exact path:
+// The AVX-512 chain (scaled_chain.hpp: sequential, fma and pairwise) against the exact path
+// (and, where a build has no AVX-512, the portable chain that runs instead on the same setups):
 // bit-identical results, zeros' signs included, wherever fast_gemm chooses it; and the two
 // hardware facts it rests on:
 // vcvtne2ps2bf16 rounds to nearest even on 8 significant bits, and moves lanes as pair_column says.
 #include <lowbit/datapath/gemm.hpp>
+#include <lowbit/datapath/portable_chain.hpp>
 #include <lowbit/datapath/scaled_chain.hpp>
 #include <lowbit/rounding/quantize.hpp>
 
+#include "support/chain_data.hpp"
 #include "support/stats_difference.hpp"
 
 #include <catch2/catch.hpp>
@@ -24,6 +27,8 @@
 namespace {
 
 using lowbit::accumulation;
+using lowbit_test::data;
+using lowbit_test::make;
 using lowbit::rounding;
 
 bool same_bits(const Eigen::MatrixXf& a, const Eigen::MatrixXf& b) {
@@ -45,41 +50,10 @@ std::string kernel_for(const Eigen::MatrixXf& A, const Eigen::MatrixXf& B, const
     lowbit::gemm_stats stats;
     Eigen::MatrixXf C(A.rows(), B.cols());
     lowbit::gemm(A, B, C, spec, counted ? &stats : nullptr, &report);
-    return report.kernel == lowbit::gemm_kernel::scaled_chain_avx512 ? "scaled"
-           : report.kernel == lowbit::gemm_kernel::vectorized_chain  ? "vectorized"
-                                                                     : "none";
-}
-
-// Data of several kinds, each a test of something the chain does:
-enum class data { wide, small, tiny, cancelling, zero_rows };
-Eigen::MatrixXf make(Eigen::Index rows, Eigen::Index cols, data kind, std::mt19937& gen) {
-    std::normal_distribution<float> normal;
-    std::uniform_int_distribution<int> shift(-6, 6);
-    Eigen::MatrixXf m(rows, cols);
-    for (Eigen::Index i = 0; i < m.size(); ++i) {
-        switch (kind) {
-            case data::wide:  // products saturate and flush; sums saturate, flush and round up to min_normal
-                m.data()[i] = std::ldexp(normal(gen), shift(gen));
-                break;
-            case data::small:  // nothing saturates (the saturations are left out), much flushes
-                m.data()[i] = std::ldexp(normal(gen), shift(gen) / 2 - 4);
-                break;
-            case data::tiny:  // most products flush: many outputs are zeros, of either sign
-                m.data()[i] = std::ldexp(normal(gen), -5 + shift(gen) / 3);
-                break;
-            case data::cancelling:  // small integers: sums cancel to exact zeros
-                m.data()[i] = float(std::uniform_int_distribution<int>(-2, 2)(gen));
-                break;
-            case data::zero_rows:  // zero or negative-zero rows and columns among normal ones
-                m.data()[i] = normal(gen);
-                break;
-        }
-    }
-    if (kind == data::zero_rows) {
-        for (Eigen::Index i = 0; i < rows; i += 3) m.row(i).setConstant(i % 2 == 0 ? 0.0f : -0.0f);
-        for (Eigen::Index j = 1; j < cols; j += 4) m.col(j).setConstant(-0.0f);
-    }
-    return m;
+    return report.kernel == lowbit::gemm_kernel::scaled_chain_avx512     ? "scaled"
+           : report.kernel == lowbit::gemm_kernel::scaled_chain_portable ? "portable"
+           : report.kernel == lowbit::gemm_kernel::vectorized_chain      ? "vectorized"
+                                                                         : "none";
 }
 
 const lowbit::float_format m7e4_prod_subnormal{.exp_bits = 4, .man_bits = 7, .bias = 12, .subnormals = true,
@@ -115,6 +89,22 @@ bool chain_runs(const lowbit::gemm_spec& spec, const lowbit::float_format& acc, 
            (mode == rounding::toward_zero || (lowbit::detail::has_bf16_rounding && acc.man_bits == 7)) &&
            (!rounds_products ||
             (mode == rounding::toward_zero && !product.subnormals && spec.model != accumulation::pairwise));
+}
+
+// The kernel this build runs for the setup: the AVX-512 chain where chain_runs says so (and for
+// pairwise trees of up to 64 leaves), else, on sequential and fma chains without events, the
+// portable chain (portable_chain_test.cpp: every setup here fits it), else the vectorized chain.
+std::string expected_kernel(const lowbit::gemm_spec& spec, const lowbit::float_format& acc, bool product_set,
+                            const lowbit::float_format& product, bool counted = false) {
+    const bool pairwise = spec.model == accumulation::pairwise;
+    if (chain_runs(spec, acc, product_set, product) && (!pairwise || (spec.chunk != 0 && spec.chunk <= 64)))
+        return "scaled";
+    const bool rounds_products = product_set && spec.model != accumulation::fma &&
+                                 spec.input_a.as_float()->format != lowbit::fp8_e4m3;
+    const bool truncates = spec.accumulator.as_float()->mode == rounding::toward_zero && !product.subnormals;
+    return lowbit::detail::has_portable_chain && !counted && !pairwise && (!rounds_products || truncates)
+               ? "portable"
+               : "vectorized";
 }
 
 }  // namespace
@@ -208,12 +198,7 @@ TEST_CASE("the AVX-512 chain equals the exact path: formats, modes, models, chun
                         spec.threads = chunk == 16 ? 2 : 1;
                         const Eigen::MatrixXf A = make(M, K, kind, gen), B = make(K, N, kind, gen);
                         INFO(setup_name(spec, product_format, product_set, kind));
-                        // The chain runs where this build has it, and for pairwise trees of up to
-                        // 64 leaves.
-                        const bool in_chain =
-                            chain_runs(spec, acc_format, product_set, product_format) &&
-                            (model != accumulation::pairwise || (chunk != 0 && chunk <= 64));
-                        CHECK(kernel_for(A, B, spec) == (in_chain ? "scaled" : "vectorized"));
+                        CHECK(kernel_for(A, B, spec) == expected_kernel(spec, acc_format, product_set, product_format));
                         CHECK(same_bits(exact_gemm(A, B, spec), lowbit::gemm(A, B, spec)));
                     }
 }
@@ -268,8 +253,8 @@ TEST_CASE("the AVX-512 chain counts the exact path's events, and counting change
                             const Eigen::Index M = 5, K = chunk == 5 ? 37 : 131, N = chunk == 1 ? 128 : 70;
                             const Eigen::MatrixXf A = make(M, K, kind, gen), B = make(K, N, kind, gen);
                             INFO(setup_name(spec, product_format, product_set, kind));
-                            const bool in_chain = chain_runs(spec, acc_format, product_set, product_format);
-                            CHECK(kernel_for(A, B, spec, true) == (in_chain ? "scaled" : "vectorized"));
+                            CHECK(kernel_for(A, B, spec, true) ==
+                                  expected_kernel(spec, acc_format, product_set, product_format, true));
                             lowbit::gemm_spec recorded = spec;
                             recorded.record_lost = true;
                             lowbit::gemm_stats expected, got;
@@ -318,6 +303,9 @@ TEST_CASE("the AVX-512 chain gives zeros their signs: flushed sums, cancelling s
                                              .model = model, .chunk = chunk, .chunk_accumulator = acc};
                 INFO(lowbit::to_string(mode) << " chunk " << chunk << " " << lowbit::to_string(model));
                 if constexpr (lowbit::detail::has_bf16_rounding) CHECK(kernel_for(A, B, spec) == "scaled");
+                else if (!lowbit::detail::has_scaled_chain && lowbit::detail::has_portable_chain &&
+                         model != accumulation::pairwise)
+                    CHECK(kernel_for(A, B, spec) == "portable");
                 const Eigen::MatrixXf expected = exact_gemm(A, B, spec);
                 CHECK(same_bits(expected, lowbit::gemm(A, B, spec)));
                 for (Eigen::Index i = 0; i < expected.size(); ++i)

@@ -57,6 +57,7 @@
 #include <lowbit/datapath/gemm_stats.hpp>
 #include <lowbit/datapath/reused_buffer.hpp>
 #include <lowbit/formats/format_names.hpp>
+#include <lowbit/datapath/portable_chain.hpp>
 #include <lowbit/datapath/scaled_chain.hpp>
 #include <lowbit/datapath/shift_rounding.hpp>
 #include <lowbit/datapath/thread_count.hpp>
@@ -1044,27 +1045,31 @@ template <kernel_inputs In>
 constexpr bool truncated_product<round_full<rounding::toward_zero, In>> = true;
 
 template <class P, class A>
-constexpr bool scaled_chain_applies =
-    has_scaled_chain &&
+constexpr bool chain_operations =
     (std::is_same_v<P, product_exact> || std::is_same_v<P, product_range<true>> ||
      (truncated_product<P> && std::is_same_v<A, round_flush_saturate<rounding::toward_zero>>)) &&
     (std::is_same_v<A, round_flush_saturate<rounding::toward_zero>> ||
-     (std::is_same_v<A, round_flush_saturate<rounding::nearest_even>> && has_bf16_rounding));
-
+     std::is_same_v<A, round_flush_saturate<rounding::nearest_even>>);
 template <class P, class A>
-    requires scaled_chain_applies<P, A>
-std::optional<scaled_chain> scaled_chain_for(const P& prod, const A& step, const value_grid& a, const value_grid& b,
-                                             bool counting = false) {
-    constexpr bool range_checked = std::is_same_v<P, product_range<true>> || truncated_product<P>;
-    constexpr bool nearest = std::is_same_v<A, round_flush_saturate<rounding::nearest_even>>;
-    if (nearest && step.shift != 16) return {};  // (bf16's 8 significant bits only)
-    const auto value = [](std::uint32_t bits) { return std::bit_cast<float>(bits); };
-    const float min_normal = value(step.min_normal_bits);
-    bool flushes_products = false;
-    // (without a flush, the smallest products must stay normal floats)
-    int scale = std::max(-125 - std::ilogb(min_normal), -126 - a.smallest_step - b.smallest_step);
-    double largest_product = a.max_magnitude * b.max_magnitude;
-    std::uint32_t product_max_bits = 0, product_flush_bits = 0, product_cut = ~0u;
+constexpr bool scaled_chain_applies =
+    has_scaled_chain && chain_operations<P, A> &&
+    (std::is_same_v<A, round_flush_saturate<rounding::toward_zero>> || has_bf16_rounding);
+// portable_chain.hpp's, where the AVX-512 chain does not apply (or declines)
+template <class P, class A>
+constexpr bool portable_chain_applies = has_portable_chain && chain_operations<P, A>;
+
+// The range checks that a scaled chain makes on products itself (none for exact products): the
+// largest kept, where they flush (0: nowhere), the bits a truncated product keeps, and at most how
+// many significant bits a kept product has. None where truncation is not a cut of the low bits.
+struct chain_products {
+    bool range_checked = false;
+    std::uint32_t max_bits = 0, flush_bits = 0, cut = ~0u;
+    int significand_bits = 24;
+};
+template <class P>
+std::optional<chain_products> chain_products_for(const P& prod, const value_grid& a, const value_grid& b) {
+    chain_products products;
+    products.significand_bits = std::min(24, a.significand_bits + b.significand_bits);  // (exact products)
     if constexpr (truncated_product<P>) {
         // Truncation is a cut of the low bits where every kept product is a normal value of the
         // format: it must flush (no subnormals: below the smallest normal, 0) and saturate.
@@ -1073,12 +1078,35 @@ std::optional<scaled_chain> scaled_chain_for(const P& prod, const A& step, const
             prod(std::nextafter(smallest, 0.0f)) != 0 || prod(2 * max) != max || prod(-2 * max) != -max ||
             prod.plan.base_shift < 0)
             return {};
-        product_max_bits = std::bit_cast<std::uint32_t>(max), product_flush_bits = std::bit_cast<std::uint32_t>(smallest);
-        product_cut = ~((std::uint32_t(1) << prod.plan.base_shift) - 1);
-    } else if constexpr (range_checked) {
-        product_max_bits = prod.max_finite_bits, product_flush_bits = prod.flush_below_bits;
+        products.range_checked = true;
+        products.max_bits = std::bit_cast<std::uint32_t>(max), products.flush_bits = std::bit_cast<std::uint32_t>(smallest);
+        products.cut = ~((std::uint32_t(1) << prod.plan.base_shift) - 1);
+        products.significand_bits = std::min(products.significand_bits, 24 - prod.plan.base_shift);
+    } else if constexpr (std::is_same_v<P, product_range<true>>) {
+        products.range_checked = true;
+        products.max_bits = prod.max_finite_bits, products.flush_bits = prod.flush_below_bits;
     }
-    if constexpr (range_checked) {
+    return products;
+}
+
+template <class P, class A>
+    requires scaled_chain_applies<P, A>
+std::optional<scaled_chain> scaled_chain_for(const P& prod, const A& step, const value_grid& a, const value_grid& b,
+                                             bool counting = false) {
+    constexpr bool nearest = std::is_same_v<A, round_flush_saturate<rounding::nearest_even>>;
+    if (nearest && step.shift != 16) return {};  // (bf16's 8 significant bits only)
+    const auto value = [](std::uint32_t bits) { return std::bit_cast<float>(bits); };
+    const float min_normal = value(step.min_normal_bits);
+    const auto products = chain_products_for(prod, a, b);
+    if (!products) return {};
+    bool flushes_products = false;
+    // (without a flush, the smallest products must stay normal floats)
+    int scale = std::max(-125 - std::ilogb(min_normal), -126 - a.smallest_step - b.smallest_step);
+    double largest_product = a.max_magnitude * b.max_magnitude;
+    const std::uint32_t product_max_bits = products->max_bits, product_flush_bits = products->flush_bits,
+                        product_cut = products->cut;
+    const bool range_checked = products->range_checked;
+    if (range_checked) {
         largest_product = value(product_max_bits);
         flushes_products = product_flush_bits != 0;
         if (flushes_products) {
@@ -1103,10 +1131,9 @@ std::optional<scaled_chain> scaled_chain_for(const P& prod, const A& step, const
     chain.scale = scale;
     chain.product_from_shifted = std::bit_cast<std::uint32_t>(0x1p-126f) << 1;
     chain.product_cut = product_cut;
-    if constexpr (range_checked)
-        if (flushes_products)
-            chain.product_from_shifted = std::bit_cast<std::uint32_t>(std::ldexp(value(product_flush_bits), scale)) << 1;
-    if constexpr (range_checked) {
+    if (range_checked && flushes_products)
+        chain.product_from_shifted = std::bit_cast<std::uint32_t>(std::ldexp(value(product_flush_bits), scale)) << 1;
+    if (range_checked) {
         chain.product_saturates = true;
         chain.product_limit = value(product_max_bits);
         chain.product_max = std::ldexp(value(product_max_bits), scale);
@@ -1129,6 +1156,57 @@ std::optional<scaled_chain> scaled_chain_for(const P& prod, const A& step, const
         (overflowed != 0 ? beyond : below) = middle;
     }
     chain.overflow_from_shifted = std::bit_cast<std::uint32_t>(std::ldexp(value(beyond), scale)) << 1;
+    return chain;
+}
+
+// portable_chain.hpp's chain for these operations, where it applies: products flushed at a power
+// of two at or below the accumulator's smallest normal, or none flushed (then the smallest product
+// stands for that power, or the smallest normal where products are all above it); every value
+// and sum of two below 2^125 once scaled; and where the two coincide, in nearest_even, every
+// product kept a multiple of the accumulator's smallest step (from the products' significant bits
+// or their grid).
+template <class P, class A>
+    requires portable_chain_applies<P, A>
+std::optional<scaled_chain> portable_chain_for(const P& prod, const A& step, const value_grid& a, const value_grid& b) {
+    constexpr bool nearest = std::is_same_v<A, round_flush_saturate<rounding::nearest_even>>;
+    const auto value = [](std::uint32_t bits) { return std::bit_cast<float>(bits); };
+    const float min_normal = value(step.min_normal_bits);
+    const auto products = chain_products_for(prod, a, b);
+    if (!products || !(min_normal >= 0x1p-126f) || step.shift > 23) return {};
+    const int min_exponent = std::ilogb(min_normal);
+    int flush_exponent = std::min(min_exponent, a.smallest_step + b.smallest_step);
+    if (products->flush_bits != 0) {
+        const float flush_below = value(products->flush_bits);
+        flush_exponent = std::ilogb(flush_below);
+        if (flush_below != std::ldexp(1.0f, flush_exponent) || flush_exponent > min_exponent) return {};
+    }
+    if (nearest && flush_exponent == min_exponent) {
+        const int product_step =
+            std::max(a.smallest_step + b.smallest_step, min_exponent - (products->significand_bits - 1));
+        if (product_step < min_exponent - (23 - int(step.shift))) return {};
+    }
+    const int scale = -126 - flush_exponent, rescale = min_exponent - flush_exponent;
+    const double largest_product =
+        products->range_checked ? double(value(products->max_bits)) : a.max_magnitude * b.max_magnitude;
+    if (!(std::abs(scale) <= 126 && rescale <= 126 && b.smallest_step + scale >= -126 &&
+          std::ldexp(b.max_magnitude * std::max(1.0, a.max_magnitude), scale) < 0x1p125 &&
+          std::ldexp(std::max(double(value(step.max_finite_bits)), largest_product), scale) < 0x1p125))
+        return {};
+    scaled_chain chain;
+    chain.scale = scale;
+    chain.rescale = rescale;
+    chain.product_cut = products->cut;
+    if (products->range_checked) {
+        chain.product_saturates = true;
+        chain.product_limit = value(products->max_bits);
+        chain.product_max = std::ldexp(value(products->max_bits), scale);
+    }
+    chain.accumulator_max = std::ldexp(value(step.max_finite_bits), scale);
+    chain.accumulator_limit = value(step.max_finite_bits);
+    chain.min_normal = min_normal;
+    chain.cut = ~step.below;
+    chain.dropped_bits = step.shift;
+    chain.below_min_normal = std::bit_cast<std::uint32_t>(std::ldexp(min_normal, scale)) - (1u << step.shift);
     return chain;
 }
 
@@ -2182,16 +2260,48 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
                 }
             },
             prod, *accumulate);
+    // Where it does not, portable_chain.hpp's chain, sequential and fma chains without events.
+    bool portable = false;
+    if (!scaled && chunk_same && addend == nullptr && chained && stats == nullptr)
+        std::visit(
+            [&](const auto& p, const auto& step) {
+                using P = std::decay_t<decltype(p)>;
+                using A = std::decay_t<decltype(step)>;
+                if constexpr (portable_chain_applies<P, A>) {
+                    scaled = portable_chain_for(p, step, *grid_a, *grid_b);
+                    constexpr rounding mode = std::is_same_v<A, round_flush_saturate<rounding::nearest_even>>
+                                                  ? rounding::nearest_even
+                                                  : rounding::toward_zero;
+                    constexpr bool cut = truncated_product<P>;
+                    scaled_pass[0] = &portable_chunks_pass<mode, 1, cut>;
+                    scaled_pass[1] = &portable_chunks_pass<mode, 2, cut>;
+                    portable = scaled.has_value();
+                    in_pairs = false;
+                }
+            },
+            prod, *accumulate);
     if (report != nullptr) {
-        report->kernel = scaled ? gemm_kernel::scaled_chain_avx512 : gemm_kernel::vectorized_chain;
+        report->kernel = portable ? gemm_kernel::scaled_chain_portable
+                         : scaled ? gemm_kernel::scaled_chain_avx512
+                                  : gemm_kernel::vectorized_chain;
         report->reason.clear();
         const bool applies = std::visit(
             [](const auto& p, const auto& step) {
                 return scaled_chain_applies<std::decay_t<decltype(p)>, std::decay_t<decltype(step)>>;
             },
             prod, *accumulate);
+        const bool portable_applies = std::visit(
+            [](const auto& p, const auto& step) {
+                return portable_chain_applies<std::decay_t<decltype(p)>, std::decay_t<decltype(step)>>;
+            },
+            prod, *accumulate);
         const bool truncating = std::visit([](const auto& p) { return truncated_product<std::decay_t<decltype(p)>>; }, prod);
-        if (!scaled && has_scaled_chain && applies)
+        if (!scaled && !has_scaled_chain && portable_applies)
+            report->reason = "scaled_chain_portable: runs sequential and fma chains, without events, from +0, where "
+                             "the accumulator and the products flush at the same smallest normal (or no product "
+                             "lies below it) and, in nearest_even, every product is a multiple of the "
+                             "accumulator's smallest step";
+        else if (!scaled && has_scaled_chain && applies)
             report->reason = !chunk_same ? "scaled_chain_avx512: needs the chunk accumulator to be the accumulator"
                              : addend != nullptr ? "scaled_chain_avx512: starts from +0, not from an addend (gemm_add)"
                              : truncating && pairwise

@@ -22,6 +22,7 @@ enum class gemm_kernel {
     exact,                // exact_datapath.hpp: one output at a time, any spec (the reference lane)
     vectorized_chain,     // fast_datapath.hpp: 64 outputs per block in fp32 lanes
     scaled_chain_avx512,  // scaled_chain.hpp: the paper's flush-and-saturate chain in AVX-512
+    scaled_chain_portable,  // portable_chain.hpp: the same chain in AVX2 or SSE2 registers
     integer_chain,        // integer_chain.hpp: integer accumulators in int64 lanes
     integer_buckets,      // lns_gemm.hpp: exact or wrapping LNS buckets summed in 64-bit integers (128 for wide exact sums)
     integer_sum_lanes,    // lns_gemm.hpp: exact sums of 64 outputs at once in int64 lanes
@@ -34,6 +35,7 @@ constexpr const char* to_string(gemm_kernel k) {
         case gemm_kernel::exact: return "exact";
         case gemm_kernel::vectorized_chain: return "vectorized_chain";
         case gemm_kernel::scaled_chain_avx512: return "scaled_chain_avx512";
+        case gemm_kernel::scaled_chain_portable: return "scaled_chain_portable";
         case gemm_kernel::integer_chain: return "integer_chain";
         case gemm_kernel::integer_buckets: return "integer_buckets";
         case gemm_kernel::integer_sum_lanes: return "integer_sum_lanes";

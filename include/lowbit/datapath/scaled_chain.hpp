@@ -71,6 +71,11 @@ struct scaled_chain {
     std::uint32_t kept_from_shifted = 0;
     float raised_to = 0;     // nearest_even: a kept sum's magnitude is raised to at least this ...
     std::uint32_t cut = 0;   // toward_zero: the bits a sum keeps (sign, exponent, kept fraction)
+    // portable_chain.hpp: the fraction bits a sum drops (nearest_even), and the exponents from
+    // where the scale puts the products' flush (2^-126) up to the accumulator's smallest normal
+    unsigned dropped_bits = 16;
+    int rescale = 0;
+    std::uint32_t below_min_normal = 0;  // nearest_even: the bits of M - q/2 at the products' scale
     // Counting events: a sum overflows when its magnitude's bits are >= overflow_from's (the
     // rounding without an upper limit would pass the largest value), shifted left by one as above.
     std::uint32_t overflow_from_shifted = 0;
@@ -142,6 +147,41 @@ struct panel_bounds {
     const float* a_sum = nullptr;      // ... and at a_sum + r * stride
     std::ptrdiff_t stride = 0;
     const float* b_largest = nullptr;  // the block's panels
+};
+
+// Which saturations the panels of a chunk need, for Rows rows of A: start() at each chunk, then
+// panel(k0, k1) for each of its parts in a panel, in order. (Used by both scaled chains.)
+class chunk_saturations {
+  public:
+    struct needed {
+        bool products, accumulator;
+    };
+    chunk_saturations(const scaled_chain& op, const panel_bounds& bounds, int rows) : op_(op), bounds_(bounds), rows_(rows) {
+        growth_[0] = 1;  // u^m
+        for (int m = 1; m <= saturation_panel; ++m) growth_[m] = growth_[m - 1] * (1 + 0x1p-7);
+    }
+    void start() { bound_ = 0; }
+    needed panel(std::int64_t k0, std::int64_t k1) {
+        const std::int64_t panel = k0 / saturation_panel;
+        double a_largest = 0, a_sum = 0;
+        for (int r = 0; r < rows_; ++r) {
+            a_largest = std::max(a_largest, double(bounds_.a_largest[r * bounds_.stride + panel]));
+            a_sum = std::max(a_sum, double(bounds_.a_sum[r * bounds_.stride + panel]));
+        }
+        const double b_largest = bounds_.b_largest[panel], steps = double(k1 - k0);
+        const bool products_saturate = op_.product_saturates && a_largest * b_largest > op_.product_limit;
+        const double products = products_saturate ? std::min(a_sum * b_largest, steps * op_.product_limit)
+                                                  : a_sum * b_largest;
+        bound_ = (bound_ + products + steps * op_.min_normal) * growth_[k1 - k0];
+        return {products_saturate, bound_ > op_.accumulator_limit};
+    }
+
+  private:
+    const scaled_chain& op_;
+    const panel_bounds& bounds_;
+    int rows_;
+    double growth_[saturation_panel + 1];
+    double bound_ = 0;  // on |acc| (see panel_bounds)
 };
 
 // Rows rows of A (a, lda) times a block of 64 columns of B (b, ldb; laid out by lay_out_scaled),
@@ -289,9 +329,7 @@ void scaled_chunks_pass(const float* a, std::ptrdiff_t lda, const float* b, std:
         }
     };
 
-    double growth[saturation_panel + 1];  // u^m
-    growth[0] = 1;
-    for (int m = 1; m <= saturation_panel; ++m) growth[m] = growth[m - 1] * (1 + 0x1p-7);
+    chunk_saturations saturations(op, bounds, Rows);
 
     __m512 total[Rows][4], last_total[Rows][4];
     for (auto& row : total)
@@ -366,23 +404,12 @@ void scaled_chunks_pass(const float* a, std::ptrdiff_t lda, const float* b, std:
         const std::int64_t end = start + chunk < n ? start + chunk : n;
         for (auto& row : acc)
             for (auto& v : row) v = _mm512_setzero_ps();
-        double bound = 0;  // on |acc| (see panel_bounds)
+        saturations.start();
         bool any_products_saturate = false;
         for (std::int64_t k0 = start; k0 < end;) {  // the chunk's part in each panel
-            const std::int64_t panel = k0 / saturation_panel;
-            const std::int64_t k1 = std::min(end, (panel + 1) * saturation_panel);
-            double a_largest = 0, a_sum = 0;
-            for (int r = 0; r < Rows; ++r) {
-                a_largest = std::max(a_largest, double(bounds.a_largest[r * bounds.stride + panel]));
-                a_sum = std::max(a_sum, double(bounds.a_sum[r * bounds.stride + panel]));
-            }
-            const double b_largest = bounds.b_largest[panel], steps = double(k1 - k0);
-            const bool products_saturate = op.product_saturates && a_largest * b_largest > op.product_limit;
+            const std::int64_t k1 = std::min(end, (k0 / saturation_panel + 1) * saturation_panel);
+            const auto [products_saturate, accumulator_saturates] = saturations.panel(k0, k1);
             any_products_saturate = any_products_saturate || products_saturate;
-            const double products = products_saturate ? std::min(a_sum * b_largest, steps * op.product_limit)
-                                                      : a_sum * b_largest;
-            bound = (bound + products + steps * op.min_normal) * growth[k1 - k0];
-            const bool accumulator_saturates = bound > op.accumulator_limit;
             if constexpr (!Pairwise) {
                 if (products_saturate) {
                     if (accumulator_saturates) chain(std::true_type{}, std::true_type{}, k0, k1);
