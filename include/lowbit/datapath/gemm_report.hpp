@@ -3,7 +3,8 @@
 //
 //   lowbit::gemm_report report;
 //   lowbit::gemm(A, B, C, spec, /*stats*/ nullptr, &report);
-//   report.kernel;   // lowbit::gemm_kernel::scaled_chain_avx512, vectorized_chain, integer_chain,
+//   report.kernel;   // lowbit::gemm_kernel::scaled_chain_avx512, scaled_chain_portable,
+//                    // vectorized_chain, integer_chain,
 //                    // integer_buckets (lns_gemm), block_terms_per_output (block_scaled_gemm)
 //                    // or exact
 //   report.isa;      // "avx512", "avx2", "sse2" or "scalar": what the caller's flags compiled
