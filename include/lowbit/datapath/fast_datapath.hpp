@@ -2260,9 +2260,10 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
                 }
             },
             prod, *accumulate);
-    // Where it does not, portable_chain.hpp's chain, sequential and fma chains without events.
+    // Where it does not, portable_chain.hpp's chain, sequential and fma chains without events,
+    // with the chunk accumulator the accumulator or an exact total.
     bool portable = false;
-    if (!scaled && chunk_same && addend == nullptr && chained && stats == nullptr)
+    if (!scaled && (chunk_same || exact_total) && addend == nullptr && chained && stats == nullptr)
         std::visit(
             [&](const auto& p, const auto& step) {
                 using P = std::decay_t<decltype(p)>;
@@ -2273,8 +2274,8 @@ bool fast_gemm(const MA& a, const MB& b, MC& c, const gemm_spec& spec, gemm_stat
                                                   ? rounding::nearest_even
                                                   : rounding::toward_zero;
                     constexpr bool cut = truncated_product<P>;
-                    scaled_pass[0] = &portable_chunks_pass<mode, 1, cut>;
-                    scaled_pass[1] = &portable_chunks_pass<mode, 2, cut>;
+                    scaled_pass[0] = exact_total ? &portable_chunks_pass<mode, 1, cut, true> : &portable_chunks_pass<mode, 1, cut>;
+                    scaled_pass[1] = exact_total ? &portable_chunks_pass<mode, 2, cut, true> : &portable_chunks_pass<mode, 2, cut>;
                     portable = scaled.has_value();
                     in_pairs = false;
                 }

@@ -65,7 +65,9 @@ inline constexpr int portable_lanes = 4;
 // whose result the same rounding adds to the total (from -0): out[r * 64 + l] = output l of row
 // r, unscaled. unknown[r] = 0 (no zero of unknown sign); no events. (The accumulator's values run
 // scaled by 2^(op.scale - op.rescale), its largest value and the products' by 2^op.scale.)
-template <rounding Mode, int Rows, bool Truncate>
+// With ExactTotal, the chunk accumulator is unset instead: the chunks' results are added exactly
+// in double (from -0; lane_reduction's exact sums, exact_sums::total), rounded to float at the end.
+template <rounding Mode, int Rows, bool Truncate, bool ExactTotal = false>
 void portable_chunks_pass(const float* a, std::ptrdiff_t lda, const float* b, std::ptrdiff_t ldb, std::int64_t n,
                           std::int64_t chunk, const scaled_chain& op, const panel_bounds& bounds, float* out,
                           std::uint64_t* unknown, scaled_events* /*events*/) {
@@ -76,6 +78,8 @@ void portable_chunks_pass(const float* a, std::ptrdiff_t lda, const float* b, st
     // (B's rows read through this type: unaligned, and a load a multiply takes as its operand,
     // where a copy into an array would go through the stack)
     typedef float unaligned_floats __attribute__((vector_size(4 * portable_lanes), aligned(4), may_alias));
+    typedef double lane_doubles __attribute__((vector_size(8 * portable_lanes)));
+    alignas(64) double exact[ExactTotal ? Rows * 64 : 1];  // (ExactTotal) the totals, unscaled
     constexpr int per_row = 4, group = per_row * portable_lanes;  // columns in flight
     static_assert(64 % group == 0);
 
@@ -131,8 +135,11 @@ void portable_chunks_pass(const float* a, std::ptrdiff_t lda, const float* b, st
     const double unscale = std::ldexp(1.0, op.rescale - op.scale);  // (the output: exact)
     for (int g = 0; g < 64; g += group) {
         lane_floats total[Rows][per_row], acc[Rows][per_row];
+        lane_doubles exact_total[ExactTotal ? Rows : 1][per_row];
         for (auto& row : total)
             for (auto& v : row) v = splat(-0.0f);
+        for (auto& row : exact_total)
+            for (auto& v : row) v = -lane_doubles{};
         // acc = the chain over k in [k0, k1), with or without the two saturations (on a local
         // copy, unrolled: the sums stay in registers)
         const auto chain = [&](auto products_saturate, auto accumulator_saturates, std::int64_t k0, std::int64_t k1) {
@@ -181,15 +188,23 @@ void portable_chunks_pass(const float* a, std::ptrdiff_t lda, const float* b, st
                 k0 = k1;
             }
             for (int r = 0; r < Rows; ++r)
-                for (int v = 0; v < per_row; ++v)
-                    total[r][v] = round(std::true_type{}, total[r][v] * up + acc[r][v] * up) * down;
+                for (int v = 0; v < per_row; ++v) {
+                    if constexpr (ExactTotal)  // (a power of two times a normal float or zero: exact)
+                        exact_total[r][v] += __builtin_convertvector(acc[r][v], lane_doubles) * unscale;
+                    else
+                        total[r][v] = round(std::true_type{}, total[r][v] * up + acc[r][v] * up) * down;
+                }
         }
         for (int r = 0; r < Rows; ++r)
             for (int v = 0; v < per_row; ++v)
-                for (int l = 0; l < portable_lanes; ++l)
-                    out[r * 64 + g + v * portable_lanes + l] = float(double(total[r][v][l]) * unscale);
+                for (int l = 0; l < portable_lanes; ++l) {
+                    if constexpr (ExactTotal) exact[r * 64 + g + v * portable_lanes + l] = exact_total[r][v][l];
+                    else out[r * 64 + g + v * portable_lanes + l] = float(double(total[r][v][l]) * unscale);
+                }
     }
     _mm_setcsr(saved_csr);
+    if constexpr (ExactTotal)  // (rounded with the caller's MXCSR: no flush)
+        for (int i = 0; i < Rows * 64; ++i) out[i] = float(exact[i]);
     for (int r = 0; r < Rows; ++r) unknown[r] = 0;
 #else
     (void)a, (void)lda, (void)b, (void)ldb, (void)n, (void)chunk, (void)op, (void)bounds, (void)out, (void)unknown;
