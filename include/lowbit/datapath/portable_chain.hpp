@@ -31,6 +31,7 @@
 // additions from the same starts: +0 for a chunk, -0 for the total), so no output is recomputed.
 #pragma once
 
+#include <lowbit/datapath/intrinsics_warnings.hpp>
 #include <lowbit/datapath/scaled_chain.hpp>
 #include <lowbit/rounding/modes.hpp>
 
@@ -42,6 +43,8 @@
 #if defined(__SSE2__)
 #include <immintrin.h>  // MXCSR's flush-to-zero bit; min and max
 #endif
+
+LOWBIT_BEGIN_INTRINSICS
 
 namespace lowbit::detail {
 
@@ -212,3 +215,5 @@ void portable_chunks_pass(const float* a, std::ptrdiff_t lda, const float* b, st
 }
 
 }  // namespace lowbit::detail
+
+LOWBIT_END_INTRINSICS
