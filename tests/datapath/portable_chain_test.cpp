@@ -127,10 +127,9 @@ TEST_CASE("the portable chain equals the exact path: formats, modes, models, chu
                         const bool same_flush =
                             product_set && model != accumulation::fma && product_format.bias == acc_format.bias;
                         // (an exact total of several chunks is the portable chain's only; a single
-                        // chunk with the chunk accumulator unset takes the vectorized chain)
+                        // chunk with the chunk accumulator unset is the chunk-same case)
                         CHECK(kernel_for(A, B, spec, &reason) ==
-                              (!exact_total                         ? expected_kernel(mode, acc_format, same_flush)
-                               : chunk >= K                         ? lowbit::gemm_kernel::vectorized_chain
+                              (!exact_total || chunk >= K           ? expected_kernel(mode, acc_format, same_flush)
                                : lowbit::detail::has_portable_chain ? lowbit::gemm_kernel::scaled_chain_portable
                                                                     : lowbit::gemm_kernel::vectorized_chain));
                         INFO(reason);

@@ -1690,8 +1690,16 @@ public:
                               "double's 53 bits");
             r.exact_ = exact_sums::total;
         }
+        // A single chunk of a sequential or fma chain (no chunking at all: the common spec) with
+        // the chunk accumulator unset and no addend: its result is an output of the accumulator's
+        // rounding, on its grid, so that rounding of -0 + the result is the result, as the exact
+        // sum gives: the chunk accumulator may be taken as the accumulator's own operation
+        // (chunk_same, which the scaled chains run).
+        const bool single_chained_chunk = spec.chunk_accumulator.is_exact() && r.chunk_ >= K && !addend &&
+                                          (spec.model == accumulation::sequential || spec.model == accumulation::fma);
         const auto chunk_step =
-            spec.chunk_accumulator.is_exact()
+            single_chained_chunk ? std::optional<accumulate_op>(*accumulate)
+            : spec.chunk_accumulator.is_exact()
                 ? std::optional<accumulate_op>(sum_fp32{})  // (the exact total: unused over several chunks)
                 : choose_accumulator(spec.chunk_accumulator, accumulated,
                                      accumulated_non_finite(spec.accumulator, non_finite_terms, unrounded_terms));
@@ -1700,6 +1708,7 @@ public:
         r.chunk_step_ = *chunk_step;
         r.accumulate_range_ = addition_range::of(spec.accumulator);
         if (!spec.chunk_accumulator.is_exact()) r.chunk_range_ = addition_range::of(spec.chunk_accumulator);
+        else if (single_chained_chunk) r.chunk_range_ = r.accumulate_range_;
         r.group_ = spec.group;
         r.window_ = spec.window;
         r.chunk_same_ = r.exact_ == exact_sums::none && std::visit(
