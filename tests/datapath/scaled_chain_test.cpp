@@ -28,20 +28,10 @@ namespace {
 
 using lowbit::accumulation;
 using lowbit_test::data;
+using lowbit_test::exact_gemm;
+using lowbit_test::same_bits;
 using lowbit_test::make;
 using lowbit::rounding;
-
-bool same_bits(const Eigen::MatrixXf& a, const Eigen::MatrixXf& b) {
-    return a.rows() == b.rows() && a.cols() == b.cols() &&
-           std::memcmp(a.data(), b.data(), sizeof(float) * std::size_t(a.size())) == 0;
-}
-
-// The exact path's result: gemm takes it when per-product records are asked for.
-Eigen::MatrixXf exact_gemm(const Eigen::MatrixXf& A, const Eigen::MatrixXf& B, lowbit::gemm_spec spec) {
-    spec.record_lost = true;
-    lowbit::gemm_stats stats;
-    return lowbit::gemm(A, B, spec, &stats);
-}
 
 // Which kernel gemm runs for the spec and data (with stats when counted).
 std::string kernel_for(const Eigen::MatrixXf& A, const Eigen::MatrixXf& B, const lowbit::gemm_spec& spec,

@@ -1,11 +1,15 @@
-// tests/support/chain_data.hpp: matrices of several kinds, each a test of something the scaled
-// chains (scaled_chain.hpp, portable_chain.hpp) do: saturation, flush, the raise to the smallest
-// normal, exact cancellation, zeros of both signs.
+// tests/support/chain_data.hpp: what the tests of the scaled chains (scaled_chain.hpp,
+// portable_chain.hpp) share: matrices of several kinds, each a test of something the chains do
+// (saturation, flush, the raise to the smallest normal, exact cancellation, zeros of both signs),
+// and their oracle, the exact path.
 #pragma once
+
+#include <lowbit/datapath/gemm.hpp>
 
 #include <Eigen/Core>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 
 namespace lowbit_test {
@@ -40,6 +44,18 @@ inline Eigen::MatrixXf make(Eigen::Index rows, Eigen::Index cols, data kind, std
         for (Eigen::Index j = 1; j < cols; j += 4) m.col(j).setConstant(-0.0f);
     }
     return m;
+}
+
+inline bool same_bits(const Eigen::MatrixXf& a, const Eigen::MatrixXf& b) {
+    return a.rows() == b.rows() && a.cols() == b.cols() &&
+           std::memcmp(a.data(), b.data(), sizeof(float) * std::size_t(a.size())) == 0;
+}
+
+// The exact path's result: gemm takes it when per-product records are asked for.
+inline Eigen::MatrixXf exact_gemm(const Eigen::MatrixXf& A, const Eigen::MatrixXf& B, lowbit::gemm_spec spec) {
+    spec.record_lost = true;
+    lowbit::gemm_stats stats;
+    return lowbit::gemm(A, B, spec, &stats);
 }
 
 }  // namespace lowbit_test

@@ -177,19 +177,8 @@ void portable_chunks_pass(const float* a, std::ptrdiff_t lda, const float* b, st
             const std::int64_t end = start + chunk < n ? start + chunk : n;
             for (auto& row : acc)
                 for (auto& v : row) v = lane_floats{};
-            saturations.start();
-            for (std::int64_t k0 = start; k0 < end;) {  // the chunk's part in each panel
-                const std::int64_t k1 = std::min(end, (k0 / saturation_panel + 1) * saturation_panel);
-                const auto [products_saturate, accumulator_saturates] = saturations.panel(k0, k1);
-                if (products_saturate) {
-                    if (accumulator_saturates) chain(std::true_type{}, std::true_type{}, k0, k1);
-                    else chain(std::true_type{}, std::false_type{}, k0, k1);
-                } else {
-                    if (accumulator_saturates) chain(std::false_type{}, std::true_type{}, k0, k1);
-                    else chain(std::false_type{}, std::false_type{}, k0, k1);
-                }
-                k0 = k1;
-            }
+            saturations.for_each_panel(start, end, [&](chunk_saturations::needed needed, std::int64_t k0,
+                                                       std::int64_t k1) { with_saturations(needed, chain, k0, k1); });
             for (int r = 0; r < Rows; ++r)
                 for (int v = 0; v < per_row; ++v) {
                     if constexpr (ExactTotal)  // (a power of two times a normal float or zero: exact)

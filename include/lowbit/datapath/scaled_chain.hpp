@@ -149,8 +149,9 @@ struct panel_bounds {
     const float* b_largest = nullptr;  // the block's panels
 };
 
-// Which saturations the panels of a chunk need, for Rows rows of A: start() at each chunk, then
-// panel(k0, k1) for each of its parts in a panel, in order. (Used by both scaled chains.)
+// Which saturations the panels of a chunk need, for Rows rows of A: for_each_panel(start, end, f)
+// calls f(needed, k0, k1) for each part [k0, k1) of the chunk in a panel, in order. (Used by both
+// scaled chains.)
 class chunk_saturations {
   public:
     struct needed {
@@ -160,7 +161,17 @@ class chunk_saturations {
         growth_[0] = 1;  // u^m
         for (int m = 1; m <= saturation_panel; ++m) growth_[m] = growth_[m - 1] * (1 + 0x1p-7);
     }
-    void start() { bound_ = 0; }
+    template <class F>
+    void for_each_panel(std::int64_t start, std::int64_t end, F&& f) {
+        bound_ = 0;
+        for (std::int64_t k0 = start; k0 < end;) {
+            const std::int64_t k1 = std::min(end, (k0 / saturation_panel + 1) * saturation_panel);
+            f(panel(k0, k1), k0, k1);
+            k0 = k1;
+        }
+    }
+
+  private:
     needed panel(std::int64_t k0, std::int64_t k1) {
         const std::int64_t panel = k0 / saturation_panel;
         double a_largest = 0, a_sum = 0;
@@ -176,13 +187,26 @@ class chunk_saturations {
         return {products_saturate, bound_ > op_.accumulator_limit};
     }
 
-  private:
     const scaled_chain& op_;
     const panel_bounds& bounds_;
     int rows_;
     double growth_[saturation_panel + 1];
     double bound_ = 0;  // on |acc| (see panel_bounds)
 };
+
+// chain(products_saturate, accumulator_saturates, k0, k1) with the two as std::bool_constant, so
+// that each of the four chains is compiled without the saturations it does not need.
+template <class Chain>
+[[gnu::always_inline]] inline void with_saturations(chunk_saturations::needed needed, Chain&& chain, std::int64_t k0,
+                                                    std::int64_t k1) {
+    if (needed.products) {
+        if (needed.accumulator) chain(std::true_type{}, std::true_type{}, k0, k1);
+        else chain(std::true_type{}, std::false_type{}, k0, k1);
+    } else {
+        if (needed.accumulator) chain(std::false_type{}, std::true_type{}, k0, k1);
+        else chain(std::false_type{}, std::false_type{}, k0, k1);
+    }
+}
 
 // Rows rows of A (a, lda) times a block of 64 columns of B (b, ldb; laid out by lay_out_scaled),
 // over n = K elements in chunks of `chunk` (each a sequential chain, or with Pairwise an adder
@@ -404,24 +428,14 @@ void scaled_chunks_pass(const float* a, std::ptrdiff_t lda, const float* b, std:
         const std::int64_t end = start + chunk < n ? start + chunk : n;
         for (auto& row : acc)
             for (auto& v : row) v = _mm512_setzero_ps();
-        saturations.start();
         bool any_products_saturate = false;
-        for (std::int64_t k0 = start; k0 < end;) {  // the chunk's part in each panel
-            const std::int64_t k1 = std::min(end, (k0 / saturation_panel + 1) * saturation_panel);
-            const auto [products_saturate, accumulator_saturates] = saturations.panel(k0, k1);
-            any_products_saturate = any_products_saturate || products_saturate;
+        saturations.for_each_panel(start, end, [&](chunk_saturations::needed needed, std::int64_t k0, std::int64_t k1) {
+            any_products_saturate = any_products_saturate || needed.products;
             if constexpr (!Pairwise) {
-                if (products_saturate) {
-                    if (accumulator_saturates) chain(std::true_type{}, std::true_type{}, k0, k1);
-                    else chain(std::true_type{}, std::false_type{}, k0, k1);
-                } else {
-                    if (accumulator_saturates) chain(std::false_type{}, std::true_type{}, k0, k1);
-                    else chain(std::false_type{}, std::false_type{}, k0, k1);
-                }
+                with_saturations(needed, chain, k0, k1);
                 widen_equal();
             }
-            k0 = k1;
-        }
+        });
         if constexpr (Pairwise) {
             const auto width = std::int64_t(std::bit_ceil(std::uint64_t(end - start)));
             if (any_products_saturate) tree(std::true_type{}, start, end, width);
